@@ -1,0 +1,87 @@
+//! The library's typed error: every variant names the thing (file, tensor, image, field) and the problem.
+
+use std::fmt;
+
+/// Result alias used across the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in blipq, each naming what it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration file (config.json, preprocessor config, ...) is missing a field or is malformed.
+    #[error("{file}: {msg}")]
+    Config { file: String, msg: String },
+    /// A weight file is truncated, corrupt or of an unsupported format.
+    #[error("{file}: {msg}")]
+    Checkpoint { file: String, msg: String },
+    /// One tensor is missing, of the wrong shape or of an unsupported dtype.
+    #[error("tensor `{name}`: {msg}")]
+    Tensor { name: String, msg: String },
+    /// An image could not be decoded, or is too large.
+    #[error("image {name}: {msg}")]
+    Image { name: String, msg: String },
+    /// The tokenizer could not be loaded or failed to encode/decode.
+    #[error("tokenizer {file}: {msg}")]
+    Tokenizer { file: String, msg: String },
+    /// Caption-metrics input (annotations, results) is malformed.
+    #[error("{file}: {msg}")]
+    Metrics { file: String, msg: String },
+    /// An argument is out of range or inconsistent (e.g. `num_beams = 0`).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// An error raised inside candle while running the model.
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+    pub fn config(file: impl fmt::Display, msg: impl fmt::Display) -> Self {
+        Error::Config {
+            file: file.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+    pub fn checkpoint(file: impl fmt::Display, msg: impl fmt::Display) -> Self {
+        Error::Checkpoint {
+            file: file.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+    pub fn tensor(name: impl fmt::Display, msg: impl fmt::Display) -> Self {
+        Error::Tensor {
+            name: name.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+    pub fn image(name: impl fmt::Display, msg: impl fmt::Display) -> Self {
+        Error::Image {
+            name: name.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+    pub fn tokenizer(file: impl fmt::Display, msg: impl fmt::Display) -> Self {
+        Error::Tokenizer {
+            file: file.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+    pub fn metrics(file: impl fmt::Display, msg: impl fmt::Display) -> Self {
+        Error::Metrics {
+            file: file.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+}

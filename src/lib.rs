@@ -1,0 +1,19 @@
+//! blipq: BLIP image captioning in Rust, FP32 and INT8, native and wasm32.
+//!
+//! [`Captioner`] loads a Hugging Face `BlipForConditionalGeneration` checkpoint (F32/F16/BF16
+//! safetensors, `pytorch_model.bin`, or blipq's INT8 safetensors) and captions images exactly as
+//! `transformers` does; [`quantize`] writes INT8 checkpoints.
+
+pub mod captioner;
+pub mod checkpoint;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod preprocess;
+pub mod quantize;
+pub mod tokenizer;
+
+pub use captioner::{Caption, CaptionOptions, Captioner, ModelFiles, ModelInfo, Timings};
+pub use error::{Error, Result};

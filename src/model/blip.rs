@@ -1,0 +1,40 @@
+//! `BlipForConditionalGeneration`: the vision encoder and the text decoder under their Hugging Face
+//! prefixes (`vision_model.*`, `text_decoder.*`).
+
+use candle_core::Tensor;
+
+use crate::checkpoint::Weights;
+use crate::config::BlipConfig;
+use crate::model::text::{DecoderState, TextLMHeadModel};
+use crate::model::vision::VisionModel;
+use crate::Result;
+
+#[derive(Debug, Clone)]
+pub struct BlipForConditionalGeneration {
+    vision_model: VisionModel,
+    text_decoder: TextLMHeadModel,
+}
+
+impl BlipForConditionalGeneration {
+    pub fn new(cfg: &BlipConfig, vb: Weights) -> Result<Self> {
+        Ok(Self {
+            vision_model: VisionModel::new(&cfg.vision, vb.pp("vision_model"))?,
+            text_decoder: TextLMHeadModel::new(&cfg.text, vb.pp("text_decoder"))?,
+        })
+    }
+
+    /// Image embeddings (the vision encoder's last hidden state) for `pixel_values` `[1, 3, H, W]`.
+    pub fn encode_image(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        self.vision_model.forward(pixel_values)
+    }
+
+    /// Decoder state for one image, with its cross-attention keys/values computed.
+    pub fn start_decoding(&self, image_embeds: &Tensor) -> Result<DecoderState> {
+        self.text_decoder.start(image_embeds)
+    }
+
+    /// Logits `[batch, vocab]` of the next token after feeding `ids` `[batch, len]`.
+    pub fn decode_step(&self, ids: &Tensor, state: &mut DecoderState) -> Result<Tensor> {
+        self.text_decoder.forward(ids, state)
+    }
+}

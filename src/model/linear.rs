@@ -1,0 +1,92 @@
+//! Linear layers and embeddings whose weight is either f32 or INT8 (`Q8_0` blocks): one code path
+//! for both precisions, chosen per tensor by what the checkpoint stores.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{Module, Tensor};
+
+use crate::checkpoint::{Matrix, Weights};
+use crate::Result;
+
+/// `nn.Linear`: `y = x W^T + b` with `W` f32 or INT8.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: LinearInner,
+    bias: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+enum LinearInner {
+    F32(candle_nn::Linear),
+    Q8(QMatMul),
+}
+
+impl Linear {
+    /// Loads `<prefix>.weight` `[out, in]` and `<prefix>.bias` `[out]`.
+    pub fn new(in_dim: usize, out_dim: usize, vb: Weights) -> Result<Self> {
+        let weight = vb.matrix(out_dim, in_dim, "weight")?;
+        let bias = vb.get(&[out_dim], "bias")?;
+        Self::from_matrix(weight, Some(bias))
+    }
+
+    pub fn from_matrix(weight: Matrix, bias: Option<Tensor>) -> Result<Self> {
+        let inner = match weight {
+            // The bias is added separately so that both precisions share it.
+            Matrix::F32(w) => LinearInner::F32(candle_nn::Linear::new(w, None)),
+            Matrix::Q8(q) => LinearInner::Q8(QMatMul::QTensor(q)),
+        };
+        Ok(Self { inner, bias })
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.inner, LinearInner::Q8(_))
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = match &self.inner {
+            LinearInner::F32(l) => l.forward(xs)?,
+            LinearInner::Q8(q) => q.forward(xs)?,
+        };
+        Ok(match &self.bias {
+            Some(b) => ys.broadcast_add(b)?,
+            None => ys,
+        })
+    }
+}
+
+/// `nn.Embedding` whose table is f32 or INT8; INT8 rows are dequantized one looked-up row at a time.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    table: Matrix,
+}
+
+impl Embedding {
+    /// Loads `<prefix>.weight` `[vocab, hidden]`.
+    pub fn new(vocab: usize, hidden: usize, vb: Weights) -> Result<Self> {
+        Ok(Self {
+            table: vb.matrix(vocab, hidden, "weight")?,
+        })
+    }
+
+    /// The table itself, for a language-model head tied to it.
+    pub fn matrix(&self) -> &Matrix {
+        &self.table
+    }
+
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match &self.table {
+            Matrix::F32(t) => {
+                let mut dims = ids.dims().to_vec();
+                dims.push(t.dim(1)?);
+                t.index_select(&ids.flatten_all()?, 0)?.reshape(dims)?
+            }
+            Matrix::Q8(q) => q.embedding(ids)?,
+        })
+    }
+}
+
+/// A LayerNorm loaded from `<prefix>.weight` and `<prefix>.bias`.
+pub fn layer_norm(size: usize, eps: f64, vb: Weights) -> Result<candle_nn::LayerNorm> {
+    let weight = vb.get(&[size], "weight")?;
+    let bias = vb.get(&[size], "bias")?;
+    Ok(candle_nn::LayerNorm::new(weight, bias, eps))
+}

@@ -1,0 +1,370 @@
+//! FP32 -> INT8 checkpoints (blipq's safetensors layout, `../shared/README.md` section 3) and the
+//! validation that compares the two models on a few images.
+//!
+//! Blocks are quantized by candle's own `Q8_0` quantizer and then split into int8 values and f16
+//! scales, so loading the INT8 file repacks the very same blocks: quantize -> load is exact.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use serde::Serialize;
+
+use crate::checkpoint::{Checkpoint, StoredDType, BLOCK};
+use crate::clock::Stopwatch;
+use crate::{Caption, CaptionOptions, Captioner, Error, Result};
+
+/// `__metadata__` values identifying a blipq INT8 file.
+pub const FORMAT: &str = "blipq-int8";
+pub const FORMAT_VERSION: &str = "1";
+
+/// Whether `name` (of shape `shape`) becomes INT8: every linear weight whose input size is a
+/// multiple of the block, and the word embeddings; never position/patch embeddings or norms.
+pub fn is_quantizable(name: &str, shape: &[usize]) -> bool {
+    let [_, cols] = shape else {
+        return false;
+    };
+    name.ends_with(".weight")
+        && cols % BLOCK == 0
+        && (!name.contains("embedding") || name.contains("word_embeddings"))
+}
+
+/// One output tensor: its dtype, shape and little-endian bytes.
+struct OutTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+/// Splits `Q8_0` blocks (f16 scale + 32 int8) into the int8 matrix and the `[rows, cols/32]` scales.
+fn split_q8_0(blocks: &[u8], rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>) {
+    let per_row = cols / BLOCK;
+    let mut q = Vec::with_capacity(rows * cols);
+    let mut scales = Vec::with_capacity(rows * per_row * 2);
+    for block in blocks.chunks_exact(2 + BLOCK) {
+        scales.extend_from_slice(&block[..2]);
+        q.extend_from_slice(&block[2..]);
+    }
+    (q, scales)
+}
+
+/// What the quantizer did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QuantizeSummary {
+    pub quantized_tensors: usize,
+    pub kept_tensors: usize,
+    pub output_bytes: usize,
+}
+
+/// Serializes the INT8 version of `ckpt`. `source_sha256` names the FP32 file in the metadata;
+/// `on_tensor(done, total, name)` reports progress.
+pub fn quantize_checkpoint(
+    ckpt: &Checkpoint,
+    source_sha256: &str,
+    on_tensor: &mut dyn FnMut(usize, usize, &str),
+) -> Result<(Vec<u8>, QuantizeSummary)> {
+    let device = Device::Cpu;
+    let names = ckpt.names();
+    let mut out: Vec<(String, OutTensor)> = Vec::with_capacity(names.len() + 100);
+    let mut summary = QuantizeSummary::default();
+    for (i, name) in names.iter().enumerate() {
+        on_tensor(i, names.len(), name);
+        let (dtype, shape) = ckpt
+            .info(name)
+            .ok_or_else(|| Error::tensor(name, "has an unsupported dtype"))?;
+        if dtype == StoredDType::I8 {
+            return Err(Error::checkpoint(
+                ckpt.file(),
+                format!("tensor `{name}` is already int8: quantize an FP32 checkpoint"),
+            ));
+        }
+        let t = ckpt.load_f32(name, &shape, &device)?;
+        if is_quantizable(name, &shape) {
+            let (rows, cols) = (shape[0], shape[1]);
+            let q = QTensor::quantize(&t, GgmlDType::Q8_0)?;
+            let (qs, scales) = split_q8_0(&q.data()?, rows, cols);
+            out.push((
+                name.clone(),
+                OutTensor {
+                    dtype: Dtype::I8,
+                    shape: shape.clone(),
+                    data: qs,
+                },
+            ));
+            out.push((
+                format!("{name}_scale"),
+                OutTensor {
+                    dtype: Dtype::F16,
+                    shape: vec![rows, cols / BLOCK],
+                    data: scales,
+                },
+            ));
+            summary.quantized_tensors += 1;
+        } else {
+            out.push((
+                name.clone(),
+                OutTensor {
+                    dtype: Dtype::F32,
+                    shape: shape.clone(),
+                    data: f32_bytes(&t)?,
+                },
+            ));
+            summary.kept_tensors += 1;
+        }
+    }
+    on_tensor(names.len(), names.len(), "");
+    let metadata: HashMap<String, String> = [
+        ("format", FORMAT),
+        ("version", FORMAT_VERSION),
+        ("block_size", "32"),
+        ("source", source_sha256),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let views = out
+        .iter()
+        .map(|(n, t)| {
+            TensorView::new(t.dtype, t.shape.clone(), &t.data)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::tensor(n, format!("cannot serialize: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::checkpoint("model.safetensors", format!("cannot serialize: {e}")))?;
+    summary.output_bytes = bytes.len();
+    Ok((bytes, summary))
+}
+
+fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+/// Whether a checkpoint's metadata marks it as a blipq INT8 file.
+pub fn is_blipq_int8(ckpt: &Checkpoint) -> bool {
+    ckpt.metadata().get("format").map(String::as_str) == Some(FORMAT)
+}
+
+/// FP32-vs-INT8 agreement on a set of images (`quantized_results.json`'s `validation`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Validation {
+    pub total_samples: usize,
+    pub successful_samples: usize,
+    pub success_rate: f64,
+    /// Mean seconds per image of the INT8 model.
+    pub avg_inference_time: f64,
+    /// Mean seconds per image of the FP32 model.
+    pub fp32_avg_inference_time: f64,
+    /// Mean fraction of greedy token positions where INT8 and FP32 agree.
+    pub token_agreement: f64,
+    /// Mean cosine similarity of the vision encoder outputs.
+    pub embedding_cosine: f64,
+    pub samples: Vec<ValidationSample>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationSample {
+    pub image: String,
+    pub fp32_caption: Option<String>,
+    pub int8_caption: Option<String>,
+    pub token_agreement: Option<f64>,
+    pub embedding_cosine: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// Fraction of positions (over the longer sequence) with equal tokens.
+pub fn token_agreement(a: &[u32], b: &[u32]) -> f64 {
+    let n = a.len().max(b.len());
+    if n == 0 {
+        return 1.0;
+    }
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    same as f64 / n as f64
+}
+
+/// Cosine similarity of two tensors, flattened.
+pub fn cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let a: Vec<f32> = a.flatten_all()?.to_vec1()?;
+    let b: Vec<f32> = b.flatten_all()?.to_vec1()?;
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(&b) {
+        dot += *x as f64 * *y as f64;
+        na += (*x as f64).powi(2);
+        nb += (*y as f64).powi(2);
+    }
+    Ok(dot / (na.sqrt() * nb.sqrt()).max(f64::MIN_POSITIVE))
+}
+
+fn validate_one(fp32: &Captioner, int8: &Captioner, name: &str, bytes: &[u8]) -> Result<(Caption, Caption, f64)> {
+    let opts = CaptionOptions::default();
+    let a = fp32.caption(bytes, name, &opts, &mut |_| {})?;
+    let b = int8.caption(bytes, name, &opts, &mut |_| {})?;
+    let pixels = fp32.pixel_values(bytes, name)?;
+    let cos = cosine(&fp32.encode_image(&pixels)?, &int8.encode_image(&pixels)?)?;
+    Ok((a, b, cos))
+}
+
+/// Runs both models on `images` (name, bytes); a failing image is recorded, not fatal.
+pub fn validate(
+    fp32: &Captioner,
+    int8: &Captioner,
+    images: &[(String, Vec<u8>)],
+    on_image: &mut dyn FnMut(usize, usize),
+) -> Validation {
+    let mut v = Validation {
+        total_samples: images.len(),
+        ..Default::default()
+    };
+    let (mut t8, mut t32, mut agree, mut cos) = (0.0, 0.0, 0.0, 0.0);
+    for (i, (name, bytes)) in images.iter().enumerate() {
+        on_image(i, images.len());
+        let sample = match validate_one(fp32, int8, name, bytes) {
+            Ok((a, b, c)) => {
+                let ag = token_agreement(&a.token_ids, &b.token_ids);
+                v.successful_samples += 1;
+                t32 += a.timings.total_s;
+                t8 += b.timings.total_s;
+                agree += ag;
+                cos += c;
+                ValidationSample {
+                    image: name.clone(),
+                    fp32_caption: Some(a.caption),
+                    int8_caption: Some(b.caption),
+                    token_agreement: Some(ag),
+                    embedding_cosine: Some(c),
+                    error: None,
+                }
+            }
+            Err(e) => ValidationSample {
+                image: name.clone(),
+                fp32_caption: None,
+                int8_caption: None,
+                token_agreement: None,
+                embedding_cosine: None,
+                error: Some(e.to_string()),
+            },
+        };
+        v.samples.push(sample);
+    }
+    on_image(images.len(), images.len());
+    let n = v.successful_samples.max(1) as f64;
+    v.success_rate = if images.is_empty() {
+        0.0
+    } else {
+        v.successful_samples as f64 / images.len() as f64
+    };
+    v.avg_inference_time = t8 / n;
+    v.fp32_avg_inference_time = t32 / n;
+    v.token_agreement = agree / n;
+    v.embedding_cosine = cos / n;
+    v
+}
+
+/// Deterministic synthetic test images (PNG): a colour gradient, a checkerboard and seeded noise.
+pub fn synthetic_images(size: u32) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 56) as u8
+    };
+    let gradient = image::RgbImage::from_fn(size, size, |x, y| {
+        image::Rgb([(x * 255 / size) as u8, (y * 255 / size) as u8, 128])
+    });
+    let checker = image::RgbImage::from_fn(size, size, |x, y| {
+        if (x / 16 + y / 16) % 2 == 0 {
+            image::Rgb([230, 40, 40])
+        } else {
+            image::Rgb([20, 20, 200])
+        }
+    });
+    let noisy = image::RgbImage::from_fn(size, size, |_, _| image::Rgb([noise(), noise(), noise()]));
+    [("synthetic-gradient.png", gradient), ("synthetic-checker.png", checker), ("synthetic-noise.png", noisy)]
+        .into_iter()
+        .map(|(n, img)| {
+            let mut buf = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut buf, image::ImageFormat::Png)
+                .map_err(|e| Error::image(n, format!("cannot encode: {e}")))?;
+            Ok((n.to_string(), buf.into_inner()))
+        })
+        .collect()
+}
+
+/// Result of quantizing a checkpoint directory (`quantized_results.json`'s `model_metrics`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelMetrics {
+    pub original_size_mb: f64,
+    pub quantized_size_mb: f64,
+    pub size_reduction_ratio: f64,
+    pub quantization_time_seconds: f64,
+    pub quantized_tensors: usize,
+    pub kept_tensors: usize,
+}
+
+/// SHA-256 of bytes, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Quantizes the checkpoint in `model_dir` into `out_dir`: INT8 `model.safetensors` plus unchanged
+/// copies of the config, tokenizer and processor files.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn quantize_dir(
+    model_dir: &std::path::Path,
+    out_dir: &std::path::Path,
+    on_tensor: &mut dyn FnMut(usize, usize, &str),
+) -> Result<ModelMetrics> {
+    use crate::captioner::{
+        CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
+        TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
+    };
+    let sw = Stopwatch::start();
+    let st = model_dir.join(SAFETENSORS_FILE);
+    let src = if st.exists() { st } else { model_dir.join(PTH_FILE) };
+    let src_bytes = std::fs::read(&src).map_err(|e| Error::io(src.display(), e))?;
+    let sha = sha256_hex(&src_bytes);
+    drop(src_bytes);
+    let ckpt = Checkpoint::open(&src)?;
+    if is_blipq_int8(&ckpt) {
+        return Err(Error::checkpoint(src.display(), "is already a blipq INT8 checkpoint"));
+    }
+    let (bytes, summary) = quantize_checkpoint(&ckpt, &sha, on_tensor)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir.display(), e))?;
+    let out_file = out_dir.join(SAFETENSORS_FILE);
+    std::fs::write(&out_file, &bytes).map_err(|e| Error::io(out_file.display(), e))?;
+    let copies = [
+        CONFIG_FILE,
+        TOKENIZER_FILE,
+        TOKENIZER_CONFIG_FILE,
+        GENERATION_FILE,
+        PREPROCESSOR_FILES[0],
+        PREPROCESSOR_FILES[1],
+        "special_tokens_map.json",
+        "vocab.txt",
+    ];
+    for name in copies {
+        let from = model_dir.join(name);
+        if from.exists() {
+            let to = out_dir.join(name);
+            std::fs::copy(&from, &to).map_err(|e| Error::io(to.display(), e))?;
+        }
+    }
+    let original = std::fs::metadata(&src).map_err(|e| Error::io(src.display(), e))?.len() as f64;
+    let quantized = bytes.len() as f64;
+    Ok(ModelMetrics {
+        original_size_mb: original / 1e6,
+        quantized_size_mb: quantized / 1e6,
+        size_reduction_ratio: original / quantized,
+        quantization_time_seconds: sw.seconds(),
+        quantized_tensors: summary.quantized_tensors,
+        kept_tensors: summary.kept_tensors,
+    })
+}

@@ -1,0 +1,91 @@
+//! The caption tokenizer: Hugging Face `tokenizer.json` (BERT WordPiece for BLIP), with prompts
+//! prepared and captions decoded exactly as `BlipProcessor` and `generate` do.
+
+use crate::{Error, Result};
+
+pub struct CaptionTokenizer {
+    inner: tokenizers::Tokenizer,
+    /// `tokenizer_config.json`'s `clean_up_tokenization_spaces`, applied after decoding as
+    /// transformers does (" ." -> ".", " n't" -> "n't", ...).
+    clean_up_spaces: bool,
+    file: String,
+}
+
+impl CaptionTokenizer {
+    /// `tokenizer_json` is `tokenizer.json`'s bytes; `tokenizer_config` the optional
+    /// `tokenizer_config.json` text.
+    pub fn new(tokenizer_json: &[u8], tokenizer_config: Option<&str>, file: &str) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
+            .map_err(|e| Error::tokenizer(file, format!("not a valid tokenizer.json: {e}")))?;
+        let clean_up_spaces = match tokenizer_config {
+            None => false,
+            Some(text) => {
+                let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                    Error::config("tokenizer_config.json", format!("not valid JSON: {e}"))
+                })?;
+                v.get("clean_up_tokenization_spaces")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false)
+            }
+        };
+        Ok(Self {
+            inner,
+            clean_up_spaces,
+            file: file.to_string(),
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Decoder input for `generate`: `[bos]`, or the prompt encoded as `[CLS] prompt [SEP]` with
+    /// `[CLS]` replaced by bos and the trailing `[SEP]` dropped — what `BlipForConditionalGeneration`
+    /// does to the processor's `input_ids`.
+    pub fn prefix(&self, prompt: Option<&str>, bos: u32) -> Result<Vec<u32>> {
+        let Some(prompt) = prompt.filter(|p| !p.is_empty()) else {
+            return Ok(vec![bos]);
+        };
+        let enc = self
+            .inner
+            .encode(prompt, true)
+            .map_err(|e| Error::tokenizer(&self.file, format!("cannot encode prompt {prompt:?}: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() < 2 {
+            return Err(Error::tokenizer(
+                &self.file,
+                format!("prompt {prompt:?} encodes to {ids:?}; expected [CLS] ... [SEP]"),
+            ));
+        }
+        ids[0] = bos;
+        ids.pop();
+        Ok(ids)
+    }
+
+    /// Text of `ids` with special tokens skipped and WordPiece `##` pieces joined.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let text = self
+            .inner
+            .decode(ids, true)
+            .map_err(|e| Error::tokenizer(&self.file, format!("cannot decode {ids:?}: {e}")))?;
+        Ok(if self.clean_up_spaces {
+            clean_up_tokenization(&text)
+        } else {
+            text
+        })
+    }
+}
+
+/// transformers' `clean_up_tokenization`.
+fn clean_up_tokenization(text: &str) -> String {
+    text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+}

@@ -1,0 +1,108 @@
+//! Shared helpers for the integration tests: the Hugging Face fixture written by
+//! `tools/make_fixtures.py` and small tensor comparisons.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn tiny_dir() -> PathBuf {
+    fixtures().join("tiny")
+}
+
+/// `expected.json`.
+pub fn expected() -> Value {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Fixture image names, sorted.
+pub fn image_names() -> Vec<String> {
+    let mut v: Vec<String> = expected()["images"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn image_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join("images").join(name)).unwrap()
+}
+
+/// Tensors of `expected.safetensors` named `<image>/<field>`, as f32 (uint8 ones converted).
+pub fn expected_tensor(image: &str, field: &str) -> Tensor {
+    let bytes = std::fs::read(fixtures().join("expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let name = format!("{image}/{field}");
+    let view = st.tensor(&name).unwrap_or_else(|_| panic!("no {name}"));
+    let dtype = match view.dtype() {
+        safetensors::Dtype::U8 => candle_core::DType::U8,
+        safetensors::Dtype::F32 => candle_core::DType::F32,
+        other => panic!("{name}: unexpected dtype {other:?}"),
+    };
+    Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+}
+
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+pub fn cosine(a: &Tensor, b: &Tensor) -> f64 {
+    blipq::quantize::cosine(a, b).unwrap()
+}
+
+/// Copies a checkpoint directory's files into a fresh temp dir and returns it.
+pub fn copy_dir(src: &Path, tag: &str) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!("blipq-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+/// Generate kwargs of a fixture case as `CaptionOptions`.
+pub fn case_options(case: &Value) -> blipq::CaptionOptions {
+    let kw = &case["generate_kwargs"];
+    blipq::CaptionOptions {
+        prompt: case.get("text").and_then(Value::as_str).map(str::to_string),
+        max_length: kw.get("max_length").and_then(Value::as_u64).map(|x| x as usize),
+        min_length: kw.get("min_length").and_then(Value::as_u64).map(|x| x as usize),
+        num_beams: kw.get("num_beams").and_then(Value::as_u64).map(|x| x as usize),
+        fixed_new_tokens: None,
+    }
+}
+
+pub type Json = HashMap<String, Value>;

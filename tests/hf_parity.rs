@@ -1,0 +1,54 @@
+//! FP32 parity with Hugging Face `transformers` on the tiny fixture model: vision hidden states,
+//! first-step logits and token ids of greedy, beam-3, prompted and min-length generation.
+
+mod common;
+
+use blipq::Captioner;
+use common::*;
+
+fn tiny() -> Captioner {
+    Captioner::load_dir(&tiny_dir()).expect("tiny fixture loads")
+}
+
+#[test]
+fn vision_hidden_state_and_first_logits_match_transformers() {
+    let model = tiny();
+    for name in image_names() {
+        let pixels = expected_tensor(&name, "pixel_values").unsqueeze(0).unwrap();
+        let hidden = model.encode_image(&pixels).unwrap();
+        let want = expected_tensor(&name, "vision_last_hidden_state");
+        let d = max_abs_diff(&hidden.squeeze(0).unwrap(), &want);
+        assert!(d < 1e-4, "{name}: vision hidden state off by {d}");
+
+        let mut state = model.model().start_decoding(&hidden).unwrap();
+        let bos = model.config().text.bos_token_id;
+        let ids = candle_core::Tensor::new(&[[bos]], &candle_core::Device::Cpu).unwrap();
+        let logits = model.model().decode_step(&ids, &mut state).unwrap();
+        let want = expected_tensor(&name, "first_step_logits");
+        let d = max_abs_diff(&logits.squeeze(0).unwrap(), &want);
+        assert!(d < 1e-4, "{name}: first-step logits off by {d}");
+    }
+}
+
+#[test]
+fn token_ids_match_generate_in_every_case() {
+    let model = tiny();
+    let expected = expected();
+    let mut checked = 0;
+    for name in image_names() {
+        let pixels = expected_tensor(&name, "pixel_values").unsqueeze(0).unwrap();
+        let embeds = model.encode_image(&pixels).unwrap();
+        for (case, want) in expected["images"][&name].as_object().unwrap() {
+            let Some(want_ids) = want.get("ids") else {
+                continue;
+            };
+            let opts = case_options(want);
+            let (got, _) = model.generate_ids(&embeds, &opts, &mut |_| {}).unwrap();
+            assert_eq!(got, ids(want_ids), "{name} / {case}");
+            let caption = model.tokenizer().decode(&got).unwrap();
+            assert_eq!(caption, want["caption"].as_str().unwrap(), "{name} / {case} caption");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} cases checked");
+}
