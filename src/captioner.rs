@@ -32,7 +32,10 @@ pub struct ModelFiles {
 pub struct CaptionOptions {
     /// Conditional captioning prefix, e.g. "a picture of".
     pub prompt: Option<String>,
+    /// Total length limit, prefix (bos + prompt) included.
     pub max_length: Option<usize>,
+    /// New tokens after the prefix; used when `max_length` is not given.
+    pub max_new_tokens: Option<usize>,
     pub min_length: Option<usize>,
     pub num_beams: Option<usize>,
     /// Benchmarks: ignore the end token and produce exactly this many new tokens.
@@ -257,14 +260,19 @@ impl Captioner {
         self.model.encode_image(pixel_values)
     }
 
-    /// Decoding options with the checkpoint's defaults filled in.
-    pub fn generation_options(&self, opts: &CaptionOptions) -> Result<GenerationOptions> {
+    /// Decoding options with the checkpoint's defaults filled in, for a prefix of `prefix_len` tokens.
+    pub fn generation_options(&self, opts: &CaptionOptions, prefix_len: usize) -> Result<GenerationOptions> {
         let num_beams = opts.num_beams.unwrap_or(self.defaults.num_beams);
         if num_beams == 0 {
             return Err(Error::InvalidArgument("num_beams must be at least 1".into()));
         }
+        let max_length = match (opts.max_length, opts.max_new_tokens) {
+            (Some(n), _) => n,
+            (None, Some(n)) => prefix_len + n,
+            (None, None) => self.defaults.max_length_for(prefix_len),
+        };
         Ok(GenerationOptions {
-            max_length: opts.max_length.unwrap_or(self.defaults.max_length),
+            max_length,
             min_length: opts.min_length.unwrap_or(self.defaults.min_length),
             num_beams,
             fixed_new_tokens: opts.fixed_new_tokens,
@@ -285,8 +293,8 @@ impl Captioner {
         opts: &CaptionOptions,
         on_step: &mut dyn FnMut(&[u32]),
     ) -> Result<(Vec<u32>, usize)> {
-        let gen = self.generation_options(opts)?;
         let prefix = self.prefix(opts.prompt.as_deref())?;
+        let gen = self.generation_options(opts, prefix.len())?;
         let tokens = SpecialTokens {
             bos: self.config.text.bos_token_id,
             eos: self.config.text.sep_token_id,

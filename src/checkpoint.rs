@@ -406,6 +406,8 @@ impl Checkpoint {
         if dtype != StoredDType::I8 {
             return Ok(Matrix::F32(self.load_f32(name, &[rows, cols], device)?));
         }
+        // On wasm32 safetensors is the only variant, so the pattern is irrefutable there.
+        #[cfg_attr(target_arch = "wasm32", allow(irrefutable_let_patterns))]
         let Checkpoint::Safetensors(s) = self else {
             return Err(Error::tensor(name, "int8 weights are only read from safetensors"));
         };

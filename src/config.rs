@@ -208,10 +208,14 @@ impl BlipConfig {
     }
 }
 
-/// Decoding defaults from `generation_config.json` (Hugging Face's defaults when absent).
+/// Decoding defaults from `generation_config.json`. Without a length there, transformers 5 makes
+/// BLIP generate 20 new tokens after the prefix (bos + prompt).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GenerationDefaults {
-    pub max_length: usize,
+    /// Total length (prefix included), when the file sets `max_length`.
+    pub max_length: Option<usize>,
+    /// New tokens after the prefix, used when no total length is set.
+    pub max_new_tokens: usize,
     pub min_length: usize,
     pub num_beams: usize,
 }
@@ -219,7 +223,8 @@ pub struct GenerationDefaults {
 impl Default for GenerationDefaults {
     fn default() -> Self {
         Self {
-            max_length: 20,
+            max_length: None,
+            max_new_tokens: 20,
             min_length: 0,
             num_beams: 1,
         }
@@ -233,11 +238,20 @@ impl GenerationDefaults {
             .map_err(|e| Error::config(file, format!("not valid JSON: {e}")))?;
         let f = Fields::new(file, "generation_config", Some(&root))?;
         let d = Self::default();
-        let out = Self {
-            max_length: f.opt_usize("max_length")?.unwrap_or(d.max_length),
+        let num_beams = f.opt_usize("num_beams")?.unwrap_or(d.num_beams);
+        if num_beams == 0 {
+            return Err(Error::config(file, "`num_beams` must be at least 1"));
+        }
+        Ok(Self {
+            max_length: f.opt_usize("max_length")?,
+            max_new_tokens: f.opt_usize("max_new_tokens")?.unwrap_or(d.max_new_tokens),
             min_length: f.opt_usize("min_length")?.unwrap_or(d.min_length),
-            num_beams: f.opt_usize("num_beams")?.unwrap_or(d.num_beams).max(1),
-        };
-        Ok(out)
+            num_beams,
+        })
+    }
+
+    /// Total length limit for a prefix of `prefix_len` tokens.
+    pub fn max_length_for(&self, prefix_len: usize) -> usize {
+        self.max_length.unwrap_or(prefix_len + self.max_new_tokens)
     }
 }

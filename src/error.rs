@@ -8,13 +8,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Everything that can go wrong in blipq, each naming what it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read or written. (The cause is part of the message rather than an
+    /// error `source`, so that chained reports do not print it twice.)
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     /// A configuration file (config.json, preprocessor config, ...) is missing a field or is malformed.
     #[error("{file}: {msg}")]
     Config { file: String, msg: String },
@@ -42,10 +39,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
+    pub fn io(path: impl fmt::Display, cause: std::io::Error) -> Self {
         Error::Io {
             path: path.to_string(),
-            source,
+            cause,
         }
     }
     pub fn config(file: impl fmt::Display, msg: impl fmt::Display) -> Self {

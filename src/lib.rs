@@ -4,16 +4,21 @@
 //! safetensors, `pytorch_model.bin`, or blipq's INT8 safetensors) and captions images exactly as
 //! `transformers` does; [`quantize`] writes INT8 checkpoints.
 
+pub mod bench;
 pub mod captioner;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod metrics;
 pub mod model;
 pub mod preprocess;
 pub mod quantize;
+pub mod synth;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use captioner::{Caption, CaptionOptions, Captioner, ModelFiles, ModelInfo, Timings};
 pub use error::{Error, Result};

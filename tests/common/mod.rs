@@ -99,6 +99,7 @@ pub fn case_options(case: &Value) -> blipq::CaptionOptions {
     blipq::CaptionOptions {
         prompt: case.get("text").and_then(Value::as_str).map(str::to_string),
         max_length: kw.get("max_length").and_then(Value::as_u64).map(|x| x as usize),
+        max_new_tokens: kw.get("max_new_tokens").and_then(Value::as_u64).map(|x| x as usize),
         min_length: kw.get("min_length").and_then(Value::as_u64).map(|x| x as usize),
         num_beams: kw.get("num_beams").and_then(Value::as_u64).map(|x| x as usize),
         fixed_new_tokens: None,
@@ -106,3 +107,66 @@ pub fn case_options(case: &Value) -> blipq::CaptionOptions {
 }
 
 pub type Json = HashMap<String, Value>;
+
+/// A tensor as raw safetensors parts.
+pub struct Raw {
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Rewrites `dir/model.safetensors` through `edit`, which may change or drop (None) each tensor,
+/// and may return extra tensors to add via `extra`.
+pub fn rewrite_weights(
+    dir: &Path,
+    mut edit: impl FnMut(&str, Raw) -> Option<Raw>,
+    extra: Vec<(String, Raw)>,
+) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Raw)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let raw = Raw {
+            dtype: view.dtype(),
+            shape: view.shape().to_vec(),
+            data: view.data().to_vec(),
+        };
+        if let Some(r) = edit(&name, raw) {
+            out.push((name, r));
+        }
+    }
+    out.extend(extra);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = out
+        .iter()
+        .map(|(n, r)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(r.dtype, r.shape.clone(), &r.data).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+}
+
+/// Converts little-endian f32 bytes with `f`.
+pub fn map_f32<T>(data: &[u8], f: impl Fn(f32) -> T) -> Vec<T> {
+    data.chunks_exact(4)
+        .map(|c| f(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect()
+}
+
+/// First-step logits of `model` on the fixture image's recorded pixel values.
+pub fn first_logits(model: &blipq::Captioner, image: &str) -> Tensor {
+    let pixels = expected_tensor(image, "pixel_values").unsqueeze(0).unwrap();
+    let hidden = model.encode_image(&pixels).unwrap();
+    let mut state = model.model().start_decoding(&hidden).unwrap();
+    let bos = model.config().text.bos_token_id;
+    let ids = Tensor::new(&[[bos]], &Device::Cpu).unwrap();
+    model
+        .model()
+        .decode_step(&ids, &mut state)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+}

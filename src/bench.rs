@@ -1,0 +1,331 @@
+//! Benchmark bookkeeping shared by `blipq bench` and the web page: per-image samples, the
+//! per-model results JSON (field names of `../shared/README.md` section 4) and the comparison
+//! table with its improvement column. Sizes are in MB of 2^20 bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{self, Annotations, ImageCaptions, ImageId};
+use crate::{Result, Timings};
+
+/// One benchmark item: an image and, when annotated, its id and reference captions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// File name (relative to the images directory).
+    pub file: String,
+    pub image_id: Option<ImageId>,
+    pub references: Vec<String>,
+}
+
+/// Items of a COCO annotations file, in evaluation order; images without a `file_name` are
+/// named by their id.
+pub fn items_from_annotations(ann: &Annotations) -> Vec<Item> {
+    let refs = ann.references();
+    let files: std::collections::HashMap<&ImageId, &str> = ann
+        .images
+        .iter()
+        .filter_map(|i| i.file_name.as_deref().map(|f| (&i.id, f)))
+        .collect();
+    ann.image_order()
+        .into_iter()
+        .map(|id| Item {
+            file: files
+                .get(id)
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| id.to_string().trim_matches('"').to_string()),
+            image_id: Some(id.clone()),
+            references: refs
+                .get(id)
+                .map(|r| r.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A captioned image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub image: String,
+    pub image_id: Option<ImageId>,
+    pub caption: String,
+    pub token_ids: Vec<u32>,
+    pub new_tokens: usize,
+    pub timings: Timings,
+}
+
+/// An image that could not be captioned, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub image: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Breakdown {
+    pub preprocess_s: f64,
+    pub vision_s: f64,
+    pub decode_s: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceMetrics {
+    pub total_samples: usize,
+    #[serde(default)]
+    pub failed_samples: usize,
+    /// Seconds per image, end to end.
+    pub avg_inference_time: f64,
+    pub throughput_images_per_sec: f64,
+    /// Generated tokens per second of end-to-end time.
+    pub tokens_per_second: f64,
+    /// Peak resident memory of the process (MB), when measured.
+    pub memory_usage_mb: Option<f64>,
+    pub individual_times: Vec<f64>,
+    /// Mean seconds per image in each stage.
+    pub breakdown: Breakdown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QualityMetrics {
+    /// BLEU-4, 0..1.
+    pub bleu_score: f64,
+    #[serde(flatten)]
+    pub scores: metrics::CaptionScores,
+    pub evaluation_method: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfoReport {
+    pub total_parameters: usize,
+    pub model_size_mb: f64,
+    pub device: String,
+    pub is_quantized: bool,
+    pub dtype: String,
+    pub model_path: String,
+}
+
+/// Everything measured for one model (`<label>_results.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelResults {
+    pub label: String,
+    pub performance_metrics: PerformanceMetrics,
+    pub quality_metrics: Option<QualityMetrics>,
+    pub model_info: ModelInfoReport,
+    #[serde(default)]
+    pub failures: Vec<Failure>,
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+}
+
+/// Speed figures from the samples of one run.
+pub fn performance(samples: &[Sample], failed: usize, peak_rss_mb: Option<f64>) -> PerformanceMetrics {
+    let n = samples.len();
+    let times: Vec<f64> = samples.iter().map(|s| s.timings.total_s).collect();
+    let total: f64 = times.iter().sum();
+    let tokens: usize = samples.iter().map(|s| s.new_tokens).sum();
+    let mean = |f: fn(&Timings) -> f64| {
+        if n == 0 {
+            0.0
+        } else {
+            samples.iter().map(|s| f(&s.timings)).sum::<f64>() / n as f64
+        }
+    };
+    PerformanceMetrics {
+        total_samples: n,
+        failed_samples: failed,
+        avg_inference_time: if n == 0 { 0.0 } else { total / n as f64 },
+        throughput_images_per_sec: if total > 0.0 { n as f64 / total } else { 0.0 },
+        tokens_per_second: if total > 0.0 { tokens as f64 / total } else { 0.0 },
+        memory_usage_mb: peak_rss_mb,
+        individual_times: times,
+        breakdown: Breakdown {
+            preprocess_s: mean(|t| t.preprocess_s),
+            vision_s: mean(|t| t.vision_s),
+            decode_s: mean(|t| t.decode_s),
+        },
+    }
+}
+
+/// Caption metrics of the samples that have references (None when none have).
+pub fn quality(samples: &[Sample], items: &[Item]) -> Result<Option<QualityMetrics>> {
+    let refs: std::collections::HashMap<&ImageId, &Vec<String>> = items
+        .iter()
+        .filter(|i| !i.references.is_empty())
+        .filter_map(|i| i.image_id.as_ref().map(|id| (id, &i.references)))
+        .collect();
+    let images: Vec<ImageCaptions> = samples
+        .iter()
+        .filter_map(|s| {
+            let id = s.image_id.as_ref()?;
+            let r = refs.get(id)?;
+            Some(ImageCaptions {
+                image_id: id.clone(),
+                hypothesis: s.caption.clone(),
+                references: (*r).clone(),
+            })
+        })
+        .collect();
+    if images.is_empty() {
+        return Ok(None);
+    }
+    let eval = metrics::evaluate(&images)?;
+    Ok(Some(QualityMetrics {
+        bleu_score: eval.scores.bleu_4,
+        scores: eval.scores,
+        evaluation_method: metrics::EVALUATION_METHOD.to_string(),
+    }))
+}
+
+/// COCO results `[{"image_id", "caption"}]` of the annotated samples.
+pub fn coco_results(samples: &[Sample]) -> Vec<metrics::CocoCaption> {
+    samples
+        .iter()
+        .filter_map(|s| {
+            Some(metrics::CocoCaption {
+                image_id: s.image_id.clone()?,
+                caption: s.caption.clone(),
+            })
+        })
+        .collect()
+}
+
+/// One row of the comparison: how to read a value from results and how to compare two values.
+struct Row {
+    label: &'static str,
+    value: fn(&ModelResults) -> Option<f64>,
+    decimals: usize,
+    compare: Compare,
+}
+
+#[derive(Clone, Copy)]
+enum Compare {
+    /// Lower is better; shown as "N.NNx faster".
+    Speedup,
+    /// Higher is better; shown as a ratio.
+    Ratio,
+    /// Lower is better; shown as a percentage change.
+    Reduction,
+    /// Higher is better; shown as the share kept.
+    Retention,
+}
+
+const ROWS: [Row; 6] = [
+    Row {
+        label: "Inference speed (s/image)",
+        value: |r| Some(r.performance_metrics.avg_inference_time),
+        decimals: 3,
+        compare: Compare::Speedup,
+    },
+    Row {
+        label: "Throughput (img/s)",
+        value: |r| Some(r.performance_metrics.throughput_images_per_sec),
+        decimals: 2,
+        compare: Compare::Ratio,
+    },
+    Row {
+        label: "Memory (MB)",
+        value: |r| r.performance_metrics.memory_usage_mb,
+        decimals: 1,
+        compare: Compare::Reduction,
+    },
+    Row {
+        label: "Model size (MB)",
+        value: |r| Some(r.model_info.model_size_mb),
+        decimals: 1,
+        compare: Compare::Reduction,
+    },
+    Row {
+        label: "BLEU-4",
+        value: |r| r.quality_metrics.as_ref().map(|q| q.bleu_score),
+        decimals: 4,
+        compare: Compare::Retention,
+    },
+    Row {
+        label: "Tokens/s",
+        value: |r| Some(r.performance_metrics.tokens_per_second),
+        decimals: 1,
+        compare: Compare::Ratio,
+    },
+];
+
+/// The improvement of `new` over `base` for one row, as text.
+fn improvement(compare: Compare, base: Option<f64>, new: Option<f64>) -> String {
+    let (Some(b), Some(n)) = (base, new) else {
+        return "n/a".into();
+    };
+    if b == 0.0 || n == 0.0 {
+        return "n/a".into();
+    }
+    match compare {
+        Compare::Speedup => format!("{:.2}x faster", b / n),
+        Compare::Ratio => format!("{:.2}x", n / b),
+        Compare::Reduction => format!("{:+.1}%", (n - b) / b * 100.0),
+        Compare::Retention => format!("{:.1}% retained", n / b * 100.0),
+    }
+}
+
+/// The comparison as a Markdown table: one column per model, then one improvement column per
+/// model after the first (relative to the first).
+pub fn comparison_markdown(models: &[ModelResults]) -> String {
+    let mut header = vec!["Metric".to_string()];
+    header.extend(models.iter().map(|m| m.label.clone()));
+    if let Some(base) = models.first() {
+        header.extend(
+            models
+                .iter()
+                .skip(1)
+                .map(|m| format!("Improvement ({} vs {})", m.label, base.label)),
+        );
+    }
+    let mut out = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
+    for row in &ROWS {
+        let mut cells = vec![row.label.to_string()];
+        cells.extend(models.iter().map(|m| match (row.value)(m) {
+            Some(v) => format!("{v:.prec$}", prec = row.decimals),
+            None => "n/a".into(),
+        }));
+        if let Some(base) = models.first() {
+            cells.extend(
+                models
+                    .iter()
+                    .skip(1)
+                    .map(|m| improvement(row.compare, (row.value)(base), (row.value)(m))),
+            );
+        }
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
+/// `comparison.json`: per-model headline numbers and the improvements relative to the first.
+pub fn comparison_json(models: &[ModelResults]) -> serde_json::Value {
+    let per_model: Vec<serde_json::Value> = models
+        .iter()
+        .map(|m| {
+            let mut row = serde_json::Map::new();
+            row.insert("label".into(), m.label.clone().into());
+            row.insert("model_path".into(), m.model_info.model_path.clone().into());
+            for r in &ROWS {
+                row.insert(r.label.into(), (r.value)(m).into());
+            }
+            serde_json::Value::Object(row)
+        })
+        .collect();
+    let improvements: Vec<serde_json::Value> = match models.first() {
+        None => vec![],
+        Some(base) => models
+            .iter()
+            .skip(1)
+            .map(|m| {
+                let mut row = serde_json::Map::new();
+                row.insert("label".into(), format!("{} vs {}", m.label, base.label).into());
+                for r in &ROWS {
+                    row.insert(
+                        r.label.into(),
+                        improvement(r.compare, (r.value)(base), (r.value)(m)).into(),
+                    );
+                }
+                serde_json::Value::Object(row)
+            })
+            .collect(),
+    };
+    serde_json::json!({ "models": per_model, "improvements": improvements })
+}

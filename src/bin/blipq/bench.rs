@@ -1,0 +1,315 @@
+//! `blipq bench`: FP32 vs INT8 (or any set of models) on a captioned data set or a folder of
+//! images. Each model runs in its own child process (`blipq bench-worker`) so that peak memory
+//! is measured per model; the parent collects the results and writes the reports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+use blipq::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
+use blipq::{CaptionOptions, Captioner};
+
+use crate::progress;
+
+/// The bundled demo: models and eval set, relative to the repository root.
+const DEMO_MODELS: [&str; 2] = ["models/demo", "models/demo-int8"];
+const DEMO_ANNOTATIONS: &str = "data/demo-eval/captions.json";
+const DEMO_IMAGES: &str = "data/demo-eval/images";
+
+#[derive(clap::Args, Clone)]
+pub struct Options {
+    /// COCO captions file (`{"images": [...], "annotations": [...]}`): enables quality metrics.
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// Directory of images (the annotations' file_name values are relative to it).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Untimed captions before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Measure only the first N images.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    max_length: Option<usize>,
+    #[arg(long)]
+    num_beams: Option<usize>,
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Ignore the end token and generate exactly N new tokens, so runtimes compare on equal work.
+    #[arg(long)]
+    fixed_new_tokens: Option<usize>,
+    /// CPU threads for each model (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory; repeat to compare models (the first is the reference).
+    /// Default: the bundled demo FP32 and INT8 models.
+    #[arg(long = "model")]
+    models: Vec<PathBuf>,
+    /// Results JSON of another runtime (e.g. tools/peer_pytorch.py) to show beside blipq's.
+    #[arg(long = "baseline")]
+    baselines: Vec<PathBuf>,
+    /// Output directory for the reports.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    #[command(flatten)]
+    opts: Options,
+}
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    label: String,
+    /// Where to write this model's results JSON.
+    #[arg(long)]
+    result: PathBuf,
+    #[command(flatten)]
+    opts: Options,
+}
+
+/// Resolves a bundled path: as given when it exists, else relative to the source checkout.
+fn bundled(path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.exists() {
+        return p;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn with_defaults(mut args: Args) -> Args {
+    if args.models.is_empty() {
+        args.models = DEMO_MODELS.iter().map(|m| bundled(m)).collect();
+        if args.opts.annotations.is_none() && args.opts.images.is_none() {
+            args.opts.annotations = Some(bundled(DEMO_ANNOTATIONS));
+            args.opts.images = Some(bundled(DEMO_IMAGES));
+        }
+    }
+    args
+}
+
+/// A short unique label per model: its directory name.
+fn labels(models: &[PathBuf]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, m) in models.iter().enumerate() {
+        let base = m
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| format!("model{}", i + 1));
+        let label = if out.contains(&base) { format!("{base}-{}", i + 1) } else { base };
+        out.push(label);
+    }
+    out
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let args = with_defaults(args);
+    for m in &args.models {
+        if !m.is_dir() {
+            bail!("model {}: not a checkpoint directory", m.display());
+        }
+    }
+    let mut results: Vec<ModelResults> = Vec::new();
+    for b in &args.baselines {
+        let text = std::fs::read_to_string(b).with_context(|| format!("baseline {}", b.display()))?;
+        let r: ModelResults = serde_json::from_str(&text)
+            .with_context(|| format!("baseline {}: not a blipq results JSON", b.display()))?;
+        results.push(r);
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
+    let exe = std::env::current_exe().context("locating the blipq executable")?;
+    let mut own: Vec<ModelResults> = Vec::new();
+    for (model, label) in args.models.iter().zip(labels(&args.models)) {
+        let result = args.out.join(format!("{label}_results.json"));
+        eprintln!("== {label}: {}", model.display());
+        let mut cmd = Command::new(&exe);
+        cmd.arg("bench-worker")
+            .arg("--model")
+            .arg(model)
+            .args(["--label", &label])
+            .arg("--result")
+            .arg(&result);
+        forward_options(&mut cmd, &args.opts);
+        if let Some(t) = args.opts.threads {
+            cmd.env("RAYON_NUM_THREADS", t.to_string());
+        }
+        let status = cmd.status().context("starting the benchmark worker")?;
+        if !status.success() {
+            bail!("benchmark of {} failed ({status})", model.display());
+        }
+        let text = std::fs::read_to_string(&result).with_context(|| format!("{}", result.display()))?;
+        let r: ModelResults = serde_json::from_str(&text)?;
+        write_captions(&args.out, &r)?;
+        own.push(r);
+    }
+    // blipq's models first (the first is the reference), then any baselines.
+    own.extend(results);
+    let table = bench::comparison_markdown(&own);
+    std::fs::write(args.out.join("comparison.md"), &table)?;
+    std::fs::write(
+        args.out.join("comparison.json"),
+        serde_json::to_string_pretty(&bench::comparison_json(&own))?,
+    )?;
+    println!("{table}");
+    let failed: usize = own.iter().map(|r| r.performance_metrics.failed_samples).sum();
+    if failed > 0 {
+        eprintln!("{failed} image(s) failed; see the failures in the results JSON");
+    }
+    eprintln!("reports written to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn forward_options(cmd: &mut Command, o: &Options) {
+    let mut opt = |flag: &str, v: Option<String>| {
+        if let Some(v) = v {
+            cmd.arg(flag).arg(v);
+        }
+    };
+    opt("--annotations", o.annotations.as_ref().map(|p| p.display().to_string()));
+    opt("--images", o.images.as_ref().map(|p| p.display().to_string()));
+    opt("--warmup", Some(o.warmup.to_string()));
+    opt("--limit", o.limit.map(|v| v.to_string()));
+    opt("--max-length", o.max_length.map(|v| v.to_string()));
+    opt("--num-beams", o.num_beams.map(|v| v.to_string()));
+    opt("--prompt", o.prompt.clone());
+    opt("--fixed-new-tokens", o.fixed_new_tokens.map(|v| v.to_string()));
+}
+
+fn write_captions(out: &Path, r: &ModelResults) -> anyhow::Result<()> {
+    let path = out.join(format!("{}_captions.json", r.label));
+    let rows = bench::coco_results(&r.samples);
+    std::fs::write(&path, serde_json::to_string_pretty(&rows)?).with_context(|| format!("{}", path.display()))
+}
+
+/// The items to caption: from annotations, or every image file of a directory.
+fn load_items(o: &Options) -> anyhow::Result<(Vec<Item>, PathBuf)> {
+    let images_dir = match (&o.images, &o.annotations) {
+        (Some(d), _) => d.clone(),
+        (None, Some(a)) => a.parent().map(Path::to_path_buf).unwrap_or_default(),
+        (None, None) => bail!("give --annotations and/or --images (or no arguments for the bundled demo)"),
+    };
+    let mut items = match &o.annotations {
+        Some(a) => {
+            let text = std::fs::read_to_string(a).with_context(|| format!("annotations {}", a.display()))?;
+            let ann = blipq::metrics::parse_annotations(&text, &a.display().to_string())?;
+            bench::items_from_annotations(&ann)
+        }
+        None => {
+            let mut files: Vec<String> = std::fs::read_dir(&images_dir)
+                .with_context(|| format!("images {}", images_dir.display()))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|f| {
+                    let f = f.to_lowercase();
+                    [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"].iter().any(|x| f.ends_with(x))
+                })
+                .collect();
+            files.sort();
+            files
+                .into_iter()
+                .map(|file| Item {
+                    file,
+                    image_id: None,
+                    references: vec![],
+                })
+                .collect()
+        }
+    };
+    if let Some(n) = o.limit {
+        items.truncate(n);
+    }
+    if items.is_empty() {
+        bail!("no images to benchmark in {}", images_dir.display());
+    }
+    Ok((items, images_dir))
+}
+
+/// Peak resident set size of this process in MB (Linux `VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn weights_file_mb(dir: &Path) -> f64 {
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+        .next()
+        .unwrap_or(0.0)
+}
+
+pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let o = &args.opts;
+    let (items, images_dir) = load_items(o)?;
+    let model = Captioner::load_dir(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let opts = CaptionOptions {
+        prompt: o.prompt.clone(),
+        max_length: o.max_length,
+        num_beams: o.num_beams,
+        fixed_new_tokens: o.fixed_new_tokens,
+        ..Default::default()
+    };
+    let read = |item: &Item| -> anyhow::Result<Vec<u8>> {
+        let p = images_dir.join(&item.file);
+        std::fs::read(&p).with_context(|| format!("{}", p.display()))
+    };
+    // Warm up on the first readable image.
+    if let Some(bytes) = items.iter().find_map(|i| read(i).ok()) {
+        for _ in 0..o.warmup {
+            let _ = model.caption(&bytes, "warmup", &opts, &mut |_| {});
+        }
+    }
+    let pb = progress::bar(items.len() as u64, &args.label);
+    let mut samples: Vec<Sample> = Vec::with_capacity(items.len());
+    let mut failures: Vec<Failure> = Vec::new();
+    for item in &items {
+        let outcome = read(item).and_then(|bytes| Ok(model.caption(&bytes, &item.file, &opts, &mut |_| {})?));
+        match outcome {
+            Ok(c) => samples.push(Sample {
+                image: item.file.clone(),
+                image_id: item.image_id.clone(),
+                caption: c.caption,
+                token_ids: c.token_ids,
+                new_tokens: c.new_tokens,
+                timings: c.timings,
+            }),
+            Err(e) => {
+                pb.suspend(|| eprintln!("{}: {e:#}", item.file));
+                failures.push(Failure {
+                    image: item.file.clone(),
+                    error: format!("{e:#}"),
+                });
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let info = model.info();
+    let results = ModelResults {
+        label: args.label.clone(),
+        performance_metrics: bench::performance(&samples, failures.len(), peak_rss_mb()),
+        quality_metrics: bench::quality(&samples, &items)?,
+        model_info: ModelInfoReport {
+            total_parameters: info.total_parameters,
+            model_size_mb: weights_file_mb(&args.model),
+            device: "cpu".into(),
+            is_quantized: info.is_quantized,
+            dtype: info.dtype.clone(),
+            model_path: args.model.display().to_string(),
+        },
+        failures,
+        samples,
+    };
+    std::fs::write(&args.result, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("{}", args.result.display()))?;
+    Ok(ExitCode::SUCCESS)
+}

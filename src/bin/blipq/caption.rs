@@ -1,0 +1,118 @@
+//! `blipq caption`: one caption per image, as text or JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use blipq::{CaptionOptions, Captioner};
+use serde::Serialize;
+
+use crate::progress;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory (Hugging Face layout, FP32 or blipq INT8).
+    #[arg(long)]
+    model: PathBuf,
+    /// Conditional-captioning prompt, e.g. "a picture of".
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Maximum total length in tokens (bos and prompt included). Default: generation_config.json's
+    /// max_length, else 20 new tokens (transformers' default).
+    #[arg(long, conflicts_with = "max_new_tokens")]
+    max_length: Option<usize>,
+    /// Maximum number of new tokens after the prompt.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Minimum total length in tokens before the end token is allowed.
+    #[arg(long)]
+    min_length: Option<usize>,
+    /// Beam width; 1 = greedy.
+    #[arg(long)]
+    num_beams: Option<usize>,
+    /// Print `[{"image", "caption", "token_ids"}]` instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Images to caption (PNG, JPEG, WebP, GIF, BMP).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caption: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_ids: Option<Vec<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn caption_one(model: &Captioner, path: &std::path::Path, opts: &CaptionOptions) -> anyhow::Result<blipq::Caption> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    Ok(model.caption(&bytes, &path.display().to_string(), opts, &mut |_| {})?)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let model = Captioner::load_dir(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let opts = CaptionOptions {
+        prompt: args.prompt.clone(),
+        max_length: args.max_length,
+        max_new_tokens: args.max_new_tokens,
+        min_length: args.min_length,
+        num_beams: args.num_beams,
+        fixed_new_tokens: None,
+    };
+    let pb = progress::bar(args.images.len() as u64, "captioning");
+    if args.images.len() < 2 {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut rows = Vec::with_capacity(args.images.len());
+    let mut failures = 0;
+    for path in &args.images {
+        let image = path.display().to_string();
+        pb.set_message(image.clone());
+        let row = match caption_one(&model, path, &opts) {
+            Ok(c) => {
+                if !args.json {
+                    pb.suspend(|| {
+                        if args.images.len() == 1 {
+                            println!("{}", c.caption);
+                        } else {
+                            println!("{image}\t{}", c.caption);
+                        }
+                    });
+                }
+                Row {
+                    image,
+                    caption: Some(c.caption),
+                    token_ids: Some(c.token_ids),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                pb.suspend(|| eprintln!("error: {e:#}"));
+                Row {
+                    image,
+                    caption: None,
+                    token_ids: None,
+                    error: Some(format!("{e:#}")),
+                }
+            }
+        };
+        rows.push(row);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    if failures > 0 {
+        eprintln!("{failures} of {} images failed", args.images.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

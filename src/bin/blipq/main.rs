@@ -1,0 +1,56 @@
+//! `blipq`: caption images, quantize checkpoints, benchmark and evaluate BLIP models on the CPU.
+
+mod bench;
+mod caption;
+mod eval;
+mod progress;
+mod quantize;
+mod synth;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "blipq", version, about = "BLIP image captioning in Rust, FP32 and INT8")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Caption images with a BLIP checkpoint.
+    Caption(caption::Args),
+    /// Write an INT8 copy of an FP32 checkpoint and validate it against the original.
+    Quantize(quantize::Args),
+    /// Measure speed, memory, size and caption quality of models side by side.
+    /// With no arguments: the bundled demo model, FP32 vs INT8, on the bundled eval set.
+    Bench(bench::Args),
+    /// Caption metrics (BLEU-1..4, ROUGE-L, CIDEr) of COCO results against COCO annotations.
+    Eval(eval::Args),
+    /// Write a random-init checkpoint with a real BLIP's config and tensor names.
+    Synth(synth::Args),
+    /// Internal: benchmark one model in this process (used by `bench`).
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Caption(args) => caption::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchWorker(args) => bench::run_worker(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Synth(args) => synth::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The browser API (wasm32 only): a wasm-bindgen `Captioner` class over the engine.
+//!
+//! ```js
+//! import init, { Captioner, version, wasmMemoryBytes } from "./blipq.js";
+//! await init();
+//! // One entry per checkpoint file, keyed by file name (a leading directory is ignored).
+//! const captioner = new Captioner({
+//!   "config.json": configBytes,                 // Uint8Array or ArrayBuffer
+//!   "model.safetensors": weightBytes,           // stays in JS; copied in one tensor at a time
+//!   "tokenizer.json": tokenizerBytes,
+//!   "preprocessor_config.json": preprocBytes,   // or "processor_config.json"
+//!   "tokenizer_config.json": tokCfgBytes,       // optional
+//!   "generation_config.json": genCfgBytes,      // optional
+//! });
+//! const out = captioner.caption(imageBytes, { maxLength: 20, numBeams: 1 }, (partial) => show(partial));
+//! // out = { caption, tokenIds, newTokens, timings: { preprocess_s, vision_s, decode_s, total_s } }
+//! captioner.info();   // { total_parameters, is_quantized, dtype, weights_bytes, image_size, ... }
+//! captioner.free();   // releases the model's wasm memory
+//! ```
+//!
+//! Every engine error becomes a thrown JS `Error` carrying the engine's message; nothing here
+//! panics on user input. The weight file is never copied into wasm memory as a whole:
+//! [`JsBytes`] keeps the JS `Uint8Array` and hands the loader one tensor's bytes at a time, so
+//! loading peaks at the weights plus one tensor, not twice the weights.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::captioner::{
+    CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE, TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+};
+use crate::checkpoint::{ByteSource, Checkpoint, Safetensors};
+use crate::{CaptionOptions, Captioner, Error, ModelFiles, Result, Timings};
+
+/// Name the image is given in error messages.
+const IMAGE_NAME: &str = "(input image)";
+
+fn js_err(e: Error) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+fn arg_err(msg: impl std::fmt::Display) -> JsValue {
+    js_err(Error::InvalidArgument(msg.to_string()))
+}
+
+/// A weight file held by JS (outside wasm memory); [`ByteSource::read`] copies only the
+/// requested range into wasm memory.
+pub struct JsBytes {
+    array: js_sys::Uint8Array,
+    len: usize,
+}
+
+// SAFETY: `ByteSource` requires Send + Sync so that native code can share memory maps across
+// threads. This crate's wasm32 build is single-threaded (no `atomics` target feature, no
+// shared memory), so a `JsBytes` can never be observed from a second thread.
+unsafe impl Send for JsBytes {}
+// SAFETY: as for `Send` above.
+unsafe impl Sync for JsBytes {}
+
+impl JsBytes {
+    pub fn new(array: js_sys::Uint8Array) -> Self {
+        let len = array.length() as usize;
+        Self { array, len }
+    }
+}
+
+impl ByteSource for JsBytes {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn read(&self, start: usize, end: usize) -> Result<Cow<'_, [u8]>> {
+        if start > end || end > self.len {
+            return Err(Error::InvalidArgument(format!(
+                "byte range {start}..{end} outside a buffer of {} bytes",
+                self.len
+            )));
+        }
+        // wasm32 has 32-bit usize, so the casts are lossless.
+        Ok(Cow::Owned(self.array.subarray(start as u32, end as u32).to_vec()))
+    }
+}
+
+/// Options of one `caption()` call, as a JS object. Missing or `null` fields take the checkpoint's
+/// generation defaults; snake_case spellings are accepted too.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JsCaptionOptions {
+    prompt: Option<String>,
+    #[serde(alias = "max_length")]
+    max_length: Option<usize>,
+    #[serde(alias = "max_new_tokens")]
+    max_new_tokens: Option<usize>,
+    #[serde(alias = "min_length")]
+    min_length: Option<usize>,
+    #[serde(alias = "num_beams")]
+    num_beams: Option<usize>,
+    #[serde(alias = "fixed_new_tokens")]
+    fixed_new_tokens: Option<usize>,
+}
+
+impl From<JsCaptionOptions> for CaptionOptions {
+    fn from(o: JsCaptionOptions) -> Self {
+        CaptionOptions {
+            prompt: o.prompt,
+            max_length: o.max_length,
+            max_new_tokens: o.max_new_tokens,
+            min_length: o.min_length,
+            num_beams: o.num_beams,
+            fixed_new_tokens: o.fixed_new_tokens,
+            ..CaptionOptions::default()
+        }
+    }
+}
+
+/// What `caption()` returns to JS.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsCaption {
+    caption: String,
+    token_ids: Vec<u32>,
+    new_tokens: usize,
+    /// Field names as in the benchmark reports: `preprocess_s`, `vision_s`, `decode_s`, `total_s`.
+    timings: Timings,
+}
+
+/// What `info()` returns to JS: [`crate::ModelInfo`] plus configuration facts.
+#[derive(Serialize)]
+struct JsInfo {
+    version: &'static str,
+    total_parameters: usize,
+    is_quantized: bool,
+    dtype: String,
+    weights_bytes: usize,
+    image_size: [u32; 2],
+    vision_hidden_size: usize,
+    vision_layers: usize,
+    patch_size: usize,
+    text_hidden_size: usize,
+    text_layers: usize,
+    vocab_size: usize,
+    bos_token_id: u32,
+    sep_token_id: u32,
+    /// `null` when generation_config.json sets no total length.
+    default_max_length: Option<usize>,
+    default_max_new_tokens: usize,
+    default_min_length: usize,
+    default_num_beams: usize,
+}
+
+fn to_js<T: Serialize>(value: &T) -> std::result::Result<JsValue, JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| arg_err(format!("could not convert the result to JS: {e}")))
+}
+
+/// The bytes of one file entry: a `Uint8Array` or an `ArrayBuffer`.
+fn as_uint8_array(name: &str, value: &JsValue) -> std::result::Result<js_sys::Uint8Array, JsValue> {
+    if let Some(a) = value.dyn_ref::<js_sys::Uint8Array>() {
+        Ok(a.clone())
+    } else if let Some(b) = value.dyn_ref::<js_sys::ArrayBuffer>() {
+        Ok(js_sys::Uint8Array::new(b))
+    } else {
+        Err(arg_err(format!("file `{name}` must be a Uint8Array or an ArrayBuffer")))
+    }
+}
+
+fn utf8(name: &str, bytes: Vec<u8>) -> std::result::Result<String, JsValue> {
+    String::from_utf8(bytes).map_err(|_| js_err(Error::config(name, "is not UTF-8 text")))
+}
+
+/// Collects a checkpoint's files from a JS object `{fileName: bytes}`.
+fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
+    if !files.is_object() {
+        return Err(arg_err(
+            "new Captioner(files) expects an object mapping file names to Uint8Array",
+        ));
+    }
+    let entries = js_sys::Object::entries(files.unchecked_ref());
+    let mut config = None;
+    let mut weights = None;
+    let mut tokenizer = None;
+    let mut tokenizer_config = None;
+    let mut preprocessor: Option<(String, String)> = None;
+    let mut generation = None;
+    for entry in entries.iter() {
+        let pair: js_sys::Array = entry.unchecked_into();
+        let key = pair
+            .get(0)
+            .as_string()
+            .ok_or_else(|| arg_err("file names must be strings"))?;
+        // Accept "some/dir/config.json" as well as "config.json".
+        let name = key.rsplit('/').next().unwrap_or(&key).to_string();
+        let value = pair.get(1);
+        if value.is_undefined() || value.is_null() {
+            continue;
+        }
+        match name.as_str() {
+            CONFIG_FILE => config = Some(utf8(&name, as_uint8_array(&key, &value)?.to_vec())?),
+            SAFETENSORS_FILE => weights = Some(JsBytes::new(as_uint8_array(&key, &value)?)),
+            TOKENIZER_FILE => tokenizer = Some(as_uint8_array(&key, &value)?.to_vec()),
+            TOKENIZER_CONFIG_FILE => {
+                tokenizer_config = Some(utf8(&name, as_uint8_array(&key, &value)?.to_vec())?)
+            }
+            GENERATION_FILE => generation = Some(utf8(&name, as_uint8_array(&key, &value)?.to_vec())?),
+            PTH_FILE => {
+                return Err(arg_err(format!(
+                    "{PTH_FILE} is not supported in the browser; convert the checkpoint to {SAFETENSORS_FILE}"
+                )))
+            }
+            n if PREPROCESSOR_FILES.contains(&n) => {
+                // preprocessor_config.json wins over transformers 5's processor_config.json.
+                if preprocessor.is_none() || n == PREPROCESSOR_FILES[0] {
+                    let text = utf8(&name, as_uint8_array(&key, &value)?.to_vec())?;
+                    preprocessor = Some((name.clone(), text));
+                }
+            }
+            // Other files of a Hugging Face directory (README.md, vocab.txt, ...) are not needed.
+            _ => {}
+        }
+    }
+    let missing = |what: &str| arg_err(format!("missing checkpoint file {what}"));
+    let weights = weights.ok_or_else(|| missing(SAFETENSORS_FILE))?;
+    let weights = Safetensors::new(Box::new(weights), SAFETENSORS_FILE).map_err(js_err)?;
+    Ok(ModelFiles {
+        config: config.ok_or_else(|| missing(CONFIG_FILE))?,
+        weights: Checkpoint::Safetensors(weights),
+        tokenizer: tokenizer.ok_or_else(|| missing(TOKENIZER_FILE))?,
+        tokenizer_config,
+        preprocessor: preprocessor.ok_or_else(|| {
+            missing(&format!("{} (or {})", PREPROCESSOR_FILES[0], PREPROCESSOR_FILES[1]))
+        })?,
+        generation,
+    })
+}
+
+/// A loaded BLIP checkpoint. JS: `new Captioner(files)`.
+#[wasm_bindgen(js_name = Captioner)]
+pub struct WasmCaptioner {
+    inner: Captioner,
+}
+
+#[wasm_bindgen(js_class = Captioner)]
+impl WasmCaptioner {
+    /// `new Captioner(files: Record<string, Uint8Array | ArrayBuffer>)`: loads a checkpoint from its
+    /// files, keyed by file name: `config.json`, `model.safetensors`, `tokenizer.json`,
+    /// `preprocessor_config.json` (or `processor_config.json`), and optionally
+    /// `tokenizer_config.json` and `generation_config.json`. Other names are ignored. Throws an
+    /// `Error` naming the file and the problem.
+    #[wasm_bindgen(constructor)]
+    pub fn new(files: JsValue) -> std::result::Result<WasmCaptioner, JsValue> {
+        console_error_panic_hook::set_once();
+        let files = model_files(&files)?;
+        let inner = Captioner::load(files).map_err(js_err)?;
+        Ok(Self { inner })
+    }
+
+    /// `caption(image: Uint8Array, options?: {prompt?, maxLength?, maxNewTokens?, minLength?,
+    /// numBeams?, fixedNewTokens?}, onToken?: (partialText: string) => void)` →
+    /// `{caption, tokenIds, newTokens, timings: {preprocess_s, vision_s, decode_s, total_s}}`.
+    ///
+    /// `image` holds encoded PNG/JPEG/WebP/GIF/BMP bytes. `onToken` is called after each decoding
+    /// step with the best caption so far; if it throws, the exception is rethrown once the
+    /// caption is finished.
+    pub fn caption(
+        &self,
+        image: &[u8],
+        options: JsValue,
+        on_token: Option<js_sys::Function>,
+    ) -> std::result::Result<JsValue, JsValue> {
+        let opts: CaptionOptions = if options.is_undefined() || options.is_null() {
+            CaptionOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value::<JsCaptionOptions>(options)
+                .map_err(|e| arg_err(format!("caption options: {e}")))?
+                .into()
+        };
+        let mut callback_error: Option<JsValue> = None;
+        let mut on_text = |text: &str| {
+            if let (Some(f), None) = (&on_token, &callback_error) {
+                if let Err(e) = f.call1(&JsValue::NULL, &JsValue::from_str(text)) {
+                    callback_error = Some(e);
+                }
+            }
+        };
+        let out = self
+            .inner
+            .caption(image, IMAGE_NAME, &opts, &mut on_text)
+            .map_err(js_err)?;
+        if let Some(e) = callback_error {
+            return Err(e);
+        }
+        to_js(&JsCaption {
+            caption: out.caption,
+            token_ids: out.token_ids,
+            new_tokens: out.new_tokens,
+            timings: out.timings,
+        })
+    }
+
+    /// `info()` → `{version, total_parameters, is_quantized, dtype, weights_bytes, image_size:
+    /// [height, width], vision_hidden_size, vision_layers, patch_size, text_hidden_size,
+    /// text_layers, vocab_size, bos_token_id, sep_token_id, default_max_length (or null),
+    /// default_max_new_tokens, default_min_length, default_num_beams}` (snake_case, as in the benchmark reports).
+    pub fn info(&self) -> std::result::Result<JsValue, JsValue> {
+        let info = self.inner.info();
+        let cfg = self.inner.config();
+        let pre = self.inner.image_processor();
+        let defaults = self.inner.defaults();
+        to_js(&JsInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            total_parameters: info.total_parameters,
+            is_quantized: info.is_quantized,
+            dtype: info.dtype.clone(),
+            weights_bytes: info.weights_bytes,
+            image_size: [pre.height, pre.width],
+            vision_hidden_size: cfg.vision.hidden_size,
+            vision_layers: cfg.vision.num_hidden_layers,
+            patch_size: cfg.vision.patch_size,
+            text_hidden_size: cfg.text.hidden_size,
+            text_layers: cfg.text.num_hidden_layers,
+            vocab_size: cfg.text.vocab_size,
+            bos_token_id: cfg.text.bos_token_id,
+            sep_token_id: cfg.text.sep_token_id,
+            default_max_length: defaults.max_length,
+            default_max_new_tokens: defaults.max_new_tokens,
+            default_min_length: defaults.min_length,
+            default_num_beams: defaults.num_beams,
+        })
+    }
+}
+
+/// `version()` → the crate version, e.g. `"0.1.0"`.
+#[wasm_bindgen]
+pub fn version() -> String {
+    console_error_panic_hook::set_once();
+    env!("CARGO_PKG_VERSION").to_string()
+}
+
+/// `wasmMemoryBytes()` → the current size of this module's linear memory in bytes.
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| {
+            m.buffer()
+                .dyn_into::<js_sys::ArrayBuffer>()
+                .map_or(0.0, |b| b.byte_length() as f64)
+        })
+        .unwrap_or(0.0)
+}
