@@ -116,7 +116,11 @@ pub struct ModelResults {
 }
 
 /// Speed figures from the samples of one run.
-pub fn performance(samples: &[Sample], failed: usize, peak_rss_mb: Option<f64>) -> PerformanceMetrics {
+pub fn performance(
+    samples: &[Sample],
+    failed: usize,
+    peak_rss_mb: Option<f64>,
+) -> PerformanceMetrics {
     let n = samples.len();
     let times: Vec<f64> = samples.iter().map(|s| s.timings.total_s).collect();
     let total: f64 = times.iter().sum();
@@ -133,7 +137,11 @@ pub fn performance(samples: &[Sample], failed: usize, peak_rss_mb: Option<f64>) 
         failed_samples: failed,
         avg_inference_time: if n == 0 { 0.0 } else { total / n as f64 },
         throughput_images_per_sec: if total > 0.0 { n as f64 / total } else { 0.0 },
-        tokens_per_second: if total > 0.0 { tokens as f64 / total } else { 0.0 },
+        tokens_per_second: if total > 0.0 {
+            tokens as f64 / total
+        } else {
+            0.0
+        },
         memory_usage_mb: peak_rss_mb,
         individual_times: times,
         breakdown: Breakdown {
@@ -275,7 +283,11 @@ pub fn comparison_markdown(models: &[ModelResults]) -> String {
                 .map(|m| format!("Improvement ({} vs {})", m.label, base.label)),
         );
     }
-    let mut out = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
+    let mut out = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    );
     for row in &ROWS {
         let mut cells = vec![row.label.to_string()];
         cells.extend(models.iter().map(|m| match (row.value)(m) {
@@ -316,7 +328,10 @@ pub fn comparison_json(models: &[ModelResults]) -> serde_json::Value {
             .skip(1)
             .map(|m| {
                 let mut row = serde_json::Map::new();
-                row.insert("label".into(), format!("{} vs {}", m.label, base.label).into());
+                row.insert(
+                    "label".into(),
+                    format!("{} vs {}", m.label, base.label).into(),
+                );
                 for r in &ROWS {
                     row.insert(
                         r.label.into(),

@@ -143,7 +143,10 @@ impl ModelFiles {
                     dir.join(PREPROCESSOR_FILES[0]).display(),
                     std::io::Error::new(
                         std::io::ErrorKind::NotFound,
-                        format!("neither {} nor {} found", PREPROCESSOR_FILES[0], PREPROCESSOR_FILES[1]),
+                        format!(
+                            "neither {} nor {} found",
+                            PREPROCESSOR_FILES[0], PREPROCESSOR_FILES[1]
+                        ),
                     ),
                 )
             })?;
@@ -152,7 +155,10 @@ impl ModelFiles {
             weights,
             tokenizer,
             tokenizer_config: read_optional(&dir.join(TOKENIZER_CONFIG_FILE))?,
-            preprocessor: (preprocessor.display().to_string(), read_text(&preprocessor)?),
+            preprocessor: (
+                preprocessor.display().to_string(),
+                read_text(&preprocessor)?,
+            ),
             generation: read_optional(&dir.join(GENERATION_FILE))?,
         })
     }
@@ -200,8 +206,11 @@ impl Captioner {
             Some(text) => GenerationDefaults::from_json(text, GENERATION_FILE)?,
             None => GenerationDefaults::default(),
         };
-        let tokenizer =
-            CaptionTokenizer::new(&files.tokenizer, files.tokenizer_config.as_deref(), TOKENIZER_FILE)?;
+        let tokenizer = CaptionTokenizer::new(
+            &files.tokenizer,
+            files.tokenizer_config.as_deref(),
+            TOKENIZER_FILE,
+        )?;
         if tokenizer.vocab_size() > config.text.vocab_size {
             return Err(Error::config(
                 TOKENIZER_FILE,
@@ -213,7 +222,8 @@ impl Captioner {
             ));
         }
         let info = model_info(&files.weights);
-        let model = BlipForConditionalGeneration::new(&config, Weights::new(&files.weights, &device))?;
+        let model =
+            BlipForConditionalGeneration::new(&config, Weights::new(&files.weights, &device))?;
         Ok(Self {
             model,
             config,
@@ -261,10 +271,16 @@ impl Captioner {
     }
 
     /// Decoding options with the checkpoint's defaults filled in, for a prefix of `prefix_len` tokens.
-    pub fn generation_options(&self, opts: &CaptionOptions, prefix_len: usize) -> Result<GenerationOptions> {
+    pub fn generation_options(
+        &self,
+        opts: &CaptionOptions,
+        prefix_len: usize,
+    ) -> Result<GenerationOptions> {
         let num_beams = opts.num_beams.unwrap_or(self.defaults.num_beams);
         if num_beams == 0 {
-            return Err(Error::InvalidArgument("num_beams must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "num_beams must be at least 1".into(),
+            ));
         }
         let max_length = match (opts.max_length, opts.max_new_tokens) {
             (Some(n), _) => n,

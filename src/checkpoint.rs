@@ -131,8 +131,9 @@ impl SafetensorsHeader {
     pub fn parse(header: &[u8], file_len: usize, file: &str) -> Result<Self> {
         let text = std::str::from_utf8(header)
             .map_err(|_| Error::checkpoint(file, "safetensors header is not UTF-8"))?;
-        let root: HashMap<String, Value> = serde_json::from_str(text)
-            .map_err(|e| Error::checkpoint(file, format!("safetensors header is not valid JSON: {e}")))?;
+        let root: HashMap<String, Value> = serde_json::from_str(text).map_err(|e| {
+            Error::checkpoint(file, format!("safetensors header is not valid JSON: {e}"))
+        })?;
         let data_start = 8 + header.len();
         let mut out = SafetensorsHeader::default();
         let mut data_len = 0usize;
@@ -140,7 +141,10 @@ impl SafetensorsHeader {
             if name == "__metadata__" {
                 if let Value::Object(m) = v {
                     for (k, v) in m {
-                        let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                        let v = v
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string());
                         out.metadata.insert(k, v);
                     }
                 }
@@ -178,7 +182,11 @@ fn parse_entry(name: &str, v: &Value, data_start: usize, file: &str) -> Result<T
     let shape = v
         .get("shape")
         .and_then(Value::as_array)
-        .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect::<Option<Vec<_>>>())
+        .and_then(|a| {
+            a.iter()
+                .map(|d| d.as_u64().map(|d| d as usize))
+                .collect::<Option<Vec<_>>>()
+        })
         .ok_or_else(|| bad("missing or invalid shape".into()))?;
     let offsets = v
         .get("data_offsets")
@@ -291,7 +299,10 @@ impl Checkpoint {
     /// Opens `model.safetensors` or `pytorch_model.bin` by extension.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        if path.extension().is_some_and(|e| e == "bin" || e == "pt" || e == "pth") {
+        if path
+            .extension()
+            .is_some_and(|e| e == "bin" || e == "pt" || e == "pth")
+        {
             let file = path.display().to_string();
             if !path.exists() {
                 return Err(Error::io(
@@ -299,8 +310,9 @@ impl Checkpoint {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
                 ));
             }
-            let tensors = candle_core::pickle::PthTensors::new(path, None)
-                .map_err(|e| Error::checkpoint(&file, format!("not a readable PyTorch checkpoint: {e}")))?;
+            let tensors = candle_core::pickle::PthTensors::new(path, None).map_err(|e| {
+                Error::checkpoint(&file, format!("not a readable PyTorch checkpoint: {e}"))
+            })?;
             return Ok(Checkpoint::Pth { file, tensors });
         }
         Ok(Checkpoint::Safetensors(Safetensors::open(path)?))
@@ -384,7 +396,10 @@ impl Checkpoint {
                     StoredDType::I8 => {
                         return Err(Error::tensor(
                             name,
-                            format!("is int8 in {}, but this tensor must be floating point", s.file),
+                            format!(
+                                "is int8 in {}, but this tensor must be floating point",
+                                s.file
+                            ),
                         ))
                     }
                 };
@@ -401,30 +416,41 @@ impl Checkpoint {
 
     /// Loads a 2-D weight `[rows, cols]`: INT8 (with its `<name>_scale`) as `Q8_0` blocks, anything
     /// else as an f32 tensor.
-    pub fn load_matrix(&self, name: &str, rows: usize, cols: usize, device: &Device) -> Result<Matrix> {
+    pub fn load_matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        device: &Device,
+    ) -> Result<Matrix> {
         let (dtype, _) = self.info(name).ok_or_else(|| self.missing(name))?;
         if dtype != StoredDType::I8 {
             return Ok(Matrix::F32(self.load_f32(name, &[rows, cols], device)?));
         }
         // On wasm32 safetensors is the only variant, so the pattern is irrefutable there.
         #[cfg_attr(target_arch = "wasm32", allow(irrefutable_let_patterns))]
-        let Checkpoint::Safetensors(s) = self else {
-            return Err(Error::tensor(name, "int8 weights are only read from safetensors"));
+        let Checkpoint::Safetensors(s) = self
+        else {
+            return Err(Error::tensor(
+                name,
+                "int8 weights are only read from safetensors",
+            ));
         };
         let entry = &s.header.tensors[name];
         check_shape(name, &entry.shape, &[rows, cols], &s.file)?;
-        if cols % BLOCK != 0 {
+        if !cols.is_multiple_of(BLOCK) {
             return Err(Error::tensor(
                 name,
                 format!("is int8 but its input size {cols} is not a multiple of {BLOCK}"),
             ));
         }
         let scale_name = format!("{name}_scale");
-        let scale_entry = s
-            .header
-            .tensors
-            .get(&scale_name)
-            .ok_or_else(|| Error::tensor(&scale_name, format!("missing from {} (int8 weight `{name}` needs it)", s.file)))?;
+        let scale_entry = s.header.tensors.get(&scale_name).ok_or_else(|| {
+            Error::tensor(
+                &scale_name,
+                format!("missing from {} (int8 weight `{name}` needs it)", s.file),
+            )
+        })?;
         if scale_entry.dtype != StoredDType::F16 {
             return Err(Error::tensor(
                 &scale_name,
@@ -525,6 +551,7 @@ impl<'a> Weights<'a> {
 
     /// A 2-D weight, INT8 or f32 as stored.
     pub fn matrix(&self, rows: usize, cols: usize, name: &str) -> Result<Matrix> {
-        self.ckpt.load_matrix(&self.path(name), rows, cols, &self.device)
+        self.ckpt
+            .load_matrix(&self.path(name), rows, cols, &self.device)
     }
 }

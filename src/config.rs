@@ -64,7 +64,10 @@ impl<'a> Fields<'a> {
     fn new(file: &'a str, path: &'a str, value: Option<&'a Value>) -> Result<Self> {
         match value {
             Some(Value::Object(obj)) => Ok(Self { file, path, obj }),
-            Some(_) => Err(Error::config(file, format!("`{path}` is not a JSON object"))),
+            Some(_) => Err(Error::config(
+                file,
+                format!("`{path}` is not a JSON object"),
+            )),
             None => Err(Error::config(file, format!("missing field `{path}`"))),
         }
     }
@@ -79,7 +82,10 @@ impl<'a> Fields<'a> {
             Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
                 Error::config(
                     self.file,
-                    format!("`{}` must be a non-negative integer, got {v}", self.name(key)),
+                    format!(
+                        "`{}` must be a non-negative integer, got {v}",
+                        self.name(key)
+                    ),
                 )
             }),
         }
@@ -130,7 +136,7 @@ impl<'a> Fields<'a> {
 }
 
 fn check_heads(file: &str, path: &str, hidden: usize, heads: usize) -> Result<()> {
-    if hidden % heads != 0 {
+    if !hidden.is_multiple_of(heads) {
         return Err(Error::config(
             file,
             format!("`{path}.hidden_size` ({hidden}) is not a multiple of `{path}.num_attention_heads` ({heads})"),
@@ -155,8 +161,13 @@ impl BlipConfig {
             hidden_act: v.activation("hidden_act")?,
             layer_norm_eps: v.f64_or("layer_norm_eps", 1e-5)?,
         };
-        check_heads(file, "vision_config", vision.hidden_size, vision.num_attention_heads)?;
-        if vision.image_size % vision.patch_size != 0 {
+        check_heads(
+            file,
+            "vision_config",
+            vision.hidden_size,
+            vision.num_attention_heads,
+        )?;
+        if !vision.image_size.is_multiple_of(vision.patch_size) {
             return Err(Error::config(
                 file,
                 format!(
@@ -171,7 +182,9 @@ impl BlipConfig {
             hidden_size: t.dim("hidden_size")?,
             // The released base checkpoint's config predates this field; the decoder cross-attends
             // to the vision tower's output, so its width is the vision hidden size.
-            encoder_hidden_size: t.opt_usize("encoder_hidden_size")?.unwrap_or(vision.hidden_size),
+            encoder_hidden_size: t
+                .opt_usize("encoder_hidden_size")?
+                .unwrap_or(vision.hidden_size),
             intermediate_size: t.dim("intermediate_size")?,
             num_hidden_layers: t.dim("num_hidden_layers")?,
             num_attention_heads: t.dim("num_attention_heads")?,
@@ -182,7 +195,12 @@ impl BlipConfig {
             sep_token_id: t.token_or("sep_token_id", 102)?,
             pad_token_id: t.token_or("pad_token_id", 0)?,
         };
-        check_heads(file, "text_config", text.hidden_size, text.num_attention_heads)?;
+        check_heads(
+            file,
+            "text_config",
+            text.hidden_size,
+            text.num_attention_heads,
+        )?;
         if text.encoder_hidden_size != vision.hidden_size {
             return Err(Error::config(
                 file,
@@ -200,7 +218,10 @@ impl BlipConfig {
             if id as usize >= text.vocab_size {
                 return Err(Error::config(
                     file,
-                    format!("`text_config.{name}` ({id}) is outside the vocabulary ({})", text.vocab_size),
+                    format!(
+                        "`text_config.{name}` ({id}) is outside the vocabulary ({})",
+                        text.vocab_size
+                    ),
                 ));
             }
         }

@@ -65,14 +65,19 @@ pub fn generate(
     on_step: &mut dyn FnMut(&[u32]),
 ) -> Result<Vec<u32>> {
     if prefix.is_empty() {
-        return Err(Error::InvalidArgument("generation needs at least the bos token".into()));
+        return Err(Error::InvalidArgument(
+            "generation needs at least the bos token".into(),
+        ));
     }
     if opts.num_beams == 0 {
-        return Err(Error::InvalidArgument("num_beams must be at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "num_beams must be at least 1".into(),
+        ));
     }
     if opts.fixed_new_tokens.is_some() && opts.num_beams > 1 {
         return Err(Error::InvalidArgument(
-            "a fixed number of new tokens is only supported with greedy decoding (num_beams = 1)".into(),
+            "a fixed number of new tokens is only supported with greedy decoding (num_beams = 1)"
+                .into(),
         ));
     }
     let mut state = model.start_decoding(image_embeds)?;
@@ -153,9 +158,7 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();
     let k = k.min(values.len());
     if k < values.len() {
-        idx.select_nth_unstable_by(k, |&a, &b| {
-            values[b].total_cmp(&values[a]).then(a.cmp(&b))
-        });
+        idx.select_nth_unstable_by(k, |&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
         idx.truncate(k);
     }
     idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
@@ -283,18 +286,25 @@ fn beam_search(
             cur_len - prompt_len
         };
         let best_possible = running_scores[0] / (best_len as f64).powf(opts.length_penalty) as f32;
-        let min_finished = finished.iter().map(|f| f.score).fold(f32::INFINITY, f32::min);
+        let min_finished = finished
+            .iter()
+            .map(|f| f.score)
+            .fold(f32::INFINITY, f32::min);
         let improvable = finished
             .iter()
             .any(|f| best_possible > if f.done { min_finished } else { NEG });
         heuristic_unsatisfied &= improvable;
-        let open_beam = !(finished.iter().all(|f| f.done) && opts.early_stopping == EarlyStopping::Always);
+        let open_beam =
+            !(finished.iter().all(|f| f.done) && opts.early_stopping == EarlyStopping::Always);
         let can_continue = !hits_stop.iter().all(|&h| h);
         if !(heuristic_unsatisfied && open_beam && can_continue) {
             break;
         }
         state.reorder(&reorder)?;
-        let last: Vec<u32> = running.iter().map(|s| *s.last().unwrap_or(&tokens.eos)).collect();
+        let last: Vec<u32> = running
+            .iter()
+            .map(|s| *s.last().unwrap_or(&tokens.eos))
+            .collect();
         let ids = Tensor::from_vec(last, (nb, 1), &device)?;
         logits = model.decode_step(&ids, state)?;
     }

@@ -27,7 +27,7 @@ pub fn is_quantizable(name: &str, shape: &[usize]) -> bool {
         return false;
     };
     name.ends_with(".weight")
-        && cols % BLOCK == 0
+        && cols.is_multiple_of(BLOCK)
         && (!name.contains("embedding") || name.contains("word_embeddings"))
 }
 
@@ -198,7 +198,12 @@ pub fn cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
     Ok(dot / (na.sqrt() * nb.sqrt()).max(f64::MIN_POSITIVE))
 }
 
-fn validate_one(fp32: &Captioner, int8: &Captioner, name: &str, bytes: &[u8]) -> Result<(Caption, Caption, f64)> {
+fn validate_one(
+    fp32: &Captioner,
+    int8: &Captioner,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(Caption, Caption, f64)> {
     let opts = CaptionOptions::default();
     let a = fp32.caption(bytes, name, &opts, &mut |_| {})?;
     let b = int8.caption(bytes, name, &opts, &mut |_| {})?;
@@ -282,16 +287,21 @@ pub fn synthetic_images(size: u32) -> Result<Vec<(String, Vec<u8>)>> {
             image::Rgb([20, 20, 200])
         }
     });
-    let noisy = image::RgbImage::from_fn(size, size, |_, _| image::Rgb([noise(), noise(), noise()]));
-    [("synthetic-gradient.png", gradient), ("synthetic-checker.png", checker), ("synthetic-noise.png", noisy)]
-        .into_iter()
-        .map(|(n, img)| {
-            let mut buf = std::io::Cursor::new(Vec::new());
-            img.write_to(&mut buf, image::ImageFormat::Png)
-                .map_err(|e| Error::image(n, format!("cannot encode: {e}")))?;
-            Ok((n.to_string(), buf.into_inner()))
-        })
-        .collect()
+    let noisy =
+        image::RgbImage::from_fn(size, size, |_, _| image::Rgb([noise(), noise(), noise()]));
+    [
+        ("synthetic-gradient.png", gradient),
+        ("synthetic-checker.png", checker),
+        ("synthetic-noise.png", noisy),
+    ]
+    .into_iter()
+    .map(|(n, img)| {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut buf, image::ImageFormat::Png)
+            .map_err(|e| Error::image(n, format!("cannot encode: {e}")))?;
+        Ok((n.to_string(), buf.into_inner()))
+    })
+    .collect()
 }
 
 /// Result of quantizing a checkpoint directory (`quantized_results.json`'s `model_metrics`).
@@ -328,13 +338,20 @@ pub fn quantize_dir(
     };
     let sw = Stopwatch::start();
     let st = model_dir.join(SAFETENSORS_FILE);
-    let src = if st.exists() { st } else { model_dir.join(PTH_FILE) };
+    let src = if st.exists() {
+        st
+    } else {
+        model_dir.join(PTH_FILE)
+    };
     let src_bytes = std::fs::read(&src).map_err(|e| Error::io(src.display(), e))?;
     let sha = sha256_hex(&src_bytes);
     drop(src_bytes);
     let ckpt = Checkpoint::open(&src)?;
     if is_blipq_int8(&ckpt) {
-        return Err(Error::checkpoint(src.display(), "is already a blipq INT8 checkpoint"));
+        return Err(Error::checkpoint(
+            src.display(),
+            "is already a blipq INT8 checkpoint",
+        ));
     }
     let (bytes, summary) = quantize_checkpoint(&ckpt, &sha, on_tensor)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir.display(), e))?;
@@ -357,7 +374,9 @@ pub fn quantize_dir(
             std::fs::copy(&from, &to).map_err(|e| Error::io(to.display(), e))?;
         }
     }
-    let original = std::fs::metadata(&src).map_err(|e| Error::io(src.display(), e))?.len() as f64;
+    let original = std::fs::metadata(&src)
+        .map_err(|e| Error::io(src.display(), e))?
+        .len() as f64;
     let quantized = bytes.len() as f64;
     Ok(ModelMetrics {
         original_size_mb: original / 1e6,

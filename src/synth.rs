@@ -87,7 +87,10 @@ pub fn tensor_shapes(cfg: &BlipConfig) -> Vec<(String, Vec<usize>)> {
     add(format!("{e}.class_embedding"), vec![1, 1, h]);
     add(format!("{e}.patch_embedding.weight"), vec![h, 3, p, p]);
     add(format!("{e}.patch_embedding.bias"), vec![h]);
-    add(format!("{e}.position_embedding"), vec![1, v.num_positions(), h]);
+    add(
+        format!("{e}.position_embedding"),
+        vec![1, v.num_positions(), h],
+    );
     let linear = |add: &mut dyn FnMut(String, Vec<usize>), name: String, out: usize, inp: usize| {
         add(format!("{name}.weight"), vec![out, inp]);
         add(format!("{name}.bias"), vec![out]);
@@ -109,7 +112,10 @@ pub fn tensor_shapes(cfg: &BlipConfig) -> Vec<(String, Vec<usize>)> {
     let t = &cfg.text;
     let th = t.hidden_size;
     let b = "text_decoder.bert";
-    add(format!("{b}.embeddings.word_embeddings.weight"), vec![t.vocab_size, th]);
+    add(
+        format!("{b}.embeddings.word_embeddings.weight"),
+        vec![t.vocab_size, th],
+    );
     add(
         format!("{b}.embeddings.position_embeddings.weight"),
         vec![t.max_position_embeddings, th],
@@ -124,13 +130,35 @@ pub fn tensor_shapes(cfg: &BlipConfig) -> Vec<(String, Vec<usize>)> {
             linear(&mut add, format!("{l}.{part}.output.dense"), th, th);
             norm(&mut add, format!("{l}.{part}.output.LayerNorm"), th);
         }
-        linear(&mut add, format!("{l}.intermediate.dense"), t.intermediate_size, th);
-        linear(&mut add, format!("{l}.output.dense"), th, t.intermediate_size);
+        linear(
+            &mut add,
+            format!("{l}.intermediate.dense"),
+            t.intermediate_size,
+            th,
+        );
+        linear(
+            &mut add,
+            format!("{l}.output.dense"),
+            th,
+            t.intermediate_size,
+        );
         norm(&mut add, format!("{l}.output.LayerNorm"), th);
     }
-    add("text_decoder.cls.predictions.bias".into(), vec![t.vocab_size]);
-    linear(&mut add, "text_decoder.cls.predictions.transform.dense".into(), th, th);
-    norm(&mut add, "text_decoder.cls.predictions.transform.LayerNorm".into(), th);
+    add(
+        "text_decoder.cls.predictions.bias".into(),
+        vec![t.vocab_size],
+    );
+    linear(
+        &mut add,
+        "text_decoder.cls.predictions.transform.dense".into(),
+        th,
+        th,
+    );
+    norm(
+        &mut add,
+        "text_decoder.cls.predictions.transform.LayerNorm".into(),
+        th,
+    );
     out
 }
 
@@ -184,7 +212,8 @@ pub fn parameter_count(cfg: &BlipConfig) -> usize {
 
 /// BLIP's tokenizer files, written into every synthetic checkpoint.
 pub const TOKENIZER_JSON: &[u8] = include_bytes!("../data/blip-tokenizer/tokenizer.json");
-pub const TOKENIZER_CONFIG_JSON: &[u8] = include_bytes!("../data/blip-tokenizer/tokenizer_config.json");
+pub const TOKENIZER_CONFIG_JSON: &[u8] =
+    include_bytes!("../data/blip-tokenizer/tokenizer_config.json");
 
 /// `processor_config.json` for a vision tower of `image_size` (BlipImageProcessor defaults).
 pub fn processor_config_json(image_size: usize) -> serde_json::Value {

@@ -46,10 +46,9 @@ impl CaptionTokenizer {
         let Some(prompt) = prompt.filter(|p| !p.is_empty()) else {
             return Ok(vec![bos]);
         };
-        let enc = self
-            .inner
-            .encode(prompt, true)
-            .map_err(|e| Error::tokenizer(&self.file, format!("cannot encode prompt {prompt:?}: {e}")))?;
+        let enc = self.inner.encode(prompt, true).map_err(|e| {
+            Error::tokenizer(&self.file, format!("cannot encode prompt {prompt:?}: {e}"))
+        })?;
         let mut ids = enc.get_ids().to_vec();
         if ids.len() < 2 {
             return Err(Error::tokenizer(

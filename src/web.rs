@@ -116,6 +116,38 @@ impl From<JsCaptionOptions> for CaptionOptions {
     }
 }
 
+/// Option names `caption()` understands (serde-wasm-bindgen ignores `deny_unknown_fields`, so a
+/// misspelt `maxLenght` would otherwise be dropped silently).
+const OPTION_NAMES: [&str; 11] = [
+    "prompt",
+    "maxLength",
+    "max_length",
+    "maxNewTokens",
+    "max_new_tokens",
+    "minLength",
+    "min_length",
+    "numBeams",
+    "num_beams",
+    "fixedNewTokens",
+    "fixed_new_tokens",
+];
+
+fn check_option_names(options: &JsValue) -> std::result::Result<(), JsValue> {
+    if !options.is_object() {
+        return Err(arg_err("caption options must be an object"));
+    }
+    for key in js_sys::Object::keys(options.unchecked_ref::<js_sys::Object>()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !OPTION_NAMES.contains(&key.as_str()) {
+            return Err(arg_err(format!(
+                "caption options: unknown option `{key}` (expected one of prompt, maxLength, \
+                 maxNewTokens, minLength, numBeams, fixedNewTokens)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What `caption()` returns to JS.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -274,6 +306,7 @@ impl WasmCaptioner {
         let opts: CaptionOptions = if options.is_undefined() || options.is_null() {
             CaptionOptions::default()
         } else {
+            check_option_names(&options)?;
             serde_wasm_bindgen::from_value::<JsCaptionOptions>(options)
                 .map_err(|e| arg_err(format!("caption options: {e}")))?
                 .into()

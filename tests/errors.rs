@@ -34,7 +34,10 @@ fn missing_files_are_named() {
         std::fs::remove_file(dir.join(file)).unwrap();
         assert_mentions(&load_err(&dir), &[expect]);
     }
-    assert_mentions(&load_err(Path::new("/nonexistent/model")), &["/nonexistent/model"]);
+    assert_mentions(
+        &load_err(Path::new("/nonexistent/model")),
+        &["/nonexistent/model"],
+    );
 }
 
 #[test]
@@ -69,10 +72,14 @@ fn missing_tensor_is_named() {
 fn shape_disagreeing_with_config_is_named() {
     let dir = copy_dir(&tiny_dir(), "bad-shape");
     let path = dir.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg["vision_config"]["intermediate_size"] = 96.into();
     std::fs::write(&path, cfg.to_string()).unwrap();
-    assert_mentions(&load_err(&dir), &["fc1.weight", "shape", "[128, 64]", "[96, 64]"]);
+    assert_mentions(
+        &load_err(&dir),
+        &["fc1.weight", "shape", "[128, 64]", "[96, 64]"],
+    );
 }
 
 #[test]
@@ -94,14 +101,20 @@ fn unknown_dtype_is_named() {
 
 #[test]
 fn config_missing_a_field_is_named() {
-    for (section, field) in [("vision_config", "hidden_size"), ("text_config", "vocab_size")] {
+    for (section, field) in [
+        ("vision_config", "hidden_size"),
+        ("text_config", "vocab_size"),
+    ] {
         let dir = copy_dir(&tiny_dir(), &format!("no-{field}"));
         let path = dir.join("config.json");
         let mut cfg: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         cfg[section].as_object_mut().unwrap().remove(field);
         std::fs::write(&path, cfg.to_string()).unwrap();
-        assert_mentions(&load_err(&dir), &["config.json", &format!("{section}.{field}"), "missing"]);
+        assert_mentions(
+            &load_err(&dir),
+            &["config.json", &format!("{section}.{field}"), "missing"],
+        );
     }
     let dir = copy_dir(&tiny_dir(), "bad-json");
     std::fs::write(dir.join("config.json"), "{ not json").unwrap();
@@ -156,7 +169,10 @@ fn cli_reports_errors_and_exits_nonzero() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert_mentions(&String::from_utf8_lossy(&out.stderr), &["/nonexistent/model"]);
+    assert_mentions(
+        &String::from_utf8_lossy(&out.stderr),
+        &["/nonexistent/model"],
+    );
 
     let tiny = tiny_dir();
     let good = fixtures().join("images/camera.png");
@@ -170,6 +186,12 @@ fn cli_reports_errors_and_exits_nonzero() {
         .unwrap();
     assert!(!out.status.success(), "a failed image must fail the run");
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(rows[0]["caption"].is_string(), "the good image is still captioned");
-    assert_mentions(rows[1]["error"].as_str().unwrap(), &["/nonexistent/photo.png"]);
+    assert!(
+        rows[0]["caption"].is_string(),
+        "the good image is still captioned"
+    );
+    assert_mentions(
+        rows[1]["error"].as_str().unwrap(),
+        &["/nonexistent/photo.png"],
+    );
 }

@@ -46,9 +46,56 @@ fn token_ids_match_generate_in_every_case() {
             let (got, _) = model.generate_ids(&embeds, &opts, &mut |_| {}).unwrap();
             assert_eq!(got, ids(want_ids), "{name} / {case}");
             let caption = model.tokenizer().decode(&got).unwrap();
-            assert_eq!(caption, want["caption"].as_str().unwrap(), "{name} / {case} caption");
+            assert_eq!(
+                caption,
+                want["caption"].as_str().unwrap(),
+                "{name} / {case} caption"
+            );
             checked += 1;
         }
     }
     assert!(checked >= 20, "only {checked} cases checked");
+}
+
+#[test]
+fn captions_from_image_files_match_transformers() {
+    // The whole path: file bytes -> decode -> PIL-exact resize -> model -> generate -> decode.
+    // JPEG files are left out here: the `image` crate's JPEG decoder is not bit-identical to
+    // libjpeg-turbo (PIL's), see tests/preprocess.rs for how close it is; their model path is
+    // checked from Hugging Face's own pixel values above.
+    let model = tiny();
+    let expected = expected();
+    for name in image_names().into_iter().filter(|n| !n.ends_with(".jpg")) {
+        let bytes = image_bytes(&name);
+        for (case, want) in expected["images"][&name].as_object().unwrap() {
+            let Some(want_ids) = want.get("ids") else {
+                continue;
+            };
+            let got = model
+                .caption(&bytes, &name, &case_options(want), &mut |_| {})
+                .unwrap();
+            assert_eq!(got.token_ids, ids(want_ids), "{name} / {case}");
+            assert_eq!(
+                got.caption,
+                want["caption"].as_str().unwrap(),
+                "{name} / {case}"
+            );
+        }
+    }
+}
+
+#[test]
+fn streaming_reports_each_partial_caption() {
+    let model = tiny();
+    let mut partial = Vec::new();
+    let got = model
+        .caption(
+            &image_bytes("chelsea.png"),
+            "chelsea.png",
+            &blipq::CaptionOptions::default(),
+            &mut |text| partial.push(text.to_string()),
+        )
+        .unwrap();
+    assert_eq!(partial.len(), got.new_tokens);
+    assert_eq!(partial.last().unwrap(), &got.caption);
 }

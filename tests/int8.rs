@@ -45,9 +45,26 @@ fn int8_file_follows_the_documented_layout() {
     }
     // Text linears (in = 32 or 64), vision linears (in = 64 or 128) and the word embeddings.
     assert!(quantized >= 20, "only {quantized} tensors quantized");
-    assert!(ckpt.info("text_decoder.bert.embeddings.word_embeddings.weight").unwrap().0.as_str() == "I8");
-    assert!(ckpt.info("text_decoder.bert.embeddings.position_embeddings.weight").unwrap().0.as_str() == "F32");
-    for f in ["config.json", "tokenizer.json", "processor_config.json", "generation_config.json"] {
+    assert!(
+        ckpt.info("text_decoder.bert.embeddings.word_embeddings.weight")
+            .unwrap()
+            .0
+            .as_str()
+            == "I8"
+    );
+    assert!(
+        ckpt.info("text_decoder.bert.embeddings.position_embeddings.weight")
+            .unwrap()
+            .0
+            .as_str()
+            == "F32"
+    );
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "processor_config.json",
+        "generation_config.json",
+    ] {
         assert_eq!(
             std::fs::read(out.join(f)).unwrap(),
             std::fs::read(tiny_dir().join(f)).unwrap(),
@@ -69,11 +86,18 @@ fn quantize_then_load_reproduces_q8_0_exactly() {
         }
         let w = fp32.load_f32(&name, &shape, &Device::Cpu).unwrap();
         let want = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        let Matrix::Q8(got) = ckpt.load_matrix(&name, shape[0], shape[1], &Device::Cpu).unwrap() else {
+        let Matrix::Q8(got) = ckpt
+            .load_matrix(&name, shape[0], shape[1], &Device::Cpu)
+            .unwrap()
+        else {
             panic!("{name} did not load as Q8_0");
         };
         assert_eq!(got.dtype(), GgmlDType::Q8_0);
-        assert_eq!(got.data().unwrap(), want.data().unwrap(), "{name}: blocks differ");
+        assert_eq!(
+            got.data().unwrap(),
+            want.data().unwrap(),
+            "{name}: blocks differ"
+        );
         checked += 1;
     }
     assert!(checked >= 20);
@@ -104,7 +128,10 @@ fn per_row_scales_are_accepted() {
     );
     let ckpt = Checkpoint::open(&out.join("model.safetensors")).unwrap();
     let (_, shape) = ckpt.info(name).unwrap();
-    let Matrix::Q8(q) = ckpt.load_matrix(name, shape[0], shape[1], &Device::Cpu).unwrap() else {
+    let Matrix::Q8(q) = ckpt
+        .load_matrix(name, shape[0], shape[1], &Device::Cpu)
+        .unwrap()
+    else {
         panic!("not Q8");
     };
     let blocks = q.data().unwrap();
@@ -129,7 +156,9 @@ fn int8_logits_stay_close_to_fp32() {
     for image in image_names() {
         let c = cosine(&first_logits(&fp32, &image), &first_logits(&int8, &image));
         assert!(c >= 0.99, "{image}: INT8 logits cosine {c}");
-        let pixels = expected_tensor(&image, "pixel_values").unsqueeze(0).unwrap();
+        let pixels = expected_tensor(&image, "pixel_values")
+            .unsqueeze(0)
+            .unwrap();
         let c = cosine(
             &fp32.encode_image(&pixels).unwrap(),
             &int8.encode_image(&pixels).unwrap(),

@@ -62,11 +62,18 @@ fn f16_and_bf16_checkpoints_load_and_stay_close() {
 fn missing_encoder_hidden_size_means_the_vision_hidden_size() {
     let dir = copy_dir(&tiny_dir(), "no-ehs");
     let path = dir.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    cfg["text_config"].as_object_mut().unwrap().remove("encoder_hidden_size");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["text_config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("encoder_hidden_size");
     std::fs::write(&path, cfg.to_string()).unwrap();
     let m = Captioner::load_dir(&dir).unwrap();
-    assert_eq!(m.config().text.encoder_hidden_size, m.config().vision.hidden_size);
+    assert_eq!(
+        m.config().text.encoder_hidden_size,
+        m.config().vision.hidden_size
+    );
     let base = Captioner::load_dir(&tiny_dir()).unwrap();
     let image = &image_names()[0];
     assert!(max_abs_diff(&first_logits(&m, image), &first_logits(&base, image)) == 0.0);
@@ -78,7 +85,9 @@ fn an_explicit_lm_head_weight_is_used_instead_of_the_embeddings() {
     let dir = copy_dir(&tiny_dir(), "untied");
     let bytes = std::fs::read(tiny_dir().join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let emb = st.tensor("text_decoder.bert.embeddings.word_embeddings.weight").unwrap();
+    let emb = st
+        .tensor("text_decoder.bert.embeddings.word_embeddings.weight")
+        .unwrap();
     let doubled: Vec<u8> = map_f32(emb.data(), |x| x * 2.0)
         .iter()
         .flat_map(|x| x.to_le_bytes())

@@ -59,7 +59,11 @@ pub struct TextEmbeddings {
 impl TextEmbeddings {
     pub fn new(cfg: &TextConfig, vb: Weights) -> Result<Self> {
         Ok(Self {
-            word_embeddings: Embedding::new(cfg.vocab_size, cfg.hidden_size, vb.pp("word_embeddings"))?,
+            word_embeddings: Embedding::new(
+                cfg.vocab_size,
+                cfg.hidden_size,
+                vb.pp("word_embeddings"),
+            )?,
             position_embeddings: vb.get(
                 &[cfg.max_position_embeddings, cfg.hidden_size],
                 "position_embeddings.weight",
@@ -80,9 +84,7 @@ impl TextEmbeddings {
         }
         let words = self.word_embeddings.forward(ids)?;
         let positions = self.position_embeddings.narrow(0, past, len)?;
-        Ok(self
-            .layer_norm
-            .forward(&words.broadcast_add(&positions)?)?)
+        Ok(self.layer_norm.forward(&words.broadcast_add(&positions)?)?)
     }
 }
 
@@ -149,8 +151,12 @@ impl TextSelfAttention {
 
     /// Keys and values of the image tokens, `[heads, tokens, head_dim]` each.
     pub fn image_kv(&self, image_embeds: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = self.split_heads(&self.key.forward(image_embeds)?)?.squeeze(0)?;
-        let v = self.split_heads(&self.value.forward(image_embeds)?)?.squeeze(0)?;
+        let k = self
+            .split_heads(&self.key.forward(image_embeds)?)?
+            .squeeze(0)?;
+        let v = self
+            .split_heads(&self.value.forward(image_embeds)?)?
+            .squeeze(0)?;
         Ok((k, v))
     }
 
@@ -165,10 +171,7 @@ impl TextSelfAttention {
             .contiguous()?;
         let scores = q.matmul(&kv.0.t()?)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs
-            .matmul(&kv.1)?
-            .transpose(0, 1)?
-            .reshape((b, len, h))?;
+        let ctx = probs.matmul(&kv.1)?.transpose(0, 1)?.reshape((b, len, h))?;
         Ok(ctx)
     }
 }
@@ -262,7 +265,11 @@ impl LmPredictionHead {
     pub fn new(cfg: &TextConfig, word_embeddings: &Embedding, vb: Weights) -> Result<Self> {
         let h = cfg.hidden_size;
         // `decoder.bias` is tied to `bias`; files may hold either name.
-        let bias_name = if vb.contains("bias") { "bias" } else { "decoder.bias" };
+        let bias_name = if vb.contains("bias") {
+            "bias"
+        } else {
+            "decoder.bias"
+        };
         let bias = vb.get(&[cfg.vocab_size], bias_name)?;
         // Recent transformers versions drop the tied decoder weight from the file.
         let weight = if vb.contains("decoder.weight") {
@@ -298,7 +305,8 @@ impl TextLMHeadModel {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| TextLayer::new(cfg, vb.pp("bert.encoder.layer").pp(i)))
             .collect::<Result<Vec<_>>>()?;
-        let cls = LmPredictionHead::new(cfg, &embeddings.word_embeddings, vb.pp("cls.predictions"))?;
+        let cls =
+            LmPredictionHead::new(cfg, &embeddings.word_embeddings, vb.pp("cls.predictions"))?;
         Ok(Self {
             embeddings,
             layers,

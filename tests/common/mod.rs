@@ -98,10 +98,22 @@ pub fn case_options(case: &Value) -> blipq::CaptionOptions {
     let kw = &case["generate_kwargs"];
     blipq::CaptionOptions {
         prompt: case.get("text").and_then(Value::as_str).map(str::to_string),
-        max_length: kw.get("max_length").and_then(Value::as_u64).map(|x| x as usize),
-        max_new_tokens: kw.get("max_new_tokens").and_then(Value::as_u64).map(|x| x as usize),
-        min_length: kw.get("min_length").and_then(Value::as_u64).map(|x| x as usize),
-        num_beams: kw.get("num_beams").and_then(Value::as_u64).map(|x| x as usize),
+        max_length: kw
+            .get("max_length")
+            .and_then(Value::as_u64)
+            .map(|x| x as usize),
+        max_new_tokens: kw
+            .get("max_new_tokens")
+            .and_then(Value::as_u64)
+            .map(|x| x as usize),
+        min_length: kw
+            .get("min_length")
+            .and_then(Value::as_u64)
+            .map(|x| x as usize),
+        num_beams: kw
+            .get("num_beams")
+            .and_then(Value::as_u64)
+            .map(|x| x as usize),
         fixed_new_tokens: None,
     }
 }

@@ -14,7 +14,7 @@ use crate::progress;
 /// The bundled demo: models and eval set, relative to the repository root.
 const DEMO_MODELS: [&str; 2] = ["models/demo", "models/demo-int8"];
 const DEMO_ANNOTATIONS: &str = "data/demo-eval/captions.json";
-const DEMO_IMAGES: &str = "data/demo-eval/images";
+const DEMO_IMAGES: &str = "data/demo-eval";
 
 #[derive(clap::Args, Clone)]
 pub struct Options {
@@ -101,7 +101,11 @@ fn labels(models: &[PathBuf]) -> Vec<String> {
             .file_name()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| format!("model{}", i + 1));
-        let label = if out.contains(&base) { format!("{base}-{}", i + 1) } else { base };
+        let label = if out.contains(&base) {
+            format!("{base}-{}", i + 1)
+        } else {
+            base
+        };
         out.push(label);
     }
     out
@@ -116,7 +120,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut results: Vec<ModelResults> = Vec::new();
     for b in &args.baselines {
-        let text = std::fs::read_to_string(b).with_context(|| format!("baseline {}", b.display()))?;
+        let text =
+            std::fs::read_to_string(b).with_context(|| format!("baseline {}", b.display()))?;
         let r: ModelResults = serde_json::from_str(&text)
             .with_context(|| format!("baseline {}: not a blipq results JSON", b.display()))?;
         results.push(r);
@@ -142,7 +147,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if !status.success() {
             bail!("benchmark of {} failed ({status})", model.display());
         }
-        let text = std::fs::read_to_string(&result).with_context(|| format!("{}", result.display()))?;
+        let text =
+            std::fs::read_to_string(&result).with_context(|| format!("{}", result.display()))?;
         let r: ModelResults = serde_json::from_str(&text)?;
         write_captions(&args.out, &r)?;
         own.push(r);
@@ -156,7 +162,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         serde_json::to_string_pretty(&bench::comparison_json(&own))?,
     )?;
     println!("{table}");
-    let failed: usize = own.iter().map(|r| r.performance_metrics.failed_samples).sum();
+    let failed: usize = own
+        .iter()
+        .map(|r| r.performance_metrics.failed_samples)
+        .sum();
     if failed > 0 {
         eprintln!("{failed} image(s) failed; see the failures in the results JSON");
     }
@@ -170,20 +179,30 @@ fn forward_options(cmd: &mut Command, o: &Options) {
             cmd.arg(flag).arg(v);
         }
     };
-    opt("--annotations", o.annotations.as_ref().map(|p| p.display().to_string()));
-    opt("--images", o.images.as_ref().map(|p| p.display().to_string()));
+    opt(
+        "--annotations",
+        o.annotations.as_ref().map(|p| p.display().to_string()),
+    );
+    opt(
+        "--images",
+        o.images.as_ref().map(|p| p.display().to_string()),
+    );
     opt("--warmup", Some(o.warmup.to_string()));
     opt("--limit", o.limit.map(|v| v.to_string()));
     opt("--max-length", o.max_length.map(|v| v.to_string()));
     opt("--num-beams", o.num_beams.map(|v| v.to_string()));
     opt("--prompt", o.prompt.clone());
-    opt("--fixed-new-tokens", o.fixed_new_tokens.map(|v| v.to_string()));
+    opt(
+        "--fixed-new-tokens",
+        o.fixed_new_tokens.map(|v| v.to_string()),
+    );
 }
 
 fn write_captions(out: &Path, r: &ModelResults) -> anyhow::Result<()> {
     let path = out.join(format!("{}_captions.json", r.label));
     let rows = bench::coco_results(&r.samples);
-    std::fs::write(&path, serde_json::to_string_pretty(&rows)?).with_context(|| format!("{}", path.display()))
+    std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+        .with_context(|| format!("{}", path.display()))
 }
 
 /// The items to caption: from annotations, or every image file of a directory.
@@ -191,11 +210,14 @@ fn load_items(o: &Options) -> anyhow::Result<(Vec<Item>, PathBuf)> {
     let images_dir = match (&o.images, &o.annotations) {
         (Some(d), _) => d.clone(),
         (None, Some(a)) => a.parent().map(Path::to_path_buf).unwrap_or_default(),
-        (None, None) => bail!("give --annotations and/or --images (or no arguments for the bundled demo)"),
+        (None, None) => {
+            bail!("give --annotations and/or --images (or no arguments for the bundled demo)")
+        }
     };
     let mut items = match &o.annotations {
         Some(a) => {
-            let text = std::fs::read_to_string(a).with_context(|| format!("annotations {}", a.display()))?;
+            let text = std::fs::read_to_string(a)
+                .with_context(|| format!("annotations {}", a.display()))?;
             let ann = blipq::metrics::parse_annotations(&text, &a.display().to_string())?;
             bench::items_from_annotations(&ann)
         }
@@ -207,7 +229,9 @@ fn load_items(o: &Options) -> anyhow::Result<(Vec<Item>, PathBuf)> {
                 .map(|e| e.file_name().to_string_lossy().to_string())
                 .filter(|f| {
                     let f = f.to_lowercase();
-                    [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"].iter().any(|x| f.ends_with(x))
+                    [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"]
+                        .iter()
+                        .any(|x| f.ends_with(x))
                 })
                 .collect();
             files.sort();
@@ -250,7 +274,8 @@ fn weights_file_mb(dir: &Path) -> f64 {
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let o = &args.opts;
     let (items, images_dir) = load_items(o)?;
-    let model = Captioner::load_dir(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let model = Captioner::load_dir(&args.model)
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let opts = CaptionOptions {
         prompt: o.prompt.clone(),
         max_length: o.max_length,
@@ -272,7 +297,8 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut samples: Vec<Sample> = Vec::with_capacity(items.len());
     let mut failures: Vec<Failure> = Vec::new();
     for item in &items {
-        let outcome = read(item).and_then(|bytes| Ok(model.caption(&bytes, &item.file, &opts, &mut |_| {})?));
+        let outcome = read(item)
+            .and_then(|bytes| Ok(model.caption(&bytes, &item.file, &opts, &mut |_| {})?));
         match outcome {
             Ok(c) => samples.push(Sample {
                 image: item.file.clone(),

@@ -49,7 +49,11 @@ struct Row {
     error: Option<String>,
 }
 
-fn caption_one(model: &Captioner, path: &std::path::Path, opts: &CaptionOptions) -> anyhow::Result<blipq::Caption> {
+fn caption_one(
+    model: &Captioner,
+    path: &std::path::Path,
+    opts: &CaptionOptions,
+) -> anyhow::Result<blipq::Caption> {
     let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     Ok(model.caption(&bytes, &path.display().to_string(), opts, &mut |_| {})?)
 }

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "blipq", version, about = "BLIP image captioning in Rust, FP32 and INT8")]
+#[command(
+    name = "blipq",
+    version,
+    about = "BLIP image captioning in Rust, FP32 and INT8"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

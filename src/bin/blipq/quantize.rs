@@ -29,9 +29,18 @@ pub struct Args {
 
 /// Photos compiled into the binary so validation always has real images.
 const BUILTIN_PHOTOS: [(&str, &[u8]); 3] = [
-    ("astronaut.jpg", include_bytes!("../../../data/validation/astronaut.jpg")),
-    ("coffee.jpg", include_bytes!("../../../data/validation/coffee.jpg")),
-    ("chelsea.png", include_bytes!("../../../data/validation/chelsea.png")),
+    (
+        "astronaut.jpg",
+        include_bytes!("../../../data/validation/astronaut.jpg"),
+    ),
+    (
+        "coffee.jpg",
+        include_bytes!("../../../data/validation/coffee.jpg"),
+    ),
+    (
+        "chelsea.png",
+        include_bytes!("../../../data/validation/chelsea.png"),
+    ),
 ];
 
 fn validation_images(extra: Option<&Path>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
@@ -128,6 +137,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("{}", path.display()))?;
     eprintln!("wrote {}", path.display());
-    let ok = validation.as_ref().is_none_or(|v| v.successful_samples == v.total_samples);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let ok = validation
+        .as_ref()
+        .is_none_or(|v| v.successful_samples == v.total_samples);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

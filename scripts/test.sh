@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The full test suite: formatting, lints, native tests, browser tests (headless Chromium) and the
+# trunk page build. Run from anywhere; needs the tools `.ci/run` installs (wasm32 target,
+# wasm-bindgen-cli matching Cargo.lock, chromium + chromedriver, trunk 0.21, binaryen).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SECONDS=0
+section() {
+  printf '\n==== [%4ds] %s ====\n' "$SECONDS" "$*"
+}
+
+# wasm-bindgen-test-runner drives headless Chromium through chromedriver (webdriver.json adds
+# the Chrome flags needed as root / in containers).
+export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver || echo /usr/bin/chromedriver)}"
+export TRUNK_SKIP_VERSION_CHECK=true
+
+section "cargo fmt --check"
+cargo fmt --all --check
+
+section "cargo clippy (native, all targets)"
+cargo clippy --all-targets -- -D warnings
+
+section "cargo clippy (wasm32: lib and browser tests)"
+# The `blipq` CLI is native-only (required-features = ["cli"]), hence --no-default-features.
+cargo clippy --target wasm32-unknown-unknown --no-default-features --lib --test wasm --test wasm_worker -- -D warnings
+
+section "cargo test (native)"
+cargo test
+
+section "cargo test (wasm32, headless Chromium: main thread and dedicated worker)"
+cargo test --target wasm32-unknown-unknown --no-default-features --test wasm --test wasm_worker
+
+section "trunk build --release (placeholder page, wasm-opt)"
+trunk build --release --config Trunkfile.toml
+wasm="dist/blipq_bg.wasm"
+[[ -s "$wasm" ]] || { echo "trunk produced no $wasm" >&2; exit 1; }
+echo "dist: $(du -sh dist | cut -f1), $wasm: $(stat -c %s "$wasm") bytes"
+
+section "all passed in ${SECONDS}s"
