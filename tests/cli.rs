@@ -1,0 +1,270 @@
+//! The `blipq` command line end to end: caption --json, quantize's report, eval, bench.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn blipq() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_blipq"))
+}
+
+fn temp(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("blipq-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn caption_json_gives_generate_token_ids() {
+    let expected = expected();
+    let names = ["camera.png", "rocket_rgba.png"];
+    let out = blipq()
+        .args(["caption", "--json", "--model"])
+        .arg(tiny_dir())
+        .args(names.iter().map(|n| fixtures().join("images").join(n)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (row, name) in rows.as_array().unwrap().iter().zip(names) {
+        let want = &expected["images"][name]["default"];
+        assert_eq!(ids(&row["token_ids"]), ids(&want["ids"]), "{name}");
+        assert_eq!(row["caption"], want["caption"], "{name}");
+        assert!(row["image"].as_str().unwrap().ends_with(name));
+    }
+}
+
+#[test]
+fn caption_with_prompt_and_beams() {
+    let expected = expected();
+    let image = fixtures().join("images/camera.png");
+    let out = blipq()
+        .args([
+            "caption",
+            "--json",
+            "--num-beams",
+            "3",
+            "--max-length",
+            "20",
+            "--model",
+        ])
+        .arg(tiny_dir())
+        .arg(&image)
+        .output()
+        .unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        ids(&rows[0]["token_ids"]),
+        ids(&expected["images"]["camera.png"]["beam3"]["ids"])
+    );
+    let out = blipq()
+        .args([
+            "caption",
+            "--json",
+            "--prompt",
+            "a picture of",
+            "--max-length",
+            "20",
+            "--model",
+        ])
+        .arg(tiny_dir())
+        .arg(&image)
+        .output()
+        .unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        ids(&rows[0]["token_ids"]),
+        ids(&expected["images"]["camera.png"]["prompt"]["ids"])
+    );
+}
+
+#[test]
+fn quantize_writes_checkpoint_and_report() {
+    let out_dir = temp("quantize");
+    let out = blipq()
+        .args(["quantize", "--model"])
+        .arg(tiny_dir())
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("quantized_results.json")).unwrap(),
+    )
+    .unwrap();
+    for key in ["method", "timestamp", "device", "model_path"] {
+        assert!(
+            report["quantization_info"][key].is_string(),
+            "quantization_info.{key}"
+        );
+    }
+    let m = &report["model_metrics"];
+    let ratio = m["size_reduction_ratio"].as_f64().unwrap();
+    assert!(ratio > 2.5, "size reduction {ratio}");
+    assert!(m["quantized_size_mb"].as_f64().unwrap() < m["original_size_mb"].as_f64().unwrap());
+    let v = &report["validation"];
+    assert_eq!(
+        v["successful_samples"], 6,
+        "3 built-in photos + 3 synthetic images"
+    );
+    assert_eq!(v["success_rate"], 1.0);
+    assert!(v["embedding_cosine"].as_f64().unwrap() > 0.999);
+    let agreement = v["token_agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&agreement));
+    assert!(v["avg_inference_time"].as_f64().unwrap() > 0.0);
+    // The INT8 checkpoint captions through the same CLI.
+    let out = blipq()
+        .args(["caption", "--model"])
+        .arg(&out_dir)
+        .arg(fixtures().join("images/camera.png"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+}
+
+#[test]
+fn eval_prints_the_six_metrics() {
+    let dir = temp("eval");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ann = dir.join("ann.json");
+    let res = dir.join("res.json");
+    std::fs::write(
+        &ann,
+        r#"{"images":[{"id":1,"file_name":"a.png"}],"annotations":[{"image_id":1,"caption":"a red circle on the left"},{"image_id":1,"caption":"a red circle at left"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &res,
+        r#"[{"image_id":1,"caption":"a red circle on the left"}]"#,
+    )
+    .unwrap();
+    let out = blipq()
+        .args(["eval", "--annotations"])
+        .arg(&ann)
+        .arg("--results")
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"] {
+        assert!(v[key].is_number(), "{key}");
+    }
+    assert!(
+        (v["Bleu_4"].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "identical caption scores BLEU-4 1"
+    );
+    // A results file given as annotations is refused with its name.
+    let out = blipq()
+        .args(["eval", "--annotations"])
+        .arg(&res)
+        .arg("--results")
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("res.json"));
+}
+
+#[test]
+fn bench_reports_failures_and_keeps_going() {
+    // Two models (FP32 tiny and its INT8 copy would need quantizing; compare tiny with itself),
+    // a COCO file with one image that has no file: counted as a failure, the rest measured.
+    let dir = temp("bench");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(
+        fixtures().join("images/camera.png"),
+        images.join("camera.png"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("images/chelsea.png"),
+        images.join("chelsea.png"),
+    )
+    .unwrap();
+    let ann = dir.join("captions.json");
+    std::fs::write(
+        &ann,
+        r#"{"images":[{"id":1,"file_name":"camera.png"},{"id":2,"file_name":"chelsea.png"},{"id":3,"file_name":"missing.png"}],
+           "annotations":[{"image_id":1,"caption":"a man with a camera"},{"image_id":2,"caption":"a cat"},{"image_id":3,"caption":"nothing"}]}"#,
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let out = blipq()
+        .args([
+            "bench",
+            "--warmup",
+            "1",
+            "--fixed-new-tokens",
+            "5",
+            "--model",
+        ])
+        .arg(tiny_dir())
+        .arg("--model")
+        .arg(fixtures().join("tiny-bin"))
+        .arg("--annotations")
+        .arg(&ann)
+        .arg("--images")
+        .arg(&images)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("missing.png"),
+        "the failure is reported: {stderr}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        "Inference speed (s/image)",
+        "Throughput (img/s)",
+        "Memory (MB)",
+        "Model size (MB)",
+        "BLEU-4",
+        "Tokens/s",
+    ] {
+        assert!(table.contains(row), "{row} missing from\n{table}");
+    }
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("tiny_results.json")).unwrap())
+            .unwrap();
+    let p = &r["performance_metrics"];
+    assert_eq!(p["total_samples"], 2);
+    assert_eq!(p["failed_samples"], 1);
+    assert_eq!(p["individual_times"].as_array().unwrap().len(), 2);
+    assert!(p["memory_usage_mb"].as_f64().unwrap() > 1.0);
+    assert!(
+        (p["tokens_per_second"].as_f64().unwrap() * p["avg_inference_time"].as_f64().unwrap()
+            - 5.0)
+            .abs()
+            < 1e-6,
+        "exactly 5 new tokens per image"
+    );
+    assert!(r["quality_metrics"]["bleu_score"].is_number());
+    assert!(r["model_info"]["total_parameters"].as_u64().unwrap() > 1_000_000);
+    let caps: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("tiny_captions.json")).unwrap())
+            .unwrap();
+    assert_eq!(caps.as_array().unwrap().len(), 2);
+    assert!(out_dir.join("comparison.md").exists() && out_dir.join("comparison.json").exists());
+}
