@@ -198,6 +198,42 @@ def int8_size_estimate(model) -> dict:
             "quantized_param_share": qparams * 4 / fp32}
 
 
+def int8_file_size(model_dir: Path) -> dict:
+    """Writes model.safetensors in blipq's INT8 layout (docs: shared README section 3) to a temporary
+    file and measures it, header included: the ratio blipq's quantizer will see."""
+    import hashlib
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+    from transformers import BlipForConditionalGeneration
+
+    src = model_dir / "model.safetensors"
+    sd = load_file(src)
+    model = BlipForConditionalGeneration.from_pretrained(model_dir)
+    quant = {n + ".weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % 32 == 0}
+    quant.add("text_decoder.bert.embeddings.word_embeddings.weight")
+    out = {}
+    for k, w in sd.items():
+        if k in quant:
+            o, i = w.shape
+            blocks = w.reshape(o, i // 32, 32)
+            d = blocks.abs().amax(-1) / 127
+            q = torch.round(blocks / d.clamp_min(1e-30).unsqueeze(-1)).clamp(-127, 127).to(torch.int8)
+            out[k] = q.reshape(o, i).contiguous()
+            out[k + "_scale"] = d.half().contiguous()
+        else:
+            out[k] = w
+    meta = {"format": "blipq-int8", "version": "1", "block_size": "32",
+            "source": hashlib.sha256(src.read_bytes()).hexdigest()}
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = Path(tmp) / "model.safetensors"
+        save_file(out, str(dst), metadata=meta)
+        size = dst.stat().st_size
+    fp32 = src.stat().st_size
+    return {"fp32_file_bytes": fp32, "int8_file_bytes": size, "int8_file_ratio": round(size / fp32, 4),
+            "quantized_tensors": sum(k in quant for k in sd)}
+
+
 # ---------------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------------
@@ -452,6 +488,7 @@ def main():
         "total_parameters": n_params,
         "model_safetensors_bytes": file_size,
         "int8_estimate": size,
+        "int8_file": int8_file_size(args.out),
         "history": history,
     }
     if not args.no_eval:
