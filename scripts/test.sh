@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The full test suite: formatting, lints, native tests, browser tests (headless Chromium) and the
-# trunk page build. Run from anywhere; needs the tools `.ci/run` installs (wasm32 target,
-# wasm-bindgen-cli matching Cargo.lock, chromium + chromedriver, trunk 0.21, binaryen).
+# The full test suite: formatting, lints, native tests, browser tests (headless Chromium), the
+# trunk page build and a smoke test of the built page. Run from anywhere; needs the tools
+# `.ci/run` installs (wasm32 target, wasm-bindgen-cli matching Cargo.lock, chromium +
+# chromedriver, trunk 0.21, Node.js, binaryen 132 from npm in target/tools).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +16,9 @@ section() {
 # the Chrome flags needed as root / in containers).
 export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver || echo /usr/bin/chromedriver)}"
 export TRUNK_SKIP_VERSION_CHECK=true
+# wasm-opt from npm's binaryen (Debian's binaryen 108 corrupts wasm-bindgen's externref table
+# export; see Trunkfile.toml).
+export PATH="$PWD/target/tools/node_modules/.bin:$PATH"
 
 section "cargo fmt --check"
 cargo fmt --all --check
@@ -37,5 +41,8 @@ trunk build --release --config Trunkfile.toml
 wasm="dist/blipq_bg.wasm"
 [[ -s "$wasm" ]] || { echo "trunk produced no $wasm" >&2; exit 1; }
 echo "dist: $(du -sh dist | cut -f1), $wasm: $(stat -c %s "$wasm") bytes"
+
+section "page smoke test (dist/ in headless Chromium)"
+node scripts/check-page.mjs dist
 
 section "all passed in ${SECONDS}s"

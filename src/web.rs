@@ -30,8 +30,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::captioner::{
-    CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE, TOKENIZER_CONFIG_FILE,
-    TOKENIZER_FILE,
+    CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
+    TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
 };
 use crate::checkpoint::{ByteSource, Checkpoint, Safetensors};
 use crate::{CaptionOptions, Captioner, Error, ModelFiles, Result, Timings};
@@ -80,7 +80,9 @@ impl ByteSource for JsBytes {
             )));
         }
         // wasm32 has 32-bit usize, so the casts are lossless.
-        Ok(Cow::Owned(self.array.subarray(start as u32, end as u32).to_vec()))
+        Ok(Cow::Owned(
+            self.array.subarray(start as u32, end as u32).to_vec(),
+        ))
     }
 }
 
@@ -111,7 +113,6 @@ impl From<JsCaptionOptions> for CaptionOptions {
             min_length: o.min_length,
             num_beams: o.num_beams,
             fixed_new_tokens: o.fixed_new_tokens,
-            ..CaptionOptions::default()
         }
     }
 }
@@ -196,7 +197,9 @@ fn as_uint8_array(name: &str, value: &JsValue) -> std::result::Result<js_sys::Ui
     } else if let Some(b) = value.dyn_ref::<js_sys::ArrayBuffer>() {
         Ok(js_sys::Uint8Array::new(b))
     } else {
-        Err(arg_err(format!("file `{name}` must be a Uint8Array or an ArrayBuffer")))
+        Err(arg_err(format!(
+            "file `{name}` must be a Uint8Array or an ArrayBuffer"
+        )))
     }
 }
 
@@ -243,12 +246,12 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
                     "{PTH_FILE} is not supported in the browser; convert the checkpoint to {SAFETENSORS_FILE}"
                 )))
             }
-            n if PREPROCESSOR_FILES.contains(&n) => {
-                // preprocessor_config.json wins over transformers 5's processor_config.json.
-                if preprocessor.is_none() || n == PREPROCESSOR_FILES[0] {
-                    let text = utf8(&name, as_uint8_array(&key, &value)?.to_vec())?;
-                    preprocessor = Some((name.clone(), text));
-                }
+            // preprocessor_config.json wins over transformers 5's processor_config.json.
+            n if PREPROCESSOR_FILES.contains(&n)
+                && (preprocessor.is_none() || n == PREPROCESSOR_FILES[0]) =>
+            {
+                let text = utf8(&name, as_uint8_array(&key, &value)?.to_vec())?;
+                preprocessor = Some((name.clone(), text));
             }
             // Other files of a Hugging Face directory (README.md, vocab.txt, ...) are not needed.
             _ => {}
@@ -263,7 +266,10 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
         tokenizer: tokenizer.ok_or_else(|| missing(TOKENIZER_FILE))?,
         tokenizer_config,
         preprocessor: preprocessor.ok_or_else(|| {
-            missing(&format!("{} (or {})", PREPROCESSOR_FILES[0], PREPROCESSOR_FILES[1]))
+            missing(&format!(
+                "{} (or {})",
+                PREPROCESSOR_FILES[0], PREPROCESSOR_FILES[1]
+            ))
         })?,
         generation,
     })

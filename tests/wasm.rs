@@ -20,21 +20,48 @@ wasm_bindgen_test_configure!(run_in_browser);
 /// The tiny checkpoint's files, by name.
 const TINY: [(&str, &[u8]); 6] = [
     ("config.json", include_bytes!("fixtures/tiny/config.json")),
-    ("generation_config.json", include_bytes!("fixtures/tiny/generation_config.json")),
-    ("model.safetensors", include_bytes!("fixtures/tiny/model.safetensors")),
-    ("processor_config.json", include_bytes!("fixtures/tiny/processor_config.json")),
-    ("tokenizer.json", include_bytes!("fixtures/tiny/tokenizer.json")),
-    ("tokenizer_config.json", include_bytes!("fixtures/tiny/tokenizer_config.json")),
+    (
+        "generation_config.json",
+        include_bytes!("fixtures/tiny/generation_config.json"),
+    ),
+    (
+        "model.safetensors",
+        include_bytes!("fixtures/tiny/model.safetensors"),
+    ),
+    (
+        "processor_config.json",
+        include_bytes!("fixtures/tiny/processor_config.json"),
+    ),
+    (
+        "tokenizer.json",
+        include_bytes!("fixtures/tiny/tokenizer.json"),
+    ),
+    (
+        "tokenizer_config.json",
+        include_bytes!("fixtures/tiny/tokenizer_config.json"),
+    ),
 ];
 
 const IMAGES: [(&str, &[u8]); 7] = [
-    ("astronaut.jpg", include_bytes!("fixtures/images/astronaut.jpg")),
+    (
+        "astronaut.jpg",
+        include_bytes!("fixtures/images/astronaut.jpg"),
+    ),
     ("camera.png", include_bytes!("fixtures/images/camera.png")),
     ("chelsea.png", include_bytes!("fixtures/images/chelsea.png")),
     ("coffee.jpg", include_bytes!("fixtures/images/coffee.jpg")),
-    ("ihc_palette.png", include_bytes!("fixtures/images/ihc_palette.png")),
-    ("coins_gray16.png", include_bytes!("fixtures/images/coins_gray16.png")),
-    ("rocket_rgba.png", include_bytes!("fixtures/images/rocket_rgba.png")),
+    (
+        "ihc_palette.png",
+        include_bytes!("fixtures/images/ihc_palette.png"),
+    ),
+    (
+        "coins_gray16.png",
+        include_bytes!("fixtures/images/coins_gray16.png"),
+    ),
+    (
+        "rocket_rgba.png",
+        include_bytes!("fixtures/images/rocket_rgba.png"),
+    ),
 ];
 
 const EXPECTED: &str = include_str!("fixtures/expected.json");
@@ -61,7 +88,8 @@ thread_local! {
 /// Runs `f` with the tiny model, loaded once per test binary.
 fn with_model<R>(f: impl FnOnce(&WasmCaptioner) -> R) -> R {
     MODEL.with(|cell| {
-        let model = cell.get_or_init(|| WasmCaptioner::new(files_object(None)).expect("tiny fixture loads"));
+        let model = cell
+            .get_or_init(|| WasmCaptioner::new(files_object(None)).expect("tiny fixture loads"));
         f(model)
     })
 }
@@ -91,7 +119,11 @@ fn case_options(case: &Value) -> JsValue {
     if let Some(text) = case.get("text").and_then(Value::as_str) {
         set("prompt", text.into());
     }
-    for (py, js) in [("max_length", "maxLength"), ("min_length", "minLength"), ("num_beams", "numBeams")] {
+    for (py, js) in [
+        ("max_length", "maxLength"),
+        ("min_length", "minLength"),
+        ("num_beams", "numBeams"),
+    ] {
         if let Some(n) = kw.get(py).and_then(Value::as_f64) {
             set(js, n.into());
         }
@@ -121,11 +153,19 @@ fn error_message(e: JsValue) -> String {
 #[wasm_bindgen_test]
 fn captions_from_image_bytes_match_transformers() {
     let expected: Value = serde_json::from_str(EXPECTED).unwrap();
-    let mut recorded: Vec<&str> = expected["images"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut recorded: Vec<&str> = expected["images"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     recorded.sort();
     let mut ours: Vec<&str> = IMAGES.iter().map(|(n, _)| *n).collect();
     ours.sort();
-    assert_eq!(ours, recorded, "IMAGES must list the images of expected.json");
+    assert_eq!(
+        ours, recorded,
+        "IMAGES must list the images of expected.json"
+    );
     let mut mismatches = Vec::new();
     let mut exact = 0;
     with_model(|model| {
@@ -138,17 +178,33 @@ fn captions_from_image_bytes_match_transformers() {
                     .unwrap_or_else(|e| panic!("{name}/{case}: {}", error_message(e)));
                 let out: CaptionOut = serde_wasm_bindgen::from_value(out).unwrap();
                 let want_ids = ids(&want["ids"]);
-                let prefix = ids(want.get("decoder_input_ids").unwrap_or(&Value::from(vec![30522])));
-                assert!(out.token_ids.starts_with(&prefix), "{name}/{case}: {:?}", out.token_ids);
-                assert!(out.token_ids.len() <= 20, "{name}/{case}: {:?}", out.token_ids);
+                let prefix = ids(want
+                    .get("decoder_input_ids")
+                    .unwrap_or(&Value::from(vec![30522])));
+                assert!(
+                    out.token_ids.starts_with(&prefix),
+                    "{name}/{case}: {:?}",
+                    out.token_ids
+                );
+                assert!(
+                    out.token_ids.len() <= 20,
+                    "{name}/{case}: {:?}",
+                    out.token_ids
+                );
                 assert_eq!(out.new_tokens, out.token_ids.len() - prefix.len());
                 if out.token_ids == want_ids {
-                    assert_eq!(out.caption, want["caption"].as_str().unwrap(), "{name}/{case}");
+                    assert_eq!(
+                        out.caption,
+                        want["caption"].as_str().unwrap(),
+                        "{name}/{case}"
+                    );
                     exact += 1;
                 } else {
                     let msg = format!("{name}/{case}: got {:?}, want {want_ids:?}", out.token_ids);
                     if lossy {
-                        web_sys::console::log_1(&format!("JPEG decode drift (not a failure): {msg}").into());
+                        web_sys::console::log_1(
+                            &format!("JPEG decode drift (not a failure): {msg}").into(),
+                        );
                     } else {
                         mismatches.push(msg);
                     }
@@ -156,9 +212,16 @@ fn captions_from_image_bytes_match_transformers() {
             }
         }
     });
-    assert!(mismatches.is_empty(), "token ids differ:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "token ids differ:\n{}",
+        mismatches.join("\n")
+    );
     let lossless = IMAGES.iter().filter(|(n, _)| n.ends_with(".png")).count();
-    assert!(exact >= lossless * CASES.len(), "only {exact} cases matched exactly");
+    assert!(
+        exact >= lossless * CASES.len(),
+        "only {exact} cases matched exactly"
+    );
 }
 
 /// The same ids from the fixture's `pixel_values` (image decoding and resizing taken out), through
@@ -170,7 +233,9 @@ fn ids_from_fixture_pixel_values_match_transformers() {
     let file = |n: &str| TINY.iter().find(|(k, _)| *k == n).map(|(_, b)| *b).unwrap();
     let text = |n: &str| String::from_utf8(file(n).to_vec()).unwrap();
     let weights = blipq::checkpoint::Safetensors::new(
-        Box::new(JsBytes::new(js_sys::Uint8Array::from(file("model.safetensors")))),
+        Box::new(JsBytes::new(js_sys::Uint8Array::from(file(
+            "model.safetensors",
+        )))),
         "model.safetensors",
     )
     .unwrap();
@@ -179,7 +244,10 @@ fn ids_from_fixture_pixel_values_match_transformers() {
         weights: blipq::checkpoint::Checkpoint::Safetensors(weights),
         tokenizer: file("tokenizer.json").to_vec(),
         tokenizer_config: Some(text("tokenizer_config.json")),
-        preprocessor: ("processor_config.json".into(), text("processor_config.json")),
+        preprocessor: (
+            "processor_config.json".into(),
+            text("processor_config.json"),
+        ),
         generation: Some(text("generation_config.json")),
     })
     .unwrap();
@@ -200,9 +268,18 @@ fn ids_from_fixture_pixel_values_match_transformers() {
             let kw = &want["generate_kwargs"];
             let opts = blipq::CaptionOptions {
                 prompt: want.get("text").and_then(Value::as_str).map(str::to_string),
-                max_length: kw.get("max_length").and_then(Value::as_u64).map(|x| x as usize),
-                min_length: kw.get("min_length").and_then(Value::as_u64).map(|x| x as usize),
-                num_beams: kw.get("num_beams").and_then(Value::as_u64).map(|x| x as usize),
+                max_length: kw
+                    .get("max_length")
+                    .and_then(Value::as_u64)
+                    .map(|x| x as usize),
+                min_length: kw
+                    .get("min_length")
+                    .and_then(Value::as_u64)
+                    .map(|x| x as usize),
+                num_beams: kw
+                    .get("num_beams")
+                    .and_then(Value::as_u64)
+                    .map(|x| x as usize),
                 ..Default::default()
             };
             let (got, _) = engine.generate_ids(&embeds, &opts, &mut |_| {}).unwrap();
@@ -215,11 +292,19 @@ fn ids_from_fixture_pixel_values_match_transformers() {
 fn streams_partial_captions_and_reports_timings() {
     let partials = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
     let sink = partials.clone();
-    let cb = wasm_bindgen::closure::Closure::<dyn FnMut(String)>::new(move |s: String| sink.borrow_mut().push(s));
+    let cb = wasm_bindgen::closure::Closure::<dyn FnMut(String)>::new(move |s: String| {
+        sink.borrow_mut().push(s)
+    });
     let opts = js_sys::Object::new();
     js_sys::Reflect::set(&opts, &"fixedNewTokens".into(), &5.into()).unwrap();
-    let out = with_model(|m| m.caption(IMAGES[0].1, opts.into(), Some(cb.as_ref().unchecked_ref::<js_sys::Function>().clone())))
-        .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let out = with_model(|m| {
+        m.caption(
+            IMAGES[0].1,
+            opts.into(),
+            Some(cb.as_ref().unchecked_ref::<js_sys::Function>().clone()),
+        )
+    })
+    .unwrap_or_else(|e| panic!("{}", error_message(e)));
     let out: CaptionOut = serde_wasm_bindgen::from_value(out).unwrap();
     assert_eq!(out.new_tokens, 5);
     assert_eq!(out.token_ids.len(), 6, "bos + 5 tokens");
@@ -235,7 +320,10 @@ fn streams_partial_captions_and_reports_timings() {
 fn info_reports_model_facts() {
     let info = with_model(|m| m.info()).unwrap();
     let get = |k: &str| js_sys::Reflect::get(&info, &k.into()).unwrap();
-    assert_eq!(get("version").as_string().unwrap(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        get("version").as_string().unwrap(),
+        env!("CARGO_PKG_VERSION")
+    );
     assert_eq!(get("dtype").as_string().unwrap(), "float32");
     assert_eq!(get("is_quantized").as_bool(), Some(false));
     assert!(get("total_parameters").as_f64().unwrap() > 0.0);
@@ -260,7 +348,8 @@ fn js_bytes_copy_only_the_requested_range() {
 
 #[wasm_bindgen_test]
 fn bad_image_bytes_raise_an_error() {
-    let err = with_model(|m| m.caption(b"definitely not an image", JsValue::UNDEFINED, None)).unwrap_err();
+    let err = with_model(|m| m.caption(b"definitely not an image", JsValue::UNDEFINED, None))
+        .unwrap_err();
     let msg = error_message(err);
     assert!(msg.contains("image"), "{msg}");
     let err = with_model(|m| m.caption(&[], JsValue::UNDEFINED, None)).unwrap_err();
@@ -308,7 +397,9 @@ fn missing_or_bad_files_raise_errors() {
         ("tokenizer.json", "tokenizer.json"),
         ("processor_config.json", "preprocessor_config.json"),
     ] {
-        let err = WasmCaptioner::new(files_object(Some(skip))).err().expect("load fails");
+        let err = WasmCaptioner::new(files_object(Some(skip)))
+            .err()
+            .expect("load fails");
         let msg = error_message(err);
         assert!(msg.contains(want), "without {skip}: {msg}");
     }
@@ -321,12 +412,23 @@ fn missing_or_bad_files_raise_errors() {
     };
     let truncated = js_sys::Uint8Array::from(&TINY[2].1[..TINY[2].1.len() / 2]);
     let msg = with("model.safetensors", truncated.into()).expect("truncated weights fail");
-    assert!(msg.contains("model.safetensors") && msg.contains("truncated"), "{msg}");
-    let msg = with("config.json", js_sys::Uint8Array::from(&b"{not json"[..]).into()).expect("bad config fails");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
+    let msg = with(
+        "config.json",
+        js_sys::Uint8Array::from(&b"{not json"[..]).into(),
+    )
+    .expect("bad config fails");
     assert!(msg.contains("config.json"), "{msg}");
     let msg = with("tokenizer.json", JsValue::from("a string")).expect("non-bytes fail");
     assert!(msg.contains("Uint8Array"), "{msg}");
-    let msg = with("pytorch_model.bin", js_sys::Uint8Array::new_with_length(4).into()).expect("pth refused");
+    let msg = with(
+        "pytorch_model.bin",
+        js_sys::Uint8Array::new_with_length(4).into(),
+    )
+    .expect("pth refused");
     assert!(msg.contains("safetensors"), "{msg}");
     // A path prefix and an ArrayBuffer are fine.
     let files = files_object(Some("config.json"));

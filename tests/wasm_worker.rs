@@ -12,11 +12,26 @@ wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 const TINY: [(&str, &[u8]); 6] = [
     ("config.json", include_bytes!("fixtures/tiny/config.json")),
-    ("generation_config.json", include_bytes!("fixtures/tiny/generation_config.json")),
-    ("model.safetensors", include_bytes!("fixtures/tiny/model.safetensors")),
-    ("processor_config.json", include_bytes!("fixtures/tiny/processor_config.json")),
-    ("tokenizer.json", include_bytes!("fixtures/tiny/tokenizer.json")),
-    ("tokenizer_config.json", include_bytes!("fixtures/tiny/tokenizer_config.json")),
+    (
+        "generation_config.json",
+        include_bytes!("fixtures/tiny/generation_config.json"),
+    ),
+    (
+        "model.safetensors",
+        include_bytes!("fixtures/tiny/model.safetensors"),
+    ),
+    (
+        "processor_config.json",
+        include_bytes!("fixtures/tiny/processor_config.json"),
+    ),
+    (
+        "tokenizer.json",
+        include_bytes!("fixtures/tiny/tokenizer.json"),
+    ),
+    (
+        "tokenizer_config.json",
+        include_bytes!("fixtures/tiny/tokenizer_config.json"),
+    ),
 ];
 const IMAGE: &[u8] = include_bytes!("fixtures/images/coffee.jpg");
 const EXPECTED: &str = include_str!("fixtures/expected.json");
@@ -38,15 +53,26 @@ fn captions_in_a_dedicated_worker() {
     // included). The weights themselves stayed in the JS Uint8Array until copied tensor by tensor.
     let weights = TINY[2].1.len() as f64;
     web_sys::console::log_1(
-        &format!("wasm memory grew by {:.1} MB loading {:.1} MB of weights", grown / 1e6, weights / 1e6).into(),
+        &format!(
+            "wasm memory grew by {:.1} MB loading {:.1} MB of weights",
+            grown / 1e6,
+            weights / 1e6
+        )
+        .into(),
     );
 
     let opts = js_sys::Object::new();
     js_sys::Reflect::set(&opts, &"maxLength".into(), &20.into()).unwrap();
-    let out = model.caption(IMAGE, opts.into(), None).map_err(|e| format!("{e:?}")).unwrap();
-    let got: Vec<u32> =
-        serde_wasm_bindgen::from_value(js_sys::Reflect::get(&out, &JsValue::from("tokenIds")).unwrap()).unwrap();
+    let out = model
+        .caption(IMAGE, opts.into(), None)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap();
+    let got: Vec<u32> = serde_wasm_bindgen::from_value(
+        js_sys::Reflect::get(&out, &JsValue::from("tokenIds")).unwrap(),
+    )
+    .unwrap();
     let expected: Value = serde_json::from_str(EXPECTED).unwrap();
-    let want: Vec<u32> = serde_json::from_value(expected["images"]["coffee.jpg"]["greedy"]["ids"].clone()).unwrap();
+    let want: Vec<u32> =
+        serde_json::from_value(expected["images"]["coffee.jpg"]["greedy"]["ids"].clone()).unwrap();
     assert_eq!(got, want);
 }
