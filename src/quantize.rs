@@ -13,7 +13,6 @@ use safetensors::Dtype;
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, StoredDType, BLOCK};
-use crate::clock::Stopwatch;
 use crate::{Caption, CaptionOptions, Captioner, Error, Result};
 
 /// `__metadata__` values identifying a blipq INT8 file.
@@ -336,7 +335,7 @@ pub fn quantize_dir(
         CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
         TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
     };
-    let sw = Stopwatch::start();
+    let sw = crate::clock::Stopwatch::start();
     let st = model_dir.join(SAFETENSORS_FILE);
     let src = if st.exists() {
         st
