@@ -21,7 +21,8 @@
 //! Every engine error becomes a thrown JS `Error` carrying the engine's message; nothing here
 //! panics on user input. The weight file is never copied into wasm memory as a whole:
 //! [`JsBytes`] keeps the JS `Uint8Array` and hands the loader one tensor's bytes at a time, so
-//! loading peaks at the weights plus one tensor, not twice the weights.
+//! loading holds the converted weights plus, transiently, two copies of the tensor being loaded
+//! (its raw bytes and candle's buffer), not two copies of the whole file.
 
 use std::borrow::Cow;
 
@@ -275,6 +276,43 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
     })
 }
 
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** A checkpoint directory's files, keyed by file name. */
+export type CheckpointFiles = Record<string, Uint8Array | ArrayBuffer>;
+/** Decoding options; missing fields take the checkpoint's generation defaults. */
+export interface CaptionOptions {
+  prompt?: string;
+  maxLength?: number;
+  maxNewTokens?: number;
+  minLength?: number;
+  numBeams?: number;
+  fixedNewTokens?: number;
+}
+export interface Timings { preprocess_s: number; vision_s: number; decode_s: number; total_s: number; }
+export interface CaptionResult { caption: string; tokenIds: number[]; newTokens: number; timings: Timings; }
+export interface ModelInfo {
+  version: string;
+  total_parameters: number;
+  is_quantized: boolean;
+  dtype: string;
+  weights_bytes: number;
+  image_size: [number, number];
+  vision_hidden_size: number;
+  vision_layers: number;
+  patch_size: number;
+  text_hidden_size: number;
+  text_layers: number;
+  vocab_size: number;
+  bos_token_id: number;
+  sep_token_id: number;
+  default_max_length: number | null;
+  default_max_new_tokens: number;
+  default_min_length: number;
+  default_num_beams: number;
+}
+"#;
+
 /// A loaded BLIP checkpoint. JS: `new Captioner(files)`.
 #[wasm_bindgen(js_name = Captioner)]
 pub struct WasmCaptioner {
@@ -289,7 +327,9 @@ impl WasmCaptioner {
     /// `tokenizer_config.json` and `generation_config.json`. Other names are ignored. Throws an
     /// `Error` naming the file and the problem.
     #[wasm_bindgen(constructor)]
-    pub fn new(files: JsValue) -> std::result::Result<WasmCaptioner, JsValue> {
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "CheckpointFiles")] files: JsValue,
+    ) -> std::result::Result<WasmCaptioner, JsValue> {
         console_error_panic_hook::set_once();
         let files = model_files(&files)?;
         let inner = Captioner::load(files).map_err(js_err)?;
@@ -303,10 +343,15 @@ impl WasmCaptioner {
     /// `image` holds encoded PNG/JPEG/WebP/GIF/BMP bytes. `onToken` is called after each decoding
     /// step with the best caption so far; if it throws, the exception is rethrown once the
     /// caption is finished.
+    #[wasm_bindgen(unchecked_return_type = "CaptionResult")]
     pub fn caption(
         &self,
         image: &[u8],
-        options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "CaptionOptions | null")] options: JsValue,
+        #[wasm_bindgen(
+            js_name = onToken,
+            unchecked_optional_param_type = "((partialText: string) => void) | null"
+        )]
         on_token: Option<js_sys::Function>,
     ) -> std::result::Result<JsValue, JsValue> {
         let opts: CaptionOptions = if options.is_undefined() || options.is_null() {
@@ -344,6 +389,7 @@ impl WasmCaptioner {
     /// [height, width], vision_hidden_size, vision_layers, patch_size, text_hidden_size,
     /// text_layers, vocab_size, bos_token_id, sep_token_id, default_max_length (or null),
     /// default_max_new_tokens, default_min_length, default_num_beams}` (snake_case, as in the benchmark reports).
+    #[wasm_bindgen(unchecked_return_type = "ModelInfo")]
     pub fn info(&self) -> std::result::Result<JsValue, JsValue> {
         let info = self.inner.info();
         let cfg = self.inner.config();
