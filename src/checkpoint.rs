@@ -10,16 +10,14 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
+use crate::model::q8::Q8Matrix;
 use crate::{Error, Result};
 
 /// Width of one INT8 quantization block along a weight's input dimension (candle's `Q8_0`).
 pub const BLOCK: usize = 32;
-/// Bytes of one `Q8_0` block: an f16 scale followed by 32 int8 values.
-const Q8_0_BLOCK_BYTES: usize = 2 + BLOCK;
 
 /// Random access to the bytes of a weight file.
 pub trait ByteSource: Send + Sync {
@@ -272,25 +270,26 @@ pub enum Checkpoint {
     },
 }
 
-/// A weight matrix as stored: full precision, or INT8 blocks ready for candle's `Q8_0` kernels.
+/// A weight matrix as stored: full precision, or INT8 `Q8_0` blocks packed for blipq's GEMM
+/// kernels ([`Q8Matrix`], one copy shared by a tied embedding and LM head).
 #[derive(Clone, Debug)]
 pub enum Matrix {
     F32(Tensor),
-    Q8(Arc<QTensor>),
+    Q8(Arc<Q8Matrix>),
 }
 
 impl Matrix {
     pub fn dims2(&self) -> Result<(usize, usize)> {
         Ok(match self {
             Matrix::F32(t) => t.dims2()?,
-            Matrix::Q8(q) => q.shape().dims2()?,
+            Matrix::Q8(q) => (q.n(), q.k()),
         })
     }
     /// Bytes the matrix occupies in memory.
     pub fn size_in_bytes(&self) -> usize {
         match self {
             Matrix::F32(t) => t.elem_count() * 4,
-            Matrix::Q8(q) => q.storage_size_in_bytes(),
+            Matrix::Q8(q) => q.size_in_bytes(),
         }
     }
 }
@@ -470,25 +469,11 @@ impl Checkpoint {
         };
         let q = s.raw(entry)?;
         let scales = s.raw(scale_entry)?;
-        let packed = pack_q8_0(&q, &scales, rows, cols, per_row);
-        let storage = QStorage::from_data(Cow::Owned(packed), device, GgmlDType::Q8_0)?;
-        Ok(Matrix::Q8(Arc::new(QTensor::new(storage, (rows, cols))?)))
+        // Packed straight from the file's bytes: no intermediate `Q8_0` copy.
+        let packed = Q8Matrix::from_int8(&q, &scales, rows, cols, per_row)
+            .map_err(|e| Error::tensor(name, e))?;
+        Ok(Matrix::Q8(Arc::new(packed)))
     }
-}
-
-/// Interleaves int8 values and f16 scales into `Q8_0` blocks: per block the 2-byte scale, then 32 bytes.
-fn pack_q8_0(q: &[u8], scales: &[u8], rows: usize, cols: usize, per_row: bool) -> Vec<u8> {
-    let blocks = cols / BLOCK;
-    let mut out = Vec::with_capacity(rows * blocks * Q8_0_BLOCK_BYTES);
-    for r in 0..rows {
-        for b in 0..blocks {
-            let s = if per_row { r } else { r * blocks + b };
-            out.extend_from_slice(&scales[2 * s..2 * s + 2]);
-            let start = r * cols + b * BLOCK;
-            out.extend_from_slice(&q[start..start + BLOCK]);
-        }
-    }
-    out
 }
 
 fn check_shape(name: &str, stored: &[usize], expected: &[usize], file: &str) -> Result<()> {

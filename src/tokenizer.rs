@@ -15,8 +15,15 @@ impl CaptionTokenizer {
     /// `tokenizer_json` is `tokenizer.json`'s bytes; `tokenizer_config` the optional
     /// `tokenizer_config.json` text.
     pub fn new(tokenizer_json: &[u8], tokenizer_config: Option<&str>, file: &str) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
+        let mut inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| Error::tokenizer(file, format!("not a valid tokenizer.json: {e}")))?;
+        // transformers ignores the padding and truncation saved in tokenizer.json unless the call
+        // asks for them (`BlipProcessor` does not): a prompt padded to a fixed length would fill
+        // the whole caption budget with [PAD].
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::tokenizer(file, format!("cannot disable truncation: {e}")))?;
         let clean_up_spaces = match tokenizer_config {
             None => false,
             Some(text) => {

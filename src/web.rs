@@ -30,11 +30,12 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
+use crate::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
 use crate::captioner::{
     CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
     TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
 };
-use crate::checkpoint::{ByteSource, Checkpoint, Safetensors};
+use crate::checkpoint::{ByteSource, Checkpoint, Safetensors, SafetensorsHeader, StoredDType};
 use crate::{CaptionOptions, Captioner, Error, ModelFiles, Result, Timings};
 
 /// Name the image is given in error messages.
@@ -261,6 +262,12 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
     let missing = |what: &str| arg_err(format!("missing checkpoint file {what}"));
     let weights = weights.ok_or_else(|| missing(SAFETENSORS_FILE))?;
     let weights = Safetensors::new(Box::new(weights), SAFETENSORS_FILE).map_err(js_err)?;
+    check_fits_in_wasm_memory(
+        SAFETENSORS_FILE,
+        loaded_bytes_estimate(&weights.header),
+        wasm_memory_bytes(),
+    )
+    .map_err(js_err)?;
     Ok(ModelFiles {
         config: config.ok_or_else(|| missing(CONFIG_FILE))?,
         weights: Checkpoint::Safetensors(weights),
@@ -280,6 +287,30 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
 const TS_TYPES: &'static str = r#"
 /** A checkpoint directory's files, keyed by file name. */
 export type CheckpointFiles = Record<string, Uint8Array | ArrayBuffer>;
+/** One benchmark image: file name, COCO image id, reference captions. */
+export interface BenchItem { file: string; image_id: number | string | null; references: string[]; }
+/** One captioned image of a benchmark run. */
+export interface BenchSample {
+  image: string; image_id: number | string | null; caption: string; token_ids: number[];
+  new_tokens: number; timings: Timings;
+}
+export interface BenchModelRun {
+  label: string;
+  samples: BenchSample[];
+  failures?: { image: string; error: string }[];
+  info: { total_parameters: number; is_quantized: boolean; dtype: string };
+  modelSizeBytes: number;
+  modelPath: string;
+  peakMemoryBytes?: number | null;
+  device?: string;
+}
+export interface BenchInput { items: BenchItem[]; models: BenchModelRun[]; }
+/** The text of the files `blipq bench` writes. */
+export interface BenchReport {
+  models: { label: string; resultsJson: string; captionsJson: string }[];
+  comparisonMarkdown: string;
+  comparisonJson: string;
+}
 /** Decoding options; missing fields take the checkpoint's generation defaults. */
 export interface CaptionOptions {
   prompt?: string;
@@ -436,4 +467,232 @@ pub fn wasm_memory_bytes() -> f64 {
                 .map_or(0.0, |b| b.byte_length() as f64)
         })
         .unwrap_or(0.0)
+}
+
+/// wasm32 linear memory is addressed with 32 bits: 4 GiB at most.
+pub const WASM32_MAX_MEMORY_BYTES: f64 = 4_294_967_296.0;
+
+/// Bytes the loaded weights will occupy in wasm memory: F32 for every float tensor (F16, BF16 and
+/// F64 are converted), candle's `Q8_0` blocks (34 bytes per 32 values) for INT8 ones.
+pub fn loaded_bytes_estimate(header: &SafetensorsHeader) -> f64 {
+    header
+        .tensors
+        .values()
+        .map(|e| {
+            let n = e.shape.iter().product::<usize>() as f64;
+            match e.dtype {
+                StoredDType::I8 => n * 34.0 / 32.0,
+                _ => n * 4.0,
+            }
+        })
+        .sum()
+}
+
+/// Refuses, with a plain message, a model whose weights cannot fit into wasm32's 4 GiB next to
+/// what is already in use (instead of letting an allocation abort the module half-way).
+pub fn check_fits_in_wasm_memory(file: &str, needed: f64, in_use: f64) -> Result<()> {
+    const MB: f64 = 1024.0 * 1024.0;
+    if needed + in_use > WASM32_MAX_MEMORY_BYTES {
+        return Err(Error::checkpoint(
+            file,
+            format!(
+                "model too large for wasm memory: its weights need about {:.0} MB once loaded, \
+                 {:.0} MB are already in use, and WebAssembly (wasm32) memory is limited to {:.0} MB; \
+                 use the INT8 checkpoint or the native `blipq` CLI",
+                needed / MB,
+                in_use / MB,
+                WASM32_MAX_MEMORY_BYTES / MB
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `bleu4(caption: string, references: string[])` → BLEU-4 (0..1) of one caption against its
+/// references, tokenized and scored as `pycocoevalcap` does for a one-image set (the same
+/// [`crate::metrics::bleu4`] the native reports use). 0 when `references` is empty.
+#[wasm_bindgen(js_name = bleu4)]
+pub fn bleu4_js(
+    caption: &str,
+    #[wasm_bindgen(unchecked_param_type = "string[]")] references: JsValue,
+) -> std::result::Result<f64, JsValue> {
+    let refs: Vec<String> = serde_wasm_bindgen::from_value(references)
+        .map_err(|_| arg_err("bleu4: references must be an array of strings"))?;
+    Ok(crate::metrics::bleu4(caption, &refs))
+}
+
+/// `benchItems(annotationsJson: string, fileName?: string)` → the benchmark items of a COCO
+/// captions file, `[{file, image_id, references}]`, in evaluation order (as `blipq bench` reads
+/// `--annotations`). Errors name `fileName` (default `captions.json`).
+#[wasm_bindgen(js_name = benchItems, unchecked_return_type = "BenchItem[]")]
+pub fn bench_items(
+    annotations_json: &str,
+    #[wasm_bindgen(js_name = fileName)] file_name: Option<String>,
+) -> std::result::Result<JsValue, JsValue> {
+    let file = file_name.unwrap_or_else(|| "captions.json".into());
+    let ann = crate::metrics::parse_annotations(annotations_json, &file).map_err(js_err)?;
+    to_js(&bench::items_from_annotations(&ann))
+}
+
+/// One model's raw benchmark run, as the page collects it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JsBenchModel {
+    label: String,
+    samples: Vec<Sample>,
+    #[serde(default)]
+    failures: Vec<Failure>,
+    /// `info()` of the model: only the fields the report keeps are read.
+    info: JsBenchModelInfo,
+    /// Size of the weight file in bytes.
+    model_size_bytes: f64,
+    /// Where the model came from (a URL or a folder name).
+    model_path: String,
+    /// Peak wasm linear memory of the run, bytes (`null` if unknown).
+    #[serde(default)]
+    peak_memory_bytes: Option<f64>,
+    #[serde(default)]
+    device: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct JsBenchModelInfo {
+    total_parameters: usize,
+    is_quantized: bool,
+    dtype: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsBenchInput {
+    items: Vec<Item>,
+    models: Vec<JsBenchModel>,
+}
+
+/// What `benchReport` returns: the files `blipq bench` writes, as text.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsBenchReport {
+    models: Vec<JsBenchModelReport>,
+    comparison_markdown: String,
+    comparison_json: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsBenchModelReport {
+    label: String,
+    /// `<label>_results.json`
+    results_json: String,
+    /// `<label>_captions.json` (COCO results format)
+    captions_json: String,
+}
+
+/// Device string of browser runs in the reports (`blipq bench` writes `cpu`).
+pub const BROWSER_DEVICE: &str = "wasm32-simd128 (browser, 1 thread)";
+
+/// The per-model results and the comparison of a browser benchmark, computed exactly as
+/// `blipq bench` does (same [`bench::performance`], [`bench::quality`] and comparison table).
+pub fn bench_report_results(items: &[Item], models: Vec<BenchRun>) -> Result<Vec<ModelResults>> {
+    models
+        .into_iter()
+        .map(|m| {
+            let n_failed = m.failures.len();
+            Ok(ModelResults {
+                performance_metrics: bench::performance(
+                    &m.samples,
+                    n_failed,
+                    m.peak_memory_bytes.map(|b| b / (1024.0 * 1024.0)),
+                ),
+                quality_metrics: bench::quality(&m.samples, items)?,
+                model_info: ModelInfoReport {
+                    total_parameters: m.total_parameters,
+                    model_size_mb: m.model_size_bytes / (1024.0 * 1024.0),
+                    device: m.device.unwrap_or_else(|| BROWSER_DEVICE.to_string()),
+                    is_quantized: m.is_quantized,
+                    dtype: m.dtype,
+                    model_path: m.model_path,
+                },
+                label: m.label,
+                failures: m.failures,
+                samples: m.samples,
+            })
+        })
+        .collect()
+}
+
+/// One model's browser benchmark run (the Rust-side view of one `benchReport` model).
+#[derive(Debug, Clone, Default)]
+pub struct BenchRun {
+    pub label: String,
+    pub samples: Vec<Sample>,
+    pub failures: Vec<Failure>,
+    pub total_parameters: usize,
+    pub is_quantized: bool,
+    pub dtype: String,
+    pub model_size_bytes: f64,
+    pub model_path: String,
+    pub peak_memory_bytes: Option<f64>,
+    pub device: Option<String>,
+}
+
+/// `benchReport({items, models: [{label, samples, failures?, info, modelSizeBytes, modelPath,
+/// peakMemoryBytes?, device?}]})` → `{models: [{label, resultsJson, captionsJson}],
+/// comparisonMarkdown, comparisonJson}`: the text of `<label>_results.json`,
+/// `<label>_captions.json`, `comparison.md` and `comparison.json` exactly as `blipq bench` writes
+/// them. `items` are `benchItems()`'s; `samples` are `{image, image_id, caption, token_ids,
+/// new_tokens, timings}` per captioned image; the first model is the reference of the
+/// improvement column.
+#[wasm_bindgen(js_name = benchReport, unchecked_return_type = "BenchReport")]
+pub fn bench_report(
+    #[wasm_bindgen(unchecked_param_type = "BenchInput")] input: JsValue,
+) -> std::result::Result<JsValue, JsValue> {
+    // Through JSON text so that image ids keep serde_json's integer/string distinction and
+    // errors carry serde_json's path-less but precise messages.
+    let text: String = js_sys::JSON::stringify(&input)
+        .map_err(|_| arg_err("benchReport: the input cannot be converted to JSON"))?
+        .into();
+    let input: JsBenchInput = serde_json::from_str(&text)
+        .map_err(|e| arg_err(format!("benchReport: malformed input: {e}")))?;
+    if input.models.is_empty() {
+        return Err(arg_err("benchReport: `models` is empty"));
+    }
+    let models = input
+        .models
+        .into_iter()
+        .map(|m| BenchRun {
+            label: m.label,
+            samples: m.samples,
+            failures: m.failures,
+            total_parameters: m.info.total_parameters,
+            is_quantized: m.info.is_quantized,
+            dtype: m.info.dtype,
+            model_size_bytes: m.model_size_bytes,
+            model_path: m.model_path,
+            peak_memory_bytes: m.peak_memory_bytes,
+            device: m.device,
+        })
+        .collect();
+    let results = bench_report_results(&input.items, models).map_err(js_err)?;
+    let report = JsBenchReport {
+        models: results
+            .iter()
+            .map(|r| {
+                Ok(JsBenchModelReport {
+                    label: r.label.clone(),
+                    results_json: pretty(r)?,
+                    captions_json: pretty(&bench::coco_results(&r.samples))?,
+                })
+            })
+            .collect::<std::result::Result<_, JsValue>>()?,
+        comparison_markdown: bench::comparison_markdown(&results),
+        comparison_json: pretty(&bench::comparison_json(&results))?,
+    };
+    to_js(&report)
+}
+
+/// `serde_json::to_string_pretty`, as `blipq bench` writes its files.
+fn pretty<T: Serialize>(value: &T) -> std::result::Result<String, JsValue> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| arg_err(format!("benchReport: could not write the report: {e}")))
 }

@@ -1,5 +1,6 @@
 //! Loading variants: PyTorch pickles, F16/BF16 safetensors, a config without
-//! `encoder_hidden_size`, an explicit (untied) LM head, transformers 4's preprocessor file.
+//! `encoder_hidden_size`, an explicit (untied) LM head, transformers 4's preprocessor file,
+//! a tokenizer.json that saves fixed padding.
 
 mod common;
 
@@ -118,4 +119,22 @@ fn transformers4_preprocessor_config_is_read() {
     let b = Captioner::load_dir(&fixtures().join("tiny-bin")).unwrap();
     assert_eq!(a.image_processor(), b.image_processor());
     assert_eq!(a.image_processor().height, 80);
+}
+
+/// The demo model's tokenizer.json saves `padding: Fixed(32)`; `BlipProcessor` ignores it, so a
+/// prompt must not be padded with [PAD] up to the caption budget. Expected ids recorded with
+/// transformers 5.24: `model.generate(**BlipProcessor(images=img, text="four small"))`.
+#[test]
+fn saved_tokenizer_padding_is_ignored_for_prompts() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let m = Captioner::load_dir(&root.join("models/demo")).unwrap();
+    let image = std::fs::read(root.join("data/demo-eval/scene_000000.png")).unwrap();
+    let opts = blipq::CaptionOptions {
+        prompt: Some("four small".into()),
+        ..Default::default()
+    };
+    let out = m
+        .caption(&image, "scene_000000.png", &opts, &mut |_| {})
+        .unwrap();
+    assert_eq!(out.token_ids, [159, 43, 7, 22, 44, 9, 5, 40, 10, 3]);
 }

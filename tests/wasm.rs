@@ -436,3 +436,200 @@ fn missing_or_bad_files_raise_errors() {
     js_sys::Reflect::set(&files, &"tiny/config.json".into(), &buf).unwrap();
     assert!(WasmCaptioner::new(files).is_ok());
 }
+
+fn js_json(text: &str) -> JsValue {
+    js_sys::JSON::parse(text).expect("valid JSON")
+}
+
+#[wasm_bindgen_test]
+fn bleu4_export_is_the_metrics_bleu4() {
+    let refs = [
+        "a red circle above a blue square",
+        "a blue square below a red circle",
+    ];
+    let js_refs = serde_wasm_bindgen::to_value(&refs).unwrap();
+    for hyp in [
+        "a red circle above a blue square",
+        "a red circle",
+        "two green triangles",
+        "",
+    ] {
+        let got = blipq::web::bleu4_js(hyp, js_refs.clone()).unwrap();
+        assert_eq!(got, blipq::metrics::bleu4(hyp, &refs), "{hyp}");
+        assert!((0.0..=1.0).contains(&got), "{hyp}: {got}");
+    }
+    assert!(
+        (blipq::web::bleu4_js(refs[0], js_refs.clone()).unwrap() - 1.0).abs() < 1e-9,
+        "an exact match scores 1"
+    );
+    let empty = serde_wasm_bindgen::to_value::<[&str; 0]>(&[]).unwrap();
+    assert_eq!(blipq::web::bleu4_js("a red circle", empty).unwrap(), 0.0);
+    let err = blipq::web::bleu4_js("x", JsValue::from(3)).unwrap_err();
+    let msg = error_message(err);
+    assert!(msg.contains("bleu4") && msg.contains("references"), "{msg}");
+}
+
+const ANNOTATIONS: &str = r#"{
+  "images": [{"id": 7, "file_name": "b.png"}, {"id": 3, "file_name": "a.png"}],
+  "annotations": [
+    {"image_id": 3, "caption": "a red circle"},
+    {"image_id": 7, "caption": "a blue square"},
+    {"image_id": 7, "caption": "one blue square"}
+  ]
+}"#;
+
+#[wasm_bindgen_test]
+fn bench_items_reads_coco_annotations_like_the_cli() {
+    let items = blipq::web::bench_items(ANNOTATIONS, None).unwrap();
+    let items: Vec<blipq::bench::Item> = serde_wasm_bindgen::from_value(items).unwrap();
+    let ann = blipq::metrics::parse_annotations(ANNOTATIONS, "x").unwrap();
+    assert_eq!(items, blipq::bench::items_from_annotations(&ann));
+    assert_eq!(items[0].file, "b.png");
+    assert_eq!(items[0].references.len(), 2);
+    let err =
+        blipq::web::bench_items("{\"images\": 3}", Some("eval/captions.json".into())).unwrap_err();
+    let msg = error_message(err);
+    assert!(msg.contains("eval/captions.json"), "{msg}");
+}
+
+/// One model's run as the page sends it.
+fn run_json(label: &str, quantized: bool, scale: f64) -> String {
+    let sample = |image: &str, id: i64, caption: &str, total: f64| {
+        serde_json::json!({
+            "image": image, "image_id": id, "caption": caption, "token_ids": [30522, 1037, 2417, 102],
+            "new_tokens": 3,
+            "timings": {"preprocess_s": 0.001, "vision_s": total * 0.5, "decode_s": total * 0.4, "total_s": total}
+        })
+    };
+    serde_json::json!({
+        "label": label,
+        "samples": [sample("b.png", 7, "a blue square", 0.02 * scale), sample("a.png", 3, "a red circle", 0.03 * scale)],
+        "failures": [{"image": "c.png", "error": "image c.png: not found"}],
+        "info": {"total_parameters": 1000, "is_quantized": quantized, "dtype": if quantized { "int8" } else { "float32" }, "image_size": [96, 96]},
+        "modelSizeBytes": 3.0 * 1048576.0 * scale,
+        "modelPath": format!("models/{label}"),
+        "peakMemoryBytes": 20.0 * 1048576.0 * scale,
+    })
+    .to_string()
+}
+
+#[wasm_bindgen_test]
+fn bench_report_matches_the_cli_report() {
+    let input = format!(
+        r#"{{"items": {}, "models": [{}, {}]}}"#,
+        serde_json::to_string(&blipq::bench::items_from_annotations(
+            &blipq::metrics::parse_annotations(ANNOTATIONS, "x").unwrap()
+        ))
+        .unwrap(),
+        run_json("demo", false, 1.0),
+        run_json("demo-int8", true, 0.5)
+    );
+    let out = blipq::web::bench_report(js_json(&input)).unwrap();
+    let get = |v: &JsValue, k: &str| js_sys::Reflect::get(v, &k.into()).unwrap();
+    let models = js_sys::Array::from(&get(&out, "models"));
+    assert_eq!(models.length(), 2);
+    let results: Vec<blipq::bench::ModelResults> = models
+        .iter()
+        .map(|m| serde_json::from_str(&get(&m, "resultsJson").as_string().unwrap()).unwrap())
+        .collect();
+    let fp32 = &results[0];
+    assert_eq!(fp32.label, "demo");
+    assert_eq!(fp32.performance_metrics.total_samples, 2);
+    assert_eq!(fp32.performance_metrics.failed_samples, 1);
+    assert!((fp32.performance_metrics.avg_inference_time - 0.025).abs() < 1e-12);
+    assert_eq!(fp32.performance_metrics.memory_usage_mb, Some(20.0));
+    assert_eq!(fp32.model_info.model_size_mb, 3.0);
+    assert_eq!(fp32.model_info.model_path, "models/demo");
+    assert_eq!(fp32.model_info.device, blipq::web::BROWSER_DEVICE);
+    assert!(results[1].model_info.is_quantized);
+    // The files' text is exactly what `blipq bench` would write for the same samples: results
+    // assembled here with the library's functions, as src/bin/blipq/bench.rs does.
+    let items = blipq::bench::items_from_annotations(
+        &blipq::metrics::parse_annotations(ANNOTATIONS, "x").unwrap(),
+    );
+    let run: Value = serde_json::from_str(&run_json("demo", false, 1.0)).unwrap();
+    let samples: Vec<blipq::bench::Sample> =
+        serde_json::from_value(run["samples"].clone()).unwrap();
+    let failures: Vec<blipq::bench::Failure> =
+        serde_json::from_value(run["failures"].clone()).unwrap();
+    let expected = blipq::bench::ModelResults {
+        label: "demo".into(),
+        performance_metrics: blipq::bench::performance(&samples, failures.len(), Some(20.0)),
+        quality_metrics: blipq::bench::quality(&samples, &items).unwrap(),
+        model_info: blipq::bench::ModelInfoReport {
+            total_parameters: 1000,
+            model_size_mb: 3.0,
+            device: blipq::web::BROWSER_DEVICE.into(),
+            is_quantized: false,
+            dtype: "float32".into(),
+            model_path: "models/demo".into(),
+        },
+        failures,
+        samples,
+    };
+    assert!(expected.quality_metrics.as_ref().unwrap().bleu_score > 0.0);
+    assert_eq!(
+        get(&models.get(0), "resultsJson").as_string().unwrap(),
+        serde_json::to_string_pretty(&expected).unwrap()
+    );
+    assert_eq!(
+        get(&models.get(1), "captionsJson").as_string().unwrap(),
+        serde_json::to_string_pretty(&blipq::bench::coco_results(&results[1].samples)).unwrap()
+    );
+    let md = get(&out, "comparisonMarkdown").as_string().unwrap();
+    assert_eq!(md, blipq::bench::comparison_markdown(&results));
+    assert!(
+        md.contains("| Inference speed (s/image) | 0.025 | 0.013 | 2.00x faster |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| Memory (MB) | 20.0 | 10.0 | -50.0% |"),
+        "{md}"
+    );
+    assert_eq!(
+        get(&out, "comparisonJson").as_string().unwrap(),
+        serde_json::to_string_pretty(&blipq::bench::comparison_json(&results)).unwrap()
+    );
+}
+
+#[wasm_bindgen_test]
+fn bench_report_errors_name_the_problem() {
+    let msg = |input: &str| error_message(blipq::web::bench_report(js_json(input)).unwrap_err());
+    let m = msg(r#"{"items": [], "models": []}"#);
+    assert!(m.contains("benchReport") && m.contains("models"), "{m}");
+    let m = msg(r#"{"items": []}"#);
+    assert!(m.contains("benchReport") && m.contains("models"), "{m}");
+    let m = msg(&format!(
+        r#"{{"items": [], "models": [{}]}}"#,
+        run_json("demo", false, 1.0).replace("modelSizeBytes", "modelSize")
+    ));
+    assert!(m.contains("modelSize"), "{m}");
+    // A sample whose image has no references is fine (no quality metrics for it); but a result
+    // for an annotated image without references is the metrics' error, passed through.
+    let items = r#"[{"file": "b.png", "image_id": 7, "references": []}]"#;
+    let out = blipq::web::bench_report(js_json(&format!(
+        r#"{{"items": {items}, "models": [{}]}}"#,
+        run_json("demo", false, 1.0)
+    )));
+    assert!(out.is_ok(), "{:?}", out.err().map(error_message));
+}
+
+#[wasm_bindgen_test]
+fn too_large_models_are_refused_in_plain_words() {
+    use blipq::web::{check_fits_in_wasm_memory, WASM32_MAX_MEMORY_BYTES};
+    assert!(check_fits_in_wasm_memory("model.safetensors", 1e9, 1e8).is_ok());
+    let err = check_fits_in_wasm_memory("model.safetensors", WASM32_MAX_MEMORY_BYTES, 1e8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("too large for wasm memory"),
+        "{err}"
+    );
+    // The estimate of the tiny fixture: every tensor as F32, i.e. its data size (it is all F32).
+    let ckpt =
+        blipq::checkpoint::Safetensors::new(Box::new(TINY[2].1.to_vec()), "model.safetensors")
+            .unwrap();
+    let est = blipq::web::loaded_bytes_estimate(&ckpt.header);
+    let data: usize = ckpt.header.tensors.values().map(|e| e.end - e.start).sum();
+    assert_eq!(est, data as f64);
+}

@@ -1,19 +1,824 @@
-// Placeholder page script: shows the wasm module's version, then checks that the worker (where
-// the model will run) can load the same module.
+// The blipq page. The model runs in a dedicated worker (worker.js); this script only handles the
+// DOM. BLEU-4 is computed in the worker and the benchmark reports by the page's own copy of the
+// wasm module (benchItems / benchReport), i.e. by the same Rust code as `blipq bench`.
+//
+// DOM contract (used by tests/e2e): every result card is an <article class="result"> with
+// data-status="running|done|error", data-model, data-image, data-caption, data-token-ids (space
+// separated, bos included), data-new-tokens, data-stream-updates, data-preprocess-s,
+// data-vision-s, data-decode-s, data-total-s, data-tokens-per-s, data-wasm-bytes,
+// data-js-heap-bytes, data-bleu4 (when the image has references). Loaded models are
+// .model-item elements with data-key, data-weight-bytes, data-mem-before, data-mem-after,
+// data-load-ratio, data-from-cache. Errors go to #messages (role="alert").
+import { CACHE_NAME, MB } from "./common.js";
 
-function show(id, text) {
-  document.getElementById(id).textContent = text;
+const $ = (id) => document.getElementById(id);
+const WORKER_URL = new URL("./worker.js", import.meta.url);
+const EVAL_BASE = new URL("../data/demo-eval/", import.meta.url);
+const BUNDLED = {
+  demo: { label: "demo", title: "Demo FP32", modelPath: "models/demo" },
+  "demo-int8": { label: "demo-int8", title: "Demo INT8", modelPath: "models/demo-int8" },
+};
+for (const b of Object.values(BUNDLED)) {
+  b.source = { kind: "url", base: new URL(`../${b.modelPath}/`, import.meta.url).href };
+}
+const GALLERY_PAGE = 12;
+
+let bindings = null; // the page's own wasm module (metrics and reports)
+let client = null; // the inference worker
+const models = new Map(); // key → {key, label, title, source, modelPath, summary}
+let activeKey = null;
+let evalItems = [];
+let galleryShown = 0;
+let resultCount = 0;
+let busy = 0;
+
+// ---------------------------------------------------------------- formatting helpers
+
+const fmtMB = (bytes) => `${(bytes / MB).toFixed(bytes < 10 * MB ? 2 : 1)} MB`;
+/** Sizes of downloads: KB below 1 MB, so small JSON files do not read "0.00 MB". */
+const fmtSize = (bytes) => (bytes < MB ? `${(bytes / 1024).toFixed(1)} KB` : fmtMB(bytes));
+const fmtMs = (s) => `${(s * 1000).toFixed(1)} ms`;
+const fmtInt = (n) => n.toLocaleString("en-US");
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
 }
 
-function onReady(bindings) {
-  show("version", bindings.version());
-  show("memory", `${(bindings.wasmMemoryBytes() / 2 ** 20).toFixed(1)} MiB`);
-  const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-  worker.onmessage = (event) => {
-    const msg = event.data;
-    show("worker-status", msg.ok ? `Worker ready (blipq ${msg.version}).` : `Worker failed: ${msg.error}`);
+/** Shows an error (or notice) in the alert region; keeps the last few. */
+function showMessage(text, kind = "error") {
+  const box = $("messages");
+  const msg = el(
+    "div",
+    { class: `msg ${kind}` },
+    el("span", { text: `${kind === "error" ? "Error: " : ""}${text}` }),
+    el("button", {
+      type: "button",
+      class: "dismiss",
+      "aria-label": "Dismiss message",
+      text: "×",
+      onclick: () => msg.remove(),
+    }),
+  );
+  box.append(msg);
+  while (box.children.length > 4) box.firstElementChild.remove();
+  if (kind === "error") console.warn(`blipq: ${text}`);
+}
+
+function setBusy(delta) {
+  busy += delta;
+  document.body.toggleAttribute("data-busy", busy > 0);
+}
+
+// ---------------------------------------------------------------- worker client
+
+/** Request/response over one worker; events are routed to the request that caused them. */
+class WorkerClient {
+  constructor(onFatal) {
+    this.worker = new Worker(WORKER_URL, { type: "module" });
+    this.nextId = 1;
+    this.pending = new Map();
+    this.onFatal = onFatal;
+    this.worker.onmessage = (e) => this.dispatch(e.data);
+    this.worker.onerror = (e) => {
+      e.preventDefault();
+      this.failAll(`the worker failed to start or crashed (${e.message || "no details"})`);
+    };
+  }
+  dispatch(msg) {
+    const p = this.pending.get(msg.id);
+    if (!p) return;
+    if (msg.type === "done") {
+      this.pending.delete(msg.id);
+      p.resolve(msg);
+    } else if (msg.type === "error") {
+      this.pending.delete(msg.id);
+      const err = new Error(msg.message);
+      err.fatal = msg.fatal;
+      p.reject(err);
+      if (msg.fatal && this.onFatal) this.onFatal(msg.message);
+    } else {
+      p.onEvent?.(msg);
+    }
+  }
+  failAll(message) {
+    for (const p of this.pending.values()) p.reject(Object.assign(new Error(message), { fatal: true }));
+    this.pending.clear();
+    if (this.onFatal) this.onFatal(message);
+  }
+  request(type, payload = {}, onEvent = null) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, onEvent });
+      this.worker.postMessage({ id, type, ...payload });
+    });
+  }
+  terminate() {
+    this.onFatal = null;
+    this.worker.terminate();
+    for (const p of this.pending.values()) p.reject(new Error("the worker was stopped"));
+    this.pending.clear();
+  }
+}
+
+async function startWorker() {
+  client?.terminate();
+  client = new WorkerClient(onWorkerFatal);
+  $("worker-status").textContent = "starting…";
+  try {
+    const hello = await client.request("hello");
+    $("worker-status").textContent = `ready (blipq ${hello.version})`;
+    document.body.dataset.workerReady = "true";
+    updateMemory(hello.wasmMemoryBytes);
+  } catch (e) {
+    $("worker-status").textContent = "failed";
+    showMessage(`The worker could not start: ${e.message}`);
+  }
+}
+
+function onWorkerFatal(message) {
+  showMessage(
+    `${message}. The worker was restarted and loaded models were dropped; load a model again.`,
+  );
+  models.clear();
+  activeKey = null;
+  renderModels();
+  startWorker();
+}
+
+function updateMemory(bytes) {
+  if (typeof bytes === "number") $("memory").textContent = fmtMB(bytes);
+}
+
+// ---------------------------------------------------------------- models
+
+function progressRow(key, file) {
+  const id = `progress-${key}-${file}`.replace(/[^a-zA-Z0-9_-]/g, "_");
+  let row = document.getElementById(id);
+  if (!row) {
+    const label = el("span", { class: "file", id: `${id}-label`, text: file });
+    const bar = el("progress", { max: 1, value: 0, "aria-labelledby": `${id}-label` });
+    const text = el("span", { class: "amount", text: "waiting…" });
+    row = el("div", { class: "progress-row", id }, label, bar, text);
+    $("progress").append(row);
+  }
+  return row;
+}
+
+function showProgress(key, ev) {
+  const row = progressRow(key, ev.file);
+  const [, bar, text] = row.children;
+  if (ev.stage === "building") {
+    row.classList.add("building");
+    text.textContent = `${fmtSize(ev.total)} · building the model…`;
+    return;
+  }
+  if (ev.total) {
+    bar.max = ev.total;
+    bar.value = ev.loaded;
+    const pct = Math.floor((ev.loaded / ev.total) * 100);
+    text.textContent = `${fmtSize(ev.loaded)} of ${fmtSize(ev.total)} (${pct}%)${ev.fromCache ? " · from cache" : ""}`;
+  } else {
+    bar.removeAttribute("value"); // indeterminate: the server sent no Content-Length
+    text.textContent = fmtSize(ev.loaded);
+  }
+  if (ev.done) row.classList.add("done");
+}
+
+async function loadModel(key, def) {
+  if (models.has(key)) {
+    selectModel(key);
+    return models.get(key);
+  }
+  $("progress").replaceChildren();
+  const button = document.querySelector(`[data-model="${key}"]`);
+  button?.setAttribute("aria-busy", "true");
+  setBusy(1);
+  try {
+    const summary = await client.request("load", { key, source: def.source }, (ev) => showProgress(key, ev));
+    const entry = { key, ...def, summary };
+    models.set(key, entry);
+    updateMemory(summary.wasmMemoryBytes);
+    for (const row of $("progress").children) {
+      row.classList.add("done");
+      if (row.classList.contains("building")) {
+        row.lastElementChild.textContent = `${fmtSize(summary.weightBytes)} · loaded${summary.fromCache ? " from cache" : ""}`;
+      }
+    }
+    selectModel(key);
+    updateCacheStatus();
+    return entry;
+  } catch (e) {
+    $("progress").replaceChildren();
+    showMessage(`Could not load ${def.title}: ${e.message}`);
+    return null;
+  } finally {
+    button?.removeAttribute("aria-busy");
+    setBusy(-1);
+  }
+}
+
+function selectModel(key) {
+  activeKey = key;
+  renderModels();
+}
+
+function renderModels() {
+  const list = $("model-list");
+  list.replaceChildren();
+  $("no-models").hidden = models.size > 0;
+  for (const m of models.values()) {
+    const s = m.summary;
+    const grown = s.memAfter - s.memBefore;
+    const ratio = grown / s.weightBytes;
+    const input = el("input", {
+      type: "radio",
+      name: "active-model",
+      value: m.key,
+      id: `model-${m.key}`,
+      checked: m.key === activeKey,
+      onchange: () => selectModel(m.key),
+    });
+    const info = s.info;
+    const item = el(
+      "div",
+      {
+        class: `model-item${m.key === activeKey ? " active" : ""}`,
+        "data-key": m.key,
+        "data-weight-bytes": s.weightBytes,
+        "data-mem-before": s.memBefore,
+        "data-mem-after": s.memAfter,
+        "data-load-ratio": ratio.toFixed(4),
+        "data-from-cache": String(s.fromCache),
+      },
+      input,
+      el(
+        "label",
+        { for: `model-${m.key}` },
+        el("strong", { text: m.title }),
+        el("span", { class: "tag", text: info.is_quantized ? "INT8" : info.dtype.toUpperCase() }),
+        s.fromCache ? el("span", { class: "tag muted", text: "from cache" }) : null,
+      ),
+      el(
+        "dl",
+        { class: "facts" },
+        ...fact("Weights file", fmtMB(s.weightBytes)),
+        ...fact("All files", fmtMB(s.totalBytes)),
+        ...fact("Parameters", fmtInt(info.total_parameters)),
+        ...fact("Image size", `${info.image_size[1]}×${info.image_size[0]} px`),
+        ...fact("wasm memory", `${fmtMB(s.memBefore)} → ${fmtMB(s.memAfter)}`),
+        ...fact("Load growth", `${fmtMB(grown)} = ${ratio.toFixed(2)}× the weights file`),
+        ...fact("Source", m.modelPath),
+      ),
+    );
+    list.append(item);
+  }
+}
+
+function fact(name, value) {
+  return [el("dt", { text: name }), el("dd", { text: value })];
+}
+
+async function updateCacheStatus() {
+  const out = $("cache-status");
+  if (!self.caches) {
+    out.textContent = "Download cache: not available here (needs https or localhost).";
+    return;
+  }
+  try {
+    if (!(await caches.has(CACHE_NAME))) {
+      out.textContent = "Download cache: empty.";
+      return;
+    }
+    const cache = await caches.open(CACHE_NAME);
+    const keys = await cache.keys();
+    let bytes = 0;
+    for (const req of keys) {
+      const res = await cache.match(req);
+      bytes += Number(res?.headers.get("Content-Length")) || 0;
+    }
+    out.textContent = `Download cache: ${keys.length} file${keys.length === 1 ? "" : "s"}, ${fmtMB(bytes)}.`;
+  } catch (e) {
+    out.textContent = `Download cache: unavailable (${e.message}).`;
+  }
+}
+
+function urlModelDef(url) {
+  let base = url.trim();
+  if (!base.endsWith("/")) base += "/";
+  const u = new URL(base, location.href);
+  const parts = u.pathname.split("/").filter(Boolean);
+  // Hugging Face: .../<owner>/<repo>/resolve/<rev>/ → "<repo>"
+  const r = parts.indexOf("resolve");
+  const label = (r >= 1 ? parts[r - 1] : parts.at(-1)) || u.hostname;
+  return { label, title: label, modelPath: u.href, source: { kind: "url", base: u.href } };
+}
+
+function localModelDef(files) {
+  const first = files[0];
+  const folder = first?.webkitRelativePath?.split("/")[0];
+  const label = folder || "local";
+  return {
+    label,
+    title: folder ? `${folder} (local)` : "local checkpoint",
+    modelPath: folder ? `${folder} (local)` : "local files",
+    source: { kind: "files", files },
   };
-  worker.onerror = (event) => show("worker-status", `Worker failed: ${event.message}`);
+}
+
+let localCount = 0;
+async function loadLocal(fileList) {
+  const files = [...fileList].filter((f) => f.size > 0 || f.name.endsWith(".json"));
+  if (!files.length) {
+    showMessage("No files were given.");
+    return;
+  }
+  const def = localModelDef(files);
+  await loadModel(`local-${++localCount}`, def);
+}
+
+// ---------------------------------------------------------------- captioning
+
+function currentOptions() {
+  const opts = {};
+  const prompt = $("opt-prompt").value.trim();
+  if (prompt) opts.prompt = prompt;
+  const maxLength = $("opt-max-length").value.trim();
+  if (maxLength) opts.maxLength = Number(maxLength);
+  const beams = $("opt-beams").value.trim();
+  if (beams) opts.numBeams = Number(beams);
+  for (const [k, v] of Object.entries(opts)) {
+    if (k !== "prompt" && (!Number.isInteger(v) || v < 1)) {
+      throw new Error(`${k === "maxLength" ? "Max length" : "Beams"} must be a whole number ≥ 1`);
+    }
+  }
+  return opts;
+}
+
+function jsHeap() {
+  return performance.memory?.usedJSHeapSize ?? null;
+}
+
+/** Captions one image with the active model; `item` = {name, blob, references?}. */
+async function captionImage(item) {
+  if (!activeKey) {
+    showMessage("Load a model first (e.g. the bundled demo FP32).");
+    $("load-demo").focus();
+    return null;
+  }
+  let options;
+  try {
+    options = currentOptions();
+  } catch (e) {
+    showMessage(e.message);
+    return null;
+  }
+  if (item.blob.type && !item.blob.type.startsWith("image/")) {
+    showMessage(`${item.name} is not an image (its type is ${item.blob.type}); choose a PNG, JPEG, WebP, GIF or BMP file.`);
+    return null;
+  }
+  const model = models.get(activeKey);
+  const card = resultCard(item, model);
+  const captionEl = card.querySelector(".caption");
+  let updates = 0;
+  setBusy(1);
+  try {
+    const out = await client.request(
+      "caption",
+      { key: model.key, image: item.blob, options, references: item.references ?? null },
+      (ev) => {
+        if (ev.type === "token") {
+          updates += 1;
+          captionEl.textContent = ev.text || "…";
+          card.dataset.streamUpdates = String(updates);
+        }
+      },
+    );
+    fillResult(card, out, updates);
+    updateMemory(out.wasmMemoryBytes);
+    return card;
+  } catch (e) {
+    card.dataset.status = "error";
+    captionEl.textContent = "failed";
+    card.querySelector(".metrics").replaceChildren(el("p", { class: "error-text", text: e.message }));
+    showMessage(`Could not caption ${item.name}: ${e.message}`);
+    return card;
+  } finally {
+    setBusy(-1);
+  }
+}
+
+function resultCard(item, model) {
+  $("no-results").hidden = true;
+  resultCount += 1;
+  const url = URL.createObjectURL(item.blob);
+  const img = el("img", { src: url, alt: `Image ${item.name}`, width: 96, height: 96 });
+  img.addEventListener("error", () => img.replaceWith(el("div", { class: "no-thumb", text: "no preview" })));
+  const headingId = `result-${resultCount}-h`;
+  const card = el(
+    "article",
+    {
+      class: "result",
+      "aria-labelledby": headingId,
+      "data-status": "running",
+      "data-model": model.key,
+      "data-image": item.name,
+      "data-stream-updates": "0",
+    },
+    el("div", { class: "thumb" }, img),
+    el(
+      "div",
+      { class: "body" },
+      el("h4", { id: headingId }, el("span", { text: item.name }), el("span", { class: "tag", text: model.title })),
+      el("p", { class: "caption", text: "…" }),
+      el("div", { class: "metrics" }, el("p", { class: "hint", text: "Running…" })),
+    ),
+  );
+  card._references = item.references ?? null;
+  $("results").prepend(card);
+  return card;
+}
+
+function fillResult(card, out, updates) {
+  const t = out.timings;
+  const tokensPerS = t.total_s > 0 ? out.newTokens / t.total_s : 0;
+  const heap = out.jsHeapBytes ?? jsHeap();
+  Object.assign(card.dataset, {
+    status: "done",
+    caption: out.caption,
+    tokenIds: out.tokenIds.join(" "),
+    newTokens: String(out.newTokens),
+    streamUpdates: String(updates),
+    preprocessS: String(t.preprocess_s),
+    visionS: String(t.vision_s),
+    decodeS: String(t.decode_s),
+    totalS: String(t.total_s),
+    tokensPerS: String(tokensPerS),
+    wasmBytes: String(out.wasmMemoryBytes),
+  });
+  if (heap !== null) card.dataset.jsHeapBytes = String(heap);
+  if (out.bleu4 !== null && out.bleu4 !== undefined) card.dataset.bleu4 = String(out.bleu4);
+  card.querySelector(".caption").textContent = out.caption || "(empty caption)";
+  const dl = el(
+    "dl",
+    { class: "facts timing" },
+    ...fact("Preprocess", fmtMs(t.preprocess_s)),
+    ...fact("Vision encoder", fmtMs(t.vision_s)),
+    ...fact("Decoding", fmtMs(t.decode_s)),
+    ...fact("Total", fmtMs(t.total_s)),
+    ...fact("Tokens/s", `${tokensPerS.toFixed(1)} (${out.newTokens} tokens)`),
+    ...fact("wasm memory", fmtMB(out.wasmMemoryBytes)),
+    ...(heap !== null ? fact("JS heap", fmtMB(heap)) : fact("JS heap", "not exposed by this browser")),
+    ...(out.bleu4 !== null && out.bleu4 !== undefined ? fact("BLEU-4", out.bleu4.toFixed(4)) : []),
+  );
+  const extra = [];
+  const refs = card._references;
+  if (refs?.length) {
+    extra.push(
+      el("details", {}, el("summary", { text: `Reference captions (${refs.length})` }), el("ul", {}, ...refs.map((r) => el("li", { text: r })))),
+    );
+  }
+  extra.push(
+    el("details", {}, el("summary", { text: "Token ids" }), el("code", { class: "ids", text: out.tokenIds.join(" ") })),
+  );
+  card.querySelector(".metrics").replaceChildren(dl, ...extra);
+}
+
+async function captionEvalItem(item) {
+  try {
+    const res = await fetch(new URL(item.file, EVAL_BASE));
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const blob = await res.blob();
+    return await captionImage({ name: item.file, blob, references: item.references });
+  } catch (e) {
+    showMessage(`Could not fetch ${item.file}: ${e.message}`);
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------- gallery
+
+async function loadEvalSet() {
+  try {
+    const res = await fetch(new URL("captions.json", EVAL_BASE));
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    evalItems = bindings.benchItems(await res.text(), "data/demo-eval/captions.json");
+    $("bench-count").max = String(evalItems.length);
+    showMoreGallery();
+  } catch (e) {
+    showMessage(`Could not load the bundled eval set: ${e.message}`);
+  }
+}
+
+function showMoreGallery() {
+  const gallery = $("gallery");
+  const next = evalItems.slice(galleryShown, galleryShown + GALLERY_PAGE);
+  for (const item of next) {
+    const src = new URL(item.file, EVAL_BASE).href;
+    gallery.append(
+      el(
+        "div",
+        { role: "listitem" },
+        el(
+          "button",
+          {
+            type: "button",
+            class: "thumb-button",
+            "data-file": item.file,
+            title: item.references[0] ?? item.file,
+            "aria-label": `Caption ${item.file}`,
+            onclick: () => captionEvalItem(item),
+          },
+          el("img", { src, alt: "", width: 64, height: 64, loading: "lazy" }),
+        ),
+      ),
+    );
+  }
+  galleryShown += next.length;
+  $("gallery-more").hidden = galleryShown >= evalItems.length;
+}
+
+function captionFiles(files) {
+  const list = [...files];
+  if (!list.length) return;
+  (async () => {
+    for (const f of list) await captionImage({ name: f.name || "pasted image", blob: f });
+  })();
+}
+
+// ---------------------------------------------------------------- benchmark
+
+async function runBenchmark() {
+  const n = Number($("bench-count").value);
+  const warmup = Number($("bench-warmup").value);
+  if (!Number.isInteger(n) || n < 1) return showMessage("Images must be a whole number ≥ 1.");
+  if (!Number.isInteger(warmup) || warmup < 0) return showMessage("Warm-up runs must be a whole number ≥ 0.");
+  if (!evalItems.length) return showMessage("The eval set is not loaded.");
+  let options;
+  try {
+    options = currentOptions();
+  } catch (e) {
+    return showMessage(e.message);
+  }
+  const items = evalItems.slice(0, n);
+  const defs = [BUNDLED.demo, BUNDLED["demo-int8"]];
+  const bar = $("bench-progress");
+  const status = $("bench-status");
+  const total = items.length * defs.length;
+  bar.max = total;
+  bar.value = 0;
+  $("bench-run").disabled = true;
+  $("bench-section").dataset.status = "running";
+  setBusy(1);
+  const runs = [];
+  try {
+    for (const [m, def] of defs.entries()) {
+      status.textContent = `${def.title}: loading in a fresh worker…`;
+      // A fresh worker per model: a new wasm instance, so its peak memory is this model's alone.
+      const worker = new WorkerClient(null);
+      try {
+        const out = await worker.request("bench", { source: def.source, items, imagesBase: EVAL_BASE.href, options, warmup }, (ev) => {
+          if (ev.type === "bench-progress") {
+            bar.value = m * items.length + ev.done;
+            status.textContent = `${def.title}: ${ev.done} of ${ev.total} images`;
+          }
+        });
+        runs.push({
+          label: def.label,
+          samples: out.samples,
+          failures: out.failures,
+          info: out.info,
+          modelSizeBytes: out.weightBytes,
+          modelPath: def.modelPath,
+          peakMemoryBytes: out.peakMemoryBytes,
+        });
+      } finally {
+        worker.terminate();
+      }
+    }
+    const report = bindings.benchReport({ items, models: runs });
+    showReport(report);
+    status.textContent = `Done: ${items.length} image${items.length === 1 ? "" : "s"} per model.`;
+    $("bench-section").dataset.status = "done";
+  } catch (e) {
+    status.textContent = "Failed.";
+    $("bench-section").dataset.status = "error";
+    showMessage(`Benchmark failed: ${e.message}`);
+  } finally {
+    $("bench-run").disabled = false;
+    setBusy(-1);
+  }
+}
+
+function showReport(report) {
+  const results = report.models.map((m) => JSON.parse(m.resultsJson));
+  $("bench-output").hidden = false;
+  $("bench-markdown").textContent = report.comparisonMarkdown;
+  renderMarkdownTable(report.comparisonMarkdown, $("bench-table"));
+  renderChart(results);
+  const downloads = $("bench-downloads");
+  downloads.replaceChildren();
+  const files = [];
+  for (const m of report.models) {
+    files.push([`${m.label}_results.json`, m.resultsJson, "application/json"]);
+    files.push([`${m.label}_captions.json`, m.captionsJson, "application/json"]);
+  }
+  files.push(["comparison.json", report.comparisonJson, "application/json"]);
+  files.push(["comparison.md", report.comparisonMarkdown, "text/markdown"]);
+  for (const [name, text, type] of files) {
+    downloads.append(
+      el("button", {
+        type: "button",
+        class: "secondary",
+        "data-file": name,
+        text: `Download ${name}`,
+        onclick: () => download(name, text, type),
+      }),
+    );
+  }
+  $("bench-output").dataset.report = JSON.stringify({ files: files.map((f) => f[0]) });
+  window.blipqLastReport = report; // for scripting and the e2e test
+}
+
+function download(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+function renderMarkdownTable(md, table) {
+  const rows = md
+    .trim()
+    .split("\n")
+    .filter((l) => !/^\|(-+\|)+$/.test(l.trim()))
+    .map((l) => l.trim().replace(/^\||\|$/g, "").split("|").map((c) => c.trim()));
+  const [head, ...body] = rows;
+  table.replaceChildren(
+    el("caption", { text: "FP32 vs INT8 on the bundled eval set (first model is the reference)" }),
+    el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col", text: h })))),
+    el(
+      "tbody",
+      {},
+      ...body.map((r) => el("tr", {}, el("th", { scope: "row", text: r[0] }), ...r.slice(1).map((c) => el("td", { text: c })))),
+    ),
+  );
+}
+
+function renderChart(results) {
+  const W = 720;
+  const H = 260;
+  const pad = { l: 56, r: 16, t: 16, b: 40 };
+  const colors = ["#1d4ed8", "#c2410c", "#15803d", "#7e22ce"];
+  const series = results.map((r) => r.performance_metrics.individual_times);
+  const n = Math.max(...series.map((s) => s.length), 1);
+  const maxT = Math.max(...series.flat(), 1e-6) * 1.1;
+  const x = (i) => pad.l + (n === 1 ? (W - pad.l - pad.r) / 2 : (i / (n - 1)) * (W - pad.l - pad.r));
+  const y = (t) => H - pad.b - (t / maxT) * (H - pad.t - pad.b);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = (tag, attrs) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    return e;
+  };
+  const summary = results
+    .map((r) => `${r.label}: mean ${(r.performance_metrics.avg_inference_time * 1000).toFixed(1)} ms per image`)
+    .join("; ");
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "chart-h chart-desc" });
+  const desc = svg("desc", { id: "chart-desc" });
+  desc.textContent = `Seconds per image for each model over ${n} images. ${summary}.`;
+  root.append(desc);
+  for (let k = 0; k <= 4; k++) {
+    const t = (maxT * k) / 4;
+    root.append(svg("line", { x1: pad.l, x2: W - pad.r, y1: y(t), y2: y(t), class: "grid" }));
+    const label = svg("text", { x: pad.l - 6, y: y(t) + 4, "text-anchor": "end", class: "axis" });
+    label.textContent = `${(t * 1000).toFixed(maxT < 0.05 ? 1 : 0)} ms`;
+    root.append(label);
+  }
+  const xl = svg("text", { x: (W + pad.l) / 2, y: H - 8, "text-anchor": "middle", class: "axis" });
+  xl.textContent = "image (eval order)";
+  root.append(xl);
+  series.forEach((s, k) => {
+    const color = colors[k % colors.length];
+    root.append(
+      svg("polyline", {
+        points: s.map((t, i) => `${x(i)},${y(t)}`).join(" "),
+        fill: "none",
+        stroke: color,
+        "stroke-width": 2,
+      }),
+    );
+    s.forEach((t, i) => root.append(svg("circle", { cx: x(i), cy: y(t), r: 3, fill: color })));
+  });
+  const legend = el(
+    "ul",
+    { class: "legend" },
+    ...results.map((r, k) =>
+      el("li", {}, el("span", { class: "swatch", style: `background:${colors[k % colors.length]}` }), r.label),
+    ),
+  );
+  $("bench-chart").replaceChildren(root, legend);
+}
+
+// ---------------------------------------------------------------- wiring
+
+function setupDrop(zone, onFiles) {
+  zone.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    onFiles(await droppedFiles(e.dataTransfer));
+  });
+}
+
+/** Files of a drop, reading one level of dropped folders. */
+async function droppedFiles(dt) {
+  const entries = [...(dt.items ?? [])].map((i) => i.webkitGetAsEntry?.()).filter(Boolean);
+  if (!entries.some((e) => e.isDirectory)) return [...dt.files];
+  const out = [];
+  for (const entry of entries) {
+    if (entry.isFile) out.push(await new Promise((ok, fail) => entry.file(ok, fail)));
+    else {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+        if (!batch.length) break;
+        for (const f of batch) if (f.isFile) out.push(await new Promise((ok, fail) => f.file(ok, fail)));
+      }
+    }
+  }
+  return out;
+}
+
+function wire() {
+  for (const key of Object.keys(BUNDLED)) {
+    document.querySelector(`[data-model="${key}"]`).addEventListener("click", () => loadModel(key, BUNDLED[key]));
+  }
+  $("url-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    let def;
+    try {
+      def = urlModelDef($("model-url").value);
+    } catch {
+      return showMessage(`"${$("model-url").value}" is not a URL.`);
+    }
+    loadModel(`url:${def.source.base}`, def);
+  });
+  $("model-files").addEventListener("change", (e) => {
+    loadLocal(e.target.files);
+    e.target.value = "";
+  });
+  $("model-folder").addEventListener("change", (e) => {
+    loadLocal(e.target.files);
+    e.target.value = "";
+  });
+  setupDrop($("model-drop"), loadLocal);
+  $("clear-cache").addEventListener("click", async () => {
+    if (self.caches) await caches.delete(CACHE_NAME);
+    await updateCacheStatus();
+    showMessage("Download cache cleared; models already loaded stay loaded.", "notice");
+  });
+  $("gallery-more").addEventListener("click", showMoreGallery);
+  $("image-file").addEventListener("change", (e) => {
+    captionFiles(e.target.files);
+    e.target.value = "";
+  });
+  setupDrop($("image-drop"), captionFiles);
+  document.addEventListener("paste", (e) => {
+    if (e.target instanceof HTMLInputElement && e.target.type === "text") return;
+    const files = [...(e.clipboardData?.files ?? [])];
+    if (files.length) {
+      e.preventDefault();
+      captionFiles(files);
+    }
+  });
+  $("bench-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    runBenchmark();
+  });
+}
+
+function onReady(b) {
+  bindings = b;
+  $("version").textContent = b.version();
+  wire();
+  startWorker();
+  loadEvalSet();
+  updateCacheStatus();
 }
 
 // trunk's loader sets window.wasmBindings and fires TrunkApplicationStarted once init() is done.

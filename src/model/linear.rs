@@ -1,10 +1,13 @@
 //! Linear layers and embeddings whose weight is either f32 or INT8 (`Q8_0` blocks): one code path
-//! for both precisions, chosen per tensor by what the checkpoint stores.
+//! for both precisions, chosen per tensor by what the checkpoint stores. INT8 products run on
+//! blipq's own tiled kernels ([`crate::model::q8`]), not candle's `QMatMul`.
 
-use candle_core::quantized::QMatMul;
+use std::sync::Arc;
+
 use candle_core::{Module, Tensor};
 
 use crate::checkpoint::{Matrix, Weights};
+use crate::model::q8::Q8Matrix;
 use crate::Result;
 
 /// `nn.Linear`: `y = x W^T + b` with `W` f32 or INT8.
@@ -17,7 +20,8 @@ pub struct Linear {
 #[derive(Debug, Clone)]
 enum LinearInner {
     F32(candle_nn::Linear),
-    Q8(QMatMul),
+    /// Shared: a tied LM head and the word embeddings hold the same packed table.
+    Q8(Arc<Q8Matrix>),
 }
 
 impl Linear {
@@ -32,7 +36,7 @@ impl Linear {
         let inner = match weight {
             // The bias is added separately so that both precisions share it.
             Matrix::F32(w) => LinearInner::F32(candle_nn::Linear::new(w, None)),
-            Matrix::Q8(q) => LinearInner::Q8(QMatMul::QTensor(q)),
+            Matrix::Q8(q) => LinearInner::Q8(q),
         };
         Ok(Self { inner, bias })
     }

@@ -2,6 +2,8 @@
 
 pub mod blip;
 pub mod linear;
+pub mod ops;
+pub mod q8;
 pub mod text;
 pub mod vision;
 

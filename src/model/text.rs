@@ -8,6 +8,7 @@ use candle_nn::LayerNorm;
 use crate::checkpoint::Weights;
 use crate::config::TextConfig;
 use crate::model::linear::{layer_norm, Embedding, Linear};
+use crate::model::ops::{activation, attention_few_queries, softmax_last_dim};
 use crate::{Error, Result};
 
 /// Everything the decoder remembers between steps for a batch of sequences (beams) of one image.
@@ -139,12 +140,22 @@ impl TextSelfAttention {
             None => (k, v),
         };
         let total = k.dim(2)?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if len > 1 {
-            scores = scores.broadcast_add(&causal_mask(len, total, xs.device())?)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, len, h))?;
+        let ctx = if len == 1 {
+            // One new token per sequence: no mask needed, heads of all beams in one batch.
+            let heads = b * self.num_heads;
+            attention_few_queries(
+                &q.reshape((heads, 1, self.head_dim))?,
+                &k.reshape((heads, total, self.head_dim))?,
+                &v.reshape((heads, total, self.head_dim))?,
+            )?
+            .reshape((b, self.num_heads, 1, self.head_dim))?
+        } else {
+            let scores =
+                q.matmul(&k.t()?)?
+                    .broadcast_add(&causal_mask(len, total, xs.device())?)?;
+            softmax_last_dim(&scores)?.matmul(&v)?
+        };
+        let ctx = ctx.transpose(1, 2)?.reshape((b, len, h))?;
         *cache = Some((k, v));
         Ok(ctx)
     }
@@ -169,9 +180,9 @@ impl TextSelfAttention {
             .reshape((b * len, self.num_heads, self.head_dim))?
             .transpose(0, 1)?
             .contiguous()?;
-        let scores = q.matmul(&kv.0.t()?)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&kv.1)?.transpose(0, 1)?.reshape((b, len, h))?;
+        let ctx = attention_few_queries(&q, &kv.0, &kv.1)?
+            .transpose(0, 1)?
+            .reshape((b, len, h))?;
         Ok(ctx)
     }
 }
@@ -247,7 +258,7 @@ impl TextLayer {
         let xs = self.attention_output.forward(&a, xs)?;
         let c = self.crossattention.forward_cross(&xs, cross_kv)?;
         let xs = self.crossattention_output.forward(&c, &xs)?;
-        let i = self.intermediate.forward(&xs)?.apply(&self.act)?;
+        let i = activation(&self.intermediate.forward(&xs)?, self.act)?;
         self.output.forward(&i, &xs)
     }
 }
@@ -286,7 +297,7 @@ impl LmPredictionHead {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = self.dense.forward(xs)?.apply(&self.act)?;
+        let xs = activation(&self.dense.forward(xs)?, self.act)?;
         self.decoder.forward(&self.layer_norm.forward(&xs)?)
     }
 }

@@ -7,6 +7,7 @@ use candle_nn::LayerNorm;
 use crate::checkpoint::Weights;
 use crate::config::VisionConfig;
 use crate::model::linear::{layer_norm, Linear};
+use crate::model::ops::{activation, softmax_last_dim};
 use crate::Result;
 
 /// `vision_model.embeddings`: class token, patch projection and learned positions.
@@ -93,7 +94,7 @@ impl VisionAttention {
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let scores = q.matmul(&k.t()?)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = softmax_last_dim(&scores)?;
         let ctx = probs
             .matmul(&v)?
             .permute((0, 2, 1, 3))?
@@ -120,7 +121,8 @@ impl VisionMlp {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(xs)?.apply(&self.act)?)
+        self.fc2
+            .forward(&activation(&self.fc1.forward(xs)?, self.act)?)
     }
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod caption;
 mod eval;
+mod malloc;
 mod progress;
 mod quantize;
 mod synth;
@@ -41,6 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Caption(args) => caption::run(args),

@@ -1,0 +1,87 @@
+//! INT8 GEMM: candle's `QMatMul` (Q8_0) against blipq's packed kernels (`model::q8`) at BLIP-base
+//! sizes. `cargo bench --bench q8` (set RAYON_NUM_THREADS to pin the thread count). The machine is
+//! shared and noisy, so the two are timed interleaved, repetition by repetition, and the ratio of
+//! medians is reported.
+
+use std::time::Instant;
+
+use blipq::model::q8::{Kernel, Q8Matrix};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+
+fn secs(f: &mut dyn FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dev = Device::Cpu;
+    let kernels = Kernel::available();
+    println!("kernels available: {kernels:?}; best {:?}", Kernel::best());
+    println!(
+        "{:<18} {:>10} {:>10} {:>8}  per kernel (ms)",
+        "(m, k, n)", "candle ms", "ours ms", "speedup"
+    );
+    for (m, k, n) in [
+        (577, 768, 2304),
+        (577, 768, 768),
+        (577, 768, 3072),
+        (577, 3072, 768),
+        (1, 768, 768),
+        (3, 768, 3072),
+        (1, 768, 30524),
+        (3, 768, 30524),
+    ] {
+        let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+        let ours = Q8Matrix::from_qtensor(&q)?;
+        let candle = QMatMul::from_qtensor(q)?;
+        let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut y = vec![0f32; m * n];
+        let reps = if m > 4 { 15 } else { 60 };
+        let (mut tc, mut to) = (vec![], vec![]);
+        let mut per_kernel = vec![vec![]; kernels.len()];
+        let mut c = || {
+            std::hint::black_box(candle.forward(&x).unwrap());
+        };
+        let mut o = || {
+            std::hint::black_box(ours.forward(&x).unwrap());
+        };
+        c();
+        o();
+        for _ in 0..reps {
+            tc.push(secs(&mut c));
+            to.push(secs(&mut o));
+            for (i, &kern) in kernels.iter().enumerate() {
+                if kern != Kernel::Scalar || m * n * k < 200_000_000 {
+                    per_kernel[i].push(secs(&mut || {
+                        ours.matmul_with(kern, &xs, m, &mut y).unwrap()
+                    }));
+                }
+            }
+        }
+        let (tc, to) = (median(tc), median(to));
+        let pk: Vec<String> = kernels
+            .iter()
+            .zip(per_kernel)
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k:?} {:.3}", median(v) * 1e3))
+            .collect();
+        println!(
+            "{:<18} {:>10.3} {:>10.3} {:>7.2}x  {}",
+            format!("({m},{k},{n})"),
+            tc * 1e3,
+            to * 1e3,
+            tc / to,
+            pk.join(", ")
+        );
+    }
+    Ok(())
+}

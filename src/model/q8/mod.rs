@@ -1,0 +1,585 @@
+//! INT8 matrix multiplication for `Q8_0` weights: a packed weight layout and register-tiled GEMM
+//! kernels (AVX-512 VNNI, AVX2, wasm32 simd128, portable scalar), used by every INT8 `Linear`.
+//!
+//! candle's own CPU `Q8_0` matmul calls one dot product per output element, one activation row at
+//! a time, so the weights are streamed from memory again for every row and nothing stays in
+//! registers. Here each weight matrix is repacked once at load time into *panels* of
+//! [`PANEL`] output columns; a kernel computes a tile of several rows × one or two panels with all
+//! accumulators in registers, so every weight byte loaded feeds several rows.
+//!
+//! Numerics are those of candle's `Q8_0 × Q8_0` path: each activation row is quantized per 32-value
+//! block exactly like `BlockQ8_0::from_float` (including the f16 rounding of its scale), and
+//! `y[m, n] = Σ_b d_x[m, b] · d_w[n, b] · Σ_{i<32} q_x · q_w` in f32. The integer block sums are
+//! exact in every kernel; only the order of the f32 accumulation across blocks can differ from
+//! candle's.
+//!
+//! Layout of one [`PanelBlock`] (panel `p`, k-block `b`, 576 bytes, 64-byte aligned):
+//! `scales[16]` (f32 weight scale per column) then `qs[512]`: for k-step `s` (4 consecutive k),
+//! column `c`, lane `j`: `qs[64 s + 4 c + j] = (q_w[16 p + c, 32 b + 4 s + j] as u8) ^ 0x80`. One
+//! 512-bit vector is 4 k × 16 columns, the operand shape of `vpdpbusd`. The bytes are stored
+//! offset by +128 (unsigned) because `vpdpbusd` multiplies *unsigned* by signed bytes: the kernels
+//! subtract `128 · Σ q_x` per block (precomputed with the activation), or flip the bit back.
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Storage, Tensor};
+use half::f16;
+use rayon::prelude::*;
+
+use crate::{Error, Result};
+
+/// Values per quantization block along `k` (candle's `QK8_0`).
+pub const BLOCK: usize = 32;
+/// Output columns per packed panel: one 512-bit vector of i32/f32 lanes.
+pub const PANEL: usize = 16;
+/// Bytes of one candle `BlockQ8_0`: f16 scale, then 32 int8 values.
+const Q8_0_BYTES: usize = 2 + BLOCK;
+/// Up to this many activation rows the product is split across threads by columns (decode: one row
+/// per beam); beyond it, by rows.
+const SMALL_M: usize = 4;
+/// Columns per parallel work item in the small-`m` case (a multiple of 2 panels).
+const SMALL_M_CHUNK: usize = 8 * PANEL;
+/// Rows per parallel work item in the large-`m` case: a chunk of quantized activations
+/// (`ROW_CHUNK × k` bytes) stays in L2 while every column panel streams past it.
+const ROW_CHUNK: usize = 48;
+
+/// One k-block of one panel; see the module documentation for the layout.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct PanelBlock {
+    pub(crate) scales: [f32; PANEL],
+    pub(crate) qs: [u8; BLOCK * PANEL],
+}
+
+const ZERO_BLOCK: PanelBlock = PanelBlock {
+    scales: [0.0; PANEL],
+    // Zero weights, stored with the +128 offset.
+    qs: [0x80; BLOCK * PANEL],
+};
+
+/// A `[n, k]` weight matrix of `Q8_0` blocks, repacked into panels for the GEMM kernels.
+#[derive(Clone)]
+pub struct Q8Matrix {
+    n: usize,
+    k: usize,
+    /// `k / BLOCK`.
+    nb: usize,
+    /// `panels × nb` blocks, panel-major.
+    blocks: Vec<PanelBlock>,
+}
+
+impl std::fmt::Debug for Q8Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Q8Matrix[{}, {}]", self.n, self.k)
+    }
+}
+
+/// An instruction-set-specific implementation of the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Portable Rust, also the reference the others are tested against.
+    Scalar,
+    /// x86_64 AVX2 + FMA (`vpmaddubsw` with the sign trick).
+    Avx2,
+    /// x86_64 AVX-512 F/BW + VNNI (`vpdpbusd`).
+    Avx512Vnni,
+    /// wasm32 simd128 (`i32x4.dot_i16x8_s`), chosen at compile time.
+    Simd128,
+}
+
+impl Kernel {
+    /// Whether this CPU (or wasm build) can run the kernel.
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Kernel::Simd128 => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every kernel this machine can run, fastest last.
+    pub fn available() -> Vec<Kernel> {
+        [
+            Kernel::Scalar,
+            Kernel::Simd128,
+            Kernel::Avx2,
+            Kernel::Avx512Vnni,
+        ]
+        .into_iter()
+        .filter(|k| k.is_available())
+        .collect()
+    }
+
+    /// The fastest available kernel, detected once.
+    pub fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| *Kernel::available().last().unwrap_or(&Kernel::Scalar))
+    }
+}
+
+/// Activation rows quantized to `Q8_0` for one product.
+pub(crate) struct QuantRows {
+    /// `m × k` int8 values, row-major.
+    pub(crate) qs: Vec<i8>,
+    /// `m × nb` block scales (`f16`-rounded, as candle stores them).
+    pub(crate) d: Vec<f32>,
+    /// `m × nb`: `-128 · Σ q` per block, the correction for the +128 offset of the packed weights
+    /// (only the VNNI kernel needs it; the others flip the offset bit back).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) corr: Vec<i32>,
+}
+
+/// Quantizes one block exactly like candle's portable `BlockQ8_0::from_float`; returns `(d, Σ q)`.
+///
+/// Written so that it compiles to SIMD code (this runs over every activation of every INT8
+/// layer): the max is a compare-select, and the float-to-int conversion avoids `as i8`, whose
+/// saturating, NaN-checked semantics are compiled lane by lane. `|x · id| <= 127` by construction,
+/// so rounding and then reading the low byte of `r + 1.5·2^23` gives the same value as
+/// candle's `round(x · id) as i8`.
+fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    let mut amax = 0f32;
+    for &v in x {
+        let a = v.abs();
+        amax = if a > amax { a } else { amax };
+    }
+    let d = amax / ((1 << 7) - 1) as f32;
+    let id = if d != 0f32 { 1. / d } else { 0. };
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        let r = f32::round(v * id);
+        *q = (r + MAGIC).to_bits() as u8 as i8;
+        sum += *q as i32;
+    }
+    (f16::from_f32(d).to_f32(), sum)
+}
+
+/// One activation row's slices: `((x, q), (d, corr))`.
+type RowParts<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [i32]));
+
+impl QuantRows {
+    pub(crate) fn new(x: &[f32], m: usize, k: usize) -> Self {
+        let nb = k / BLOCK;
+        let mut qs = vec![0i8; m * k];
+        let mut d = vec![0f32; m * nb];
+        let mut corr = vec![0i32; m * nb];
+        let row = |((x, q), (d, c)): RowParts| {
+            // Rows are whole blocks (k is a multiple of BLOCK), so the remainders are empty.
+            for (((x, q), d), c) in x
+                .as_chunks::<BLOCK>()
+                .0
+                .iter()
+                .zip(q.as_chunks_mut::<BLOCK>().0.iter_mut())
+                .zip(d.iter_mut())
+                .zip(c.iter_mut())
+            {
+                let (scale, sum) = quantize_block(x, q);
+                *d = scale;
+                *c = -128 * sum;
+            }
+        };
+        if m > SMALL_M {
+            x.par_chunks_exact(k)
+                .zip(qs.par_chunks_exact_mut(k))
+                .zip(
+                    d.par_chunks_exact_mut(nb)
+                        .zip(corr.par_chunks_exact_mut(nb)),
+                )
+                .with_min_len(8)
+                .for_each(row);
+        } else {
+            x.chunks_exact(k)
+                .zip(qs.chunks_exact_mut(k))
+                .zip(d.chunks_exact_mut(nb).zip(corr.chunks_exact_mut(nb)))
+                .for_each(row);
+        }
+        Self { qs, d, corr }
+    }
+}
+
+impl Q8Matrix {
+    /// Packs a matrix given block by block: `block(row, b)` returns the scale and the 32 int8
+    /// values (as bytes) of block `b` of weight row `row`.
+    fn pack<'a>(
+        n: usize,
+        k: usize,
+        block: impl Fn(usize, usize) -> (f32, &'a [u8]),
+    ) -> Result<Self> {
+        if n == 0 || k == 0 || !k.is_multiple_of(BLOCK) {
+            return Err(Error::InvalidArgument(format!(
+                "INT8 weight [{n}, {k}]: sizes must be non-zero and k a multiple of {BLOCK}"
+            )));
+        }
+        let nb = k / BLOCK;
+        let panels = n.div_ceil(PANEL);
+        let mut blocks = vec![ZERO_BLOCK; panels * nb];
+        for (i, pb) in blocks.iter_mut().enumerate() {
+            let (p, b) = (i / nb, i % nb);
+            for c in 0..PANEL.min(n - p * PANEL) {
+                let (scale, qs) = block(p * PANEL + c, b);
+                pb.scales[c] = scale;
+                for s in 0..BLOCK / 4 {
+                    for j in 0..4 {
+                        pb.qs[64 * s + 4 * c + j] = qs[4 * s + j] ^ 0x80;
+                    }
+                }
+            }
+        }
+        Ok(Self { n, k, nb, blocks })
+    }
+
+    /// From candle's `Q8_0` block bytes (`n × k/32` blocks of 34 bytes, row-major).
+    pub fn from_q8_0_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
+        let nb = k / BLOCK;
+        if data.len() != n * nb * Q8_0_BYTES || !k.is_multiple_of(BLOCK) {
+            return Err(Error::InvalidArgument(format!(
+                "{} bytes of Q8_0 blocks do not make a [{n}, {k}] matrix",
+                data.len()
+            )));
+        }
+        Self::pack(n, k, |r, b| {
+            let at = (r * nb + b) * Q8_0_BYTES;
+            let d = f16::from_le_bytes([data[at], data[at + 1]]).to_f32();
+            (d, &data[at + 2..at + Q8_0_BYTES])
+        })
+    }
+
+    /// From a 2-D `Q8_0` `QTensor`.
+    pub fn from_qtensor(q: &QTensor) -> Result<Self> {
+        if q.dtype() != GgmlDType::Q8_0 {
+            return Err(Error::InvalidArgument(format!(
+                "expected a Q8_0 tensor, found {:?}",
+                q.dtype()
+            )));
+        }
+        let (n, k) = q.shape().dims2()?;
+        Self::from_q8_0_bytes(&q.data()?, n, k)
+    }
+
+    /// From int8 values `[n, k]` (as bytes) and their f16 scales (little-endian bytes): one per
+    /// 32-block (`[n, k/32]`) or, with `per_row`, one per row (`[n, 1]`).
+    pub fn from_int8(q: &[u8], scales: &[u8], n: usize, k: usize, per_row: bool) -> Result<Self> {
+        let nb = k / BLOCK;
+        let want_scales = if per_row { n } else { n * nb };
+        if q.len() != n * k || scales.len() != 2 * want_scales {
+            return Err(Error::InvalidArgument(format!(
+                "int8 data ({} bytes) and scales ({} bytes) do not fit [{n}, {k}]",
+                q.len(),
+                scales.len()
+            )));
+        }
+        Self::pack(n, k, |r, b| {
+            let s = if per_row { r } else { r * nb + b };
+            let d = f16::from_le_bytes([scales[2 * s], scales[2 * s + 1]]).to_f32();
+            (d, &q[r * k + b * BLOCK..r * k + (b + 1) * BLOCK])
+        })
+    }
+
+    /// Output size (weight rows).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input size (weight columns).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held in memory.
+    pub fn size_in_bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<PanelBlock>()
+    }
+
+    /// Where weight `(row, b, i)` sits: its block and the byte index in `qs`.
+    fn locate(&self, row: usize, b: usize, i: usize) -> (&PanelBlock, usize) {
+        let pb = &self.blocks[(row / PANEL) * self.nb + b];
+        (pb, 64 * (i / 4) + 4 * (row % PANEL) + i % 4)
+    }
+
+    /// The `Q8_0` block of weight row `row`, block `b`: scale and the 32 int8 values.
+    fn block(&self, row: usize, b: usize) -> (f32, [i8; BLOCK]) {
+        let mut q = [0i8; BLOCK];
+        let (pb, _) = self.locate(row, b, 0);
+        for (i, q) in q.iter_mut().enumerate() {
+            let (_, at) = self.locate(row, b, i);
+            *q = (pb.qs[at] ^ 0x80) as i8;
+        }
+        (pb.scales[row % PANEL], q)
+    }
+
+    /// Dequantizes weight row `row` (an embedding lookup) into `out` (`k` values).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
+        if row >= self.n || out.len() != self.k {
+            return Err(Error::InvalidArgument(format!(
+                "row {row} of a [{}, {}] INT8 matrix into {} values",
+                self.n,
+                self.k,
+                out.len()
+            )));
+        }
+        for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+            let (d, q) = self.block(row, b);
+            for (o, q) in out.iter_mut().zip(q) {
+                *o = q as f32 * d;
+            }
+        }
+        Ok(())
+    }
+
+    /// The matrix back in candle's `Q8_0` block bytes (for tests and inspection).
+    pub fn to_q8_0_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.n * self.nb * Q8_0_BYTES);
+        for r in 0..self.n {
+            for b in 0..self.nb {
+                let (d, q) = self.block(r, b);
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                out.extend(q.iter().map(|&q| q as u8));
+            }
+        }
+        out
+    }
+
+    /// Embedding lookup: `ids` of any shape -> `[..ids, k]`.
+    pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        let flat = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let mut out = vec![0f32; flat.len() * self.k];
+        for (&id, row) in flat.iter().zip(out.chunks_exact_mut(self.k)) {
+            self.dequantize_row(id as usize, row)?;
+        }
+        let mut dims = ids.dims().to_vec();
+        dims.push(self.k);
+        Ok(Tensor::from_vec(out, dims, ids.device())?)
+    }
+
+    /// `xs [.., k] -> xs W^T [.., n]` with the fastest kernel.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dims = xs.dims();
+        if dims.last() != Some(&self.k) {
+            return Err(Error::InvalidArgument(format!(
+                "INT8 linear expects inputs [.., {}], got {dims:?}",
+                self.k
+            )));
+        }
+        let m = xs.elem_count() / self.k;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("non-empty: checked above") = self.n;
+        let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+        let mut y = vec![0f32; m * self.n];
+        {
+            // Read the input in place: it is contiguous f32 on the CPU.
+            let (storage, layout) = xs.storage_and_layout();
+            let Storage::Cpu(cpu) = &*storage else {
+                return Err(Error::InvalidArgument(
+                    "the INT8 kernels run on the CPU only".into(),
+                ));
+            };
+            let start = layout.start_offset();
+            let x = &cpu.as_slice::<f32>()?[start..start + m * self.k];
+            self.matmul(x, m, &mut y)?;
+        }
+        Ok(Tensor::from_vec(y, out_dims, xs.device())?)
+    }
+
+    /// `y [m, n] = x [m, k] · W^T` with the fastest kernel.
+    pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+        self.matmul_with(Kernel::best(), x, m, y)
+    }
+
+    /// `y [m, n] = x [m, k] · W^T` with a given kernel (an error if this CPU lacks it).
+    pub fn matmul_with(&self, kernel: Kernel, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+        if !kernel.is_available() {
+            return Err(Error::InvalidArgument(format!(
+                "INT8 kernel {kernel:?} is not supported here"
+            )));
+        }
+        if x.len() != m * self.k || y.len() != m * self.n {
+            return Err(Error::InvalidArgument(format!(
+                "INT8 matmul of [{m}, {}] by [{}, {}]^T into {} values (input has {})",
+                self.k,
+                self.n,
+                self.k,
+                y.len(),
+                x.len()
+            )));
+        }
+        if m == 0 {
+            return Ok(());
+        }
+        let xq = QuantRows::new(x, m, self.k);
+        let panels = self.n.div_ceil(PANEL);
+        if m <= SMALL_M {
+            // Few rows (decode): the weights dominate, split them by columns. Each work item
+            // writes its own `[m, SMALL_M_CHUNK]` slab, scattered into `y` afterwards (tiny).
+            let per = SMALL_M_CHUNK / PANEL;
+            let mut slabs = vec![0f32; panels.div_ceil(per) * m * SMALL_M_CHUNK];
+            slabs
+                .par_chunks_mut(m * SMALL_M_CHUNK)
+                .enumerate()
+                .try_for_each(|(i, slab)| {
+                    let ps = i * per..((i + 1) * per).min(panels);
+                    self.gemm_block(kernel, &xq, 0..m, ps, slab, SMALL_M_CHUNK)
+                })?;
+            for (i, slab) in slabs.chunks_exact(m * SMALL_M_CHUNK).enumerate() {
+                let c0 = i * SMALL_M_CHUNK;
+                let w = SMALL_M_CHUNK.min(self.n - c0);
+                for r in 0..m {
+                    y[r * self.n + c0..r * self.n + c0 + w]
+                        .copy_from_slice(&slab[r * SMALL_M_CHUNK..r * SMALL_M_CHUNK + w]);
+                }
+            }
+            Ok(())
+        } else {
+            // Many rows (the vision encoder): split by rows, each item owning its output rows.
+            y.par_chunks_mut(ROW_CHUNK * self.n)
+                .enumerate()
+                .try_for_each(|(i, out)| {
+                    let r0 = i * ROW_CHUNK;
+                    let rows = r0..r0 + out.len() / self.n;
+                    self.gemm_block(kernel, &xq, rows, 0..panels, out, self.n)
+                })
+        }
+    }
+
+    /// Computes rows `rows` × the columns of `panels` into `out`, where output `(r, c)` goes to
+    /// `out[(r - rows.start) * ldo + c - panels.start * PANEL]` (columns `>= n` are not written).
+    fn gemm_block(
+        &self,
+        kernel: Kernel,
+        xq: &QuantRows,
+        rows: Range<usize>,
+        panels: Range<usize>,
+        out: &mut [f32],
+        ldo: usize,
+    ) -> Result<()> {
+        let width = (self.n.min(panels.end * PANEL)).saturating_sub(panels.start * PANEL);
+        if rows.is_empty() || width == 0 {
+            return Ok(());
+        }
+        // The SIMD kernels store through raw pointers: this check is what keeps them in bounds.
+        if width > ldo
+            || out.len() < (rows.len() - 1) * ldo + width
+            || rows.end * self.k > xq.qs.len()
+            || panels.end * self.nb > self.blocks.len()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "INT8 tile rows {rows:?} panels {panels:?} does not fit its output ({} values, stride {ldo})",
+                out.len()
+            )));
+        }
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `is_available` (checked by `matmul_with`) detected the CPU features, and the
+            // bounds were checked above.
+            Kernel::Avx512Vnni => unsafe { x86::gemm_avx512(self, xq, rows, panels, out, ldo) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Kernel::Avx2 => unsafe { x86::gemm_avx2(self, xq, rows, panels, out, ldo) },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Kernel::Simd128 => wasm::gemm_simd128(self, xq, rows, panels, out, ldo),
+            _ => gemm_scalar(self, xq, rows, panels, out, ldo),
+        }
+        Ok(())
+    }
+}
+
+/// Number of valid output columns of panel `p` (the last panel may be partial).
+#[inline]
+pub(crate) fn panel_width(w: &Q8Matrix, p: usize) -> usize {
+    PANEL.min(w.n - p * PANEL)
+}
+
+/// The reference kernel: same arithmetic as the SIMD ones (exact i32 block sums, then
+/// `acc += (d_w · d_x) · sum` in f32, block after block), unfused so it is exact on every target.
+fn gemm_scalar(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let (k, nb) = (w.k, w.nb);
+    for (ri, r) in rows.enumerate() {
+        let x = &xq.qs[r * k..(r + 1) * k];
+        let dx = &xq.d[r * nb..(r + 1) * nb];
+        for (pi, p) in panels.clone().enumerate() {
+            let mut acc = [0f32; PANEL];
+            for b in 0..nb {
+                let pb = &w.blocks[p * nb + b];
+                let xb = &x[b * BLOCK..(b + 1) * BLOCK];
+                for (c, acc) in acc.iter_mut().enumerate() {
+                    let mut sum = 0i32;
+                    for (i, &xv) in xb.iter().enumerate() {
+                        let wv = (pb.qs[64 * (i / 4) + 4 * c + i % 4] ^ 0x80) as i8;
+                        sum += xv as i32 * wv as i32;
+                    }
+                    *acc += pb.scales[c] * dx[b] * sum as f32;
+                }
+            }
+            let at = ri * ldo + pi * PANEL;
+            let width = panel_width(w, p);
+            out[at..at + width].copy_from_slice(&acc[..width]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// The vectorizable quantizer gives candle's `Q8_0` quantization bit for bit, including
+    /// values that land exactly on .5 after scaling and all-zero blocks.
+    #[test]
+    fn activation_quantization_is_candles() -> Result<()> {
+        let mut seed = 0x2545_f491_u32;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32 - 0.5) * 8.0
+        };
+        let mut blocks: Vec<[f32; BLOCK]> =
+            (0..2000).map(|_| std::array::from_fn(|_| rand())).collect();
+        blocks.push([0.0; BLOCK]);
+        // amax 127 gives id 1: the values k + 0.5 are ties, rounded away from zero.
+        blocks.push(std::array::from_fn(|i| {
+            if i == 0 {
+                127.0
+            } else {
+                i as f32 - 16.5
+            }
+        }));
+        let flat: Vec<f32> = blocks.iter().flatten().copied().collect();
+        let t = Tensor::from_vec(flat, (blocks.len(), BLOCK), &Device::Cpu)?;
+        let theirs = QTensor::quantize(&t, GgmlDType::Q8_0)?.data()?.to_vec();
+        for (x, candle) in blocks.iter().zip(theirs.chunks_exact(Q8_0_BYTES)) {
+            let mut ours = [0i8; BLOCK];
+            let (d, sum) = quantize_block(x, &mut ours);
+            let qs: Vec<i8> = candle[2..].iter().map(|&b| b as i8).collect();
+            assert_eq!(ours.as_slice(), qs.as_slice(), "{x:?}");
+            assert_eq!(d, f16::from_le_bytes([candle[0], candle[1]]).to_f32());
+            assert_eq!(sum, qs.iter().map(|&q| q as i32).sum::<i32>());
+        }
+        Ok(())
+    }
+}

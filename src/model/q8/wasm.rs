@@ -1,0 +1,123 @@
+//! wasm32 simd128 kernel (selected at compile time: `-C target-feature=+simd128`).
+//!
+//! simd128 has no 8-bit dot product, so weights and activations are widened to i16 and multiplied
+//! with `i32x4.dot_i16x8_s`. A 16-byte weight vector holds 4 columns × 4 k; its low/high halves
+//! widen to two columns × 4 k each, and one dot gives `[c0 k0+k1, c0 k2+k3, c1 k0+k1, c1 k2+k3]`,
+//! so per block the pairs are summed once with two shuffles. Tiles are 4 rows × 16 columns, one
+//! column quad at a time, to stay within the 16 xmm registers that engines map v128 onto.
+
+use core::arch::wasm32::*;
+use std::ops::Range;
+
+use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
+
+const MR: usize = 4;
+
+pub(super) fn gemm_simd128(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    for p in panels.clone() {
+        let col = (p - panels.start) * PANEL;
+        let mut r = rows.start;
+        while r < rows.end {
+            let mr = (rows.end - r).min(MR);
+            let o = &mut out[(r - rows.start) * ldo + col..];
+            match mr {
+                4 => tile::<4>(w, xq, r, p, o, ldo),
+                3 => tile::<3>(w, xq, r, p, o, ldo),
+                2 => tile::<2>(w, xq, r, p, o, ldo),
+                _ => tile::<1>(w, xq, r, p, o, ldo),
+            }
+            r += mr;
+        }
+    }
+}
+
+// The loops index several per-row / per-quad arrays at once: clearer with indices.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn tile<const R: usize>(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    r0: usize,
+    p: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let (k, nb) = (w.k, w.nb);
+    let flip = u8x16_splat(0x80);
+    let mut facc = [[f32x4_splat(0.0); 4]; R];
+    for b in 0..nb {
+        let pb = &w.blocks[p * nb + b];
+        // The 8 k-steps of each row's block, as i16 `[x0 x1 x2 x3 x0 x1 x2 x3]`.
+        let mut xv = [[i16x8_splat(0); BLOCK / 4]; R];
+        for (i, xv) in xv.iter_mut().enumerate() {
+            let x = &xq.qs[(r0 + i) * k + b * BLOCK..(r0 + i) * k + (b + 1) * BLOCK];
+            for (s, xv) in xv.iter_mut().enumerate() {
+                let v = i32::from_le_bytes([
+                    x[4 * s] as u8,
+                    x[4 * s + 1] as u8,
+                    x[4 * s + 2] as u8,
+                    x[4 * s + 3] as u8,
+                ]);
+                *xv = i16x8_extend_low_i8x16(i32x4_splat(v));
+            }
+        }
+        let mut dx = [f32x4_splat(0.0); R];
+        for (i, dx) in dx.iter_mut().enumerate() {
+            *dx = f32x4_splat(xq.d[(r0 + i) * nb + b]);
+        }
+        for q in 0..4 {
+            let mut lo = [i32x4_splat(0); R];
+            let mut hi = [i32x4_splat(0); R];
+            for s in 0..BLOCK / 4 {
+                let at = 64 * s + 16 * q;
+                // SAFETY: `at + 16 <= 512 = qs.len()` (s < 8, q < 4); v128 loads are unaligned.
+                let wv = v128_xor(
+                    unsafe { v128_load(pb.qs.as_ptr().add(at) as *const v128) },
+                    flip,
+                );
+                let wl = i16x8_extend_low_i8x16(wv);
+                let wh = i16x8_extend_high_i8x16(wv);
+                for i in 0..R {
+                    lo[i] = i32x4_add(lo[i], i32x4_dot_i16x8(wl, xv[i][s]));
+                    hi[i] = i32x4_add(hi[i], i32x4_dot_i16x8(wh, xv[i][s]));
+                }
+            }
+            let ws = f32x4(
+                pb.scales[4 * q],
+                pb.scales[4 * q + 1],
+                pb.scales[4 * q + 2],
+                pb.scales[4 * q + 3],
+            );
+            for i in 0..R {
+                let sum = i32x4_add(
+                    i32x4_shuffle::<0, 2, 4, 6>(lo[i], hi[i]),
+                    i32x4_shuffle::<1, 3, 5, 7>(lo[i], hi[i]),
+                );
+                let scale = f32x4_mul(ws, dx[i]);
+                facc[i][q] = f32x4_add(facc[i][q], f32x4_mul(f32x4_convert_i32x4(sum), scale));
+            }
+        }
+    }
+    let width = panel_width(w, p);
+    for (i, facc) in facc.iter().enumerate() {
+        let mut tmp = [0f32; PANEL];
+        for (q, v) in facc.iter().enumerate() {
+            for (l, t) in tmp[4 * q..4 * q + 4].iter_mut().enumerate() {
+                *t = match l {
+                    0 => f32x4_extract_lane::<0>(*v),
+                    1 => f32x4_extract_lane::<1>(*v),
+                    2 => f32x4_extract_lane::<2>(*v),
+                    _ => f32x4_extract_lane::<3>(*v),
+                };
+            }
+        }
+        out[i * ldo..i * ldo + width].copy_from_slice(&tmp[..width]);
+    }
+}

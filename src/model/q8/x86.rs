@@ -1,0 +1,263 @@
+//! x86_64 kernels: AVX-512 VNNI (`vpdpbusd`, 6 rows × 32 columns per tile) and an AVX2 fallback
+//! (`vpmaddubsw` with the sign trick, 3 rows × 16 columns). Both are compiled for their features
+//! with `#[target_feature]` and chosen at run time by [`super::Kernel::is_available`].
+//!
+//! Safety contract of the entry points (`gemm_*`): the CPU has the features and the caller
+//! ([`super::Q8Matrix::gemm_block`]) has checked that `rows`, `panels` and `out`/`ldo` are in
+//! bounds. Inside, the only `unsafe` operations are the intrinsics' loads and stores through
+//! pointers derived from those checked slices.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::{panel_width, PanelBlock, Q8Matrix, QuantRows, BLOCK, PANEL};
+
+/// Rows per AVX-512 tile: 6 rows × 2 panels = 12 i32 + 12 f32 accumulators and 2 weight vectors
+/// fit the 32 zmm registers; each 64-byte weight load feeds 6 `vpdpbusd`.
+const MR_512: usize = 6;
+/// k-blocks per chunk (768 values).
+const KC_512: usize = 24;
+/// Rows per AVX2 tile: 3 rows × 2 halves = 6 i32 + 6 f32 accumulators fit 16 ymm registers.
+const MR_256: usize = 3;
+
+/// Reads 4 int8 activations (k-step `s` of block `b`) as one i32, to broadcast.
+#[inline(always)]
+unsafe fn x4(x: *const i8, b: usize, s: usize) -> i32 {
+    unsafe { (x.add(b * BLOCK + 4 * s) as *const i32).read_unaligned() }
+}
+
+/// Walks the block: panel pairs (kept in L1) outside, row tiles inside.
+///
+/// # Safety
+/// See the module documentation.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn gemm_avx512(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    // Long rows are cut into k-chunks so a panel pair's weights (2 × KC_512 × 576 bytes) stay in
+    // L1 while every row tile of the chunk passes; partial sums go through `out`.
+    let mut b0 = 0;
+    while b0 < w.nb {
+        let bs = b0..(b0 + KC_512).min(w.nb);
+        let mut p = panels.start;
+        while p < panels.end {
+            let np = (panels.end - p).min(2);
+            let col = (p - panels.start) * PANEL;
+            let mut r = rows.start;
+            while r < rows.end {
+                let mr = (rows.end - r).min(MR_512);
+                let o = unsafe { out.as_mut_ptr().add((r - rows.start) * ldo + col) };
+                let t = (w, xq, r, p, o, ldo, bs.clone());
+                unsafe {
+                    match (mr, np) {
+                        (6, 2) => tile512::<6, 2>(t),
+                        (5, 2) => tile512::<5, 2>(t),
+                        (4, 2) => tile512::<4, 2>(t),
+                        (3, 2) => tile512::<3, 2>(t),
+                        (2, 2) => tile512::<2, 2>(t),
+                        (1, 2) => tile512::<1, 2>(t),
+                        (6, _) => tile512::<6, 1>(t),
+                        (5, _) => tile512::<5, 1>(t),
+                        (4, _) => tile512::<4, 1>(t),
+                        (3, _) => tile512::<3, 1>(t),
+                        (2, _) => tile512::<2, 1>(t),
+                        _ => tile512::<1, 1>(t),
+                    }
+                }
+                r += mr;
+            }
+            p += np;
+        }
+        b0 = bs.end;
+    }
+}
+
+/// Arguments of a tile: weights, activations, first row, first panel, output pointer (first row,
+/// first column of the tile), output row stride, k-blocks to sum (adding to `out` unless the
+/// range starts at block 0).
+type TileArgs<'a> = (
+    &'a Q8Matrix,
+    &'a QuantRows,
+    usize,
+    usize,
+    *mut f32,
+    usize,
+    Range<usize>,
+);
+
+/// `MR` rows × `NP` panels. Per block: i32 accumulators start at the +128-offset correction,
+/// 8 `vpdpbusd` steps of 4 k, then one f32 FMA by `d_w · d_x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs): TileArgs) {
+    let (k, nb) = (w.k, w.nb);
+    let mut masks = [0xffffu16; NP];
+    for (j, m) in masks.iter_mut().enumerate() {
+        let width = panel_width(w, p0 + j);
+        if width < PANEL {
+            *m = (1u16 << width) - 1;
+        }
+    }
+    let mut facc = [[_mm512_setzero_ps(); NP]; MR];
+    if bs.start > 0 {
+        for (i, facc) in facc.iter_mut().enumerate() {
+            for j in 0..NP {
+                facc[j] = unsafe { _mm512_maskz_loadu_ps(masks[j], out.add(i * ldo + j * PANEL)) };
+            }
+        }
+    }
+    let mut xr = [std::ptr::null::<i8>(); MR];
+    for (i, xr) in xr.iter_mut().enumerate() {
+        *xr = unsafe { xq.qs.as_ptr().add((r0 + i) * k) };
+    }
+    let mut wp = [std::ptr::null::<PanelBlock>(); NP];
+    for (j, wp) in wp.iter_mut().enumerate() {
+        *wp = unsafe { w.blocks.as_ptr().add((p0 + j) * nb) };
+    }
+    for b in bs {
+        let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let c = _mm512_set1_epi32(xq.corr[(r0 + i) * nb + b]);
+            for a in acc.iter_mut() {
+                *a = c;
+            }
+        }
+        for s in 0..BLOCK / 4 {
+            let mut wv = [_mm512_setzero_si512(); NP];
+            for (j, wv) in wv.iter_mut().enumerate() {
+                *wv = unsafe {
+                    _mm512_load_si512((*wp[j].add(b)).qs.as_ptr().add(64 * s) as *const _)
+                };
+            }
+            for i in 0..MR {
+                let xv = _mm512_set1_epi32(unsafe { x4(xr[i], b, s) });
+                for j in 0..NP {
+                    acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], xv);
+                }
+            }
+        }
+        let mut ws = [_mm512_setzero_ps(); NP];
+        for (j, ws) in ws.iter_mut().enumerate() {
+            *ws = unsafe { _mm512_load_ps((*wp[j].add(b)).scales.as_ptr()) };
+        }
+        for i in 0..MR {
+            let dx = _mm512_set1_ps(xq.d[(r0 + i) * nb + b]);
+            for j in 0..NP {
+                let scale = _mm512_mul_ps(ws[j], dx);
+                facc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][j]), scale, facc[i][j]);
+            }
+        }
+    }
+    for j in 0..NP {
+        for (i, facc) in facc.iter().enumerate() {
+            unsafe { _mm512_mask_storeu_ps(out.add(i * ldo + j * PANEL), masks[j], facc[j]) };
+        }
+    }
+}
+
+/// AVX2 walk: one panel at a time, row tiles inside.
+///
+/// # Safety
+/// See the module documentation.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm_avx2(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    for p in panels.clone() {
+        let col = (p - panels.start) * PANEL;
+        let mut r = rows.start;
+        while r < rows.end {
+            let mr = (rows.end - r).min(MR_256);
+            let o = unsafe { out.as_mut_ptr().add((r - rows.start) * ldo + col) };
+            unsafe {
+                match mr {
+                    3 => tile256::<3>(w, xq, r, p, o, ldo),
+                    2 => tile256::<2>(w, xq, r, p, o, ldo),
+                    _ => tile256::<1>(w, xq, r, p, o, ldo),
+                }
+            }
+            r += mr;
+        }
+    }
+}
+
+/// `MR` rows × one panel (two 8-column halves). `vpmaddubsw` needs an unsigned operand and
+/// saturates at i16: with `|w| (≤ 128) × (x · sign w)` (`|x| ≤ 127`) a pair sums to at most
+/// 2 · 128 · 127 = 32512, so it never saturates; `vpmaddwd` by 1 then widens to i32.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tile256<const MR: usize>(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    r0: usize,
+    p: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let (k, nb) = (w.k, w.nb);
+    let flip = _mm256_set1_epi8(0x80u8 as i8);
+    let ones = _mm256_set1_epi16(1);
+    let mut facc = [[_mm256_setzero_ps(); 2]; MR];
+    let mut xr = [std::ptr::null::<i8>(); MR];
+    for (i, xr) in xr.iter_mut().enumerate() {
+        *xr = unsafe { xq.qs.as_ptr().add((r0 + i) * k) };
+    }
+    let wp = unsafe { w.blocks.as_ptr().add(p * nb) };
+    for b in 0..nb {
+        let pb = unsafe { &*wp.add(b) };
+        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        for s in 0..BLOCK / 4 {
+            let mut wabs = [_mm256_setzero_si256(); 2];
+            let mut wsig = [_mm256_setzero_si256(); 2];
+            for h in 0..2 {
+                let raw = unsafe {
+                    _mm256_load_si256(pb.qs.as_ptr().add(64 * s + 32 * h) as *const __m256i)
+                };
+                wsig[h] = _mm256_xor_si256(raw, flip);
+                wabs[h] = _mm256_abs_epi8(wsig[h]);
+            }
+            for i in 0..MR {
+                let xv = _mm256_set1_epi32(unsafe { x4(xr[i], b, s) });
+                for h in 0..2 {
+                    let prod = _mm256_maddubs_epi16(wabs[h], _mm256_sign_epi8(xv, wsig[h]));
+                    acc[i][h] = _mm256_add_epi32(acc[i][h], _mm256_madd_epi16(prod, ones));
+                }
+            }
+        }
+        for i in 0..MR {
+            let dx = _mm256_set1_ps(xq.d[(r0 + i) * nb + b]);
+            for h in 0..2 {
+                let ws = unsafe { _mm256_load_ps(pb.scales.as_ptr().add(8 * h)) };
+                let scale = _mm256_mul_ps(ws, dx);
+                facc[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][h]), scale, facc[i][h]);
+            }
+        }
+    }
+    let width = panel_width(w, p);
+    for (i, facc) in facc.iter().enumerate() {
+        if width == PANEL {
+            for (h, v) in facc.iter().enumerate() {
+                unsafe { _mm256_storeu_ps(out.add(i * ldo + 8 * h), *v) };
+            }
+        } else {
+            // A partial last panel: spill and copy the valid columns.
+            let mut tmp = [0f32; PANEL];
+            for (h, v) in facc.iter().enumerate() {
+                unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * h), *v) };
+            }
+            for (c, &v) in tmp[..width].iter().enumerate() {
+                unsafe { *out.add(i * ldo + c) = v };
+            }
+        }
+    }
+}

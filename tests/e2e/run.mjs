@@ -1,0 +1,357 @@
+// End-to-end test of the built page (dist/, from `trunk build --release --config Trunkfile.toml`):
+// serves it on 127.0.0.1 with node's http module, drives Debian's /usr/bin/chromium through
+// playwright-core (never `npx playwright install`), and checks that
+//   - the bundled demo FP32 and INT8 models load, with wasm memory growth ≤ 1.3× the weight file;
+//   - captions and token ids of bundled eval images equal `blipq caption --json` (native);
+//   - timing, memory and BLEU-4 fields are present and plausible, and captions stream;
+//   - errors (404 model URL, a file that is not a checkpoint, a non-image upload, undecodable
+//     image bytes) are shown in the page and the next action still works;
+//   - the benchmark view runs on a few images, shows the comparison table and chart, and its
+//     downloaded results JSON has `blipq bench`'s format and the native token ids;
+//   - a second load comes from the Cache API, and "clear cache" empties it.
+// Screenshots go to tests/e2e/artifacts/.
+//
+// Usage: node tests/e2e/run.mjs   (after `npm ci --prefix tests/e2e` and the trunk build)
+// Env: BLIPQ_BIN (native binary; default target/debug/blipq, built with `cargo build` if
+// missing), BLIPQ_DIST (default dist), CHROMIUM (default /usr/bin/chromium).
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { dirname, extname, join, normalize, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const dist = resolve(root, process.env.BLIPQ_DIST ?? "dist");
+const artifacts = join(root, "tests/e2e/artifacts");
+const IMAGES = ["scene_000000.png", "scene_000001.png", "scene_000002.png"];
+const BENCH_IMAGES = 3;
+const MODELS = ["demo", "demo-int8"];
+const MAX_LOAD_RATIO = 1.3;
+const PROMPT = "four small";
+
+let failures = 0;
+function check(ok, what, detail = "") {
+  if (ok) console.log(`  ok   ${what}`);
+  else {
+    failures += 1;
+    console.log(`  FAIL ${what}${detail ? `: ${detail}` : ""}`);
+  }
+}
+const log = (s) => console.log(`\n== ${s}`);
+
+// ------------------------------------------------------------------ native reference
+
+function nativeBinary() {
+  const bin = resolve(root, process.env.BLIPQ_BIN ?? "target/debug/blipq");
+  if (!existsSync(bin)) {
+    console.log(`${bin} is missing: cargo build`);
+    execFileSync("cargo", ["build", "--bin", "blipq"], { cwd: root, stdio: "inherit" });
+  }
+  return bin;
+}
+
+function nativeCaptions(bin, model, images, extra = []) {
+  const out = execFileSync(
+    bin,
+    ["caption", "--json", "--model", `models/${model}`, ...extra, ...images.map((i) => `data/demo-eval/${i}`)],
+    { cwd: root, encoding: "utf8" },
+  );
+  const byImage = {};
+  for (const r of JSON.parse(out)) byImage[r.image.split("/").at(-1)] = r;
+  return byImage;
+}
+
+// ------------------------------------------------------------------ static server
+
+const TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript",
+  ".mjs": "text/javascript",
+  ".wasm": "application/wasm",
+  ".css": "text/css",
+  ".json": "application/json",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+  ".safetensors": "application/octet-stream",
+};
+
+function serve(dir) {
+  const server = createServer(async (req, res) => {
+    try {
+      const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
+      let file = join(dir, path);
+      if (!file.startsWith(dir + sep) && file !== dir) throw new Error("outside");
+      if ((await stat(file)).isDirectory()) file = join(file, "index.html");
+      const body = await readFile(file);
+      res.writeHead(200, {
+        "Content-Type": TYPES[extname(file)] ?? "application/octet-stream",
+        "Content-Length": body.length,
+        "Cache-Control": "no-store",
+      });
+      res.end(body);
+    } catch {
+      res.writeHead(404, { "Content-Type": "text/plain" }).end("not found");
+    }
+  });
+  return new Promise((ok) => server.listen(0, "127.0.0.1", () => ok(server)));
+}
+
+// ------------------------------------------------------------------ page helpers
+
+/** The newest result card for (model, image) once there are `count` of them and it is finished. */
+async function resultFor(page, model, image, count = 1) {
+  const sel = `#results .result[data-model="${model}"][data-image="${image}"]`;
+  await page.waitForFunction(
+    ([s, n]) => {
+      const cards = document.querySelectorAll(s); // newest first
+      return cards.length >= n && cards[0].dataset.status !== "running";
+    },
+    [sel, count],
+    { timeout: 120_000 },
+  );
+  return page.evaluate((s) => {
+    const c = document.querySelector(s);
+    return { ...c.dataset, text: c.querySelector(".caption").textContent };
+  }, sel);
+}
+
+/** Clicks a gallery image and returns its new result card. */
+async function captionGallery(page, model, image) {
+  const sel = `#results .result[data-model="${model}"][data-image="${image}"]`;
+  const before = await page.$$eval(sel, (cards) => cards.length);
+  await page.click(`#gallery [data-file="${image}"]`);
+  return resultFor(page, model, image, before + 1);
+}
+
+async function loadBundled(page, key) {
+  await page.click(`[data-model="${key}"]`);
+  await page.waitForSelector(`.model-item[data-key="${key}"]`, { timeout: 120_000 });
+  return page.evaluate((k) => ({ ...document.querySelector(`.model-item[data-key="${k}"]`).dataset }), key);
+}
+
+async function lastError(page, previous) {
+  await page.waitForFunction((n) => document.querySelectorAll("#messages .msg.error").length > n, previous, {
+    timeout: 60_000,
+  });
+  return page.evaluate(() => [...document.querySelectorAll("#messages .msg.error")].at(-1).textContent);
+}
+const errorCount = (page) => page.evaluate(() => document.querySelectorAll("#messages .msg.error").length);
+
+function checkTimings(r, what) {
+  const n = (k) => Number(r[k]);
+  check(n("preprocessS") >= 0 && n("preprocessS") < 10, `${what}: preprocess time`, r.preprocessS);
+  check(n("visionS") > 0 && n("visionS") < 30, `${what}: vision encoder time`, r.visionS);
+  check(n("decodeS") > 0 && n("decodeS") < 60, `${what}: decoding time`, r.decodeS);
+  check(
+    n("totalS") >= n("visionS") + n("decodeS") - 1e-6 && n("totalS") < 90,
+    `${what}: total ≥ vision + decoding`,
+    `${r.totalS} vs ${r.visionS} + ${r.decodeS}`,
+  );
+  check(Math.abs(n("tokensPerS") - n("newTokens") / n("totalS")) < 1e-6 * n("tokensPerS") + 1e-9, `${what}: tokens/s`, r.tokensPerS);
+  check(n("wasmBytes") > 1e6 && n("wasmBytes") < 4 * 2 ** 30, `${what}: wasm memory`, r.wasmBytes);
+  check(r.jsHeapBytes === undefined || n("jsHeapBytes") > 0, `${what}: JS heap (when exposed)`, r.jsHeapBytes);
+  check(r.bleu4 !== undefined && n("bleu4") >= 0 && n("bleu4") <= 1, `${what}: BLEU-4 in [0, 1]`, r.bleu4);
+  check(
+    n("streamUpdates") >= Math.min(2, n("newTokens")),
+    `${what}: caption streamed token by token`,
+    `${r.streamUpdates} updates for ${r.newTokens} tokens`,
+  );
+}
+
+// ------------------------------------------------------------------ main
+
+async function main() {
+  if (!existsSync(join(dist, "index.html")) || !existsSync(join(dist, "blipq_bg.wasm"))) {
+    throw new Error(`${dist} has no built page: run trunk build --release --config Trunkfile.toml first`);
+  }
+  for (const p of ["models/demo/model.safetensors", "models/demo-int8/model.safetensors", "data/demo-eval/captions.json", "www/worker.js"]) {
+    check(existsSync(join(dist, p)), `dist/${p} exists`);
+  }
+  await rm(artifacts, { recursive: true, force: true });
+  await mkdir(artifacts, { recursive: true });
+
+  log("native reference (blipq caption --json)");
+  const bin = nativeBinary();
+  const evalImages = JSON.parse(await readFile(join(root, "data/demo-eval/captions.json"), "utf8"))
+    .images.slice(0, BENCH_IMAGES)
+    .map((i) => i.file_name);
+  const wanted = [...new Set([...IMAGES, ...evalImages])];
+  const native = {};
+  for (const m of MODELS) {
+    native[m] = nativeCaptions(bin, m, wanted);
+    for (const i of IMAGES) console.log(`  ${m} ${i}: "${native[m][i].caption}" ${JSON.stringify(native[m][i].token_ids)}`);
+  }
+
+  const server = await serve(dist);
+  const base = `http://127.0.0.1:${server.address().port}/`;
+  const userDataDir = await mkdtemp(join(tmpdir(), "blipq-e2e-"));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-sync",
+    ],
+    viewport: { width: 1280, height: 900 },
+    acceptDownloads: true,
+  });
+  const pageErrors = [];
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.on("pageerror", (e) => pageErrors.push(`page error: ${e.message}`));
+    page.on("console", (m) => {
+      // The deliberate 404 shows up as "Failed to load resource"; anything else is a bug.
+      if (m.type() === "error" && !/Failed to load resource/.test(m.text())) pageErrors.push(`console error: ${m.text()}`);
+    });
+    const shot = (name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+
+    log(`open ${base}`);
+    await page.goto(base);
+    await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+    await page.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
+    check(/^\d+\.\d+\.\d+/.test(await page.textContent("#version")), "version shown");
+    await shot("01-start");
+
+    const load = {};
+    for (const model of MODELS) {
+      log(`load ${model}, caption ${IMAGES.length} images`);
+      load[model] = await loadBundled(page, model);
+      const ratio = Number(load[model].loadRatio);
+      console.log(
+        `  weights ${load[model].weightBytes} B, wasm memory ${load[model].memBefore} → ${load[model].memAfter} B, growth ${ratio.toFixed(3)}× the file`,
+      );
+      check(ratio <= MAX_LOAD_RATIO, `${model}: wasm memory growth while loading ≤ ${MAX_LOAD_RATIO}× the weights`, ratio);
+      check(load[model].fromCache === "false", `${model}: first load downloads`);
+      for (const image of IMAGES) {
+        const r = await captionGallery(page, model, image);
+        const want = native[model][image];
+        check(r.status === "done", `${model} ${image}: captioned`, r.status);
+        check(r.caption === want.caption && r.text === want.caption, `${model} ${image}: caption = native`, `"${r.caption}" vs "${want.caption}"`);
+        check(r.tokenIds === want.token_ids.join(" "), `${model} ${image}: token ids = native`, `${r.tokenIds} vs ${want.token_ids.join(" ")}`);
+        checkTimings(r, `${model} ${image}`);
+      }
+      await shot(`02-captions-${model}`);
+    }
+
+    log("errors are shown and the page keeps working");
+    let n = await errorCount(page);
+    await page.fill("#model-url", `${base}no-such-model/`);
+    await page.click("#load-url");
+    let msg = await lastError(page, n);
+    check(/404/.test(msg) && /config\.json/.test(msg), "404 model URL reported", msg);
+    n = await errorCount(page);
+    await page.setInputFiles("#model-files", [
+      { name: "model.safetensors", mimeType: "application/octet-stream", buffer: Buffer.from("this is not a checkpoint") },
+      { name: "config.json", mimeType: "application/json", buffer: Buffer.from("{}") },
+    ]);
+    msg = await lastError(page, n);
+    check(/model\.safetensors/.test(msg) && /safetensors/.test(msg), "non-checkpoint file reported", msg);
+    n = await errorCount(page);
+    await page.setInputFiles("#image-file", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("hello") });
+    msg = await lastError(page, n);
+    check(/notes\.txt/.test(msg) && /not an image/.test(msg), "non-image upload reported", msg);
+    n = await errorCount(page);
+    await page.setInputFiles("#image-file", { name: "broken.png", mimeType: "image/png", buffer: Buffer.from("not really a png") });
+    msg = await lastError(page, n);
+    const broken = await resultFor(page, "demo-int8", "broken.png", 1);
+    check(broken.status === "error" && /image/.test(msg), "undecodable image reported by the worker", msg);
+    await shot("03-errors");
+    // The worker survived: caption again with the active model (INT8).
+    const again = await captionGallery(page, "demo-int8", IMAGES[1]);
+    check(again.tokenIds === native["demo-int8"][IMAGES[1]].token_ids.join(" "), "captioning works after the errors", again.tokenIds);
+    // Options reach the model: prompt, max length and beams give what the CLI gives.
+    await page.fill("#opt-prompt", PROMPT);
+    await page.fill("#opt-max-length", "12");
+    await page.fill("#opt-beams", "3");
+    const opted = await captionGallery(page, "demo-int8", IMAGES[2]);
+    const wantOpted = nativeCaptions(bin, "demo-int8", [IMAGES[2]], ["--prompt", PROMPT, "--max-length", "12", "--num-beams", "3"])[IMAGES[2]];
+    check(
+      opted.status === "done" && opted.tokenIds === wantOpted.token_ids.join(" ") && opted.caption === wantOpted.caption,
+      "prompt, max length and beams = native",
+      `"${opted.caption}" ${opted.tokenIds} vs "${wantOpted.caption}" ${wantOpted.token_ids.join(" ")}`,
+    );
+    await page.fill("#opt-prompt", "");
+    await page.fill("#opt-max-length", "");
+    await page.fill("#opt-beams", "1");
+
+    log(`benchmark view on ${BENCH_IMAGES} images`);
+    await page.fill("#bench-count", String(BENCH_IMAGES));
+    await page.fill("#bench-warmup", "1");
+    await page.click("#bench-run");
+    await page.waitForSelector("#bench-section[data-status=done], #bench-section[data-status=error]", { timeout: 300_000 });
+    check((await page.getAttribute("#bench-section", "data-status")) === "done", "benchmark finished");
+    const table = await page.$$eval("#bench-table tr", (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
+    console.log(table.map((r) => `  | ${r.join(" | ")} |`).join("\n"));
+    check(table[0]?.join("|") === "Metric|demo|demo-int8|Improvement (demo-int8 vs demo)", "comparison header", table[0]);
+    check(
+      JSON.stringify(table.slice(1).map((r) => r[0])) ===
+        JSON.stringify(["Inference speed (s/image)", "Throughput (img/s)", "Memory (MB)", "Model size (MB)", "BLEU-4", "Tokens/s"]),
+      "comparison rows",
+    );
+    check(table.slice(1).every((r) => r.length === 4 && r[3] !== "n/a"), "every row has an improvement", JSON.stringify(table));
+    check((await page.$$("#bench-chart svg polyline")).length === 2, "chart with two series");
+    const results = {};
+    for (const m of MODELS) {
+      const [dl] = await Promise.all([page.waitForEvent("download"), page.click(`#bench-downloads [data-file="${m}_results.json"]`)]);
+      const text = await readFile(await dl.path(), "utf8");
+      await writeFile(join(artifacts, `${m}_results.json`), text);
+      results[m] = JSON.parse(text);
+    }
+    for (const m of MODELS) {
+      const r = results[m];
+      const p = r.performance_metrics;
+      check(r.label === m && r.model_info.model_path === `models/${m}`, `${m}_results.json: label and model_path`);
+      check(p.total_samples === BENCH_IMAGES && p.individual_times.length === BENCH_IMAGES, `${m}: ${BENCH_IMAGES} samples`);
+      check(p.avg_inference_time > 0 && p.throughput_images_per_sec > 0 && p.tokens_per_second > 0, `${m}: speed fields`);
+      check(p.memory_usage_mb > 0 && p.memory_usage_mb < 4096, `${m}: memory_usage_mb`, p.memory_usage_mb);
+      check(["preprocess_s", "vision_s", "decode_s"].every((k) => p.breakdown[k] >= 0), `${m}: breakdown`);
+      const q = r.quality_metrics;
+      check(q && q.bleu_score >= 0 && q.bleu_score <= 1 && q.Bleu_4 === q.bleu_score && "CIDEr" in q && "ROUGE_L" in q, `${m}: quality_metrics`);
+      const mi = r.model_info;
+      const size = (await stat(join(root, `models/${m}/model.safetensors`))).size / 2 ** 20;
+      check(Math.abs(mi.model_size_mb - size) < 1e-9 && mi.total_parameters > 0 && mi.is_quantized === (m === "demo-int8"), `${m}: model_info`);
+      const same = r.samples.every((s) => s.token_ids.join(" ") === native[m][s.image].token_ids.join(" ") && s.caption === native[m][s.image].caption);
+      check(same && r.samples.length === BENCH_IMAGES, `${m}: benchmark captions and token ids = native`);
+    }
+    const md = await page.textContent("#bench-markdown");
+    check(md.startsWith("| Metric | demo | demo-int8 | Improvement (demo-int8 vs demo) |\n|---|---|---|---|\n"), "comparison.md format");
+    await page.locator("#bench-section").scrollIntoViewIfNeeded();
+    await shot("04-benchmark");
+
+    log("cache: a second visit does not download again; clear cache empties it");
+    await page.reload();
+    await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+    const cached = await loadBundled(page, "demo");
+    check(cached.fromCache === "true", "second load comes from the Cache API", cached.fromCache);
+    await page.waitForFunction(() => /\d+ files/.test(document.getElementById("cache-status").textContent));
+    await page.click("#clear-cache");
+    await page.waitForFunction(() => /empty/.test(document.getElementById("cache-status").textContent));
+    check(true, "clear cache empties the cache");
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot("05-mobile");
+
+    check(pageErrors.length === 0, "no uncaught errors in the page", pageErrors.join("\n"));
+  } finally {
+    await context.close();
+    server.close();
+    await rm(userDataDir, { recursive: true, force: true });
+  }
+}
+
+try {
+  await main();
+} catch (e) {
+  failures += 1;
+  console.error(`\nFAIL: ${e.stack ?? e}`);
+}
+console.log(failures ? `\ne2e: ${failures} check(s) FAILED (screenshots in ${artifacts})` : `\ne2e: all checks passed (screenshots in ${artifacts})`);
+process.exit(failures ? 1 : 0);

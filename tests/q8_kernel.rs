@@ -1,0 +1,287 @@
+//! The INT8 GEMM kernels (`model::q8`): every kernel this machine can run against the scalar
+//! reference (exact integer block sums, odd shapes, saturation extremes), and against candle's
+//! own `Q8_0` matmul on the same weights. The same tests run on wasm32 (the simd128 kernel against
+//! the scalar one) under `wasm-bindgen-test-runner` in Node:
+//! `cargo test --target wasm32-unknown-unknown --no-default-features --test q8_kernel`.
+
+use blipq::model::q8::{Kernel, Q8Matrix};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use half::f16;
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn int(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i32
+    }
+    fn normal(&mut self) -> f32 {
+        // Sum of uniforms: close enough to a bell for test data.
+        (0..4)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            .sum::<f32>()
+            - 2.0
+    }
+}
+
+const MS: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+const SHAPES: [(usize, usize); 6] = [
+    (1, 32),
+    (17, 96),
+    (40, 64),
+    (33, 768),
+    (100, 256),
+    (19, 3072),
+];
+
+/// Weights of unit scale with int8 values from `w`, and activations whose every block holds a
+/// ±127 (so the activation scale is exactly 1 and `q_x = x`): the products are exact integers.
+fn integer_case(
+    rng: &mut Rng,
+    m: usize,
+    n: usize,
+    k: usize,
+    w: impl Fn(&mut Rng) -> i32,
+    x: impl Fn(&mut Rng) -> i32,
+) -> (Q8Matrix, Vec<f32>, Vec<i64>) {
+    let qw: Vec<i8> = (0..n * k).map(|_| w(rng) as i8).collect();
+    let one = f16::from_f32(1.0).to_le_bytes();
+    let scales: Vec<u8> = (0..n * k / 32).flat_map(|_| one).collect();
+    let bytes: Vec<u8> = qw.iter().map(|&q| q as u8).collect();
+    let mat = Q8Matrix::from_int8(&bytes, &scales, n, k, false).unwrap();
+    let mut xs: Vec<f32> = (0..m * k).map(|_| x(rng) as f32).collect();
+    for (i, blk) in xs.chunks_exact_mut(32).enumerate() {
+        blk[i % 32] = if i % 2 == 0 { 127.0 } else { -127.0 };
+    }
+    let mut want = vec![0i64; m * n];
+    for r in 0..m {
+        for c in 0..n {
+            want[r * n + c] = (0..k)
+                .map(|i| xs[r * k + i] as i64 * qw[c * k + i] as i64)
+                .sum();
+        }
+    }
+    (mat, xs, want)
+}
+
+fn run(mat: &Q8Matrix, kernel: Kernel, xs: &[f32], m: usize) -> Vec<f32> {
+    let mut y = vec![f32::NAN; m * mat.n()];
+    mat.matmul_with(kernel, xs, m, &mut y).unwrap();
+    y
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn every_kernel_computes_exact_integer_products() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    println!("kernels: {:?}", Kernel::available());
+    // The wasm build is compiled with +simd128 (.cargo/config.toml): its kernel must be the one tested.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    assert_eq!(Kernel::best(), Kernel::Simd128);
+    for &(n, k) in &SHAPES {
+        for m in MS {
+            let (mat, xs, want) = integer_case(
+                &mut rng,
+                m,
+                n,
+                k,
+                |r| r.int(-128, 127),
+                |r| r.int(-127, 127),
+            );
+            for kernel in Kernel::available() {
+                let y = run(&mat, kernel, &xs, m);
+                for (i, (&y, &w)) in y.iter().zip(&want).enumerate() {
+                    assert_eq!(y as i64, w, "{kernel:?} m={m} n={n} k={k} at {i}");
+                    assert_eq!(y, w as f32, "{kernel:?} m={m} n={n} k={k} at {i}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn extreme_values_do_not_saturate() {
+    // |w| = 128 or 127 against |x| = 127 everywhere: the largest pair sums vpmaddubsw can see.
+    let mut rng = Rng(7);
+    for (wv, xv) in [(-128, 127), (-128, -127), (127, 127), (127, -127)] {
+        for (n, k) in [(17, 3072), (32, 64)] {
+            for m in [1, 3, 5] {
+                let (mat, xs, want) = integer_case(&mut rng, m, n, k, |_| wv, |_| xv);
+                // The pinned ±127 entries already equal `xv` up to sign; recompute `want` from `xs`.
+                let _ = want;
+                // Block sums are exact; summing ~100 of them near 2^26 in f32 may round, the same
+                // way in every kernel (unit scales make FMA and mul+add agree).
+                let reference = run(&mat, Kernel::Scalar, &xs, m);
+                for kernel in Kernel::available() {
+                    let y = run(&mat, kernel, &xs, m);
+                    assert_eq!(y, reference, "{kernel:?} w={wv} x={xv} m={m} n={n} k={k}");
+                    for r in 0..m {
+                        let exact: i64 = xs[r * k..(r + 1) * k]
+                            .iter()
+                            .map(|&x| x as i64 * wv as i64)
+                            .sum();
+                        for c in 0..n {
+                            let got = y[r * n + c] as f64;
+                            assert!(
+                                (got - exact as f64).abs() <= 1e-6 * (exact as f64).abs(),
+                                "{kernel:?} w={wv} x={xv} m={m} n={n} k={k}: {got} vs {exact}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn random_weights(rng: &mut Rng, n: usize, k: usize) -> QTensor {
+    let w: Vec<f32> = (0..n * k).map(|_| 0.05 * rng.normal()).collect();
+    let w = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+    QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |a, &b| a.max(b.abs()))
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn kernels_match_scalar_and_candle_on_real_valued_data() {
+    let mut rng = Rng(42);
+    for &(n, k) in &SHAPES {
+        let q = random_weights(&mut rng, n, k);
+        let mat = Q8Matrix::from_qtensor(&q).unwrap();
+        let candle = QMatMul::from_qtensor(q).unwrap();
+        for m in MS {
+            let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let reference = run(&mat, Kernel::Scalar, &xs, m);
+            let scale = max_abs(&reference).max(1e-6);
+            for kernel in Kernel::available() {
+                let y = run(&mat, kernel, &xs, m);
+                for (a, b) in y.iter().zip(&reference) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "{kernel:?} m={m} n={n} k={k}: {a} vs {b}"
+                    );
+                }
+            }
+            let x = Tensor::from_vec(xs.clone(), (m, k), &Device::Cpu).unwrap();
+            let want = candle
+                .forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (a, b) in reference.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "candle m={m} n={n} k={k}: {a} vs {b}"
+                );
+            }
+            // The tensor entry point, with a leading batch dimension.
+            let got = mat.forward(&x.unsqueeze(0).unwrap()).unwrap();
+            assert_eq!(got.dims(), &[1, m, n]);
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "forward m={m} n={n} k={k}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn large_m_matches_candle() {
+    // The row-parallel path (m > 4, several row chunks, a partial last tile).
+    let mut rng = Rng(3);
+    let (m, n, k) = (131, 72, 256);
+    let q = random_weights(&mut rng, n, k);
+    let mat = Q8Matrix::from_qtensor(&q).unwrap();
+    let candle = QMatMul::from_qtensor(q).unwrap();
+    let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+    let x = Tensor::from_vec(xs, (m, k), &Device::Cpu).unwrap();
+    let want = candle
+        .forward(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let got = mat
+        .forward(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let scale = max_abs(&want);
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-5 * scale, "{a} vs {b}");
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn repacking_round_trips_and_dequantizes_like_candle() {
+    let mut rng = Rng(11);
+    for &(n, k) in &SHAPES {
+        let q = random_weights(&mut rng, n, k);
+        let mat = Q8Matrix::from_qtensor(&q).unwrap();
+        assert_eq!((mat.n(), mat.k()), (n, k));
+        assert_eq!(mat.to_q8_0_bytes(), q.data().unwrap().to_vec());
+        // One copy, about the size of the Q8_0 blocks (f32 instead of f16 scales, padded panel).
+        assert!(mat.size_in_bytes() >= n * k / 32 * 34);
+        assert!(mat.size_in_bytes() <= n.div_ceil(16) * 16 * k / 32 * 36);
+        let full = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mut row = vec![0f32; k];
+        for (r, want) in full.iter().enumerate() {
+            mat.dequantize_row(r, &mut row).unwrap();
+            assert_eq!(&row, want, "row {r}");
+        }
+        let ids = Tensor::new(&[[0u32, (n - 1) as u32]], &Device::Cpu).unwrap();
+        let emb = mat.embedding(&ids).unwrap();
+        assert_eq!(emb.dims(), &[1, 2, k]);
+        assert_eq!(
+            emb.get(0)
+                .unwrap()
+                .get(1)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            full[n - 1]
+        );
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn bad_shapes_are_errors() {
+    let mut rng = Rng(5);
+    let mat = Q8Matrix::from_qtensor(&random_weights(&mut rng, 8, 64)).unwrap();
+    let mut y = vec![0f32; 8];
+    assert!(mat.matmul(&[0.0; 63], 1, &mut y).is_err());
+    assert!(mat.matmul(&[0.0; 64], 1, &mut y[..7]).is_err());
+    assert!(mat.dequantize_row(8, &mut [0.0; 64]).is_err());
+    assert!(mat
+        .forward(&Tensor::zeros((2, 32), candle_core::DType::F32, &Device::Cpu).unwrap())
+        .is_err());
+    assert!(Q8Matrix::from_q8_0_bytes(&[0; 33], 1, 32).is_err());
+    assert!(Q8Matrix::from_int8(&[0; 48], &[0; 2], 1, 48, true).is_err());
+    let ids = Tensor::new(&[8u32], &Device::Cpu).unwrap();
+    assert!(mat.embedding(&ids).is_err());
+}

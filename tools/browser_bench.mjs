@@ -1,0 +1,534 @@
+#!/usr/bin/env node
+// browser_bench.mjs: time blipq's wasm build in headless Chromium (issue 4's browser targets).
+//
+// A measurement tool, not part of CI. Usage:
+//
+//   node tools/browser_bench.mjs --dist dist --model /work/cache/base --model /work/cache/base-int8 \
+//       --image data/validation/coffee.jpg [--tokens 20] [--warmup 1] [--runs 1] [--json out.json]
+//
+// Options:
+//   --dist DIR        wasm-bindgen `web` output holding blipq.js + blipq_bg.wasm (trunk's dist/, or
+//                     `wasm-bindgen --target web --out-name blipq` output). Default: dist
+//   --model DIR       checkpoint directory (config.json, model.safetensors, tokenizer.json,
+//                     preprocessor_config.json or processor_config.json, optionally
+//                     tokenizer_config.json and generation_config.json). Repeatable; required.
+//   --image FILE      image to caption (PNG/JPEG/WebP/GIF/BMP). Required.
+//   --tokens N        exact number of new tokens per caption (`fixedNewTokens`). Default: 20
+//   --warmup N        untimed captions before the timed ones. Default: 1
+//   --runs N          timed captions (the table shows their mean). Default: 1
+//   --json FILE       also write every measurement as JSON
+//   --chromium PATH   browser binary. Default: /usr/bin/chromium
+//   --timeout-min N   give up on one model after N minutes. Default: 30
+//   --port N          port on 127.0.0.1 (0 = any free one). Default: 0
+//   --headed          show the browser (debugging)
+//
+// What it does: serves --dist, each --model directory and the image over node's http on
+// 127.0.0.1, plus a generated harness (/__bench__/index.html + worker.js, placed inside the dist
+// tree so the worker imports "../blipq.js"), and drives the system Chromium through
+// playwright-core (Playwright's launch gives it a fresh temporary profile). For each model, in a
+// fresh browser context and page with a fresh
+// dedicated module worker (one model per wasm instance, so memory figures don't mix), the worker
+//   1. init()s the wasm module from ../blipq_bg.wasm,
+//   2. fetches the checkpoint's files into Uint8Arrays,
+//   3. reads wasmMemoryBytes() before and after `new Captioner(files)`; wasm memory only grows,
+//      so "after" is the peak while loading (the weight file itself stays in JS memory),
+//   4. captions the image --warmup times, then --runs times with `{fixedNewTokens: N}`,
+// and posts the results back. Prints one Markdown table (a row per model) and checks issue 4's
+// targets: INT8 <= 5 s per caption, FP32 <= 8 s, wasm memory after loading <= 1.3x the size of
+// model.safetensors (the time targets are meant for the `blipq synth --preset base` checkpoint).
+//
+// playwright-core is imported from tests/e2e/node_modules when present, else from
+// tools/node_modules:   npm install --no-save --prefix tools playwright-core
+// No browser is downloaded: the system Chromium is driven (never run `npx playwright install`).
+
+import { createServer } from "node:http";
+import { createReadStream, existsSync, statSync, writeFileSync } from "node:fs";
+import { basename, dirname, extname, join, resolve, sep } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = resolve(HERE, "..");
+
+// Checkpoint files the worker fetches when the model directory has them.
+const MODEL_FILES = [
+  "config.json",
+  "model.safetensors",
+  "tokenizer.json",
+  "preprocessor_config.json",
+  "processor_config.json",
+  "tokenizer_config.json",
+  "generation_config.json",
+];
+const REQUIRED_FILES = ["config.json", "model.safetensors", "tokenizer.json"];
+
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-sync",
+];
+
+const CONTENT_TYPES = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".json": "application/json",
+  ".wasm": "application/wasm",
+  ".ts": "text/plain; charset=utf-8",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+  ".jpeg": "image/jpeg",
+  ".webp": "image/webp",
+  ".gif": "image/gif",
+  ".bmp": "image/bmp",
+  ".svg": "image/svg+xml",
+  ".txt": "text/plain; charset=utf-8",
+  ".md": "text/plain; charset=utf-8",
+};
+
+const USAGE = `usage: node tools/browser_bench.mjs --dist DIR --model DIR [--model DIR]... --image FILE
+       [--tokens 20] [--warmup 1] [--runs 1] [--json FILE] [--chromium /usr/bin/chromium]
+       [--timeout-min 30] [--port 0] [--headed]`;
+
+function fail(msg) {
+  console.error(`browser_bench: ${msg}`);
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const opts = {
+    dist: "dist",
+    models: [],
+    image: null,
+    tokens: 20,
+    warmup: 1,
+    runs: 1,
+    json: null,
+    chromium: "/usr/bin/chromium",
+    timeoutMin: 30,
+    port: 0,
+    headed: false,
+  };
+  const ints = { "--tokens": "tokens", "--warmup": "warmup", "--runs": "runs", "--port": "port" };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) fail(`${a} needs a value\n${USAGE}`);
+      return argv[++i];
+    };
+    if (a === "-h" || a === "--help") {
+      console.log(USAGE);
+      process.exit(0);
+    } else if (a === "--dist") opts.dist = value();
+    else if (a === "--model") opts.models.push(value());
+    else if (a === "--image") opts.image = value();
+    else if (a === "--json") opts.json = value();
+    else if (a === "--chromium") opts.chromium = value();
+    else if (a === "--headed") opts.headed = true;
+    else if (a === "--timeout-min") {
+      opts.timeoutMin = Number(value());
+      if (!(opts.timeoutMin > 0)) fail("--timeout-min must be a positive number");
+    } else if (a in ints) {
+      const v = value();
+      if (!/^\d+$/.test(v)) fail(`${a} expects a non-negative integer, got ${v}`);
+      opts[ints[a]] = Number(v);
+    } else fail(`unknown argument ${a}\n${USAGE}`);
+  }
+  if (opts.models.length === 0) fail(`at least one --model is required\n${USAGE}`);
+  if (!opts.image) fail(`--image is required\n${USAGE}`);
+  if (opts.runs < 1) fail("--runs must be at least 1");
+  if (opts.tokens < 1) fail("--tokens must be at least 1");
+  opts.dist = resolve(opts.dist);
+  opts.image = resolve(opts.image);
+  opts.models = opts.models.map((m) => resolve(m));
+  for (const f of ["blipq.js", "blipq_bg.wasm"]) {
+    if (!existsSync(join(opts.dist, f))) fail(`${join(opts.dist, f)} not found (build the wasm first)`);
+  }
+  if (!existsSync(opts.image)) fail(`image ${opts.image} not found`);
+  if (!existsSync(opts.chromium)) fail(`browser ${opts.chromium} not found (--chromium PATH)`);
+  return opts;
+}
+
+async function loadPlaywright() {
+  const candidates = [
+    join(REPO, "tests", "e2e", "node_modules", "playwright-core", "index.mjs"),
+    join(REPO, "tools", "node_modules", "playwright-core", "index.mjs"),
+  ];
+  for (const c of candidates) {
+    if (existsSync(c)) return import(pathToFileURL(c).href);
+  }
+  fail(
+    "playwright-core not found in tests/e2e/node_modules or tools/node_modules; install it with\n" +
+      "  npm install --no-save --prefix tools playwright-core",
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness served at /__bench__/ (inside the dist tree, so "../blipq.js" is dist/blipq.js).
+
+const HARNESS_HTML = `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>blipq browser bench</title><link rel="icon" href="data:,"></head>
+<body>
+<pre id="log"></pre>
+<script type="module">
+const params = new URLSearchParams(location.search);
+const job = JSON.parse(params.get("job"));
+const log = (text) => {
+  document.getElementById("log").textContent += text + "\\n";
+  console.log("[bench] " + text);
+};
+window.benchResult = new Promise((resolve) => {
+  const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  worker.onmessage = (event) => {
+    const msg = event.data;
+    if (msg.type === "progress") log(msg.text);
+    else resolve(msg);
+  };
+  worker.onerror = (event) => {
+    resolve({ type: "result", ok: false, error: "worker error: " + (event.message || "failed to start (module load error?)") });
+  };
+  worker.postMessage(job);
+});
+</script>
+</body>
+</html>
+`;
+
+const HARNESS_WORKER = `// Generated by tools/browser_bench.mjs.
+import init, { Captioner, version, wasmMemoryBytes } from "../blipq.js";
+
+const now = () => performance.now() / 1000;
+const progress = (text) => postMessage({ type: "progress", text });
+
+async function fetchBytes(url) {
+  const res = await fetch(url, { cache: "no-store" });
+  if (!res.ok) throw new Error("GET " + url + ": HTTP " + res.status);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+async function run(job) {
+  const out = { type: "result", ok: false, stage: "init" };
+  try {
+    let t = now();
+    await init({ module_or_path: new URL("../blipq_bg.wasm", import.meta.url) });
+    out.init_s = now() - t;
+    out.version = version();
+    out.wasm_bytes_after_init = wasmMemoryBytes();
+    progress("wasm ready (blipq " + out.version + ", " + (out.wasm_bytes_after_init / 2 ** 20).toFixed(1) + " MiB) in " + out.init_s.toFixed(2) + " s");
+
+    out.stage = "fetch";
+    t = now();
+    let files = {};
+    let fetched = 0;
+    for (const name of job.files) {
+      files[name] = await fetchBytes(job.modelUrl + name);
+      fetched += files[name].byteLength;
+    }
+    out.fetch_s = now() - t;
+    out.fetched_bytes = fetched;
+    out.safetensors_bytes = files["model.safetensors"].byteLength;
+    progress("fetched " + job.files.length + " files, " + (fetched / 1e6).toFixed(1) + " MB in " + out.fetch_s.toFixed(2) + " s");
+
+    out.stage = "load";
+    out.wasm_bytes_before_load = wasmMemoryBytes();
+    t = now();
+    let captioner = new Captioner(files);
+    out.load_s = now() - t;
+    out.wasm_bytes_after_load = wasmMemoryBytes();
+    files = null; // the weight file lives in JS memory; let it go
+    out.info = captioner.info();
+    progress("loaded in " + out.load_s.toFixed(2) + " s; wasm memory " + (out.wasm_bytes_after_load / 2 ** 20).toFixed(1) + " MiB");
+
+    out.stage = "caption";
+    const image = await fetchBytes(job.imageUrl);
+    const options = { fixedNewTokens: job.tokens };
+    const one = (label) => {
+      let callbacks = 0;
+      const t0 = now();
+      const r = captioner.caption(image, options, () => { callbacks++; });
+      const wall = now() - t0;
+      progress(label + ": " + r.timings.total_s.toFixed(2) + " s (vision " + r.timings.vision_s.toFixed(2) + ", decode " + r.timings.decode_s.toFixed(2) + "), " + r.newTokens + " tokens: " + JSON.stringify(r.caption));
+      return { caption: r.caption, tokenIds: r.tokenIds, newTokens: r.newTokens, timings: r.timings, wall_s: wall, callbacks };
+    };
+    out.warmup = [];
+    for (let i = 0; i < job.warmup; i++) out.warmup.push(one("warm-up " + (i + 1) + "/" + job.warmup));
+    out.runs = [];
+    for (let i = 0; i < job.runs; i++) out.runs.push(one("run " + (i + 1) + "/" + job.runs));
+    out.wasm_bytes_after_caption = wasmMemoryBytes();
+    captioner.free();
+    captioner = null;
+    out.stage = "done";
+    out.ok = true;
+  } catch (e) {
+    out.error = String(e && e.message ? e.message : e);
+    try { out.wasm_bytes_at_error = wasmMemoryBytes(); } catch (_) {}
+  }
+  postMessage(out);
+}
+
+onmessage = (event) => run(event.data);
+`;
+
+// ---------------------------------------------------------------------------------------------
+// Static server on 127.0.0.1.
+
+function startServer(opts) {
+  const modelDirs = opts.models;
+  const server = createServer((req, res) => {
+    const send = (status, body, type = "text/plain; charset=utf-8") => {
+      res.writeHead(status, { "Content-Type": type, "Cache-Control": "no-store", "Content-Length": Buffer.byteLength(body) });
+      res.end(req.method === "HEAD" ? undefined : body);
+    };
+    if (req.method !== "GET" && req.method !== "HEAD") return send(405, "method not allowed\n");
+    let path;
+    try {
+      path = decodeURIComponent(new URL(req.url, "http://127.0.0.1").pathname);
+    } catch {
+      return send(400, "bad path\n");
+    }
+    if (path === "/__bench__/index.html" || path === "/__bench__/") return send(200, HARNESS_HTML, CONTENT_TYPES[".html"]);
+    if (path === "/__bench__/worker.js") return send(200, HARNESS_WORKER, CONTENT_TYPES[".js"]);
+
+    let root;
+    let rel;
+    let m;
+    if ((m = /^\/__models__\/(\d+)\/(.*)$/.exec(path))) {
+      root = modelDirs[Number(m[1])];
+      rel = m[2];
+    } else if (path === "/__image__/" + basename(opts.image)) {
+      root = dirname(opts.image);
+      rel = basename(opts.image);
+    } else {
+      root = opts.dist;
+      rel = path.slice(1) || "index.html";
+    }
+    if (!root) return send(404, "not found\n");
+    const file = resolve(root, rel);
+    if (file !== root && !file.startsWith(root + sep)) return send(403, "forbidden\n");
+    let st;
+    try {
+      st = statSync(file);
+    } catch {
+      return send(404, "not found\n");
+    }
+    if (!st.isFile()) return send(404, "not found\n");
+    res.writeHead(200, {
+      "Content-Type": CONTENT_TYPES[extname(file).toLowerCase()] || "application/octet-stream",
+      "Content-Length": st.size,
+      "Cache-Control": "no-store",
+    });
+    if (req.method === "HEAD") return res.end();
+    const stream = createReadStream(file);
+    stream.on("error", () => res.destroy());
+    stream.pipe(res);
+  });
+  return new Promise((resolveListen, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, "127.0.0.1", () => resolveListen(server));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const MB = 1e6;
+const MiB = 2 ** 20;
+const fmt = (x, digits = 2) => (x === undefined || x === null || Number.isNaN(x) ? "–" : x.toFixed(digits));
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const stamp = (t0) => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s]`;
+
+async function benchModel(browser, baseUrl, opts, index, t0) {
+  const dir = opts.models[index];
+  const files = MODEL_FILES.filter((f) => existsSync(join(dir, f)));
+  const result = { model: dir, label: basename(dir), files, ok: false };
+  const missing = REQUIRED_FILES.filter((f) => !files.includes(f));
+  if (!files.includes("preprocessor_config.json") && !files.includes("processor_config.json")) {
+    missing.push("preprocessor_config.json (or processor_config.json)");
+  }
+  if (missing.length) {
+    result.error = `missing ${missing.join(", ")}`;
+    return result;
+  }
+  result.file_bytes = statSync(join(dir, "model.safetensors")).size;
+
+  const job = {
+    files,
+    modelUrl: `${baseUrl}/__models__/${index}/`,
+    imageUrl: `${baseUrl}/__image__/${encodeURIComponent(basename(opts.image))}`,
+    tokens: opts.tokens,
+    warmup: opts.warmup,
+    runs: opts.runs,
+  };
+  const page = await browser.newPage();
+  const timeoutMs = opts.timeoutMin * 60_000;
+  page.setDefaultTimeout(timeoutMs);
+  page.on("console", (msg) => {
+    const text = msg.text();
+    if (text.startsWith("[bench] ")) console.error(`${stamp(t0)} ${result.label}: ${text.slice(8)}`);
+    else if (msg.type() === "error" || msg.type() === "warning") console.error(`${stamp(t0)} ${result.label} console.${msg.type()}: ${text}`);
+  });
+  page.on("pageerror", (err) => console.error(`${stamp(t0)} ${result.label} page error: ${err.message}`));
+  let crashed = null;
+  const crash = new Promise((resolveCrash) =>
+    page.on("crash", () => {
+      crashed = "the page crashed (out of memory?)";
+      resolveCrash({ ok: false, error: crashed });
+    }),
+  );
+  let timer;
+  const timeout = new Promise((resolveTimeout) => {
+    timer = setTimeout(() => resolveTimeout({ ok: false, error: `timed out after ${opts.timeoutMin} min` }), timeoutMs);
+  });
+  try {
+    const url = `${baseUrl}/__bench__/index.html?job=${encodeURIComponent(JSON.stringify(job))}`;
+    await page.goto(url, { waitUntil: "load" });
+    const wall0 = Date.now();
+    const out = await Promise.race([page.evaluate(() => window.benchResult), crash, timeout]);
+    result.page_wall_s = (Date.now() - wall0) / 1000;
+    Object.assign(result, out, { label: result.label, model: dir, files, file_bytes: result.file_bytes });
+    delete result.type;
+  } catch (e) {
+    result.ok = false;
+    result.error = crashed || String(e && e.message ? e.message : e);
+  } finally {
+    clearTimeout(timer);
+    await page.close().catch(() => {});
+  }
+  if (result.ok) {
+    const runs = result.runs;
+    const tokens = runs.reduce((a, r) => a + r.newTokens, 0);
+    const total = runs.reduce((a, r) => a + r.timings.total_s, 0);
+    result.summary = {
+      file_mb: result.file_bytes / MB,
+      wasm_mib_before_load: result.wasm_bytes_before_load / MiB,
+      wasm_mib_after_load: result.wasm_bytes_after_load / MiB,
+      wasm_mib_after_caption: result.wasm_bytes_after_caption / MiB,
+      ratio_after_load_to_file: result.wasm_bytes_after_load / result.file_bytes,
+      load_s: result.load_s,
+      fetch_s: result.fetch_s,
+      preprocess_s: mean(runs.map((r) => r.timings.preprocess_s)),
+      vision_s: mean(runs.map((r) => r.timings.vision_s)),
+      decode_s: mean(runs.map((r) => r.timings.decode_s)),
+      total_s: mean(runs.map((r) => r.timings.total_s)),
+      wall_s: mean(runs.map((r) => r.wall_s)),
+      new_tokens: mean(runs.map((r) => r.newTokens)),
+      tokens_per_s: total > 0 ? tokens / total : 0,
+      caption: runs[runs.length - 1].caption,
+    };
+  }
+  return result;
+}
+
+function markdown(results, opts) {
+  const lines = [];
+  lines.push(
+    `blipq in headless Chromium (wasm32 + simd128, one dedicated worker per model): ` +
+      `${basename(opts.image)}, exactly ${opts.tokens} new tokens, ${opts.warmup} warm-up + ${opts.runs} timed caption(s)` +
+      (opts.runs > 1 ? " (means)" : "") +
+      ".",
+  );
+  lines.push("");
+  lines.push(
+    "| model | dtype | file MB | wasm MiB after load | wasm / file | load s | caption s (preprocess / vision / decode / total) | tokens/s | caption |",
+  );
+  lines.push("|---|---|---|---|---|---|---|---|---|");
+  for (const r of results) {
+    if (!r.ok) {
+      const file = r.file_bytes ? fmt(r.file_bytes / MB, 1) : "–";
+      lines.push(`| ${r.label} | – | ${file} | ${r.wasm_bytes_at_error ? fmt(r.wasm_bytes_at_error / MiB, 1) + " (at error)" : "–"} | – | – | FAILED at ${r.stage || "?"}: ${String(r.error).replace(/\|/g, "\\|")} | – | – |`);
+      continue;
+    }
+    const s = r.summary;
+    const dtype = r.info ? (r.info.is_quantized ? "INT8" : r.info.dtype || "FP32") : "?";
+    lines.push(
+      `| ${r.label} | ${dtype} | ${fmt(s.file_mb, 1)} | ${fmt(s.wasm_mib_after_load, 1)} | ${fmt(s.ratio_after_load_to_file, 2)} | ` +
+        `${fmt(s.load_s)} | ${fmt(s.preprocess_s, 3)} / ${fmt(s.vision_s)} / ${fmt(s.decode_s)} / **${fmt(s.total_s)}** | ` +
+        `${fmt(s.tokens_per_s, 1)} | ${s.caption.replace(/\|/g, "\\|")} |`,
+    );
+  }
+  lines.push("");
+  lines.push("Issue 4 targets (for the `synth --preset base` checkpoints): INT8 ≤ 5 s and FP32 ≤ 8 s per caption; wasm memory after loading ≤ 1.3× model.safetensors.");
+  lines.push("");
+  for (const r of results) {
+    if (!r.ok) {
+      lines.push(`- ${r.label}: FAILED (${r.error})`);
+      continue;
+    }
+    const s = r.summary;
+    const quant = r.info && r.info.is_quantized;
+    const limit = quant ? 5 : 8;
+    const time = s.total_s <= limit ? "meets" : "MISSES";
+    const mem = s.ratio_after_load_to_file <= 1.3 ? "meets" : "MISSES";
+    lines.push(
+      `- ${r.label}: ${fmt(s.total_s)} s/caption ${time} the ${quant ? "INT8" : "FP32"} ≤ ${limit} s target; ` +
+        `wasm ${fmt(s.ratio_after_load_to_file, 2)}× file ${mem} ≤ 1.3× ` +
+        `(wasm ${fmt(s.wasm_mib_before_load, 1)} MiB before load, ${fmt(s.wasm_mib_after_caption, 1)} MiB after captioning; ` +
+        `fetch ${fmt(s.fetch_s)} s; ${fmt(s.new_tokens, 0)} new tokens; JS wall ${fmt(s.wall_s)} s/caption)`,
+    );
+  }
+  return lines.join("\n");
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const { chromium } = await loadPlaywright();
+  const t0 = Date.now();
+  const server = await startServer(opts);
+  const baseUrl = `http://127.0.0.1:${server.address().port}`;
+  console.error(`${stamp(t0)} serving ${opts.dist} (+ ${opts.models.length} model dir(s)) at ${baseUrl}`);
+  const results = [];
+  let browser;
+  try {
+    browser = await chromium.launch({
+      executablePath: opts.chromium,
+      headless: !opts.headed,
+      args: opts.headed ? CHROMIUM_ARGS.filter((a) => a !== "--headless") : CHROMIUM_ARGS,
+      timeout: 120_000,
+    });
+    console.error(`${stamp(t0)} ${opts.chromium} ${browser.version()}`);
+    for (let i = 0; i < opts.models.length; i++) {
+      console.error(`${stamp(t0)} ${basename(opts.models[i])}: loading ${opts.models[i]}`);
+      // A fresh context (own profile state, own renderer) and page per model.
+      const context = await browser.newContext();
+      let r;
+      try {
+        r = await benchModel(context, baseUrl, opts, i, t0);
+      } finally {
+        await context.close().catch(() => {});
+      }
+      if (!r.ok) console.error(`${stamp(t0)} ${r.label}: FAILED: ${r.error}`);
+      results.push(r);
+    }
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    server.close();
+  }
+  const md = markdown(results, opts);
+  console.log(md);
+  if (opts.json) {
+    const report = {
+      date: new Date().toISOString(),
+      dist: opts.dist,
+      image: opts.image,
+      tokens: opts.tokens,
+      warmup: opts.warmup,
+      runs: opts.runs,
+      chromium: opts.chromium,
+      wasm_bytes: statSync(join(opts.dist, "blipq_bg.wasm")).size,
+      results,
+    };
+    writeFileSync(opts.json, JSON.stringify(report, null, 2) + "\n");
+    console.error(`wrote ${opts.json}`);
+  }
+  process.exitCode = results.every((r) => r.ok) ? 0 : 1;
+}
+
+main().catch((e) => {
+  console.error(`browser_bench: ${e && e.stack ? e.stack : e}`);
+  process.exit(1);
+});
