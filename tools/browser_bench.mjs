@@ -46,6 +46,8 @@ import { createReadStream, existsSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, extname, join, resolve, sep } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
+import { CHROMIUM_ARGS } from "../tests/e2e/chromium.mjs";
+
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, "..");
 
@@ -61,16 +63,6 @@ const MODEL_FILES = [
 ];
 const REQUIRED_FILES = ["config.json", "model.safetensors", "tokenizer.json"];
 
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-sync",
-];
 
 const CONTENT_TYPES = {
   ".html": "text/html; charset=utf-8",

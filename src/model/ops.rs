@@ -125,6 +125,15 @@ fn contiguous_f32<'a>(
     }
 }
 
+/// A new buffer the size of `src`, filled chunk by chunk in parallel by `f(src_chunk, dst_chunk)`.
+fn par_map_chunks(src: &[f32], chunk: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut dst = vec![0f32; src.len()];
+    dst.par_chunks_mut(chunk)
+        .zip(src.par_chunks(chunk))
+        .for_each(|(d, s)| f(s, d));
+    dst
+}
+
 struct GeluErf;
 
 impl CustomOp1 for GeluErf {
@@ -138,14 +147,11 @@ impl CustomOp1 for GeluErf {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = contiguous_f32(self.name(), storage, layout)?;
-        let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
-            .for_each(|(d, s)| {
-                for (d, &s) in d.iter_mut().zip(s) {
-                    *d = gelu(s);
-                }
-            });
+        let dst = par_map_chunks(src, CHUNK, |s, d| {
+            for (d, &s) in d.iter_mut().zip(s) {
+                *d = gelu(s);
+            }
+        });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
@@ -204,16 +210,13 @@ impl CustomOp1 for SoftmaxLastDim {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = contiguous_f32(self.name(), storage, layout)?;
         let dim = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut dst = vec![0f32; src.len()];
         // Several short rows per task (decoder self-attention rows are a few elements long).
         let rows_per_task = CHUNK.div_ceil(dim).max(1);
-        dst.par_chunks_mut(rows_per_task * dim)
-            .zip(src.par_chunks(rows_per_task * dim))
-            .for_each(|(d, s)| {
-                for (d, s) in d.chunks_mut(dim).zip(s.chunks(dim)) {
-                    softmax_row(s, d);
-                }
-            });
+        let dst = par_map_chunks(src, rows_per_task * dim, |s, d| {
+            for (d, s) in d.chunks_mut(dim).zip(s.chunks(dim)) {
+                softmax_row(s, d);
+            }
+        });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
