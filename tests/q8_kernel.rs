@@ -200,6 +200,50 @@ fn kernels_match_scalar_and_candle_on_real_valued_data() {
     }
 }
 
+/// `matmul_acc` adds onto what `y` holds (the `Linear` bias), in every kernel and both the
+/// column-split (m <= 4) and row-split paths; `forward_with_bias` is `forward` plus the bias.
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn products_accumulate_onto_the_output_and_the_bias() {
+    let mut rng = Rng(11);
+    for (m, n, k) in [(1, 200, 96), (3, 17, 64), (60, 40, 768)] {
+        let mat = Q8Matrix::from_qtensor(&random_weights(&mut rng, n, k)).unwrap();
+        let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+        let start: Vec<f32> = (0..m * n).map(|_| rng.normal() * 10.0).collect();
+        for kernel in Kernel::available() {
+            let product = run(&mat, kernel, &xs, m);
+            let mut y = start.clone();
+            mat.matmul_acc(kernel, &xs, m, &mut y).unwrap();
+            let scale = max_abs(&product).max(10.0);
+            for ((a, p), s) in y.iter().zip(&product).zip(&start) {
+                assert!(
+                    (a - (p + s)).abs() <= 1e-5 * scale,
+                    "{kernel:?} m={m} n={n} k={k}: {a} vs {p} + {s}"
+                );
+            }
+        }
+        let bias: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let x = Tensor::from_vec(xs, (m, k), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(bias.clone(), n, &Device::Cpu).unwrap();
+        let plain = mat.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        let biased = mat
+            .forward_with_bias(&x, Some(&b))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (p, q) in plain.iter().zip(&biased) {
+            for ((p, q), b) in p.iter().zip(q).zip(&bias) {
+                assert!(
+                    (p + b - q).abs() <= 1e-4 * p.abs().max(1.0),
+                    "{p} + {b} vs {q}"
+                );
+            }
+        }
+        let wrong = Tensor::zeros(n + 1, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(mat.forward_with_bias(&x, Some(&wrong)).is_err());
+    }
+}
+
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn large_m_matches_candle() {

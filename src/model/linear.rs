@@ -1,12 +1,14 @@
 //! Linear layers and embeddings whose weight is either f32 or INT8 (`Q8_0` blocks): one code path
 //! for both precisions, chosen per tensor by what the checkpoint stores. INT8 products run on
-//! blipq's own tiled kernels ([`crate::model::q8`]), not candle's `QMatMul`.
+//! blipq's own tiled kernels ([`crate::model::q8`]), not candle's `QMatMul`; f32 products call
+//! `gemm` directly ([`crate::model::matmul`]). Both start the output from the bias.
 
 use std::sync::Arc;
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 
 use crate::checkpoint::{Matrix, Weights};
+use crate::model::matmul::linear_f32;
 use crate::model::q8::Q8Matrix;
 use crate::Result;
 
@@ -19,7 +21,8 @@ pub struct Linear {
 
 #[derive(Debug, Clone)]
 enum LinearInner {
-    F32(candle_nn::Linear),
+    /// `[out, in]`.
+    F32(Tensor),
     /// Shared: a tied LM head and the word embeddings hold the same packed table.
     Q8(Arc<Q8Matrix>),
 }
@@ -34,8 +37,7 @@ impl Linear {
 
     pub fn from_matrix(weight: Matrix, bias: Option<Tensor>) -> Result<Self> {
         let inner = match weight {
-            // The bias is added separately so that both precisions share it.
-            Matrix::F32(w) => LinearInner::F32(candle_nn::Linear::new(w, None)),
+            Matrix::F32(w) => LinearInner::F32(w),
             Matrix::Q8(q) => LinearInner::Q8(q),
         };
         Ok(Self { inner, bias })
@@ -46,14 +48,10 @@ impl Linear {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = match &self.inner {
-            LinearInner::F32(l) => l.forward(xs)?,
-            LinearInner::Q8(q) => q.forward(xs)?,
-        };
-        Ok(match &self.bias {
-            Some(b) => ys.broadcast_add(b)?,
-            None => ys,
-        })
+        match &self.inner {
+            LinearInner::F32(w) => linear_f32(xs, w, self.bias.as_ref()),
+            LinearInner::Q8(q) => q.forward_with_bias(xs, self.bias.as_ref()),
+        }
     }
 }
 

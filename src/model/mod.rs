@@ -2,6 +2,7 @@
 
 pub mod blip;
 pub mod linear;
+pub mod matmul;
 pub mod ops;
 pub mod q8;
 pub mod text;

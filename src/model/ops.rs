@@ -162,39 +162,36 @@ struct SoftmaxLastDim;
 /// SIMD register per partial result instead of a serial chain.
 const LANES: usize = 16;
 
-/// `dst = softmax(src)` for one row.
-fn softmax_row(src: &[f32], dst: &mut [f32]) {
+/// Softmax of one row, in place.
+pub fn softmax_in_place(row: &mut [f32]) {
     let mut lane_max = [f32::NEG_INFINITY; LANES];
-    let mut chunks = src.chunks_exact(LANES);
-    for c in &mut chunks {
+    let (chunks, rest) = row.as_chunks::<LANES>();
+    for c in chunks {
         for (m, &x) in lane_max.iter_mut().zip(c) {
             *m = if x > *m { x } else { *m };
         }
     }
-    let max = chunks
-        .remainder()
+    let max = rest
         .iter()
         .chain(&lane_max)
         .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
     // A fully masked row (all -inf) gives NaN in PyTorch too; keep that behaviour.
     let mut lane_sum = [0f32; LANES];
-    let mut dchunks = dst.chunks_exact_mut(LANES);
-    let mut schunks = src.chunks_exact(LANES);
-    for (d, s) in (&mut dchunks).zip(&mut schunks) {
-        for ((d, &s), acc) in d.iter_mut().zip(s).zip(lane_sum.iter_mut()) {
-            *d = exp(s - max);
-            *acc += *d;
+    let (chunks, rest) = row.as_chunks_mut::<LANES>();
+    for c in chunks {
+        for (x, acc) in c.iter_mut().zip(lane_sum.iter_mut()) {
+            *x = exp(*x - max);
+            *acc += *x;
         }
     }
     let mut sum: f32 = 0.0;
-    for (d, &s) in dchunks.into_remainder().iter_mut().zip(schunks.remainder()) {
-        *d = exp(s - max);
-        sum += *d;
+    for x in rest.iter_mut() {
+        *x = exp(*x - max);
+        sum += *x;
     }
-    let sum = sum + lane_sum.iter().sum::<f32>();
-    let inv = 1.0 / sum;
-    for d in dst.iter_mut() {
-        *d *= inv;
+    let inv = 1.0 / (sum + lane_sum.iter().sum::<f32>());
+    for x in row.iter_mut() {
+        *x *= inv;
     }
 }
 
@@ -213,8 +210,9 @@ impl CustomOp1 for SoftmaxLastDim {
         // Several short rows per task (decoder self-attention rows are a few elements long).
         let rows_per_task = CHUNK.div_ceil(dim).max(1);
         let dst = par_map_chunks(src, rows_per_task * dim, |s, d| {
-            for (d, s) in d.chunks_mut(dim).zip(s.chunks(dim)) {
-                softmax_row(s, d);
+            d.copy_from_slice(s);
+            for row in d.chunks_mut(dim) {
+                softmax_in_place(row);
             }
         });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
@@ -292,13 +290,12 @@ impl candle_core::CustomOp3 for FewQueryAttention {
             .zip(q.par_chunks(rows * d))
             .zip(k.par_chunks(keys * d).zip(v.par_chunks(keys * d)))
             .for_each(|((out, q), (k, v))| {
-                let mut scores = vec![0f32; keys];
                 let mut probs = vec![0f32; keys];
                 for (out, q) in out.chunks_mut(d).zip(q.chunks(d)) {
-                    for (s, k) in scores.iter_mut().zip(k.chunks(d)) {
+                    for (s, k) in probs.iter_mut().zip(k.chunks(d)) {
                         *s = dot(q, k);
                     }
-                    softmax_row(&scores, &mut probs);
+                    softmax_in_place(&mut probs);
                     for (&p, v) in probs.iter().zip(v.chunks(d)) {
                         for (o, &v) in out.iter_mut().zip(v) {
                             *o = p.madd(v, *o);

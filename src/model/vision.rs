@@ -7,7 +7,8 @@ use candle_nn::LayerNorm;
 use crate::checkpoint::Weights;
 use crate::config::VisionConfig;
 use crate::model::linear::{layer_norm, Linear};
-use crate::model::ops::{activation, softmax_last_dim};
+use crate::model::matmul::{linear_f32, self_attention};
+use crate::model::ops::activation;
 use crate::Result;
 
 /// `vision_model.embeddings`: class token, patch projection and learned positions.
@@ -50,9 +51,7 @@ impl VisionEmbeddings {
             .reshape((b, c, gh, p, gw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b, gh * gw, c * p * p))?;
-        let patch_embeds = patches
-            .broadcast_matmul(&self.patch_weight.t()?)?
-            .broadcast_add(&self.patch_bias)?;
+        let patch_embeds = linear_f32(&patches, &self.patch_weight, Some(&self.patch_bias))?;
         let hidden = self.class_embedding.dim(D::Minus1)?;
         let class_embeds = self.class_embedding.broadcast_as((b, 1, hidden))?;
         let embeddings = Tensor::cat(&[&class_embeds, &patch_embeds], 1)?;
@@ -83,22 +82,7 @@ impl VisionAttention {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, n, h) = xs.dims3()?;
-        let head_dim = h / self.num_heads;
-        let qkv = self
-            .qkv
-            .forward(xs)?
-            .reshape((b, n, 3, self.num_heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let scores = q.matmul(&k.t()?)?;
-        let probs = softmax_last_dim(&scores)?;
-        let ctx = probs
-            .matmul(&v)?
-            .permute((0, 2, 1, 3))?
-            .reshape((b, n, h))?;
+        let ctx = self_attention(&self.qkv.forward(xs)?, self.num_heads, self.scale)?;
         self.projection.forward(&ctx)
     }
 }

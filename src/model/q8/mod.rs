@@ -370,6 +370,12 @@ impl Q8Matrix {
 
     /// `xs [.., k] -> xs W^T [.., n]` with the fastest kernel.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_with_bias(xs, None)
+    }
+
+    /// `xs [.., k] -> xs W^T + bias [.., n]` with the fastest kernel. The output starts as copies
+    /// of the bias row and the kernels accumulate onto it: no zero fill, no separate bias pass.
+    pub fn forward_with_bias(&self, xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let dims = xs.dims();
         if dims.last() != Some(&self.k) {
             return Err(Error::InvalidArgument(format!(
@@ -377,11 +383,27 @@ impl Q8Matrix {
                 self.k
             )));
         }
+        let bias = match bias {
+            Some(b) if b.dims() != [self.n] => {
+                return Err(Error::InvalidArgument(format!(
+                    "INT8 linear [{}, {}] got a bias of shape {:?}",
+                    self.n,
+                    self.k,
+                    b.dims()
+                )))
+            }
+            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            None => None,
+        };
         let m = xs.elem_count() / self.k;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("non-empty: checked above") = self.n;
         let xs = xs.to_dtype(DType::F32)?.contiguous()?;
-        let mut y = vec![0f32; m * self.n];
+        let mut y = Vec::with_capacity(m * self.n);
+        match &bias {
+            Some(b) => (0..m).for_each(|_| y.extend_from_slice(b)),
+            None => y.resize(m * self.n, 0.0),
+        }
         {
             // Read the input in place: it is contiguous f32 on the CPU.
             let (storage, layout) = xs.storage_and_layout();
@@ -392,7 +414,7 @@ impl Q8Matrix {
             };
             let start = layout.start_offset();
             let x = &cpu.as_slice::<f32>()?[start..start + m * self.k];
-            self.matmul(x, m, &mut y)?;
+            self.matmul_acc(Kernel::best(), x, m, &mut y)?;
         }
         Ok(Tensor::from_vec(y, out_dims, xs.device())?)
     }
@@ -404,6 +426,12 @@ impl Q8Matrix {
 
     /// `y [m, n] = x [m, k] · W^T` with a given kernel (an error if this CPU lacks it).
     pub fn matmul_with(&self, kernel: Kernel, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+        y.fill(0.0);
+        self.matmul_acc(kernel, x, m, y)
+    }
+
+    /// `y [m, n] += x [m, k] · W^T` with a given kernel (an error if this CPU lacks it).
+    pub fn matmul_acc(&self, kernel: Kernel, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
         if !kernel.is_available() {
             return Err(Error::InvalidArgument(format!(
                 "INT8 kernel {kernel:?} is not supported here"
@@ -426,9 +454,22 @@ impl Q8Matrix {
         let panels = self.n.div_ceil(PANEL);
         if m <= SMALL_M {
             // Few rows (decode): the weights dominate, split them by columns. Each work item
-            // writes its own `[m, SMALL_M_CHUNK]` slab, scattered into `y` afterwards (tiny).
+            // accumulates onto its own `[m, SMALL_M_CHUNK]` slab (a copy of its part of `y`),
+            // copied back into `y` afterwards (tiny).
             let per = SMALL_M_CHUNK / PANEL;
-            let mut slabs = vec![0f32; panels.div_ceil(per) * m * SMALL_M_CHUNK];
+            let chunks = panels.div_ceil(per);
+            let mut slabs = vec![0f32; chunks * m * SMALL_M_CHUNK];
+            let slab_columns = |i: usize| {
+                let c0 = i * SMALL_M_CHUNK;
+                (c0, SMALL_M_CHUNK.min(self.n - c0))
+            };
+            for (i, slab) in slabs.chunks_exact_mut(m * SMALL_M_CHUNK).enumerate() {
+                let (c0, w) = slab_columns(i);
+                for r in 0..m {
+                    slab[r * SMALL_M_CHUNK..r * SMALL_M_CHUNK + w]
+                        .copy_from_slice(&y[r * self.n + c0..r * self.n + c0 + w]);
+                }
+            }
             slabs
                 .par_chunks_mut(m * SMALL_M_CHUNK)
                 .enumerate()
@@ -437,8 +478,7 @@ impl Q8Matrix {
                     self.gemm_block(kernel, &xq, 0..m, ps, slab, SMALL_M_CHUNK)
                 })?;
             for (i, slab) in slabs.chunks_exact(m * SMALL_M_CHUNK).enumerate() {
-                let c0 = i * SMALL_M_CHUNK;
-                let w = SMALL_M_CHUNK.min(self.n - c0);
+                let (c0, w) = slab_columns(i);
                 for r in 0..m {
                     y[r * self.n + c0..r * self.n + c0 + w]
                         .copy_from_slice(&slab[r * SMALL_M_CHUNK..r * SMALL_M_CHUNK + w]);
@@ -457,8 +497,8 @@ impl Q8Matrix {
         }
     }
 
-    /// Computes rows `rows` × the columns of `panels` into `out`, where output `(r, c)` goes to
-    /// `out[(r - rows.start) * ldo + c - panels.start * PANEL]` (columns `>= n` are not written).
+    /// Adds rows `rows` × the columns of `panels` of the product onto `out`, where output `(r, c)`
+    /// is `out[(r - rows.start) * ldo + c - panels.start * PANEL]` (columns `>= n` are untouched).
     fn gemm_block(
         &self,
         kernel: Kernel,
@@ -520,7 +560,11 @@ fn gemm_scalar(
         let x = &xq.qs[r * k..(r + 1) * k];
         let dx = &xq.d[r * nb..(r + 1) * nb];
         for (pi, p) in panels.clone().enumerate() {
+            let at = ri * ldo + pi * PANEL;
+            let width = panel_width(w, p);
+            // Start from `out`, like the SIMD kernels, so the f32 sums happen in the same order.
             let mut acc = [0f32; PANEL];
+            acc[..width].copy_from_slice(&out[at..at + width]);
             for b in 0..nb {
                 let pb = &w.blocks[p * nb + b];
                 let xb = &x[b * BLOCK..(b + 1) * BLOCK];
@@ -533,8 +577,6 @@ fn gemm_scalar(
                     *acc += pb.scales[c] * dx[b] * sum as f32;
                 }
             }
-            let at = ri * ldo + pi * PANEL;
-            let width = panel_width(w, p);
             out[at..at + width].copy_from_slice(&acc[..width]);
         }
     }

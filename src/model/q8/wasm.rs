@@ -51,7 +51,17 @@ fn tile<const R: usize>(
 ) {
     let (k, nb) = (w.k, w.nb);
     let flip = u8x16_splat(0x80);
+    let width = panel_width(w, p);
+    // Accumulate onto `out` (the caller's starting values); a partial last panel goes through a
+    // zero-padded copy.
     let mut facc = [[f32x4_splat(0.0); 4]; R];
+    for (i, facc) in facc.iter_mut().enumerate() {
+        let mut tmp = [0f32; PANEL];
+        tmp[..width].copy_from_slice(&out[i * ldo..i * ldo + width]);
+        for (q, v) in facc.iter_mut().enumerate() {
+            *v = f32x4(tmp[4 * q], tmp[4 * q + 1], tmp[4 * q + 2], tmp[4 * q + 3]);
+        }
+    }
     for b in 0..nb {
         let pb = &w.blocks[p * nb + b];
         // The 8 k-steps of each row's block, as i16 `[x0 x1 x2 x3 x0 x1 x2 x3]`.
@@ -105,7 +115,6 @@ fn tile<const R: usize>(
             }
         }
     }
-    let width = panel_width(w, p);
     for (i, facc) in facc.iter().enumerate() {
         let mut tmp = [0f32; PANEL];
         for (q, v) in facc.iter().enumerate() {

@@ -78,8 +78,7 @@ pub(super) unsafe fn gemm_avx512(
 }
 
 /// Arguments of a tile: weights, activations, first row, first panel, output pointer (first row,
-/// first column of the tile), output row stride, k-blocks to sum (adding to `out` unless the
-/// range starts at block 0).
+/// first column of the tile), output row stride, k-blocks to sum (always added onto `out`).
 type TileArgs<'a> = (
     &'a Q8Matrix,
     &'a QuantRows,
@@ -103,12 +102,12 @@ unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs
             *m = (1u16 << width) - 1;
         }
     }
+    // Accumulate onto `out`: the caller's starting values (bias or zeros), or the previous
+    // k-chunks' partial sums.
     let mut facc = [[_mm512_setzero_ps(); NP]; MR];
-    if bs.start > 0 {
-        for (i, facc) in facc.iter_mut().enumerate() {
-            for j in 0..NP {
-                facc[j] = unsafe { _mm512_maskz_loadu_ps(masks[j], out.add(i * ldo + j * PANEL)) };
-            }
+    for (i, facc) in facc.iter_mut().enumerate() {
+        for j in 0..NP {
+            facc[j] = unsafe { _mm512_maskz_loadu_ps(masks[j], out.add(i * ldo + j * PANEL)) };
         }
     }
     let mut xr = [std::ptr::null::<i8>(); MR];
@@ -207,7 +206,19 @@ unsafe fn tile256<const MR: usize>(
     let (k, nb) = (w.k, w.nb);
     let flip = _mm256_set1_epi8(0x80u8 as i8);
     let ones = _mm256_set1_epi16(1);
+    let width = panel_width(w, p);
+    // Accumulate onto `out` (the caller's starting values); a partial last panel goes through a
+    // zero-padded copy.
     let mut facc = [[_mm256_setzero_ps(); 2]; MR];
+    for (i, facc) in facc.iter_mut().enumerate() {
+        let mut tmp = [0f32; PANEL];
+        for (c, t) in tmp[..width].iter_mut().enumerate() {
+            *t = unsafe { *out.add(i * ldo + c) };
+        }
+        for (h, v) in facc.iter_mut().enumerate() {
+            *v = unsafe { _mm256_loadu_ps(tmp.as_ptr().add(8 * h)) };
+        }
+    }
     let mut xr = [std::ptr::null::<i8>(); MR];
     for (i, xr) in xr.iter_mut().enumerate() {
         *xr = unsafe { xq.qs.as_ptr().add((r0 + i) * k) };
@@ -243,7 +254,6 @@ unsafe fn tile256<const MR: usize>(
             }
         }
     }
-    let width = panel_width(w, p);
     for (i, facc) in facc.iter().enumerate() {
         if width == PANEL {
             for (h, v) in facc.iter().enumerate() {

@@ -1,0 +1,334 @@
+//! f32 matrix products called straight on the `gemm` crate (the kernels behind candle's own CPU
+//! matmul), for the two places where going through candle's `Tensor::matmul` costs more than
+//! the product: `Linear` layers and the vision encoder's self-attention.
+//!
+//! - **Strides instead of copies.** `gemm` takes any row/column strides, so attention reads each
+//!   head's q, k and v straight out of the fused `qkv` projection and writes its context straight
+//!   into the `[tokens, hidden]` output: no permutes, no `.contiguous()` copies, no transposes.
+//! - **Bias as the starting value.** A `Linear` output starts as copies of the bias row and the
+//!   product is accumulated onto it (`gemm`'s `read_dst`), instead of a zero fill plus a separate
+//!   broadcast-add pass.
+//! - **Threads on every target.** candle sizes gemm's thread pool from the OS CPU count, which is
+//!   1 on wasm32 even when a rayon pool of web workers exists; here the split always follows
+//!   rayon's pool (natively both are the same).
+
+use candle_core::{Storage, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::model::ops::softmax_in_place;
+use crate::{Error, Result};
+
+/// A raw f32 matrix view for [`gemm_f32`]: base pointer, row stride and column stride (elements).
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// `dst [m, n] (row stride ldd) = (accumulate ? dst : 0) + scale · lhs [m, k] · rhs [k, n]`.
+///
+/// # Safety
+/// Every element the three views address for the given sizes must be in bounds of live
+/// allocations, and `dst`'s elements must not be read or written by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    ldd: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    scale: f32,
+    parallelism: Parallelism,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            ldd as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Split a product across rayon's pool when it has more than one thread.
+fn pool_parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// Runs `f` on the f32 values of a contiguous CPU tensor, or returns `None` for any other tensor
+/// (another device or dtype, or a strided view), which callers send down candle's generic path.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if t.dtype() != candle_core::DType::F32 {
+        return None;
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return None;
+    };
+    let (start, end) = layout.contiguous_offsets()?;
+    let values = cpu.as_slice::<f32>().ok()?;
+    Some(f(&values[start..end]))
+}
+
+/// `xs [.., k] · weightᵀ + bias` for an f32 weight `[n, k]` and bias `[n]`, computed by one `gemm`
+/// call that starts from the bias. Other devices, dtypes or layouts use candle's matmul.
+pub fn linear_f32(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (n, k) = weight.dims2()?;
+    let dims = xs.dims();
+    if dims.last() != Some(&k) {
+        return Err(Error::InvalidArgument(format!(
+            "linear layer expects inputs [.., {k}], got {dims:?}"
+        )));
+    }
+    let m = xs.elem_count() / k;
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("non-empty: checked above") = n;
+    let xs = xs.contiguous()?;
+    let fast = with_cpu_f32(&xs, |x| {
+        with_cpu_f32(weight, |w| {
+            let bias = match bias {
+                Some(b) => with_cpu_f32(b, |b| b.to_vec()).filter(|b| b.len() == n),
+                None => Some(Vec::new()),
+            }?;
+            let mut y = Vec::with_capacity(m * n);
+            if bias.is_empty() {
+                y.resize(m * n, 0.0);
+            } else {
+                for _ in 0..m {
+                    y.extend_from_slice(&bias);
+                }
+            }
+            // SAFETY: x is [m, k] and w is [n, k], both contiguous and in bounds; `wᵀ` is read
+            // with row stride 1 and column stride k; y is [m, n] and ours alone.
+            unsafe {
+                gemm_f32(
+                    (m, n, k),
+                    y.as_mut_ptr(),
+                    n,
+                    true,
+                    View {
+                        ptr: x.as_ptr(),
+                        rs: k as isize,
+                        cs: 1,
+                    },
+                    View {
+                        ptr: w.as_ptr(),
+                        rs: 1,
+                        cs: k as isize,
+                    },
+                    1.0,
+                    pool_parallelism(),
+                )
+            };
+            Some(y)
+        })
+        .flatten()
+    })
+    .flatten();
+    match fast {
+        Some(y) => Ok(Tensor::from_vec(y, out_dims, xs.device())?),
+        None => {
+            let ys = xs.broadcast_matmul(&weight.t()?)?;
+            Ok(match bias {
+                Some(b) => ys.broadcast_add(b)?,
+                None => ys,
+            })
+        }
+    }
+}
+
+/// A `*mut f32` that rayon tasks may share: each task writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: only used for writes to disjoint elements (one head's columns per task).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// Full self-attention of the vision encoder, from the fused projection's output:
+/// `qkv [b, n, 3h]` (q | k | v, each `heads × head_dim`) → `softmax(scale · q kᵀ) v` as
+/// `[b, n, h]`, the heads side by side, ready for the output projection.
+///
+/// One rayon task per (image, head): a `gemm` for the `[n, n]` scores (kept in a per-thread
+/// buffer that fits L2 at n = 577), an in-place softmax per row, and a `gemm` writing the head's
+/// `head_dim` columns of the output. Other devices, dtypes or layouts use candle's ops.
+pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+    let (b, n, h3) = qkv.dims3()?;
+    let h = h3 / 3;
+    if h3 % 3 != 0 || heads == 0 || h % heads != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "self-attention over {heads} heads cannot split a fused qkv of width {h3}"
+        )));
+    }
+    let d = h / heads;
+    let fast = with_cpu_f32(qkv, |qkv| {
+        let mut out = vec![0f32; b * n * h];
+        let shared = SharedOut(out.as_mut_ptr());
+        (0..b * heads).into_par_iter().for_each_init(
+            || vec![0f32; n * n],
+            |scores, task| {
+                let (img, head) = (task / heads, task % heads);
+                let base = img * n * h3 + head * d;
+                let (q, k, v) = (&qkv[base..], &qkv[base + h..], &qkv[base + 2 * h..]);
+                let rows = View {
+                    ptr: std::ptr::null(),
+                    rs: h3 as isize,
+                    cs: 1,
+                };
+                let out = shared;
+                // SAFETY: q, k and v rows are n rows of stride 3h within this image's block of
+                // qkv, d columns each; kᵀ reads k with row stride 1, column stride 3h. scores is
+                // this task's [n, n] buffer; the context goes to rows of stride h, columns
+                // [head·d, (head+1)·d) of this image, which no other task writes.
+                unsafe {
+                    gemm_f32(
+                        (n, n, d),
+                        scores.as_mut_ptr(),
+                        n,
+                        false,
+                        View {
+                            ptr: q.as_ptr(),
+                            ..rows
+                        },
+                        View {
+                            ptr: k.as_ptr(),
+                            rs: 1,
+                            cs: h3 as isize,
+                        },
+                        scale as f32,
+                        Parallelism::None,
+                    );
+                }
+                for row in scores.chunks_exact_mut(n) {
+                    softmax_in_place(row);
+                }
+                unsafe {
+                    gemm_f32(
+                        (n, d, n),
+                        out.0.add(img * n * h + head * d),
+                        h,
+                        false,
+                        View {
+                            ptr: scores.as_ptr(),
+                            rs: n as isize,
+                            cs: 1,
+                        },
+                        View {
+                            ptr: v.as_ptr(),
+                            ..rows
+                        },
+                        1.0,
+                        Parallelism::None,
+                    );
+                }
+            },
+        );
+        out
+    });
+    match fast {
+        Some(out) => Ok(Tensor::from_vec(out, (b, n, h), qkv.device())?),
+        None => {
+            let qkv = qkv.reshape((b, n, 3, heads, d))?.permute((2, 0, 3, 1, 4))?;
+            let q = (qkv.get(0)?.contiguous()? * scale)?;
+            let k = qkv.get(1)?.contiguous()?;
+            let v = qkv.get(2)?.contiguous()?;
+            let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+            Ok(probs
+                .matmul(&v)?
+                .permute((0, 2, 1, 3))?
+                .reshape((b, n, h))?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, D};
+
+    use super::*;
+
+    fn assert_close(ours: &Tensor, reference: &Tensor, tol: f32) -> Result<()> {
+        assert_eq!(ours.dims(), reference.dims());
+        let a = ours.flatten_all()?.to_vec1::<f32>()?;
+        let b = reference.flatten_all()?.to_vec1::<f32>()?;
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= tol * y.abs().max(1.0), "{x} vs {y}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn linear_matches_matmul_plus_bias() -> Result<()> {
+        let dev = Device::Cpu;
+        for (shape, n) in [
+            (vec![577, 768], 2304),
+            (vec![2, 5, 64], 33),
+            (vec![1, 1, 7], 3),
+        ] {
+            let k = *shape.last().unwrap();
+            let xs = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?;
+            let w = Tensor::randn(0f32, 0.1, (n, k), &dev)?;
+            let b = Tensor::randn(0f32, 1.0, n, &dev)?;
+            let reference = xs.broadcast_matmul(&w.t()?)?;
+            assert_close(&linear_f32(&xs, &w, None)?, &reference, 1e-4)?;
+            let with_bias = reference.broadcast_add(&b)?;
+            assert_close(&linear_f32(&xs, &w, Some(&b))?, &with_bias, 1e-4)?;
+        }
+        // A strided input is made contiguous; a wrong width is an error.
+        let xs = Tensor::randn(0f32, 1.0, (8, 6), &dev)?.t()?;
+        let w = Tensor::randn(0f32, 1.0, (4, 8), &dev)?;
+        assert_close(&linear_f32(&xs, &w, None)?, &xs.matmul(&w.t()?)?, 1e-4)?;
+        assert!(linear_f32(&xs, &w.narrow(1, 0, 5)?, None).is_err());
+        Ok(())
+    }
+
+    /// The reference: candle's matmul/softmax path on the same fused projection.
+    fn reference_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
+        let (b, n, h3) = qkv.dims3()?;
+        let (h, d) = (h3 / 3, h3 / 3 / heads);
+        let qkv = qkv.reshape((b, n, 3, heads, d))?.permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        Ok(probs
+            .matmul(&v)?
+            .permute((0, 2, 1, 3))?
+            .reshape((b, n, h))?)
+    }
+
+    #[test]
+    fn self_attention_matches_matmul_softmax_matmul() -> Result<()> {
+        let dev = Device::Cpu;
+        for (b, n, heads, d) in [(1, 577, 12, 64), (2, 9, 3, 8), (3, 1, 2, 4)] {
+            let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * heads * d), &dev)?;
+            let scale = 1.0 / (d as f64).sqrt();
+            let ours = self_attention(&qkv, heads, scale)?;
+            assert_close(&ours, &reference_attention(&qkv, heads, scale)?, 1e-5)?;
+        }
+        let qkv = Tensor::zeros((1, 4, 10), candle_core::DType::F32, &dev)?;
+        assert!(self_attention(&qkv, 3, 1.0).is_err());
+        Ok(())
+    }
+}
