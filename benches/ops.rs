@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Module, Tensor};
 
 fn time<T>(label: &str, reps: usize, mut f: impl FnMut() -> T) -> f64 {
@@ -32,26 +32,30 @@ fn main() -> candle_core::Result<()> {
     ] {
         let w = Tensor::randn(0f32, 0.02, (out, inp), &dev)?;
         let lin = candle_nn::Linear::new(w.clone(), None);
-        total_f32 += time(&format!("f32 linear {name} {out}x{inp}"), 5, || {
-            lin.forward(xs).unwrap()
+        time(
+            &format!("f32 linear {name} {out}x{inp} (candle)"),
+            5,
+            || lin.forward(xs).unwrap(),
+        );
+        total_f32 += time(&format!("f32 linear {name} {out}x{inp} (blipq)"), 5, || {
+            blipq::model::matmul::linear_f32(xs, &w, None).unwrap()
         });
-        let q = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?;
-        total_q8 += time(&format!("q8_0 linear {name} {out}x{inp}"), 5, || {
-            q.forward(xs).unwrap()
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+        let ours = blipq::model::q8::Q8Matrix::from_qtensor(&q).unwrap();
+        total_q8 += time(&format!("int8 linear {name} {out}x{inp} (blipq)"), 5, || {
+            ours.forward(xs).unwrap()
         });
     }
     let q = Tensor::randn(0f32, 1.0, (1, heads, n, h / heads), &dev)?;
     let k = Tensor::randn(0f32, 1.0, (1, heads, n, h / heads), &dev)?;
     let kt = k.t()?;
     let scores = q.matmul(&kt)?;
-    let t_qk = time("attention q.k^T", 5, || q.matmul(&kt).unwrap());
     let t_sm = time("softmax 12x577x577", 5, || {
         candle_nn::ops::softmax_last_dim(&scores).unwrap()
     });
     let t_sm_ours = time("softmax 12x577x577 (blipq)", 5, || {
         blipq::model::ops::softmax_last_dim(&scores).unwrap()
     });
-    let t_pv = time("attention p.v", 5, || scores.matmul(&k).unwrap());
     let t_gelu_candle = time("gelu_erf 577x3072 (candle)", 5, || xi.gelu_erf().unwrap());
     let t_gelu = time("gelu_erf 577x3072 (blipq)", 5, || {
         blipq::model::ops::activation(&xi, candle_nn::Activation::Gelu).unwrap()
@@ -68,20 +72,36 @@ fn main() -> candle_core::Result<()> {
     );
     let t_ln = time("layer_norm 577x768", 5, || ln.forward(&x).unwrap());
     let qkv = Tensor::randn(0f32, 1.0, (1, n, 3 * h), &dev)?;
-    let t_perm = time("qkv reshape/permute/contiguous", 5, || {
+    // The whole attention core, from the fused projection to the heads side by side: candle's
+    // ops (permute copies, batched matmuls, blipq's softmax) vs blipq's strided per-head gemm.
+    let scale = 1.0 / ((h / heads) as f64).sqrt();
+    let t_attn_candle = time("attention core (candle ops)", 5, || {
         let t = qkv
             .reshape((1, n, 3, heads, h / heads))
             .unwrap()
             .permute((2, 0, 3, 1, 4))
             .unwrap();
-        (
-            t.get(0).unwrap().contiguous().unwrap(),
-            t.get(1).unwrap().contiguous().unwrap(),
-        )
+        let q = (t.get(0).unwrap().contiguous().unwrap() * scale).unwrap();
+        let k = t.get(1).unwrap().contiguous().unwrap();
+        let v = t.get(2).unwrap().contiguous().unwrap();
+        let p = blipq::model::ops::softmax_last_dim(&q.matmul(&k.t().unwrap()).unwrap()).unwrap();
+        p.matmul(&v)
+            .unwrap()
+            .permute((0, 2, 1, 3))
+            .unwrap()
+            .reshape((1, n, h))
+            .unwrap()
     });
-    let other = t_qk + t_sm_ours + t_pv + t_gelu + 2.0 * t_ln + t_perm;
+    let t_attn = time("attention core (blipq)", 5, || {
+        blipq::model::matmul::self_attention(&qkv, heads, scale).unwrap()
+    });
     println!(
-        "per layer: f32 linears {:.1} ms, q8_0 linears {:.1} ms, rest {:.1} ms",
+        "blipq vs candle: attention core {:.1}x faster",
+        t_attn_candle / t_attn
+    );
+    let other = t_attn + t_gelu + 2.0 * t_ln;
+    println!(
+        "per layer: f32 linears {:.1} ms, int8 linears {:.1} ms, rest {:.1} ms",
         total_f32 * 1e3,
         total_q8 * 1e3,
         other * 1e3

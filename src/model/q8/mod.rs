@@ -155,11 +155,22 @@ pub(crate) struct QuantRows {
 /// candle's `round(x · id) as i8`.
 fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-    let mut amax = 0f32;
-    for &v in x {
-        let a = v.abs();
-        amax = if a > amax { a } else { amax };
+                                     // Eight running maxima, then a halving tree: both become vector max instructions, where a
+                                     // single running maximum is a serial chain of 32 scalar ones.
+    let mut lanes = [0f32; 8];
+    for c in x.as_chunks::<8>().0 {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
     }
+    for half in [4, 2, 1] {
+        for i in 0..half {
+            let other = lanes[i + half];
+            lanes[i] = if other > lanes[i] { other } else { lanes[i] };
+        }
+    }
+    let amax = lanes[0];
     let d = amax / ((1 << 7) - 1) as f32;
     let id = if d != 0f32 { 1. / d } else { 0. };
     let mut sum = 0i32;
