@@ -28,6 +28,18 @@ pub fn activation(xs: &Tensor, act: Activation) -> Result<Tensor> {
     }
 }
 
+/// [`activation`] computed in place on `xs`'s own buffer, for an output the caller has just
+/// computed and shares with nobody (a `Linear` output): saves a second buffer the size of the
+/// MLP's widest activation. Falls back to [`activation`] wherever the in-place op does not apply.
+pub fn activation_in_place(xs: Tensor, act: Activation) -> Result<Tensor> {
+    if act == Activation::Gelu && is_cpu_f32(&xs) && xs.is_contiguous() {
+        xs.inplace_op1(&GeluErfInPlace)?;
+        Ok(xs)
+    } else {
+        activation(&xs, act)
+    }
+}
+
 /// Softmax over the last dimension (`candle_nn::ops::softmax_last_dim` on other devices/dtypes).
 pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
     if is_cpu_f32(xs) {
@@ -153,6 +165,29 @@ impl CustomOp1 for GeluErf {
             }
         });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+struct GeluErfInPlace;
+
+impl candle_core::InplaceOp1 for GeluErfInPlace {
+    fn name(&self) -> &'static str {
+        "blipq-gelu-erf-in-place"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(values) = storage else {
+            candle_core::bail!("{}: expected an f32 tensor", self.name())
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{}: input must be contiguous", self.name())
+        };
+        values[start..end].par_chunks_mut(CHUNK).for_each(|c| {
+            for x in c {
+                *x = gelu(*x);
+            }
+        });
+        Ok(())
     }
 }
 
@@ -353,6 +388,21 @@ mod tests {
         let t = xs.t()?;
         let ours_t = activation(&t, Activation::Gelu)?.to_vec2::<f32>()?;
         assert_eq!(ours_t.len(), 5000);
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_in_place_equals_gelu() -> Result<()> {
+        let xs = Tensor::randn(0f32, 3.0, (7, 3000), &Device::Cpu)?;
+        let want = activation(&xs, Activation::Gelu)?.to_vec2::<f32>()?;
+        let fresh = xs.copy()?;
+        let got = activation_in_place(fresh, Activation::Gelu)?.to_vec2::<f32>()?;
+        assert_eq!(got, want);
+        // Strided input: falls back to the copying op and leaves the input alone.
+        let t = xs.t()?;
+        let got_t = activation_in_place(t.clone(), Activation::Gelu)?;
+        assert_eq!(got_t.t()?.to_vec2::<f32>()?, want);
+        assert_eq!(t.t()?.to_vec2::<f32>()?, xs.to_vec2::<f32>()?);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use candle_nn::LayerNorm;
 use crate::checkpoint::Weights;
 use crate::config::TextConfig;
 use crate::model::linear::{layer_norm, Embedding, Linear};
-use crate::model::ops::{activation, attention_few_queries, softmax_last_dim};
+use crate::model::ops::{activation_in_place, attention_few_queries, softmax_last_dim};
 use crate::{Error, Result};
 
 /// Everything the decoder remembers between steps for a batch of sequences (beams) of one image.
@@ -258,7 +258,7 @@ impl TextLayer {
         let xs = self.attention_output.forward(&a, xs)?;
         let c = self.crossattention.forward_cross(&xs, cross_kv)?;
         let xs = self.crossattention_output.forward(&c, &xs)?;
-        let i = activation(&self.intermediate.forward(&xs)?, self.act)?;
+        let i = activation_in_place(self.intermediate.forward(&xs)?, self.act)?;
         self.output.forward(&i, &xs)
     }
 }
@@ -297,7 +297,7 @@ impl LmPredictionHead {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = activation(&self.dense.forward(xs)?, self.act)?;
+        let xs = activation_in_place(self.dense.forward(xs)?, self.act)?;
         self.decoder.forward(&self.layer_norm.forward(&xs)?)
     }
 }

@@ -8,7 +8,7 @@ use crate::checkpoint::Weights;
 use crate::config::VisionConfig;
 use crate::model::linear::{layer_norm, Linear};
 use crate::model::matmul::{linear_f32, self_attention};
-use crate::model::ops::activation;
+use crate::model::ops::activation_in_place;
 use crate::Result;
 
 /// `vision_model.embeddings`: class token, patch projection and learned positions.
@@ -106,7 +106,7 @@ impl VisionMlp {
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.fc2
-            .forward(&activation(&self.fc1.forward(xs)?, self.act)?)
+            .forward(&activation_in_place(self.fc1.forward(xs)?, self.act)?)
     }
 }
 
