@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The full test suite: formatting, lints, native tests, browser tests (headless Chromium), the
-# trunk page build and an end-to-end test of the built page. Run from anywhere; needs the tools
-# `.ci/run` installs (wasm32 target, wasm-bindgen-cli matching Cargo.lock, chromium +
-# chromedriver, trunk 0.21, Node.js, binaryen 132 from npm in target/tools, and
-# tests/e2e/node_modules from `npm ci --prefix tests/e2e`).
+# threaded page build (scripts/web.sh) and an end-to-end test of the built page. Run from
+# anywhere; needs the tools `.ci/run` installs (wasm32 target, the nightly toolchain with
+# rust-src and clippy, wasm-bindgen-cli matching Cargo.lock, chromium + chromedriver, trunk 0.21,
+# Node.js, binaryen 132 from npm in target/tools, and tests/e2e/node_modules from
+# `npm ci --prefix tests/e2e`).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,21 +32,25 @@ section "cargo clippy (wasm32: lib and browser tests)"
 # The `blipq` CLI is native-only (required-features = ["cli"]), hence --no-default-features.
 cargo clippy --target wasm32-unknown-unknown --no-default-features --lib --test wasm --test wasm_worker --test q8_kernel -- -D warnings
 
+section "cargo clippy (wasm32 threaded build of the lib: nightly, +atomics)"
+scripts/web.sh clippy
+
 section "cargo test (native)"
 cargo test
 
+# The wasm-bindgen unit tests stay single-threaded, on stable (.cargo/config.toml's flags).
 section "cargo test (wasm32: headless Chromium main thread and dedicated worker; simd128 INT8 kernel in Node)"
 cargo test --target wasm32-unknown-unknown --no-default-features --test wasm --test wasm_worker --test q8_kernel
 
-section "trunk build --release (the page, wasm-opt)"
-trunk build --release --config Trunkfile.toml
+section "scripts/web.sh build --release (the page: threaded wasm, nightly, wasm-opt)"
+scripts/web.sh build --release
 wasm="dist/blipq_bg.wasm"
 [[ -s "$wasm" ]] || { echo "trunk produced no $wasm" >&2; exit 1; }
 echo "dist: $(du -sh dist | cut -f1), $wasm: $(stat -c %s "$wasm") bytes"
 
 section "end-to-end test of the page (dist/ in /usr/bin/chromium via playwright-core)"
-# Captions in the page must equal `blipq caption --json` (target/debug/blipq, built by cargo
-# test above); screenshots go to tests/e2e/artifacts/.
+# Captions in the page (run on several threads) must equal `blipq caption --json`
+# (target/debug/blipq, built by cargo test above); screenshots go to tests/e2e/artifacts/.
 if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi

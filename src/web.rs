@@ -18,6 +18,11 @@
 //! captioner.free();   // releases the model's wasm memory
 //! ```
 //!
+//! The threaded build (scripts/web.sh: `+atomics`, shared memory) also exports
+//! `initThreadPool(n)`; call it right after `init()` in a worker, on a cross-origin isolated
+//! page, to run the engine's rayon kernels on `n` Web Workers (www/worker.js does).
+//! `rayonThreads()` reports the pool's size in either build.
+//!
 //! Every engine error becomes a thrown JS `Error` carrying the engine's message; nothing here
 //! panics on user input. The weight file is never copied into wasm memory as a whole:
 //! [`JsBytes`] keeps the JS `Uint8Array` and hands the loader one tensor's bytes at a time, so
@@ -57,8 +62,11 @@ pub struct JsBytes {
 }
 
 // SAFETY: `ByteSource` requires Send + Sync so that native code can share memory maps across
-// threads. This crate's wasm32 build is single-threaded (no `atomics` target feature, no
-// shared memory), so a `JsBytes` can never be observed from a second thread.
+// threads. The stable wasm32 build is single-threaded (no `atomics`, no shared memory). The
+// threaded build (`+atomics`, scripts/web.sh) runs rayon tasks on other Web Workers, whose JS
+// heaps do not hold this `Uint8Array`; but the loader reads checkpoints only on the thread that
+// called `new Captioner` (rayon runs compute kernels on plain slices only), so a `JsBytes` is
+// still never touched from a second thread.
 unsafe impl Send for JsBytes {}
 // SAFETY: as for `Send` above.
 unsafe impl Sync for JsBytes {}
@@ -459,14 +467,32 @@ pub fn version() -> String {
 /// `wasmMemoryBytes()` → the current size of this module's linear memory in bytes.
 #[wasm_bindgen(js_name = wasmMemoryBytes)]
 pub fn wasm_memory_bytes() -> f64 {
+    // The threaded build's memory is shared: its buffer is a SharedArrayBuffer, which is no
+    // ArrayBuffer (and whose constructor is not even a global on pages that are not
+    // cross-origin isolated), so read `byteLength` by name.
     wasm_bindgen::memory()
         .dyn_into::<js_sys::WebAssembly::Memory>()
-        .map(|m| {
-            m.buffer()
-                .dyn_into::<js_sys::ArrayBuffer>()
-                .map_or(0.0, |b| b.byte_length() as f64)
-        })
+        .ok()
+        .and_then(|m| js_sys::Reflect::get(&m.buffer(), &JsValue::from_str("byteLength")).ok())
+        .and_then(|n| n.as_f64())
         .unwrap_or(0.0)
+}
+
+/// `initThreadPool(n)` → `Promise<void>`, threaded build only (`+atomics`, see scripts/web.sh):
+/// starts `n` Web Workers that share this module's memory and makes them rayon's global pool, so
+/// the engine's parallel kernels (INT8 GEMM, GELU, softmax, attention) use them. Call it once,
+/// right after `init()` and before anything else (rayon's global pool can be set only once), from
+/// a worker that may block (`Atomics.wait`), on a cross-origin isolated page (the memory is
+/// posted to the new workers). The stable build has no such export: feature-detect it.
+#[cfg(target_feature = "atomics")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// `rayonThreads()` → how many threads rayon's global pool runs on: the `initThreadPool` size
+/// once that resolved, else 1 (this thread alone). Calling it fixes the pool, so call it only
+/// after `initThreadPool` (or when there will be none).
+#[wasm_bindgen(js_name = rayonThreads)]
+pub fn rayon_threads() -> usize {
+    rayon::current_num_threads()
 }
 
 /// wasm32 linear memory is addressed with 32 bits: 4 GiB at most.

@@ -13,6 +13,11 @@ import { CACHE_NAME, MB } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const WORKER_URL = new URL("./worker.js", import.meta.url);
+// `?threads=N` on the page's URL sets the worker's thread pool size (e.g. 1 to compare).
+const THREADS_PARAM = new URLSearchParams(location.search).get("threads");
+if (THREADS_PARAM) WORKER_URL.searchParams.set("threads", THREADS_PARAM);
+/** sessionStorage key: set while the page reloads to come back cross-origin isolated. */
+const COI_RELOAD_KEY = "blipq-coi-reload";
 const EVAL_BASE = new URL("../data/demo-eval/", import.meta.url);
 const BUNDLED = {
   demo: { label: "demo", title: "Demo FP32", modelPath: "models/demo" },
@@ -129,13 +134,75 @@ class WorkerClient {
   }
 }
 
+// ---------------------------------------------------------------- cross-origin isolation
+
+/**
+ * The threaded wasm needs a cross-origin isolated page (COOP + COEP headers). When the server did
+ * not send them, registers www/coi-sw.js, which adds them, and reloads the page once so that the
+ * service worker serves it. Never reloads twice in a row: the sessionStorage flag stays set until
+ * a load comes back isolated. Resolves to null when isolated, else to why not (the page then runs
+ * on one thread).
+ */
+async function ensureIsolation() {
+  const session = (() => {
+    try {
+      return window.sessionStorage;
+    } catch {
+      return null; // storage disabled
+    }
+  })();
+  if (self.crossOriginIsolated) {
+    session?.removeItem(COI_RELOAD_KEY);
+    return null;
+  }
+  if (!window.isSecureContext || !("serviceWorker" in navigator)) {
+    return "not cross-origin isolated, and service workers are unavailable here (https or localhost needed)";
+  }
+  if (!session) return "not cross-origin isolated, and without session storage the page cannot reload safely";
+  try {
+    await navigator.serviceWorker.register(new URL("../coi-sw.js", import.meta.url));
+    if (session.getItem(COI_RELOAD_KEY)) {
+      session.removeItem(COI_RELOAD_KEY);
+      return "not cross-origin isolated, even through the service worker (forced reload?)";
+    }
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("it did not activate")), 10_000));
+    await Promise.race([navigator.serviceWorker.ready, timeout]);
+    session.setItem(COI_RELOAD_KEY, "1");
+    location.reload();
+    return new Promise(() => {}); // the page is going away
+  } catch (e) {
+    return `not cross-origin isolated: the isolation service worker failed (${e.message})`;
+  }
+}
+// Started at once, so a reload for isolation happens as early as possible.
+const isolation = ensureIsolation().catch((e) => `not cross-origin isolated (${e.message})`);
+
+let isolationNoticeShown = false;
+function showThreads(hello, isolationNote) {
+  const threads = hello.threads ?? 1;
+  document.body.dataset.threads = String(threads);
+  $("threads").textContent = String(threads);
+  $("threads-note").textContent = threads > 1 || !hello.threadsNote ? "" : `(${hello.threadsNote})`;
+  if (hello.threadedBuild && !hello.crossOriginIsolated && !isolationNoticeShown) {
+    isolationNoticeShown = true;
+    showMessage(
+      `The model runs on one thread (${isolationNote ?? "not cross-origin isolated"}). Serve the ` +
+        "page with the headers Cross-Origin-Opener-Policy: same-origin and " +
+        "Cross-Origin-Embedder-Policy: require-corp to use every core.",
+      "notice",
+    );
+  }
+}
+
 async function startWorker() {
   client?.terminate();
+  const isolationNote = await isolation;
   client = new WorkerClient(onWorkerFatal);
   $("worker-status").textContent = "starting…";
   try {
     const hello = await client.request("hello");
     $("worker-status").textContent = `ready (blipq ${hello.version})`;
+    showThreads(hello, isolationNote);
     document.body.dataset.workerReady = "true";
     updateMemory(hello.wasmMemoryBytes);
   } catch (e) {

@@ -8,8 +8,15 @@
 // module trapped (e.g. ran out of memory): its state cannot be trusted, so the page starts a new
 // worker. Every other error leaves the worker and its loaded models usable.
 //
+// Threads: with the threaded build (scripts/web.sh; it exports `initThreadPool`) on a
+// cross-origin isolated page, this worker starts a rayon pool of Web Workers sharing the wasm
+// memory before it answers anything; otherwise everything runs on this worker's one thread.
+// `?threads=N` on this script's URL (the page passes its own `?threads=`) sets the pool size;
+// the default is navigator.hardwareConcurrency, at most MAX_THREADS.
+//
 // Requests:
-//   hello                                   → {version, wasmMemoryBytes}
+//   hello                                   → {version, wasmMemoryBytes, threads, threadsNote,
+//                                              threadedBuild, crossOriginIsolated}
 //   load {key, source}                      → {info, files, weightBytes, totalBytes, fromCache,
 //                                              memBefore, memAfter}
 //        source = {kind: "url", base} | {kind: "files", files: File[]}
@@ -20,14 +27,58 @@
 //   bench {source, items, imagesBase, options, warmup}   (sent to a fresh worker per model)
 //                                           → bench-progress events, then {samples, failures,
 //                                              info, weightBytes, peakMemoryBytes, memBefore, memAfter}
-import init, { Captioner, version, wasmMemoryBytes, bleu4 } from "../blipq.js";
+// A namespace import: `initThreadPool` exists in the threaded build only, and a named import
+// of a missing export would fail the whole module.
+import init, * as blipq from "../blipq.js";
 import { CACHE_NAME } from "./common.js";
+
+const { Captioner, version, wasmMemoryBytes, bleu4 } = blipq;
 
 const REQUIRED = ["config.json", "model.safetensors", "tokenizer.json"];
 const OPTIONAL = ["tokenizer_config.json", "generation_config.json"];
 const PREPROCESSOR = ["preprocessor_config.json", "processor_config.json"];
 
-const ready = init({ module_or_path: new URL("../blipq_bg.wasm", import.meta.url) });
+/** Upper bound of the default pool size: beyond it memory bandwidth, not cores, limits. */
+const MAX_THREADS = 8;
+/** Give up on a pool whose workers did not all start within this time (and run on one thread). */
+const POOL_TIMEOUT_MS = 30_000;
+
+/** Starts rayon's pool when this build and page can; resolves to {threads, threadsNote}. */
+async function startThreads() {
+  const threadedBuild = typeof blipq.initThreadPool === "function";
+  const requested = Number(new URL(self.location.href).searchParams.get("threads"));
+  const wanted =
+    Number.isInteger(requested) && requested > 0
+      ? Math.min(requested, 64)
+      : Math.max(1, Math.min(self.navigator?.hardwareConcurrency || 1, MAX_THREADS));
+  let note = null;
+  if (!threadedBuild) note = "single-threaded build";
+  else if (!self.crossOriginIsolated) note = "page is not cross-origin isolated";
+  else if (wanted < 2) note = requested ? "one thread requested" : "one core";
+  else {
+    let timer;
+    try {
+      const pool = blipq.initThreadPool(wanted);
+      pool.catch(() => {}); // a pool that fails after the time-out is no unhandled rejection
+      await Promise.race([
+        pool,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`its workers did not start in ${POOL_TIMEOUT_MS / 1000} s`)), POOL_TIMEOUT_MS);
+        }),
+      ]);
+    } catch (e) {
+      note = `thread pool failed: ${errorMessage(e)}`;
+      console.warn(`blipq worker: running on one thread, the ${note}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  // Fixes rayon's global pool: the one just started, else this thread alone.
+  const threads = blipq.rayonThreads();
+  return { threads, threadsNote: note, threadedBuild, crossOriginIsolated: !!self.crossOriginIsolated };
+}
+
+const ready = init({ module_or_path: new URL("../blipq_bg.wasm", import.meta.url) }).then(startThreads);
 /** key → {captioner, info, weightBytes} */
 const models = new Map();
 
@@ -205,7 +256,7 @@ async function imageBytes(image) {
 }
 
 const handlers = {
-  hello: async () => ({ version: version(), wasmMemoryBytes: wasmMemoryBytes() }),
+  hello: async () => ({ version: version(), wasmMemoryBytes: wasmMemoryBytes(), ...(await ready) }),
 
   load: async ({ key, source }, emit) => {
     const old = models.get(key);

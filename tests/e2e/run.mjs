@@ -1,6 +1,9 @@
-// End-to-end test of the built page (dist/, from `trunk build --release --config Trunkfile.toml`):
-// serves it on 127.0.0.1 with node's http module, drives Debian's /usr/bin/chromium through
-// playwright-core (never `npx playwright install`), and checks that
+// End-to-end test of the built page (dist/, from `scripts/web.sh build --release`, the threaded
+// build): serves it on 127.0.0.1 with node's http module and the COOP/COEP headers, drives
+// Debian's /usr/bin/chromium through playwright-core (never `npx playwright install`), and checks
+// that
+//   - the page is cross-origin isolated and the worker runs a rayon pool of more than one thread
+//     (navigator.hardwareConcurrency of them, at most 8);
 //   - the bundled demo FP32 and INT8 models load, with wasm memory growth ≤ 1.3× the weight file;
 //   - captions and token ids of bundled eval images equal `blipq caption --json` (native);
 //   - timing, memory and BLEU-4 fields are present and plausible, and captions stream;
@@ -8,10 +11,14 @@
 //     image bytes) are shown in the page and the next action still works;
 //   - the benchmark view runs on a few images, shows the comparison table and chart, and its
 //     downloaded results JSON has `blipq bench`'s format and the native token ids;
-//   - a second load comes from the Cache API, and "clear cache" empties it.
+//   - a second load comes from the Cache API, and "clear cache" empties it;
+//   - served WITHOUT the headers (a plain static host), the page isolates itself through its
+//     service worker (www/coi-sw.js, one reload) and still captions with several threads;
+//   - without the headers and with service workers blocked, it runs on one thread, says so, and
+//     captions the same.
 // Screenshots go to tests/e2e/artifacts/.
 //
-// Usage: node tests/e2e/run.mjs   (after `npm ci --prefix tests/e2e` and the trunk build)
+// Usage: node tests/e2e/run.mjs   (after `npm ci --prefix tests/e2e` and scripts/web.sh build)
 // Env: BLIPQ_BIN (native binary; default target/debug/blipq, built with `cargo build` if
 // missing), BLIPQ_DIST (default dist), CHROMIUM (default /usr/bin/chromium).
 import { execFileSync } from "node:child_process";
@@ -33,6 +40,7 @@ const BENCH_IMAGES = 3;
 const MODELS = ["demo", "demo-int8"];
 const MAX_LOAD_RATIO = 1.3;
 const PROMPT = "four small";
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 let failures = 0;
 function check(ok, what, detail = "") {
@@ -80,7 +88,14 @@ const TYPES = {
   ".safetensors": "application/octet-stream",
 };
 
-function serve(dir) {
+/** Cross-origin isolation headers, as Trunkfile.toml's [serve.headers]. */
+const ISOLATION = {
+  "Cross-Origin-Opener-Policy": "same-origin",
+  "Cross-Origin-Embedder-Policy": "require-corp",
+};
+
+/** Serves `dir`; with `isolate`, every response carries the COOP/COEP headers. */
+function serve(dir, { isolate = true } = {}) {
   const server = createServer(async (req, res) => {
     try {
       const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
@@ -92,6 +107,7 @@ function serve(dir) {
         "Content-Type": TYPES[extname(file)] ?? "application/octet-stream",
         "Content-Length": body.length,
         "Cache-Control": "no-store",
+        ...(isolate ? ISOLATION : {}),
       });
       res.end(body);
     } catch {
@@ -142,6 +158,21 @@ async function lastError(page, previous) {
 }
 const errorCount = (page) => page.evaluate(() => document.querySelectorAll("#messages .msg.error").length);
 
+/** The page is cross-origin isolated and its worker runs rayon on several threads. */
+async function checkThreads(page, what) {
+  const t = await page.evaluate(() => ({
+    isolated: self.crossOriginIsolated,
+    cores: navigator.hardwareConcurrency,
+    threads: Number(document.body.dataset.threads),
+    shown: document.getElementById("threads").textContent,
+  }));
+  console.log(`  ${what}: crossOriginIsolated ${t.isolated}, hardwareConcurrency ${t.cores}, worker threads ${t.threads}`);
+  check(t.isolated === true, `${what}: crossOriginIsolated`);
+  const want = Math.max(1, Math.min(t.cores, 8));
+  check(t.threads === want && t.threads > 1, `${what}: worker runs ${want} threads (> 1)`, `${t.threads} threads`);
+  check(t.shown === String(t.threads), `${what}: thread count shown`, t.shown);
+}
+
 function checkTimings(r, what) {
   const n = (k) => Number(r[k]);
   check(n("preprocessS") >= 0 && n("preprocessS") < 10, `${what}: preprocess time`, r.preprocessS);
@@ -167,7 +198,7 @@ function checkTimings(r, what) {
 
 async function main() {
   if (!existsSync(join(dist, "index.html")) || !existsSync(join(dist, "blipq_bg.wasm"))) {
-    throw new Error(`${dist} has no built page: run trunk build --release --config Trunkfile.toml first`);
+    throw new Error(`${dist} has no built page: run scripts/web.sh build --release first`);
   }
   for (const p of ["models/demo/model.safetensors", "models/demo-int8/model.safetensors", "data/demo-eval/captions.json", "www/worker.js"]) {
     check(existsSync(join(dist, p)), `dist/${p} exists`);
@@ -191,7 +222,7 @@ async function main() {
   const base = `http://127.0.0.1:${server.address().port}/`;
   const userDataDir = await mkdtemp(join(tmpdir(), "blipq-e2e-"));
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    executablePath: CHROMIUM,
     headless: true,
     args: CHROMIUM_ARGS,
     viewport: { width: 1280, height: 900 },
@@ -212,6 +243,7 @@ async function main() {
     await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
     await page.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
     check(/^\d+\.\d+\.\d+/.test(await page.textContent("#version")), "version shown");
+    await checkThreads(page, "served with COOP/COEP");
     await shot("01-start");
 
     const load = {};
@@ -331,6 +363,54 @@ async function main() {
     check(true, "clear cache empties the cache");
     await page.setViewportSize({ width: 390, height: 844 });
     await shot("05-mobile");
+
+    log("a static host without COOP/COEP: the service worker isolates the page");
+    const plain = await serve(dist, { isolate: false });
+    try {
+      const plainBase = `http://127.0.0.1:${plain.address().port}/`;
+      const p2 = await context.newPage();
+      p2.on("pageerror", (e) => pageErrors.push(`page error (no headers): ${e.message}`));
+      await p2.goto(plainBase);
+      // The page registers www/coi-sw.js and reloads once; waitForSelector spans the reload.
+      await p2.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+      const sw = await p2.evaluate(() => navigator.serviceWorker.controller?.scriptURL ?? null);
+      check(sw !== null && sw.endsWith("/coi-sw.js"), "the page is controlled by coi-sw.js", sw);
+      await checkThreads(p2, "without headers, through the service worker");
+      await loadBundled(p2, "demo-int8");
+      await p2.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
+      const r = await captionGallery(p2, "demo-int8", IMAGES[0]);
+      check(r.tokenIds === native["demo-int8"][IMAGES[0]].token_ids.join(" "), "without headers: caption = native", r.tokenIds);
+      await p2.screenshot({ path: join(artifacts, "06-service-worker.png"), fullPage: true });
+      await p2.close();
+
+      log("no headers and no service worker: one thread, said so, same captions");
+      const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+      try {
+        const p3 = await (await browser.newContext({ serviceWorkers: "block" })).newPage();
+        p3.on("pageerror", (e) => pageErrors.push(`page error (single thread): ${e.message}`));
+        await p3.goto(plainBase);
+        await p3.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+        const t = await p3.evaluate(() => ({
+          isolated: self.crossOriginIsolated,
+          threads: document.body.dataset.threads,
+          note: document.getElementById("threads-note").textContent,
+          notices: [...document.querySelectorAll("#messages .msg.notice")].map((m) => m.textContent),
+        }));
+        console.log(`  crossOriginIsolated ${t.isolated}, threads ${t.threads} ${t.note}; notice: ${t.notices.join(" / ")}`);
+        check(t.isolated === false && t.threads === "1", "not isolated: the worker runs on one thread", JSON.stringify(t));
+        check(/not cross-origin isolated/.test(t.note), "the thread count says why", t.note);
+        check(t.notices.some((m) => /one thread/.test(m) && /Cross-Origin-Embedder-Policy/.test(m)), "a notice explains the headers", t.notices.join(" / "));
+        await loadBundled(p3, "demo-int8");
+        await p3.waitForSelector(`#gallery [data-file="${IMAGES[1]}"]`, { timeout: 30_000 });
+        const r = await captionGallery(p3, "demo-int8", IMAGES[1]);
+        check(r.tokenIds === native["demo-int8"][IMAGES[1]].token_ids.join(" "), "one thread: caption = native", r.tokenIds);
+        await p3.screenshot({ path: join(artifacts, "07-single-thread.png") });
+      } finally {
+        await browser.close();
+      }
+    } finally {
+      plain.close();
+    }
 
     check(pageErrors.length === 0, "no uncaught errors in the page", pageErrors.join("\n"));
   } finally {
