@@ -42,9 +42,11 @@ fn main() -> candle_core::Result<()> {
         });
         let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
         let ours = blipq::model::q8::Q8Matrix::from_qtensor(&q).unwrap();
-        total_q8 += time(&format!("int8 linear {name} {out}x{inp} (blipq)"), 5, || {
-            ours.forward(xs).unwrap()
-        });
+        total_q8 += time(
+            &format!("int8 linear {name} {out}x{inp} (blipq)"),
+            5,
+            || ours.forward(xs).unwrap(),
+        );
     }
     let q = Tensor::randn(0f32, 1.0, (1, heads, n, h / heads), &dev)?;
     let k = Tensor::randn(0f32, 1.0, (1, heads, n, h / heads), &dev)?;
