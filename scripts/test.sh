@@ -2,7 +2,7 @@
 # The full test suite: formatting, lints, native tests, browser tests (headless Chromium), the
 # threaded page build (scripts/web.sh) and an end-to-end test of the built page. Run from
 # anywhere; needs the tools `.ci/run` installs (wasm32 target, the nightly toolchain with
-# rust-src and clippy, wasm-bindgen-cli matching Cargo.lock, chromium + chromedriver, trunk 0.21,
+# rust-src, wasm-bindgen-cli matching Cargo.lock, chromium + chromedriver, trunk 0.21,
 # Node.js, binaryen 132 from npm in target/tools, and tests/e2e/node_modules from
 # `npm ci --prefix tests/e2e`).
 set -euo pipefail
@@ -31,9 +31,6 @@ cargo clippy --all-targets -- -D warnings
 section "cargo clippy (wasm32: lib and browser tests)"
 # The `blipq` CLI is native-only (required-features = ["cli"]), hence --no-default-features.
 cargo clippy --target wasm32-unknown-unknown --no-default-features --lib --test wasm --test wasm_worker --test q8_kernel -- -D warnings
-
-section "cargo clippy (wasm32 threaded build of the lib: nightly, +atomics)"
-scripts/web.sh clippy
 
 section "cargo test (native)"
 cargo test
