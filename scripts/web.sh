@@ -86,4 +86,9 @@ fi
 # trunk's staging dir, and trunk copies whatever is there: start clean.
 rm -rf "${CARGO_TARGET_DIR:-target}"/wasm-bindgen/*/snippets
 
+# `trunk serve` refuses to start when a path in Trunkfile.toml's [watch] ignore list is missing
+# (as bench-out/ and dist/ are in a fresh clone; both are git-ignored).
+if [[ "$cmd" == serve ]]; then
+  mkdir -p bench-out dist
+fi
 exec trunk "$cmd" --config Trunkfile.toml "${args[@]}"

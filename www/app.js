@@ -16,6 +16,12 @@ const WORKER_URL = new URL("./worker.js", import.meta.url);
 // `?threads=N` on the page's URL sets the worker's thread pool size (e.g. 1 to compare).
 const THREADS_PARAM = new URLSearchParams(location.search).get("threads");
 if (THREADS_PARAM) WORKER_URL.searchParams.set("threads", THREADS_PARAM);
+/** The page's own wasm module: trunk's loader sets window.wasmBindings and fires
+ * TrunkApplicationStarted once init() is done. */
+const wasmBindings = new Promise((resolve) => {
+  if (window.wasmBindings) resolve(window.wasmBindings);
+  else addEventListener("TrunkApplicationStarted", () => resolve(window.wasmBindings), { once: true });
+});
 /** sessionStorage key: set while the page reloads to come back cross-origin isolated. */
 const COI_RELOAD_KEY = "blipq-coi-reload";
 const EVAL_BASE = new URL("../data/demo-eval/", import.meta.url);
@@ -155,6 +161,8 @@ async function ensureIsolation() {
     session?.removeItem(COI_RELOAD_KEY);
     return null;
   }
+  // The single-threaded build has no use for isolation: no service worker, no reload.
+  if (typeof (await wasmBindings).initThreadPool !== "function") return null;
   if (!window.isSecureContext || !("serviceWorker" in navigator)) {
     return "not cross-origin isolated, and service workers are unavailable here (https or localhost needed)";
   }
@@ -165,7 +173,7 @@ async function ensureIsolation() {
       session.removeItem(COI_RELOAD_KEY);
       return "not cross-origin isolated, even through the service worker (forced reload?)";
     }
-    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("it did not activate")), 10_000));
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("it did not activate")), 5_000));
     await Promise.race([navigator.serviceWorker.ready, timeout]);
     session.setItem(COI_RELOAD_KEY, "1");
     location.reload();
@@ -888,9 +896,4 @@ function onReady(b) {
   updateCacheStatus();
 }
 
-// trunk's loader sets window.wasmBindings and fires TrunkApplicationStarted once init() is done.
-if (window.wasmBindings) {
-  onReady(window.wasmBindings);
-} else {
-  addEventListener("TrunkApplicationStarted", () => onReady(window.wasmBindings), { once: true });
-}
+wasmBindings.then(onReady);

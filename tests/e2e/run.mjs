@@ -404,7 +404,7 @@ async function main() {
         await p3.waitForSelector(`#gallery [data-file="${IMAGES[1]}"]`, { timeout: 30_000 });
         const r = await captionGallery(p3, "demo-int8", IMAGES[1]);
         check(r.tokenIds === native["demo-int8"][IMAGES[1]].token_ids.join(" "), "one thread: caption = native", r.tokenIds);
-        await p3.screenshot({ path: join(artifacts, "07-single-thread.png") });
+        await p3.screenshot({ path: join(artifacts, "07-single-thread.png"), fullPage: true });
       } finally {
         await browser.close();
       }
