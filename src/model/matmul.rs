@@ -91,6 +91,26 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     Some(f(&values[start..end]))
 }
 
+/// The starting value of a `Linear` output `[m, n]`: `m` copies of the bias row, or zeros without
+/// a bias. Both the f32 and the INT8 products accumulate onto it.
+pub(crate) fn bias_rows(bias: Option<&Tensor>, m: usize, n: usize) -> Result<Vec<f32>> {
+    let Some(b) = bias else {
+        return Ok(vec![0.0; m * n]);
+    };
+    if b.dims() != [n] {
+        return Err(Error::InvalidArgument(format!(
+            "a linear layer with {n} outputs got a bias of shape {:?}",
+            b.dims()
+        )));
+    }
+    let b = b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+    let mut y = Vec::with_capacity(m * n);
+    for _ in 0..m {
+        y.extend_from_slice(&b);
+    }
+    Ok(y)
+}
+
 /// `xs [.., k] · weightᵀ + bias` for an f32 weight `[n, k]` and bias `[n]`, computed by one `gemm`
 /// call that starts from the bias. Other devices, dtypes or layouts use candle's matmul.
 pub fn linear_f32(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -107,18 +127,7 @@ pub fn linear_f32(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
     let xs = xs.contiguous()?;
     let fast = with_cpu_f32(&xs, |x| {
         with_cpu_f32(weight, |w| {
-            let bias = match bias {
-                Some(b) => with_cpu_f32(b, |b| b.to_vec()).filter(|b| b.len() == n),
-                None => Some(Vec::new()),
-            }?;
-            let mut y = Vec::with_capacity(m * n);
-            if bias.is_empty() {
-                y.resize(m * n, 0.0);
-            } else {
-                for _ in 0..m {
-                    y.extend_from_slice(&bias);
-                }
-            }
+            let mut y = bias_rows(bias, m, n).ok()?;
             // SAFETY: x is [m, k] and w is [n, k], both contiguous and in bounds; `wᵀ` is read
             // with row stride 1 and column stride k; y is [m, n] and ours alone.
             unsafe {

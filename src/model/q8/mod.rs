@@ -33,6 +33,7 @@ use candle_core::{DType, Storage, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
+use crate::model::matmul::bias_rows;
 use crate::{Error, Result};
 
 /// Values per quantization block along `k` (candle's `QK8_0`).
@@ -155,8 +156,9 @@ pub(crate) struct QuantRows {
 /// candle's `round(x · id) as i8`.
 fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-                                     // Eight running maxima, then a halving tree: both become vector max instructions, where a
-                                     // single running maximum is a serial chain of 32 scalar ones.
+
+    // Eight running maxima, then a halving tree: both become vector max instructions, where a
+    // single running maximum is a serial chain of 32 scalar ones.
     let mut lanes = [0f32; 8];
     for c in x.as_chunks::<8>().0 {
         for (m, &v) in lanes.iter_mut().zip(c) {
@@ -394,27 +396,11 @@ impl Q8Matrix {
                 self.k
             )));
         }
-        let bias = match bias {
-            Some(b) if b.dims() != [self.n] => {
-                return Err(Error::InvalidArgument(format!(
-                    "INT8 linear [{}, {}] got a bias of shape {:?}",
-                    self.n,
-                    self.k,
-                    b.dims()
-                )))
-            }
-            Some(b) => Some(b.to_dtype(DType::F32)?.to_vec1::<f32>()?),
-            None => None,
-        };
         let m = xs.elem_count() / self.k;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("non-empty: checked above") = self.n;
         let xs = xs.to_dtype(DType::F32)?.contiguous()?;
-        let mut y = Vec::with_capacity(m * self.n);
-        match &bias {
-            Some(b) => (0..m).for_each(|_| y.extend_from_slice(b)),
-            None => y.resize(m * self.n, 0.0),
-        }
+        let mut y = bias_rows(bias, m, self.n)?;
         {
             // Read the input in place: it is contiguous f32 on the CPU.
             let (storage, layout) = xs.storage_and_layout();
