@@ -72,6 +72,9 @@ pub struct ModelInfo {
     pub weights_bytes: usize,
 }
 
+/// Largest beam width accepted: each beam keeps its own key/value cache and candidate scores.
+pub const MAX_BEAMS: usize = 64;
+
 pub struct Captioner {
     model: BlipForConditionalGeneration,
     config: BlipConfig,
@@ -84,82 +87,54 @@ pub struct Captioner {
     pub max_pixels: u64,
 }
 
-/// Names of the files a checkpoint directory holds.
-pub const CONFIG_FILE: &str = "config.json";
-pub const SAFETENSORS_FILE: &str = "model.safetensors";
-pub const PTH_FILE: &str = "pytorch_model.bin";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
-pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
-pub const PREPROCESSOR_FILES: [&str; 2] = ["preprocessor_config.json", "processor_config.json"];
-pub const GENERATION_FILE: &str = "generation_config.json";
-
-#[cfg(not(target_arch = "wasm32"))]
-fn read_text(path: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn read_optional(path: &std::path::Path) -> Result<Option<String>> {
-    if path.exists() {
-        read_text(path).map(Some)
-    } else {
-        Ok(None)
-    }
-}
+pub use crate::files::{
+    CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
+    TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
+};
 
 #[cfg(not(target_arch = "wasm32"))]
 impl ModelFiles {
-    /// Reads a Hugging Face checkpoint directory (weights memory-mapped).
+    /// Reads a Hugging Face checkpoint directory (weights memory-mapped; text files bounded by
+    /// [`crate::files::max_bytes`]).
     pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+        use crate::files::{max_bytes, plan, WeightsFormat, EXTRA_FILES};
+        use crate::fsio::{exists, read_file, read_text};
+        let folder = dir.display().to_string();
         if !dir.is_dir() {
-            return Err(Error::io(
-                dir.display(),
-                std::io::Error::new(std::io::ErrorKind::NotFound, "not a checkpoint directory"),
-            ));
+            return Err(Error::file(&folder, "is not a checkpoint directory"));
         }
-        let st = dir.join(SAFETENSORS_FILE);
-        let pth = dir.join(PTH_FILE);
-        let weights = if st.exists() {
-            Checkpoint::open(&st)?
-        } else if pth.exists() {
-            Checkpoint::open(&pth)?
-        } else {
-            return Err(Error::io(
-                dir.display(),
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("no {SAFETENSORS_FILE} or {PTH_FILE} in this directory"),
-                ),
-            ));
-        };
-        let tok_path = dir.join(TOKENIZER_FILE);
-        let tokenizer = std::fs::read(&tok_path).map_err(|e| Error::io(tok_path.display(), e))?;
-        let preprocessor = PREPROCESSOR_FILES
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.exists())
-            .ok_or_else(|| {
-                Error::io(
-                    dir.join(PREPROCESSOR_FILES[0]).display(),
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!(
-                            "neither {} nor {} found",
-                            PREPROCESSOR_FILES[0], PREPROCESSOR_FILES[1]
-                        ),
-                    ),
-                )
-            })?;
+        let known = [
+            CONFIG_FILE,
+            SAFETENSORS_FILE,
+            PTH_FILE,
+            TOKENIZER_FILE,
+            TOKENIZER_CONFIG_FILE,
+            PREPROCESSOR_FILES[0],
+            PREPROCESSOR_FILES[1],
+            GENERATION_FILE,
+        ];
+        let present = known
+            .into_iter()
+            .chain(EXTRA_FILES)
+            .filter(|f| exists(&dir.join(f)))
+            .collect();
+        let plan = plan(&present, &folder)?;
+        let text = |name: &str| read_text(&dir.join(name), max_bytes(name));
+        let weights = Checkpoint::open(&dir.join(plan.weights.0))?;
+        debug_assert_eq!(
+            matches!(weights, Checkpoint::Pth { .. }),
+            plan.weights.1 == WeightsFormat::Pth
+        );
         Ok(Self {
-            config: read_text(&dir.join(CONFIG_FILE))?,
+            config: text(CONFIG_FILE)?,
             weights,
-            tokenizer,
-            tokenizer_config: read_optional(&dir.join(TOKENIZER_CONFIG_FILE))?,
+            tokenizer: read_file(&dir.join(TOKENIZER_FILE), max_bytes(TOKENIZER_FILE))?,
+            tokenizer_config: plan.tokenizer_config.map(text).transpose()?,
             preprocessor: (
-                preprocessor.display().to_string(),
-                read_text(&preprocessor)?,
+                dir.join(plan.preprocessor).display().to_string(),
+                text(plan.preprocessor)?,
             ),
-            generation: read_optional(&dir.join(GENERATION_FILE))?,
+            generation: plan.generation.map(text).transpose()?,
         })
     }
 }
@@ -189,16 +164,20 @@ fn model_info(ckpt: &Checkpoint) -> ModelInfo {
     }
 }
 
-impl Captioner {
-    /// Loads a checkpoint directory.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn load_dir(dir: &std::path::Path) -> Result<Self> {
-        Self::load(ModelFiles::from_dir(dir)?)
-    }
+/// A checkpoint's configuration files, parsed and checked against each other and the weights'
+/// header, without loading any weights.
+pub struct Parts {
+    pub config: BlipConfig,
+    pub image_processor: ImageProcessorConfig,
+    pub defaults: GenerationDefaults,
+    pub tokenizer: CaptionTokenizer,
+}
 
-    /// Builds the captioner from a checkpoint's files; the weight source is released afterwards.
-    pub fn load(files: ModelFiles) -> Result<Self> {
-        let device = Device::Cpu;
+impl Parts {
+    /// Parses every configuration file of `files` and checks that they fit together: tokenizer
+    /// ids within the vocabulary, the processor's image size equal to the vision encoder's, and
+    /// INT8 weights carrying blipq's INT8 metadata.
+    pub fn check(files: &ModelFiles) -> Result<Self> {
         let config = BlipConfig::from_json(&files.config, CONFIG_FILE)?;
         let (pre_name, pre_text) = &files.preprocessor;
         let image_processor = ImageProcessorConfig::from_json(pre_text, pre_name)?;
@@ -211,16 +190,54 @@ impl Captioner {
             files.tokenizer_config.as_deref(),
             TOKENIZER_FILE,
         )?;
-        if tokenizer.vocab_size() > config.text.vocab_size {
+        if let Some(max_id) = tokenizer.max_id() {
+            if max_id as usize >= config.text.vocab_size {
+                return Err(Error::config(
+                    TOKENIZER_FILE,
+                    format!(
+                        "has token id {max_id}, outside config.json's text_config.vocab_size ({})",
+                        config.text.vocab_size
+                    ),
+                ));
+            }
+        }
+        let side = config.vision.image_size as u32;
+        if (image_processor.height, image_processor.width) != (side, side) {
             return Err(Error::config(
-                TOKENIZER_FILE,
+                pre_name,
                 format!(
-                    "has {} tokens but config.json's text_config.vocab_size is {}",
-                    tokenizer.vocab_size(),
-                    config.text.vocab_size
+                    "`size` is {}x{} but config.json's vision_config.image_size is {side}: the \
+                     vision encoder's position embeddings only fit {side}x{side} images",
+                    image_processor.height, image_processor.width
                 ),
             ));
         }
+        files.weights.check_format()?;
+        Ok(Self {
+            config,
+            image_processor,
+            defaults,
+            tokenizer,
+        })
+    }
+}
+
+impl Captioner {
+    /// Loads a checkpoint directory.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_dir(dir: &std::path::Path) -> Result<Self> {
+        Self::load(ModelFiles::from_dir(dir)?)
+    }
+
+    /// Builds the captioner from a checkpoint's files; the weight source is released afterwards.
+    pub fn load(files: ModelFiles) -> Result<Self> {
+        let device = Device::Cpu;
+        let Parts {
+            config,
+            image_processor,
+            defaults,
+            tokenizer,
+        } = Parts::check(&files)?;
         let info = model_info(&files.weights);
         let model =
             BlipForConditionalGeneration::new(&config, Weights::new(&files.weights, &device))?;
@@ -270,23 +287,64 @@ impl Captioner {
         self.model.encode_image(pixel_values)
     }
 
-    /// Decoding options with the checkpoint's defaults filled in, for a prefix of `prefix_len` tokens.
+    /// Decoding options with the checkpoint's defaults filled in, for a prefix of `prefix_len`
+    /// tokens, checked against the model: at least one new token, and every position (prefix
+    /// included) within `max_position_embeddings`.
     pub fn generation_options(
         &self,
         opts: &CaptionOptions,
         prefix_len: usize,
     ) -> Result<GenerationOptions> {
+        fn bad<T>(msg: String) -> Result<T> {
+            Err(Error::InvalidArgument(msg))
+        }
         let num_beams = opts.num_beams.unwrap_or(self.defaults.num_beams);
-        if num_beams == 0 {
-            return Err(Error::InvalidArgument(
-                "num_beams must be at least 1".into(),
+        if num_beams == 0 || num_beams > MAX_BEAMS {
+            return bad(format!(
+                "num_beams is {num_beams}; it must be between 1 and {MAX_BEAMS}"
             ));
         }
-        let max_length = match (opts.max_length, opts.max_new_tokens) {
-            (Some(n), _) => n,
-            (None, Some(n)) => prefix_len + n,
-            (None, None) => self.defaults.max_length_for(prefix_len),
+        let max_positions = self.config.text.max_position_embeddings;
+        if prefix_len >= max_positions {
+            return bad(format!(
+                "the prompt is {prefix_len} tokens with bos, which leaves no room for new tokens \
+                 within the model's max_position_embeddings ({max_positions})"
+            ));
+        }
+        let total = |what: &str, n: usize| match prefix_len.checked_add(n) {
+            Some(t) if n > 0 && t <= max_positions => Ok(t),
+            _ => bad(format!(
+                "{what} is {n}; with the prefix of {prefix_len} tokens it must be between 1 and {}",
+                max_positions - prefix_len
+            )),
         };
+        let max_length = match (opts.max_length, opts.max_new_tokens) {
+            (Some(n), _) => {
+                if n <= prefix_len || n > max_positions {
+                    return bad(format!(
+                        "max_length is {n}; it counts the prefix of {prefix_len} tokens (bos and \
+                         prompt), so it must be between {} and the model's \
+                         max_position_embeddings ({max_positions})",
+                        prefix_len + 1
+                    ));
+                }
+                n
+            }
+            (None, Some(n)) => total("max_new_tokens", n)?,
+            (None, None) => {
+                let n = self.defaults.max_length_for(prefix_len).min(max_positions);
+                if n <= prefix_len {
+                    return bad(format!(
+                        "{GENERATION_FILE}'s max_length ({n}) leaves no room for new tokens after \
+                         the prefix of {prefix_len} tokens: give max_length or max_new_tokens"
+                    ));
+                }
+                n
+            }
+        };
+        if let Some(n) = opts.fixed_new_tokens {
+            total("fixed_new_tokens", n)?;
+        }
         Ok(GenerationOptions {
             max_length,
             min_length: opts.min_length.unwrap_or(self.defaults.min_length),
@@ -294,6 +352,12 @@ impl Captioner {
             fixed_new_tokens: opts.fixed_new_tokens,
             ..GenerationOptions::default()
         })
+    }
+
+    /// Checks decoding options against the model before any image is captioned.
+    pub fn check_options(&self, opts: &CaptionOptions) -> Result<()> {
+        let prefix = self.prefix(opts.prompt.as_deref())?;
+        self.generation_options(opts, prefix.len()).map(|_| ())
     }
 
     /// The decoder's input prefix for an optional prompt.

@@ -18,6 +18,10 @@ use crate::{Error, Result};
 
 /// Width of one INT8 quantization block along a weight's input dimension (candle's `Q8_0`).
 pub const BLOCK: usize = 32;
+/// `__metadata__` `format` of a blipq INT8 file.
+pub const INT8_FORMAT: &str = "blipq-int8";
+/// `__metadata__` `version` of the blipq INT8 files this build reads and writes.
+pub const INT8_FORMAT_VERSION: &str = "1";
 
 /// Random access to the bytes of a weight file.
 pub trait ByteSource: Send + Sync {
@@ -98,6 +102,13 @@ pub struct TensorEntry {
     pub end: usize,
 }
 
+/// Largest safetensors header accepted: real BLIP-large INT8 headers are about 0.2 MB.
+pub const MAX_HEADER_BYTES: usize = 16 << 20;
+/// Most tensors a safetensors file may hold (BLIP-large INT8 has about 1,800).
+pub const MAX_TENSORS: usize = 65_536;
+/// Highest tensor rank accepted (BLIP's tensors have at most 4 dimensions).
+pub const MAX_RANK: usize = 8;
+
 /// A parsed safetensors header: tensor locations and the free-form `__metadata__`.
 #[derive(Debug, Clone, Default)]
 pub struct SafetensorsHeader {
@@ -105,6 +116,88 @@ pub struct SafetensorsHeader {
     pub metadata: HashMap<String, String>,
     /// Total file size the header implies (8 + header + data).
     pub file_len: usize,
+}
+
+/// One header entry as written, before its offsets are checked.
+#[derive(serde::Deserialize)]
+struct RawEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+/// The header's JSON object, read entry by entry so that its size is bounded while parsing and
+/// duplicate names are caught (a plain map would keep the last one silently).
+struct RawHeader {
+    entries: Vec<(String, RawEntry)>,
+    metadata: HashMap<String, String>,
+}
+
+impl<'de> serde::Deserialize<'de> for RawHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of tensor entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RawHeader, A::Error> {
+                use serde::de::Error as _;
+                let mut out = RawHeader {
+                    entries: Vec::new(),
+                    metadata: HashMap::new(),
+                };
+                let mut names = std::collections::HashSet::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if !names.insert(name.clone()) {
+                        return Err(A::Error::custom(format!(
+                            "the name `{}` appears twice",
+                            short(&name)
+                        )));
+                    }
+                    if name == "__metadata__" {
+                        let m: HashMap<String, Value> = map.next_value()?;
+                        out.metadata = m
+                            .into_iter()
+                            .map(|(k, v)| {
+                                let v = v
+                                    .as_str()
+                                    .map(str::to_owned)
+                                    .unwrap_or_else(|| v.to_string());
+                                (k, v)
+                            })
+                            .collect();
+                        continue;
+                    }
+                    if out.entries.len() == MAX_TENSORS {
+                        return Err(A::Error::custom(format!("more than {MAX_TENSORS} tensors")));
+                    }
+                    let entry: RawEntry = map
+                        .next_value()
+                        .map_err(|e| A::Error::custom(format!("tensor `{}`: {e}", short(&name))))?;
+                    out.entries.push((name, entry));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A name cut to a readable length for messages.
+fn short(name: &str) -> Cow<'_, str> {
+    const MAX: usize = 120;
+    if name.len() <= MAX {
+        return Cow::Borrowed(name);
+    }
+    let mut end = MAX;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}... ({} bytes)", &name[..end], name.len()))
 }
 
 impl SafetensorsHeader {
@@ -115,50 +208,75 @@ impl SafetensorsHeader {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| Error::checkpoint(file, "too short to be a safetensors file"))?;
         let n = u64::from_le_bytes(arr);
-        // The format caps headers at 100 MB; anything larger is not a safetensors file.
-        if n > 100_000_000 {
+        if n > MAX_HEADER_BYTES as u64 {
             return Err(Error::checkpoint(
                 file,
-                format!("not a safetensors file (header length {n} is implausible)"),
+                format!(
+                    "not a safetensors file, or not one blipq reads: header length {n} is over \
+                     the limit of {MAX_HEADER_BYTES} bytes"
+                ),
             ));
         }
         Ok(n as usize)
     }
 
-    /// Parses the JSON header; `file_len` is the real file size, checked against the offsets.
+    /// Parses the JSON header and checks it by the format's rules against the real file size
+    /// `file_len`: every tensor's bytes fit its dtype and shape, the tensors lie in the data
+    /// section one after the other, without gaps or overlaps, and cover it exactly.
     pub fn parse(header: &[u8], file_len: usize, file: &str) -> Result<Self> {
         let text = std::str::from_utf8(header)
             .map_err(|_| Error::checkpoint(file, "safetensors header is not UTF-8"))?;
-        let root: HashMap<String, Value> = serde_json::from_str(text).map_err(|e| {
-            Error::checkpoint(file, format!("safetensors header is not valid JSON: {e}"))
+        let raw: RawHeader = serde_json::from_str(text).map_err(|e| {
+            let what = if e.is_syntax() || e.is_eof() {
+                "not valid JSON"
+            } else {
+                "not a valid safetensors header"
+            };
+            Error::checkpoint(file, format!("safetensors header is {what}: {e}"))
         })?;
         let data_start = 8 + header.len();
-        let mut out = SafetensorsHeader::default();
-        let mut data_len = 0usize;
-        for (name, v) in root {
-            if name == "__metadata__" {
-                if let Value::Object(m) = v {
-                    for (k, v) in m {
-                        let v = v
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| v.to_string());
-                        out.metadata.insert(k, v);
-                    }
-                }
-                continue;
-            }
-            let entry = parse_entry(&name, &v, data_start, file)?;
-            data_len = data_len.max(entry.end - data_start);
+        let mut out = SafetensorsHeader {
+            metadata: raw.metadata,
+            ..Default::default()
+        };
+        let mut spans: Vec<(usize, usize, String)> = Vec::with_capacity(raw.entries.len());
+        for (name, raw) in raw.entries {
+            let entry = parse_entry(&name, raw, data_start, file)?;
+            spans.push((entry.start, entry.end, name.clone()));
             out.tensors.insert(name, entry);
         }
-        out.file_len = data_start + data_len;
-        if file_len < out.file_len {
+        spans.sort();
+        let mut at = data_start;
+        for (start, end, name) in &spans {
+            if *start != at {
+                let what = if *start > at { "a gap" } else { "an overlap" };
+                return Err(Error::checkpoint(
+                    file,
+                    format!(
+                        "tensor `{}`: data_offsets leave {what} before it (starts at {}, the \
+                         previous tensor ends at {})",
+                        short(name),
+                        start - data_start,
+                        at - data_start
+                    ),
+                ));
+            }
+            at = *end;
+        }
+        out.file_len = at;
+        if file_len < at {
+            return Err(Error::checkpoint(
+                file,
+                format!("truncated: the header describes {at} bytes but the file has {file_len}"),
+            ));
+        }
+        if file_len > at {
             return Err(Error::checkpoint(
                 file,
                 format!(
-                    "truncated: the header describes {} bytes but the file has {file_len}",
-                    out.file_len
+                    "has {} bytes after the last tensor (the header describes {at} of its \
+                     {file_len} bytes)",
+                    file_len - at
                 ),
             ));
         }
@@ -166,53 +284,51 @@ impl SafetensorsHeader {
     }
 }
 
-fn parse_entry(name: &str, v: &Value, data_start: usize, file: &str) -> Result<TensorEntry> {
-    let bad = |msg: String| Error::checkpoint(file, format!("tensor `{name}`: {msg}"));
-    let dtype_str = v
-        .get("dtype")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("missing dtype".into()))?;
-    let dtype = StoredDType::parse(dtype_str).ok_or_else(|| {
+fn parse_entry(name: &str, v: RawEntry, data_start: usize, file: &str) -> Result<TensorEntry> {
+    let bad = |msg: String| Error::checkpoint(file, format!("tensor `{}`: {msg}", short(name)));
+    let dtype = StoredDType::parse(&v.dtype).ok_or_else(|| {
         bad(format!(
-            "unsupported dtype {dtype_str} (expected F32, F16, BF16, F64 or I8)"
+            "unsupported dtype {} (expected F32, F16, BF16, F64 or I8)",
+            short(&v.dtype)
         ))
     })?;
-    let shape = v
-        .get("shape")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter()
-                .map(|d| d.as_u64().map(|d| d as usize))
-                .collect::<Option<Vec<_>>>()
-        })
-        .ok_or_else(|| bad("missing or invalid shape".into()))?;
-    let offsets = v
-        .get("data_offsets")
-        .and_then(Value::as_array)
-        .and_then(|a| match a.as_slice() {
-            [s, e] => Some((s.as_u64()? as usize, e.as_u64()? as usize)),
-            _ => None,
-        })
-        .ok_or_else(|| bad("missing or invalid data_offsets".into()))?;
-    let elems = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad("shape overflows".into()))?;
-    let expected = elems
-        .checked_mul(dtype.size_in_bytes())
-        .ok_or_else(|| bad("shape overflows".into()))?;
-    if offsets.1 < offsets.0 || offsets.1 - offsets.0 != expected {
+    if v.shape.len() > MAX_RANK {
         return Err(bad(format!(
-            "data_offsets {:?} hold {} bytes but shape {shape:?} of {dtype_str} needs {expected}",
-            offsets,
-            offsets.1.saturating_sub(offsets.0)
+            "has {} dimensions, over the limit of {MAX_RANK}",
+            v.shape.len()
         )));
     }
+    let shape = v
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| bad("shape overflows".into()))?;
+    let (s, e) = v.data_offsets;
+    let (s, e) = match (usize::try_from(s), usize::try_from(e)) {
+        (Ok(s), Ok(e)) if s <= e => (s, e),
+        _ => return Err(bad(format!("invalid data_offsets [{s}, {e}]"))),
+    };
+    let expected = shape
+        .iter()
+        .try_fold(dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad("shape overflows".into()))?;
+    if e - s != expected {
+        return Err(bad(format!(
+            "data_offsets [{s}, {e}] hold {} bytes but shape {shape:?} of {} needs {expected}",
+            e - s,
+            dtype.as_str()
+        )));
+    }
+    let (start, end) = match (data_start.checked_add(s), data_start.checked_add(e)) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(bad("data_offsets overflow".into())),
+    };
     Ok(TensorEntry {
         dtype,
         shape,
-        start: data_start + offsets.0,
-        end: data_start + offsets.1,
+        start,
+        end,
     })
 }
 
@@ -248,7 +364,7 @@ impl Safetensors {
     /// Memory-maps a file from disk.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        let f = std::fs::File::open(path).map_err(|e| Error::io(path.display(), e))?;
+        let f = crate::fsio::open_regular(path)?;
         // SAFETY: the map is read-only; a file modified while mapped is the user's problem, as
         // with every mmap-based loader (candle, safetensors).
         let mmap = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path.display(), e))?;
@@ -258,6 +374,63 @@ impl Safetensors {
     pub fn raw(&self, entry: &TensorEntry) -> Result<Cow<'_, [u8]>> {
         self.bytes.read(entry.start, entry.end)
     }
+}
+
+/// Largest pickle (`data.pkl`) of a `pytorch_model.bin` read: BLIP-large's is about 0.1 MB.
+pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
+
+/// Checks that `f` is a `torch.save` zip archive of a readable size before candle's pickle reader
+/// sees it, so that other files get a message that says what they are.
+#[cfg(not(target_arch = "wasm32"))]
+fn check_pth(mut f: std::fs::File, file: &str) -> Result<()> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let n = f.read(&mut magic).map_err(|e| Error::io(file, e))?;
+    match &magic[..n] {
+        b"PK\x03\x04" => {}
+        [0x80, 2..=5, ..] => {
+            return Err(Error::checkpoint(
+                file,
+                "is a legacy (pre-zip, PyTorch < 1.6) torch.save file, which blipq does not \
+                 read: re-save it with a current PyTorch, or save it as model.safetensors",
+            ))
+        }
+        _ => {
+            return Err(Error::checkpoint(
+                file,
+                "not a PyTorch checkpoint (a torch.save file is a zip archive)",
+            ))
+        }
+    }
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f))
+        .map_err(|e| Error::checkpoint(file, format!("not a readable PyTorch checkpoint: {e}")))?;
+    if zip.len() > MAX_TENSORS + 64 {
+        return Err(Error::checkpoint(
+            file,
+            format!(
+                "holds {} files, over the limit of {}",
+                zip.len(),
+                MAX_TENSORS + 64
+            ),
+        ));
+    }
+    for i in 0..zip.len() {
+        let entry = zip.by_index_raw(i).map_err(|e| {
+            Error::checkpoint(file, format!("not a readable PyTorch checkpoint: {e}"))
+        })?;
+        let name = entry.name().unwrap_or_default().to_string();
+        if name.ends_with("data.pkl") && entry.size() > MAX_PICKLE_BYTES {
+            return Err(Error::checkpoint(
+                file,
+                format!(
+                    "its pickle {} is {} bytes, over the limit of {MAX_PICKLE_BYTES}",
+                    short(&name),
+                    entry.size()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The weights of a model, from whichever file format held them.
@@ -303,12 +476,7 @@ impl Checkpoint {
             .is_some_and(|e| e == "bin" || e == "pt" || e == "pth")
         {
             let file = path.display().to_string();
-            if !path.exists() {
-                return Err(Error::io(
-                    &file,
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-                ));
-            }
+            check_pth(crate::fsio::open_regular(path)?, &file)?;
             let tensors = candle_core::pickle::PthTensors::new(path, None).map_err(|e| {
                 Error::checkpoint(&file, format!("not a readable PyTorch checkpoint: {e}"))
             })?;
@@ -379,9 +547,65 @@ impl Checkpoint {
         Error::tensor(name, format!("missing from {}", self.file()))
     }
 
+    /// Stored dtype and shape of `name`, or an error saying that it is missing or of a dtype
+    /// blipq cannot use.
+    pub fn lookup(&self, name: &str) -> Result<(StoredDType, Vec<usize>)> {
+        if let Some(info) = self.info(name) {
+            return Ok(info);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Checkpoint::Pth { tensors, file } = self {
+            if let Some(i) = tensors.tensor_infos().get(name) {
+                return Err(Error::tensor(
+                    name,
+                    format!(
+                        "has dtype {:?} in {file}; blipq reads F32, F16, BF16 and F64 weights",
+                        i.dtype
+                    ),
+                ));
+            }
+        }
+        Err(self.missing(name))
+    }
+
+    /// Checks the metadata of a checkpoint holding INT8 tensors (or claiming to be blipq INT8):
+    /// `format`, `version` and `block_size` must be what `blipq quantize` writes.
+    pub fn check_format(&self) -> Result<()> {
+        let meta = self.metadata();
+        let claims = meta.get("format").map(String::as_str) == Some(INT8_FORMAT);
+        let has_i8 = self
+            .names()
+            .iter()
+            .any(|n| matches!(self.info(n), Some((StoredDType::I8, _))));
+        if !claims && !has_i8 {
+            return Ok(());
+        }
+        let block = BLOCK.to_string();
+        for (key, want) in [
+            ("format", INT8_FORMAT),
+            ("version", INT8_FORMAT_VERSION),
+            ("block_size", block.as_str()),
+        ] {
+            match meta.get(key) {
+                Some(v) if v == want => {}
+                found => {
+                    let found = found.map_or("nothing".to_string(), |v| format!("{:?}", short(v)));
+                    return Err(Error::checkpoint(
+                        self.file(),
+                        format!(
+                            "blipq INT8 checkpoints need __metadata__ {key} = {want:?} (this \
+                             blipq reads version {INT8_FORMAT_VERSION}, blocks of {BLOCK}); found {found}"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Loads a floating-point tensor as f32 and checks its shape.
     pub fn load_f32(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
-        let (dtype, stored_shape) = self.info(name).ok_or_else(|| self.missing(name))?;
+        let (dtype, stored_shape) = self.lookup(name)?;
         check_shape(name, &stored_shape, shape, self.file())?;
         let t = match self {
             Checkpoint::Safetensors(s) => {
@@ -410,7 +634,9 @@ impl Checkpoint {
                 .map_err(|e| Error::tensor(name, format!("unreadable in {file}: {e}")))?
                 .ok_or_else(|| self.missing(name))?,
         };
-        Ok(t.to_dtype(DType::F32)?)
+        let t = t.to_dtype(DType::F32)?;
+        check_finite(name, &t, self.file())?;
+        Ok(t)
     }
 
     /// Loads a 2-D weight `[rows, cols]`: INT8 (with its `<name>_scale`) as `Q8_0` blocks, anything
@@ -422,7 +648,7 @@ impl Checkpoint {
         cols: usize,
         device: &Device,
     ) -> Result<Matrix> {
-        let (dtype, _) = self.info(name).ok_or_else(|| self.missing(name))?;
+        let (dtype, _) = self.lookup(name)?;
         if dtype != StoredDType::I8 {
             return Ok(Matrix::F32(self.load_f32(name, &[rows, cols], device)?));
         }
@@ -469,10 +695,43 @@ impl Checkpoint {
         };
         let q = s.raw(entry)?;
         let scales = s.raw(scale_entry)?;
+        // f16 with all exponent bits set is infinite or NaN.
+        if let Some(i) = scales
+            .chunks_exact(2)
+            .position(|h| u16::from_le_bytes([h[0], h[1]]) & 0x7c00 == 0x7c00)
+        {
+            return Err(Error::tensor(
+                &scale_name,
+                format!(
+                    "holds NaN or infinite scales (first at index {i}) in {}",
+                    s.file
+                ),
+            ));
+        }
         // Packed straight from the file's bytes: no intermediate `Q8_0` copy.
         let packed = Q8Matrix::from_int8(&q, &scales, rows, cols, per_row)
             .map_err(|e| Error::tensor(name, e))?;
         Ok(Matrix::Q8(Arc::new(packed)))
+    }
+}
+
+/// Refuses a tensor holding NaN or infinite values: the model would caption garbage silently.
+fn check_finite(name: &str, t: &Tensor, file: &str) -> Result<()> {
+    let first_bad = |v: &[f32]| v.iter().position(|x| !x.is_finite());
+    let (storage, layout) = t.storage_and_layout();
+    let bad = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(cpu), Some((a, b))) => first_bad(&cpu.as_slice::<f32>()?[a..b]),
+        _ => {
+            drop(storage);
+            first_bad(&t.flatten_all()?.to_vec1::<f32>()?)
+        }
+    };
+    match bad {
+        None => Ok(()),
+        Some(i) => Err(Error::tensor(
+            name,
+            format!("holds NaN or infinite values (first at index {i}) in {file}"),
+        )),
     }
 }
 

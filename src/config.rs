@@ -53,6 +53,9 @@ pub struct BlipConfig {
     pub text: TextConfig,
 }
 
+/// Largest size any `config.json` dimension may have (real BLIP-large: 4096).
+pub const MAX_DIM: usize = 1 << 20;
+
 /// Reads fields of one JSON object, naming the file and the field path in every error.
 struct Fields<'a> {
     file: &'a str,
@@ -91,12 +94,16 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A size the model cannot be built without: missing or zero is an error.
+    /// A size the model cannot be built without: missing, zero or over [`MAX_DIM`] is an error.
     fn dim(&self, key: &str) -> Result<usize> {
         match self.opt_usize(key)? {
             Some(0) => Err(Error::config(
                 self.file,
                 format!("`{}` must be positive", self.name(key)),
+            )),
+            Some(n) if n > MAX_DIM => Err(Error::config(
+                self.file,
+                format!("`{}` is {n}, over the limit of {MAX_DIM}", self.name(key)),
             )),
             Some(n) => Ok(n),
             None => Err(Error::config(
@@ -106,20 +113,32 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+    /// A layer-norm epsilon: a positive finite number, `default` when absent.
+    fn eps_or(&self, key: &str, default: f64) -> Result<f64> {
         match self.obj.get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| {
-                Error::config(
-                    self.file,
-                    format!("`{}` must be a number, got {v}", self.name(key)),
-                )
-            }),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .ok_or_else(|| {
+                    Error::config(
+                        self.file,
+                        format!("`{}` must be a positive number, got {v}", self.name(key)),
+                    )
+                }),
         }
     }
 
     fn token_or(&self, key: &str, default: u32) -> Result<u32> {
-        Ok(self.opt_usize(key)?.map_or(default, |n| n as u32))
+        match self.opt_usize(key)? {
+            None => Ok(default),
+            Some(n) => u32::try_from(n).map_err(|_| {
+                Error::config(
+                    self.file,
+                    format!("`{}` ({n}) is not a token id", self.name(key)),
+                )
+            }),
+        }
     }
 
     fn activation(&self, key: &str) -> Result<candle_nn::Activation> {
@@ -159,7 +178,7 @@ impl BlipConfig {
             image_size: v.dim("image_size")?,
             patch_size: v.dim("patch_size")?,
             hidden_act: v.activation("hidden_act")?,
-            layer_norm_eps: v.f64_or("layer_norm_eps", 1e-5)?,
+            layer_norm_eps: v.eps_or("layer_norm_eps", 1e-5)?,
         };
         check_heads(
             file,
@@ -176,6 +195,15 @@ impl BlipConfig {
                 ),
             ));
         }
+        let side = vision.image_size / vision.patch_size;
+        if (side as u64) * (side as u64) > MAX_DIM as u64 {
+            return Err(Error::config(
+                file,
+                format!(
+                    "`vision_config.image_size` / `patch_size` gives {side}x{side} patches, over the limit of {MAX_DIM}"
+                ),
+            ));
+        }
         let t = Fields::new(file, "text_config", root.get("text_config"))?;
         let text = TextConfig {
             vocab_size: t.dim("vocab_size")?,
@@ -188,9 +216,12 @@ impl BlipConfig {
             intermediate_size: t.dim("intermediate_size")?,
             num_hidden_layers: t.dim("num_hidden_layers")?,
             num_attention_heads: t.dim("num_attention_heads")?,
-            max_position_embeddings: t.opt_usize("max_position_embeddings")?.unwrap_or(512),
+            max_position_embeddings: match t.opt_usize("max_position_embeddings")? {
+                None => 512,
+                Some(_) => t.dim("max_position_embeddings")?,
+            },
             hidden_act: t.activation("hidden_act")?,
-            layer_norm_eps: t.f64_or("layer_norm_eps", 1e-12)?,
+            layer_norm_eps: t.eps_or("layer_norm_eps", 1e-12)?,
             bos_token_id: t.token_or("bos_token_id", 30522)?,
             sep_token_id: t.token_or("sep_token_id", 102)?,
             pad_token_id: t.token_or("pad_token_id", 0)?,
@@ -273,6 +304,7 @@ impl GenerationDefaults {
 
     /// Total length limit for a prefix of `prefix_len` tokens.
     pub fn max_length_for(&self, prefix_len: usize) -> usize {
-        self.max_length.unwrap_or(prefix_len + self.max_new_tokens)
+        self.max_length
+            .unwrap_or(prefix_len.saturating_add(self.max_new_tokens))
     }
 }

@@ -12,6 +12,10 @@ pub enum Error {
     /// error `source`, so that chained reports do not print it twice.)
     #[error("{path}: {cause}")]
     Io { path: String, cause: std::io::Error },
+    /// A file or folder is not acceptable as given: not a regular file, over a size limit, an
+    /// output that would overwrite a source, ...
+    #[error("{path}: {msg}")]
+    File { path: String, msg: String },
     /// A configuration file (config.json, preprocessor config, ...) is missing a field or is malformed.
     #[error("{file}: {msg}")]
     Config { file: String, msg: String },
@@ -43,6 +47,12 @@ impl Error {
         Error::Io {
             path: path.to_string(),
             cause,
+        }
+    }
+    pub fn file(path: impl fmt::Display, msg: impl fmt::Display) -> Self {
+        Error::File {
+            path: path.to_string(),
+            msg: msg.to_string(),
         }
     }
     pub fn config(file: impl fmt::Display, msg: impl fmt::Display) -> Self {

@@ -10,6 +10,9 @@ pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod files;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fsio;
 pub mod generate;
 pub mod metrics;
 pub mod model;

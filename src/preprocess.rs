@@ -34,6 +34,15 @@ pub const DEFAULT_MAX_PIXELS: u64 = 1 << 26;
 // The per-channel constants are written as the Python floats (f64) and rounded to f32 as
 // `np.array(mean, dtype=np.float32)` does; a direct f32 literal could round differently.
 
+/// File name extensions of the image formats blipq decodes.
+pub const IMAGE_EXTENSIONS: [&str; 6] = [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"];
+
+/// Whether a file name ends with one of [`IMAGE_EXTENSIONS`] (any case).
+pub fn has_image_extension(name: &str) -> bool {
+    let name = name.to_lowercase();
+    IMAGE_EXTENSIONS.iter().any(|x| name.ends_with(x))
+}
+
 /// `OPENAI_CLIP_MEAN`, BLIP's default `image_mean`.
 pub const BLIP_IMAGE_MEAN: [f32; 3] = [
     0.481_454_66_f64 as f32,
@@ -393,6 +402,10 @@ fn decode_error(name: &str, format: ImageFormat, err: ImageError) -> Error {
 pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(Error::image(name, "empty file (0 bytes)"));
+    }
+    let max = crate::files::MAX_IMAGE_BYTES;
+    if bytes.len() as u64 > max {
+        return Err(crate::files::too_large(name, bytes.len() as u64, max));
     }
     // Reading from memory cannot fail with an I/O error, but do not unwrap on principle.
     let reader = ImageReader::new(Cursor::new(bytes))

@@ -16,8 +16,7 @@ use crate::checkpoint::{Checkpoint, StoredDType, BLOCK};
 use crate::{Caption, CaptionOptions, Captioner, Error, Result};
 
 /// `__metadata__` values identifying a blipq INT8 file.
-pub const FORMAT: &str = "blipq-int8";
-pub const FORMAT_VERSION: &str = "1";
+pub use crate::checkpoint::{INT8_FORMAT as FORMAT, INT8_FORMAT_VERSION as FORMAT_VERSION};
 
 /// Whether `name` (of shape `shape`) becomes INT8: every linear weight whose input size is a
 /// multiple of the block, and the word embeddings; never position/patch embeddings or norms.
@@ -70,9 +69,11 @@ pub fn quantize_checkpoint(
     let mut summary = QuantizeSummary::default();
     for (i, name) in names.iter().enumerate() {
         on_tensor(i, names.len(), name);
-        let (dtype, shape) = ckpt
-            .info(name)
-            .ok_or_else(|| Error::tensor(name, "has an unsupported dtype"))?;
+        // `position_ids` is an integer buffer transformers rebuilds; it holds no weights.
+        if name.ends_with(".position_ids") && ckpt.info(name).is_none() {
+            continue;
+        }
+        let (dtype, shape) = ckpt.lookup(name)?;
         if dtype == StoredDType::I8 {
             return Err(Error::checkpoint(
                 ckpt.file(),
@@ -114,10 +115,11 @@ pub fn quantize_checkpoint(
         }
     }
     on_tensor(names.len(), names.len(), "");
+    let block = BLOCK.to_string();
     let metadata: HashMap<String, String> = [
         ("format", FORMAT),
         ("version", FORMAT_VERSION),
-        ("block_size", "32"),
+        ("block_size", block.as_str()),
         ("source", source_sha256),
     ]
     .into_iter()
@@ -208,6 +210,12 @@ fn validate_one(
     let b = int8.caption(bytes, name, &opts, &mut |_| {})?;
     let pixels = fp32.pixel_values(bytes, name)?;
     let cos = cosine(&fp32.encode_image(&pixels)?, &int8.encode_image(&pixels)?)?;
+    if !cos.is_finite() {
+        return Err(Error::image(
+            name,
+            "the vision encoders' outputs are not finite (NaN or infinite): the model is broken",
+        ));
+    }
     Ok((a, b, cos))
 }
 
@@ -317,45 +325,50 @@ pub struct ModelMetrics {
 /// SHA-256 of bytes, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(bytes))
 }
 
-/// Quantizes the checkpoint in `model_dir` into `out_dir`: INT8 `model.safetensors` plus unchanged
-/// copies of the config, tokenizer and processor files.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a file, streamed, lowercase hex.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn sha256_file(path: &std::path::Path) -> Result<String> {
+    use sha2::Digest;
+    let mut f = crate::fsio::open_regular(path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path.display(), e))?;
+    Ok(hex(&h.finalize()))
+}
+
+/// Quantizes the checkpoint in `model_dir` into `out` (not yet committed): INT8
+/// `model.safetensors` plus unchanged copies of the config, tokenizer and processor files. Every
+/// input is read and checked (configs parsed, weights finite) before anything is written.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn quantize_dir(
     model_dir: &std::path::Path,
-    out_dir: &std::path::Path,
+    out: &crate::fsio::OutputDir,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<ModelMetrics> {
-    use crate::captioner::{
-        CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
+    use crate::files::{
+        CONFIG_FILE, EXTRA_FILES, GENERATION_FILE, PREPROCESSOR_FILES, SAFETENSORS_FILE,
         TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
     };
     let sw = crate::clock::Stopwatch::start();
-    let st = model_dir.join(SAFETENSORS_FILE);
-    let src = if st.exists() {
-        st
-    } else {
-        model_dir.join(PTH_FILE)
-    };
-    let src_bytes = std::fs::read(&src).map_err(|e| Error::io(src.display(), e))?;
-    let sha = sha256_hex(&src_bytes);
-    drop(src_bytes);
-    let ckpt = Checkpoint::open(&src)?;
-    if is_blipq_int8(&ckpt) {
+    let files = crate::ModelFiles::from_dir(model_dir)?;
+    crate::captioner::Parts::check(&files)?;
+    let ckpt = &files.weights;
+    let src = std::path::PathBuf::from(ckpt.file());
+    if is_blipq_int8(ckpt) {
         return Err(Error::checkpoint(
             src.display(),
             "is already a blipq INT8 checkpoint",
         ));
     }
-    let (bytes, summary) = quantize_checkpoint(&ckpt, &sha, on_tensor)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir.display(), e))?;
-    let out_file = out_dir.join(SAFETENSORS_FILE);
-    std::fs::write(&out_file, &bytes).map_err(|e| Error::io(out_file.display(), e))?;
+    let sha = sha256_file(&src)?;
+    let (bytes, summary) = quantize_checkpoint(ckpt, &sha, on_tensor)?;
+    out.write(SAFETENSORS_FILE, &bytes)?;
     let copies = [
         CONFIG_FILE,
         TOKENIZER_FILE,
@@ -363,14 +376,11 @@ pub fn quantize_dir(
         GENERATION_FILE,
         PREPROCESSOR_FILES[0],
         PREPROCESSOR_FILES[1],
-        "special_tokens_map.json",
-        "vocab.txt",
     ];
-    for name in copies {
+    for name in copies.into_iter().chain(EXTRA_FILES) {
         let from = model_dir.join(name);
-        if from.exists() {
-            let to = out_dir.join(name);
-            std::fs::copy(&from, &to).map_err(|e| Error::io(to.display(), e))?;
+        if crate::fsio::exists(&from) {
+            out.copy(&from, name)?;
         }
     }
     let original = std::fs::metadata(&src)

@@ -238,24 +238,19 @@ pub fn processor_config_json(image_size: usize) -> serde_json::Value {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn write_dir(
     preset: Preset,
-    out: &std::path::Path,
+    out: &crate::fsio::OutputDir,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<usize> {
     let config = config_json(preset);
     let cfg = BlipConfig::from_json(&config.to_string(), "config.json")?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
-    let write = |name: &str, bytes: &[u8]| -> Result<()> {
-        let p = out.join(name);
-        std::fs::write(&p, bytes).map_err(|e| Error::io(p.display(), e))
-    };
     let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).unwrap_or_default();
-    write("config.json", &pretty(&config))?;
-    write(
+    out.write("config.json", &pretty(&config))?;
+    out.write(
         "processor_config.json",
         &pretty(&processor_config_json(cfg.vision.image_size)),
     )?;
-    write("tokenizer.json", TOKENIZER_JSON)?;
-    write("tokenizer_config.json", TOKENIZER_CONFIG_JSON)?;
-    write("model.safetensors", &random_weights(&cfg, on_tensor)?)?;
+    out.write("tokenizer.json", TOKENIZER_JSON)?;
+    out.write("tokenizer_config.json", TOKENIZER_CONFIG_JSON)?;
+    out.write("model.safetensors", &random_weights(&cfg, on_tensor)?)?;
     Ok(parameter_count(&cfg))
 }

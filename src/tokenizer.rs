@@ -42,6 +42,11 @@ impl CaptionTokenizer {
         })
     }
 
+    /// The largest token id the tokenizer can produce (added tokens included).
+    pub fn max_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

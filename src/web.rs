@@ -36,11 +36,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
-use crate::captioner::{
-    CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
-    TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
-};
-use crate::checkpoint::{ByteSource, Checkpoint, Safetensors, SafetensorsHeader, StoredDType};
+use crate::checkpoint::{ByteSource, Checkpoint, SafetensorsHeader, StoredDType};
+use crate::files::{model_files_from_entries, FileData, SAFETENSORS_FILE};
 use crate::{CaptionOptions, Captioner, Error, ModelFiles, Result, Timings};
 
 /// Name the image is given in error messages.
@@ -213,82 +210,51 @@ fn as_uint8_array(name: &str, value: &JsValue) -> std::result::Result<js_sys::Ui
     }
 }
 
-fn utf8(name: &str, bytes: Vec<u8>) -> std::result::Result<String, JsValue> {
-    String::from_utf8(bytes).map_err(|_| js_err(Error::config(name, "is not UTF-8 text")))
+impl FileData for JsBytes {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn into_bytes(self) -> Vec<u8> {
+        self.array.to_vec()
+    }
+    fn into_source(self) -> Box<dyn ByteSource> {
+        Box::new(self)
+    }
 }
 
-/// Collects a checkpoint's files from a JS object `{fileName: bytes}`.
+/// Collects a checkpoint's files from a JS object `{fileName: bytes}` by the same rule as a
+/// directory on disk ([`crate::files`]), then checks that the weights fit in wasm memory before
+/// any of them is copied in.
 fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
     if !files.is_object() {
         return Err(arg_err(
             "new Captioner(files) expects an object mapping file names to Uint8Array",
         ));
     }
-    let entries = js_sys::Object::entries(files.unchecked_ref());
-    let mut config = None;
-    let mut weights = None;
-    let mut tokenizer = None;
-    let mut tokenizer_config = None;
-    let mut preprocessor: Option<(String, String)> = None;
-    let mut generation = None;
-    for entry in entries.iter() {
+    let mut entries = Vec::new();
+    for entry in js_sys::Object::entries(files.unchecked_ref()).iter() {
         let pair: js_sys::Array = entry.unchecked_into();
         let key = pair
             .get(0)
             .as_string()
             .ok_or_else(|| arg_err("file names must be strings"))?;
-        // Accept "some/dir/config.json" as well as "config.json".
-        let name = key.rsplit('/').next().unwrap_or(&key).to_string();
         let value = pair.get(1);
         if value.is_undefined() || value.is_null() {
             continue;
         }
-        match name.as_str() {
-            CONFIG_FILE => config = Some(utf8(&name, as_uint8_array(&key, &value)?.to_vec())?),
-            SAFETENSORS_FILE => weights = Some(JsBytes::new(as_uint8_array(&key, &value)?)),
-            TOKENIZER_FILE => tokenizer = Some(as_uint8_array(&key, &value)?.to_vec()),
-            TOKENIZER_CONFIG_FILE => {
-                tokenizer_config = Some(utf8(&name, as_uint8_array(&key, &value)?.to_vec())?)
-            }
-            GENERATION_FILE => generation = Some(utf8(&name, as_uint8_array(&key, &value)?.to_vec())?),
-            PTH_FILE => {
-                return Err(arg_err(format!(
-                    "{PTH_FILE} is not supported in the browser; convert the checkpoint to {SAFETENSORS_FILE}"
-                )))
-            }
-            // preprocessor_config.json wins over transformers 5's processor_config.json.
-            n if PREPROCESSOR_FILES.contains(&n)
-                && (preprocessor.is_none() || n == PREPROCESSOR_FILES[0]) =>
-            {
-                let text = utf8(&name, as_uint8_array(&key, &value)?.to_vec())?;
-                preprocessor = Some((name.clone(), text));
-            }
-            // Other files of a Hugging Face directory (README.md, vocab.txt, ...) are not needed.
-            _ => {}
-        }
+        let bytes = JsBytes::new(as_uint8_array(&key, &value)?);
+        entries.push((key, bytes));
     }
-    let missing = |what: &str| arg_err(format!("missing checkpoint file {what}"));
-    let weights = weights.ok_or_else(|| missing(SAFETENSORS_FILE))?;
-    let weights = Safetensors::new(Box::new(weights), SAFETENSORS_FILE).map_err(js_err)?;
+    let files = model_files_from_entries(entries).map_err(js_err)?;
+    // Safetensors is the only format wasm32 reads.
+    let Checkpoint::Safetensors(weights) = &files.weights;
     check_fits_in_wasm_memory(
         SAFETENSORS_FILE,
         loaded_bytes_estimate(&weights.header),
         wasm_memory_bytes(),
     )
     .map_err(js_err)?;
-    Ok(ModelFiles {
-        config: config.ok_or_else(|| missing(CONFIG_FILE))?,
-        weights: Checkpoint::Safetensors(weights),
-        tokenizer: tokenizer.ok_or_else(|| missing(TOKENIZER_FILE))?,
-        tokenizer_config,
-        preprocessor: preprocessor.ok_or_else(|| {
-            missing(&format!(
-                "{} (or {})",
-                PREPROCESSOR_FILES[0], PREPROCESSOR_FILES[1]
-            ))
-        })?,
-        generation,
-    })
+    Ok(files)
 }
 
 #[wasm_bindgen(typescript_custom_section)]

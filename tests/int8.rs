@@ -4,6 +4,7 @@
 mod common;
 
 use blipq::checkpoint::{Checkpoint, Matrix};
+use blipq::fsio::OutputDir;
 use blipq::quantize;
 use blipq::Captioner;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -13,8 +14,9 @@ use common::*;
 fn quantized_tiny(tag: &str) -> std::path::PathBuf {
     let out = std::env::temp_dir().join(format!("blipq-int8-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    quantize::quantize_dir(&tiny_dir(), &out, &mut |_, _, _| {}).unwrap();
-    out
+    let dir = OutputDir::create(&out, &[&tiny_dir()], false).unwrap();
+    quantize::quantize_dir(&tiny_dir(), &dir, &mut |_, _, _| {}).unwrap();
+    dir.commit().unwrap()
 }
 
 #[test]
@@ -171,7 +173,9 @@ fn int8_logits_stay_close_to_fp32() {
 #[test]
 fn quantizing_an_int8_checkpoint_is_refused() {
     let out = quantized_tiny("twice");
-    let again = out.with_extension("again");
+    let again = OutputDir::create(&out.with_extension("again"), &[&out], false).unwrap();
     let err = quantize::quantize_dir(&out, &again, &mut |_, _, _| {}).unwrap_err();
     assert!(err.to_string().contains("already"), "{err}");
+    drop(again);
+    assert!(!out.with_extension("again").exists());
 }

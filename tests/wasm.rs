@@ -424,11 +424,12 @@ fn missing_or_bad_files_raise_errors() {
     assert!(msg.contains("config.json"), "{msg}");
     let msg = with("tokenizer.json", JsValue::from("a string")).expect("non-bytes fail");
     assert!(msg.contains("Uint8Array"), "{msg}");
-    let msg = with(
-        "pytorch_model.bin",
-        js_sys::Uint8Array::new_with_length(4).into(),
-    )
-    .expect("pth refused");
+    // pytorch_model.bin is not read in the browser (with model.safetensors beside it, that wins,
+    // by the same rule as a folder on disk).
+    let files = files_object(Some("model.safetensors"));
+    let pth = js_sys::Uint8Array::new_with_length(4);
+    js_sys::Reflect::set(&files, &"pytorch_model.bin".into(), &pth).unwrap();
+    let msg = error_message(WasmCaptioner::new(files).err().expect("pth refused"));
     assert!(msg.contains("safetensors"), "{msg}");
     // A path prefix and an ArrayBuffer are fine.
     let files = files_object(Some("config.json"));

@@ -188,8 +188,7 @@ pub fn evaluate_coco_files(
     annotations: &std::path::Path,
     results: &std::path::Path,
 ) -> Result<Evaluation> {
-    let read =
-        |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| Error::io(p.display(), e));
+    let read = |p: &std::path::Path| crate::fsio::read_text(p, crate::files::MAX_ANNOTATIONS_BYTES);
     evaluate_named(
         &read(annotations)?,
         &annotations.display().to_string(),

@@ -137,6 +137,8 @@ pub fn rewrite_weights(
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone();
     let mut out: Vec<(String, Raw)> = Vec::new();
     for (name, view) in st.tensors() {
         let raw = Raw {
@@ -158,7 +160,7 @@ pub fn rewrite_weights(
             )
         })
         .collect();
-    safetensors::serialize_to_file(views, None, &path).unwrap();
+    safetensors::serialize_to_file(views, meta, &path).unwrap();
 }
 
 /// Converts little-endian f32 bytes with `f`.

@@ -7,9 +7,14 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
 use blipq::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
+use blipq::files::{MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES};
+use blipq::fsio::{read_file, read_text};
 use blipq::{CaptionOptions, Captioner};
 
 use crate::progress;
+
+/// `--threads` may oversubscribe the cores at most this much.
+const MAX_THREADS_PER_CORE: usize = 4;
 
 /// The bundled demo: models and eval set, relative to the repository root.
 const DEMO_MODELS: [&str; 2] = ["models/demo", "models/demo-int8"];
@@ -118,10 +123,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("model {}: not a checkpoint directory", m.display());
         }
     }
+    if let Some(t) = args.opts.threads {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let max = MAX_THREADS_PER_CORE * cores;
+        if t == 0 || t > max {
+            bail!("--threads {t}: give 1 to {max} ({MAX_THREADS_PER_CORE} per core of this machine's {cores})");
+        }
+    }
     let mut results: Vec<ModelResults> = Vec::new();
     for b in &args.baselines {
-        let text =
-            std::fs::read_to_string(b).with_context(|| format!("baseline {}", b.display()))?;
+        let text = read_text(b, MAX_ANNOTATIONS_BYTES)
+            .with_context(|| format!("baseline {}", b.display()))?;
         let r: ModelResults = serde_json::from_str(&text)
             .with_context(|| format!("baseline {}: not a blipq results JSON", b.display()))?;
         results.push(r);
@@ -147,8 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if !status.success() {
             bail!("benchmark of {} failed ({status})", model.display());
         }
-        let text =
-            std::fs::read_to_string(&result).with_context(|| format!("{}", result.display()))?;
+        let text = read_text(&result, MAX_ANNOTATIONS_BYTES)?;
         let r: ModelResults = serde_json::from_str(&text)?;
         write_captions(&args.out, &r)?;
         own.push(r);
@@ -166,10 +177,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|r| r.performance_metrics.failed_samples)
         .sum();
-    if failed > 0 {
-        eprintln!("{failed} image(s) failed; see the failures in the results JSON");
-    }
     eprintln!("reports written to {}", args.out.display());
+    if failed > 0 {
+        let total: usize = own
+            .iter()
+            .map(|r| r.performance_metrics.failed_samples + r.performance_metrics.total_samples)
+            .sum();
+        eprintln!(
+            "error: {failed} of {total} image runs failed; see `failures` in the results JSON"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -216,7 +234,7 @@ fn load_items(o: &Options) -> anyhow::Result<(Vec<Item>, PathBuf)> {
     };
     let mut items = match &o.annotations {
         Some(a) => {
-            let text = std::fs::read_to_string(a)
+            let text = read_text(a, MAX_ANNOTATIONS_BYTES)
                 .with_context(|| format!("annotations {}", a.display()))?;
             let ann = blipq::metrics::parse_annotations(&text, &a.display().to_string())?;
             bench::items_from_annotations(&ann)
@@ -227,12 +245,7 @@ fn load_items(o: &Options) -> anyhow::Result<(Vec<Item>, PathBuf)> {
                 .filter_map(|e| e.ok())
                 .filter(|e| e.path().is_file())
                 .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|f| {
-                    let f = f.to_lowercase();
-                    [".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"]
-                        .iter()
-                        .any(|x| f.ends_with(x))
-                })
+                .filter(|f| blipq::preprocess::has_image_extension(f))
                 .collect();
             files.sort();
             files
@@ -283,9 +296,9 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         fixed_new_tokens: o.fixed_new_tokens,
         ..Default::default()
     };
+    model.check_options(&opts)?;
     let read = |item: &Item| -> anyhow::Result<Vec<u8>> {
-        let p = images_dir.join(&item.file);
-        std::fs::read(&p).with_context(|| format!("{}", p.display()))
+        Ok(read_file(&images_dir.join(&item.file), MAX_IMAGE_BYTES)?)
     };
     // Warm up on the first readable image.
     if let Some(bytes) = items.iter().find_map(|i| read(i).ok()) {

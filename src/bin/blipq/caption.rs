@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use blipq::files::MAX_IMAGE_BYTES;
+use blipq::fsio::read_file;
 use blipq::{CaptionOptions, Captioner};
 use serde::Serialize;
 
@@ -54,7 +56,7 @@ fn caption_one(
     path: &std::path::Path,
     opts: &CaptionOptions,
 ) -> anyhow::Result<blipq::Caption> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let bytes = read_file(path, MAX_IMAGE_BYTES)?;
     Ok(model.caption(&bytes, &path.display().to_string(), opts, &mut |_| {})?)
 }
 
@@ -69,6 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         num_beams: args.num_beams,
         fixed_new_tokens: None,
     };
+    model.check_options(&opts)?;
     let pb = progress::bar(args.images.len() as u64, "captioning");
     if args.images.len() < 2 {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());

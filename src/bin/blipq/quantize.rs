@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use blipq::files::MAX_IMAGE_BYTES;
+use blipq::fsio::{read_file, OutputDir};
+use blipq::preprocess::{decode_rgb, has_image_extension, DEFAULT_MAX_PIXELS};
 use blipq::quantize::{self, Validation};
 use blipq::Captioner;
 use serde_json::json;
@@ -16,10 +19,15 @@ pub struct Args {
     /// FP32 checkpoint directory (model.safetensors or pytorch_model.bin).
     #[arg(long)]
     model: PathBuf,
-    /// Output directory for the INT8 checkpoint.
+    /// Output directory for the INT8 checkpoint: new or empty, never the source or inside it. It
+    /// appears only once complete (written into a temporary sibling, then renamed).
     #[arg(long)]
     out: PathBuf,
-    /// Extra images to validate on (a directory); the built-in photos and synthetic images are always used.
+    /// Replace the contents of a non-empty --out (never a source).
+    #[arg(long)]
+    force: bool,
+    /// Extra images to validate on (the image files of a directory, each checked before anything
+    /// is written); the built-in photos and synthetic images are always used.
     #[arg(long)]
     validation_images: Option<PathBuf>,
     /// Skip the FP32-vs-INT8 validation.
@@ -43,6 +51,11 @@ const BUILTIN_PHOTOS: [(&str, &[u8]); 3] = [
     ),
 ];
 
+/// Most files read from --validation-images.
+const MAX_VALIDATION_IMAGES: usize = 10_000;
+
+/// The validation set, every image read (bounded) and decoded once up front, so that a bad
+/// --validation-images fails before anything is written.
 fn validation_images(extra: Option<&Path>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut images: Vec<(String, Vec<u8>)> = BUILTIN_PHOTOS
         .iter()
@@ -50,15 +63,36 @@ fn validation_images(extra: Option<&Path>) -> anyhow::Result<Vec<(String, Vec<u8
         .collect();
     images.extend(quantize::synthetic_images(160)?);
     if let Some(dir) = extra {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("{}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for e in std::fs::read_dir(dir)
+            .with_context(|| format!("--validation-images {}", dir.display()))?
+        {
+            let p = e
+                .with_context(|| format!("--validation-images {}", dir.display()))?
+                .path();
+            let image = p
+                .file_name()
+                .is_some_and(|n| has_image_extension(&n.to_string_lossy()));
+            if p.is_file() && image {
+                if paths.len() == MAX_VALIDATION_IMAGES {
+                    bail!(
+                        "--validation-images {}: more than {MAX_VALIDATION_IMAGES} files",
+                        dir.display()
+                    );
+                }
+                paths.push(p);
+            }
+        }
+        if paths.is_empty() {
+            bail!("--validation-images {}: no image files (.png, .jpg, .jpeg, .webp, .gif, .bmp) in this folder", dir.display());
+        }
         paths.sort();
         for p in paths {
-            let bytes = std::fs::read(&p).with_context(|| format!("{}", p.display()))?;
-            images.push((p.display().to_string(), bytes));
+            let name = p.display().to_string();
+            let bytes = read_file(&p, MAX_IMAGE_BYTES)?;
+            decode_rgb(&bytes, &name, DEFAULT_MAX_PIXELS)
+                .with_context(|| format!("--validation-images {}", dir.display()))?;
+            images.push((name, bytes));
         }
     }
     Ok(images)
@@ -90,8 +124,15 @@ fn timestamp_utc() -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Every input first: nothing is written before they all check out.
+    let images = if args.no_validate {
+        Vec::new()
+    } else {
+        validation_images(args.validation_images.as_deref())?
+    };
+    let out = OutputDir::create(&args.out, &[&args.model], args.force)?;
     let pb = progress::bar(0, "quantizing");
-    let metrics = quantize::quantize_dir(&args.model, &args.out, &mut |done, total, name| {
+    let metrics = quantize::quantize_dir(&args.model, &out, &mut |done, total, name| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
         pb.set_message(name.to_string());
@@ -99,8 +140,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("quantizing {}", args.model.display()))?;
     pb.finish_and_clear();
     eprintln!(
-        "wrote {} ({:.2} MB -> {:.2} MB, {:.2}x smaller, {} tensors INT8, {} kept F32)",
-        args.out.join("model.safetensors").display(),
+        "quantized {} ({:.2} MB -> {:.2} MB, {:.2}x smaller, {} tensors INT8, {} kept F32)",
+        args.model.display(),
         metrics.original_size_mb,
         metrics.quantized_size_mb,
         metrics.size_reduction_ratio,
@@ -111,8 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     } else {
         let fp32 = Captioner::load_dir(&args.model).context("loading the FP32 model")?;
-        let int8 = Captioner::load_dir(&args.out).context("loading the INT8 model just written")?;
-        let images = validation_images(args.validation_images.as_deref())?;
+        let int8 = Captioner::load_dir(out.path()).context("loading the INT8 model just made")?;
         let pb = progress::bar(images.len() as u64, "validating");
         let v = quantize::validate(&fp32, &int8, &images, &mut |i, _| pb.set_position(i as u64));
         pb.finish_and_clear();
@@ -120,6 +160,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "validation: {}/{} images, token agreement {:.3}, embedding cosine {:.5}",
             v.successful_samples, v.total_samples, v.token_agreement, v.embedding_cosine
         );
+        let failed: Vec<String> = v
+            .samples
+            .iter()
+            .filter_map(|s| Some(format!("{}: {}", s.image, s.error.as_ref()?)))
+            .collect();
+        if !failed.is_empty() {
+            bail!(
+                "validation failed on {} of {} images, so nothing was written to {}:\n  {}",
+                failed.len(),
+                v.total_samples,
+                args.out.display(),
+                failed.join("\n  ")
+            );
+        }
         Some(v)
     };
     let report = json!({
@@ -133,16 +187,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "model_metrics": metrics,
         "validation": validation,
     });
-    let path = args.out.join("quantized_results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("{}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    let ok = validation
-        .as_ref()
-        .is_none_or(|v| v.successful_samples == v.total_samples);
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    out.write(
+        "quantized_results.json",
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    let done = out.commit()?;
+    eprintln!(
+        "wrote {} (model.safetensors, quantized_results.json and the config files)",
+        done.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,285 @@
+//! A checkpoint folder's files: their names, their size caps, and the one rule that picks the
+//! files to load from what is present — shared by the native loader (a directory on disk) and the
+//! page (files keyed by name, [`model_files_from_entries`]).
+//!
+//! Depends on [`crate::checkpoint`] (weights from bytes) and [`crate::captioner::ModelFiles`].
+
+use std::collections::HashSet;
+
+use crate::captioner::ModelFiles;
+use crate::checkpoint::{ByteSource, Checkpoint, Safetensors};
+use crate::{Error, Result};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const SAFETENSORS_FILE: &str = "model.safetensors";
+pub const PTH_FILE: &str = "pytorch_model.bin";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// `preprocessor_config.json` wins over transformers 5's `processor_config.json`.
+pub const PREPROCESSOR_FILES: [&str; 2] = ["preprocessor_config.json", "processor_config.json"];
+pub const GENERATION_FILE: &str = "generation_config.json";
+/// Files a checkpoint folder may carry that blipq copies along but does not read.
+pub const EXTRA_FILES: [&str; 2] = ["special_tokens_map.json", "vocab.txt"];
+
+/// Largest `config.json`, preprocessor, generation or tokenizer config accepted (real ones are a
+/// few KB).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Largest `tokenizer.json` accepted (BERT's is 0.7 MB; big multilingual ones are ~20 MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+/// Largest image file accepted; the pixel budget of `preprocess` applies on top of it.
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+/// Largest COCO annotations / results / benchmark results JSON accepted (COCO's whole train
+/// captions file is 90 MB).
+pub const MAX_ANNOTATIONS_BYTES: u64 = 512 << 20;
+
+/// A byte count in the unit every report of blipq uses: MB = 10^6 bytes.
+pub fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The error for a file over its cap.
+pub fn too_large(file: &str, len: u64, max: u64) -> Error {
+    Error::file(
+        file,
+        format!(
+            "is {}, over the limit of {} for this kind of file",
+            mb(len),
+            mb(max)
+        ),
+    )
+}
+
+/// The cap of a text file of a checkpoint, by name.
+pub fn max_bytes(name: &str) -> u64 {
+    if name == TOKENIZER_FILE {
+        MAX_TOKENIZER_BYTES
+    } else {
+        MAX_CONFIG_BYTES
+    }
+}
+
+/// How the weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    Safetensors,
+    Pth,
+}
+
+/// Which file of a checkpoint plays each role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub weights: (&'static str, WeightsFormat),
+    pub preprocessor: &'static str,
+    pub tokenizer_config: Option<&'static str>,
+    pub generation: Option<&'static str>,
+}
+
+/// Chooses the files to load from the base names present: `model.safetensors` over
+/// `pytorch_model.bin`, `preprocessor_config.json` over `processor_config.json`; `config.json` and
+/// `tokenizer.json` are required.
+pub fn plan(present: &HashSet<&str>, folder: &str) -> Result<Plan> {
+    let missing = |what: String| Error::file(folder, format!("missing checkpoint file {what}"));
+    let weights = if present.contains(SAFETENSORS_FILE) {
+        (SAFETENSORS_FILE, WeightsFormat::Safetensors)
+    } else if present.contains(PTH_FILE) {
+        (PTH_FILE, WeightsFormat::Pth)
+    } else {
+        return Err(missing(format!("{SAFETENSORS_FILE} (or {PTH_FILE})")));
+    };
+    for required in [CONFIG_FILE, TOKENIZER_FILE] {
+        if !present.contains(required) {
+            return Err(missing(required.to_string()));
+        }
+    }
+    let preprocessor = PREPROCESSOR_FILES
+        .into_iter()
+        .find(|f| present.contains(f))
+        .ok_or_else(|| {
+            missing(format!(
+                "{} (or {})",
+                PREPROCESSOR_FILES[0], PREPROCESSOR_FILES[1]
+            ))
+        })?;
+    let optional = |f: &'static str| present.contains(f).then_some(f);
+    Ok(Plan {
+        weights,
+        preprocessor,
+        tokenizer_config: optional(TOKENIZER_CONFIG_FILE),
+        generation: optional(GENERATION_FILE),
+    })
+}
+
+/// The base name of an entry key: `"some/dir/config.json"` → `"config.json"`.
+pub fn base_name(key: &str) -> &str {
+    key.rsplit(['/', '\\']).next().unwrap_or(key)
+}
+
+/// The bytes of one file handed over by name (an owned buffer natively, a JS array in the page).
+pub trait FileData {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn into_bytes(self) -> Vec<u8>;
+    fn into_source(self) -> Box<dyn ByteSource>;
+}
+
+impl FileData for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn into_bytes(self) -> Vec<u8> {
+        self
+    }
+    fn into_source(self) -> Box<dyn ByteSource> {
+        Box::new(self)
+    }
+}
+
+/// Collects a checkpoint from files keyed by name (a leading directory is ignored; unknown names
+/// are skipped), as the page hands them over. Text files are checked against their caps before
+/// they are copied; two files with the same base name are an error.
+pub fn model_files_from_entries<D: FileData>(entries: Vec<(String, D)>) -> Result<ModelFiles> {
+    const FOLDER: &str = "checkpoint";
+    let mut seen = HashSet::new();
+    for (key, _) in &entries {
+        if !seen.insert(base_name(key).to_string()) {
+            return Err(Error::file(
+                FOLDER,
+                format!("two files named {}", base_name(key)),
+            ));
+        }
+    }
+    let present: HashSet<&str> = seen.iter().map(String::as_str).collect();
+    let plan = plan(&present, FOLDER)?;
+    let mut texts: Vec<(&'static str, String)> = Vec::new();
+    let mut tokenizer = None;
+    let mut weights = None;
+    for (key, data) in entries {
+        let name = base_name(&key);
+        if name == plan.weights.0 {
+            weights = Some(data);
+            continue;
+        }
+        let wanted = [CONFIG_FILE, TOKENIZER_FILE, plan.preprocessor]
+            .into_iter()
+            .chain(plan.tokenizer_config)
+            .chain(plan.generation)
+            .find(|f| *f == name);
+        let Some(name) = wanted else { continue };
+        let max = max_bytes(name);
+        if data.len() as u64 > max {
+            return Err(too_large(name, data.len() as u64, max));
+        }
+        let bytes = data.into_bytes();
+        if name == TOKENIZER_FILE {
+            tokenizer = Some(bytes);
+        } else {
+            let text =
+                String::from_utf8(bytes).map_err(|_| Error::config(name, "is not UTF-8 text"))?;
+            texts.push((name, text));
+        }
+    }
+    let mut take = |name: &str| {
+        texts
+            .iter()
+            .position(|(n, _)| *n == name)
+            .map(|i| texts.swap_remove(i).1)
+    };
+    let config = take(CONFIG_FILE).unwrap_or_default();
+    let preprocessor = (
+        plan.preprocessor.to_string(),
+        take(plan.preprocessor).unwrap_or_default(),
+    );
+    let tokenizer_config = plan.tokenizer_config.and_then(&mut take);
+    let generation = plan.generation.and_then(&mut take);
+    let weights = weights.ok_or_else(|| Error::file(FOLDER, "missing weights"))?;
+    let weights = match plan.weights.1 {
+        WeightsFormat::Safetensors => {
+            Checkpoint::Safetensors(Safetensors::new(weights.into_source(), SAFETENSORS_FILE)?)
+        }
+        WeightsFormat::Pth => {
+            return Err(Error::file(
+                PTH_FILE,
+                format!("is read from a folder on disk only; here, use {SAFETENSORS_FILE}"),
+            ))
+        }
+    };
+    Ok(ModelFiles {
+        config,
+        weights,
+        tokenizer: tokenizer.unwrap_or_default(),
+        tokenizer_config,
+        preprocessor,
+        generation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&'static str]) -> HashSet<&'static str> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn plan_prefers_safetensors_and_preprocessor_config() {
+        let p = plan(
+            &names(&[
+                CONFIG_FILE,
+                TOKENIZER_FILE,
+                SAFETENSORS_FILE,
+                PTH_FILE,
+                "processor_config.json",
+                "preprocessor_config.json",
+            ]),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(p.weights, (SAFETENSORS_FILE, WeightsFormat::Safetensors));
+        assert_eq!(p.preprocessor, "preprocessor_config.json");
+        assert_eq!((p.tokenizer_config, p.generation), (None, None));
+        let p = plan(
+            &names(&[
+                CONFIG_FILE,
+                TOKENIZER_FILE,
+                PTH_FILE,
+                "processor_config.json",
+                GENERATION_FILE,
+            ]),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(p.weights, (PTH_FILE, WeightsFormat::Pth));
+        assert_eq!(p.preprocessor, "processor_config.json");
+        assert_eq!(p.generation, Some(GENERATION_FILE));
+        let e = plan(&names(&[CONFIG_FILE, SAFETENSORS_FILE]), "dir").unwrap_err();
+        assert_eq!(e.to_string(), "dir: missing checkpoint file tokenizer.json");
+    }
+
+    #[test]
+    fn entries_are_checked_before_they_are_copied() {
+        let e = model_files_from_entries(vec![
+            ("a/config.json".to_string(), b"{}".to_vec()),
+            ("b/config.json".to_string(), b"{}".to_vec()),
+        ])
+        .err()
+        .unwrap();
+        assert_eq!(e.to_string(), "checkpoint: two files named config.json");
+        let big = vec![b' '; MAX_CONFIG_BYTES as usize + 1];
+        let e = model_files_from_entries(vec![
+            (CONFIG_FILE.to_string(), big),
+            (TOKENIZER_FILE.to_string(), vec![]),
+            (SAFETENSORS_FILE.to_string(), vec![]),
+            (PREPROCESSOR_FILES[1].to_string(), vec![]),
+        ])
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string()
+                .contains("config.json: is 16.8 MB, over the limit of 16.8 MB"),
+            "{e}"
+        );
+    }
+}
