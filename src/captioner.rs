@@ -97,34 +97,19 @@ impl ModelFiles {
     /// Reads a Hugging Face checkpoint directory (weights memory-mapped; text files bounded by
     /// [`crate::files::max_bytes`]).
     pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
-        use crate::files::{max_bytes, plan, WeightsFormat, EXTRA_FILES};
+        use crate::files::{max_bytes, plan, CHECKPOINT_FILES};
         use crate::fsio::{exists, read_file, read_text};
         let folder = dir.display().to_string();
         if !dir.is_dir() {
             return Err(Error::file(&folder, "is not a checkpoint directory"));
         }
-        let known = [
-            CONFIG_FILE,
-            SAFETENSORS_FILE,
-            PTH_FILE,
-            TOKENIZER_FILE,
-            TOKENIZER_CONFIG_FILE,
-            PREPROCESSOR_FILES[0],
-            PREPROCESSOR_FILES[1],
-            GENERATION_FILE,
-        ];
-        let present = known
+        let present = CHECKPOINT_FILES
             .into_iter()
-            .chain(EXTRA_FILES)
             .filter(|f| exists(&dir.join(f)))
             .collect();
         let plan = plan(&present, &folder)?;
         let text = |name: &str| read_text(&dir.join(name), max_bytes(name));
         let weights = Checkpoint::open(&dir.join(plan.weights.0))?;
-        debug_assert_eq!(
-            matches!(weights, Checkpoint::Pth { .. }),
-            plan.weights.1 == WeightsFormat::Pth
-        );
         Ok(Self {
             config: text(CONFIG_FILE)?,
             weights,

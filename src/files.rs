@@ -20,6 +20,26 @@ pub const PREPROCESSOR_FILES: [&str; 2] = ["preprocessor_config.json", "processo
 pub const GENERATION_FILE: &str = "generation_config.json";
 /// Files a checkpoint folder may carry that blipq copies along but does not read.
 pub const EXTRA_FILES: [&str; 2] = ["special_tokens_map.json", "vocab.txt"];
+/// Every file blipq may read from a checkpoint folder.
+pub const CHECKPOINT_FILES: [&str; 8] = [
+    CONFIG_FILE,
+    SAFETENSORS_FILE,
+    PTH_FILE,
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    PREPROCESSOR_FILES[0],
+    PREPROCESSOR_FILES[1],
+    GENERATION_FILE,
+];
+
+/// The files a derived checkpoint (INT8, converted) copies unchanged from its source: all but
+/// the weights.
+pub fn copied_files() -> impl Iterator<Item = &'static str> {
+    CHECKPOINT_FILES
+        .into_iter()
+        .filter(|f| *f != SAFETENSORS_FILE && *f != PTH_FILE)
+        .chain(EXTRA_FILES)
+}
 
 /// Largest `config.json`, preprocessor, generation or tokenizer config accepted (real ones are a
 /// few KB).

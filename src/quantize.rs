@@ -351,10 +351,7 @@ pub fn quantize_dir(
     out: &crate::fsio::OutputDir,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<ModelMetrics> {
-    use crate::files::{
-        CONFIG_FILE, EXTRA_FILES, GENERATION_FILE, PREPROCESSOR_FILES, SAFETENSORS_FILE,
-        TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
-    };
+    use crate::files::{copied_files, SAFETENSORS_FILE};
     let sw = crate::clock::Stopwatch::start();
     let files = crate::ModelFiles::from_dir(model_dir)?;
     crate::captioner::Parts::check(&files)?;
@@ -369,15 +366,7 @@ pub fn quantize_dir(
     let sha = sha256_file(&src)?;
     let (bytes, summary) = quantize_checkpoint(ckpt, &sha, on_tensor)?;
     out.write(SAFETENSORS_FILE, &bytes)?;
-    let copies = [
-        CONFIG_FILE,
-        TOKENIZER_FILE,
-        TOKENIZER_CONFIG_FILE,
-        GENERATION_FILE,
-        PREPROCESSOR_FILES[0],
-        PREPROCESSOR_FILES[1],
-    ];
-    for name in copies.into_iter().chain(EXTRA_FILES) {
+    for name in copied_files() {
         let from = model_dir.join(name);
         if crate::fsio::exists(&from) {
             out.copy(&from, name)?;

@@ -371,10 +371,14 @@ fn decoding_options_are_checked_against_the_model() {
             .unwrap_err();
         assert!(e.to_string().contains(expect), "{e}");
     }
-    // --threads is capped by the machine.
+    // --threads is capped by the machine, --warmup by a stated limit.
     assert_fails(
         blipq().args(["bench", "--threads", "10000", "--limit", "1"]),
         &["--threads 10000", "per core"],
+    );
+    assert_fails(
+        blipq().args(["bench", "--warmup", "18446744073709551615"]),
+        &["at most 100"],
     );
 }
 
@@ -671,4 +675,37 @@ fn integer_tensors_in_pytorch_files_are_named_with_their_dtype() {
         e.contains("has dtype I64") && e.contains("pytorch_model.bin"),
         "{e}"
     );
+}
+
+#[test]
+fn a_full_disk_leaves_nothing_at_out() {
+    // A 512 KB tmpfs: the demo's INT8 weights (1.1 MB) cannot fit. Mounting needs root, which CI
+    // has; elsewhere the test says why it did not run.
+    let mnt = temp("full");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (not root)");
+        return;
+    }
+    let out = mnt.join("out");
+    let result = run(blipq()
+        .args(["quantize", "--no-validate", "--model", DEMO, "--out"])
+        .arg(&out));
+    let left: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    let (o, err) = result;
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -13,6 +13,9 @@ use blipq::{CaptionOptions, Captioner};
 
 use crate::progress;
 
+/// Most untimed warm-up captions per model.
+const MAX_WARMUP: usize = 100;
+
 /// `--threads` may oversubscribe the cores at most this much.
 const MAX_THREADS_PER_CORE: usize = 4;
 
@@ -123,6 +126,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("model {}: not a checkpoint directory", m.display());
         }
     }
+    if args.opts.warmup > MAX_WARMUP {
+        bail!(
+            "--warmup {}: give at most {MAX_WARMUP} untimed captions",
+            args.opts.warmup
+        );
+    }
     if let Some(t) = args.opts.threads {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let max = MAX_THREADS_PER_CORE * cores;
@@ -152,6 +161,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .arg("--result")
             .arg(&result);
         forward_options(&mut cmd, &args.opts);
+        if args.opts.warmup > MAX_WARMUP {
+            bail!(
+                "--warmup {}: give at most {MAX_WARMUP} untimed captions",
+                args.opts.warmup
+            );
+        }
         if let Some(t) = args.opts.threads {
             cmd.env("RAYON_NUM_THREADS", t.to_string());
         }
