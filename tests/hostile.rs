@@ -709,3 +709,30 @@ fn a_full_disk_leaves_nothing_at_out() {
     assert!(err.contains("No space left on device"), "{err}");
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn quantize_validation_fails_on_non_finite_outputs() {
+    // Finite but huge patch weights (kept F32 by the quantizer) overflow the vision encoder to
+    // infinity and NaN: validation must refuse the result rather than report agreement.
+    let src = demo_copy("overflow");
+    rewrite_weights(
+        &src,
+        |name, mut raw| {
+            if name == "vision_model.embeddings.patch_embedding.weight" {
+                raw.data = 3.0e38f32.to_le_bytes().repeat(raw.data.len() / 4);
+            }
+            Some(raw)
+        },
+        vec![],
+    );
+    let out = src.parent().unwrap().join("out");
+    assert_fails(
+        blipq()
+            .args(["quantize", "--model"])
+            .arg(&src)
+            .arg("--out")
+            .arg(&out),
+        &["validation failed on 6 of 6 images", "not finite"],
+    );
+    assert!(!out.exists());
+}
