@@ -212,8 +212,8 @@ impl SafetensorsHeader {
             return Err(Error::checkpoint(
                 file,
                 format!(
-                    "not a safetensors file, or not one blipq reads: header length {n} is over \
-                     the limit of {MAX_HEADER_BYTES} bytes"
+                    "not a safetensors file: its first 8 bytes give a header length of {n} \
+                     bytes, over the limit of {MAX_HEADER_BYTES}"
                 ),
             ));
         }
@@ -224,6 +224,30 @@ impl SafetensorsHeader {
     /// `file_len`: every tensor's bytes fit its dtype and shape, the tensors lie in the data
     /// section one after the other, without gaps or overlaps, and cover it exactly.
     pub fn parse(header: &[u8], file_len: usize, file: &str) -> Result<Self> {
+        let out = Self::parse_layout(header, file)?;
+        let at = out.file_len;
+        if file_len < at {
+            return Err(Error::checkpoint(
+                file,
+                format!("truncated: the header describes {at} bytes but the file has {file_len}"),
+            ));
+        }
+        if file_len > at {
+            return Err(Error::checkpoint(
+                file,
+                format!(
+                    "has {} bytes after the last tensor (the header describes {at} of its \
+                     {file_len} bytes)",
+                    file_len - at
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// [`SafetensorsHeader::parse`] without the file: every rule but the file's length, which
+    /// the result's `file_len` gives (e.g. to judge a download from its first bytes).
+    pub fn parse_layout(header: &[u8], file: &str) -> Result<Self> {
         let text = std::str::from_utf8(header)
             .map_err(|_| Error::checkpoint(file, "safetensors header is not UTF-8"))?;
         let raw: RawHeader = serde_json::from_str(text).map_err(|e| {
@@ -264,22 +288,6 @@ impl SafetensorsHeader {
             at = *end;
         }
         out.file_len = at;
-        if file_len < at {
-            return Err(Error::checkpoint(
-                file,
-                format!("truncated: the header describes {at} bytes but the file has {file_len}"),
-            ));
-        }
-        if file_len > at {
-            return Err(Error::checkpoint(
-                file,
-                format!(
-                    "has {} bytes after the last tensor (the header describes {at} of its \
-                     {file_len} bytes)",
-                    file_len - at
-                ),
-            ));
-        }
         Ok(out)
     }
 }

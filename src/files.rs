@@ -160,7 +160,7 @@ impl FileData for Vec<u8> {
 /// are skipped), as the page hands them over. Text files are checked against their caps before
 /// they are copied; two files with the same base name are an error.
 pub fn model_files_from_entries<D: FileData>(entries: Vec<(String, D)>) -> Result<ModelFiles> {
-    const FOLDER: &str = "checkpoint";
+    const FOLDER: &str = "model folder";
     let mut seen = HashSet::new();
     for (key, _) in &entries {
         if !seen.insert(base_name(key).to_string()) {
@@ -286,7 +286,7 @@ mod tests {
         ])
         .err()
         .unwrap();
-        assert_eq!(e.to_string(), "checkpoint: two files named config.json");
+        assert_eq!(e.to_string(), "model folder: two files named config.json");
         let big = vec![b' '; MAX_CONFIG_BYTES as usize + 1];
         let e = model_files_from_entries(vec![
             (CONFIG_FILE.to_string(), big),

@@ -393,6 +393,17 @@ fn decode_error(name: &str, format: ImageFormat, err: ImageError) -> Error {
     Error::image(name, msg.trim_end())
 }
 
+/// Width and height from a PNG's IHDR chunk, if `bytes` start with one.
+fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR";
+    let head = bytes.get(..24)?;
+    if !head.starts_with(SIGNATURE) {
+        return None;
+    }
+    let be = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    Some((be(16), be(20)))
+}
+
 /// Decodes any image the `image` crate reads here (PNG, JPEG, WebP, the first frame of a GIF,
 /// BMP) and converts it to 8-bit RGB as transformers' `convert_to_rgb` does with PIL.
 ///
@@ -427,9 +438,14 @@ pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage>
         ));
     }
 
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| decode_error(name, format, e))?;
+    // A PNG states its size in its first chunk: judge the budget from there, before the
+    // decoder sizes any buffer (which, on wasm32, can fail first with a vaguer message).
+    let (width, height) = match png_dimensions(bytes) {
+        Some(dims) if format == ImageFormat::Png => dims,
+        _ => reader
+            .into_dimensions()
+            .map_err(|e| decode_error(name, format, e))?,
+    };
     let pixels = u64::from(width) * u64::from(height);
     if pixels == 0 {
         return Err(Error::image(

@@ -465,19 +465,46 @@ pub fn rayon_threads() -> usize {
 pub const WASM32_MAX_MEMORY_BYTES: f64 = 4_294_967_296.0;
 
 /// Bytes the loaded weights will occupy in wasm memory: F32 for every float tensor (F16, BF16 and
-/// F64 are converted), candle's `Q8_0` blocks (34 bytes per 32 values) for INT8 ones.
+/// F64 are converted), the INT8 kernels' packed blocks (an f32 scale and 32 int8 values: 36
+/// bytes per 32 values) for INT8 ones.
 pub fn loaded_bytes_estimate(header: &SafetensorsHeader) -> f64 {
+    let int8_bytes_per_value = std::mem::size_of::<crate::model::q8::PanelBlock>() as f64
+        / (crate::model::q8::PANEL * crate::checkpoint::BLOCK) as f64;
     header
         .tensors
         .values()
         .map(|e| {
             let n = e.shape.iter().product::<usize>() as f64;
             match e.dtype {
-                StoredDType::I8 => n * 34.0 / 32.0,
+                StoredDType::I8 => n * int8_bytes_per_value,
                 _ => n * 4.0,
             }
         })
         .sum()
+}
+
+/// `checkWeightsPrefix(prefix: Uint8Array)` → the number of leading bytes of a
+/// `model.safetensors` download still needed to judge it, or 0 once judged fine. Throws the
+/// engine's own error when the header breaks the format's rules or the weights cannot fit in
+/// wasm memory next to what is in use, so a download can stop after the header.
+#[wasm_bindgen(js_name = checkWeightsPrefix)]
+pub fn check_weights_prefix(prefix: &[u8]) -> std::result::Result<u32, JsValue> {
+    if prefix.len() < 8 {
+        return Ok(8);
+    }
+    let n = SafetensorsHeader::header_len(prefix, SAFETENSORS_FILE).map_err(js_err)?;
+    if prefix.len() < 8 + n {
+        return Ok((8 + n) as u32);
+    }
+    let header =
+        SafetensorsHeader::parse_layout(&prefix[8..8 + n], SAFETENSORS_FILE).map_err(js_err)?;
+    check_fits_in_wasm_memory(
+        SAFETENSORS_FILE,
+        loaded_bytes_estimate(&header),
+        wasm_memory_bytes(),
+    )
+    .map_err(js_err)?;
+    Ok(0)
 }
 
 /// Refuses, with a plain message, a model whose weights cannot fit into wasm32's 4 GiB next to

@@ -634,3 +634,26 @@ fn too_large_models_are_refused_in_plain_words() {
     let data: usize = ckpt.header.tensors.values().map(|e| e.end - e.start).sum();
     assert_eq!(est, data as f64);
 }
+
+#[wasm_bindgen_test]
+fn weights_are_judged_from_the_start_of_a_download() {
+    use blipq::web::check_weights_prefix;
+    let file = TINY[2].1;
+    assert_eq!(check_weights_prefix(&file[..4]).unwrap(), 8);
+    let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as u32;
+    assert_eq!(check_weights_prefix(&file[..8]).unwrap(), 8 + n);
+    assert_eq!(check_weights_prefix(&file[..8 + n as usize]).unwrap(), 0);
+    // A header describing 3 GiB of F16 weights (6 GiB once converted to F32) stops the download
+    // with the engine's message.
+    let header = r#"{"w":{"dtype":"F16","shape":[1610612736],"data_offsets":[0,3221225472]}}"#;
+    let mut prefix = (header.len() as u64).to_le_bytes().to_vec();
+    prefix.extend_from_slice(header.as_bytes());
+    let msg = error_message(check_weights_prefix(&prefix).unwrap_err());
+    assert!(msg.contains("too large for wasm memory"), "{msg}");
+    // A header breaking the format's rules is refused the same way.
+    let bad = r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+    let mut prefix = (bad.len() as u64).to_le_bytes().to_vec();
+    prefix.extend_from_slice(bad.as_bytes());
+    let msg = error_message(check_weights_prefix(&prefix).unwrap_err());
+    assert!(msg.contains("a gap"), "{msg}");
+}

@@ -278,7 +278,10 @@ async function loadModel(key, def) {
   button?.setAttribute("aria-busy", "true");
   setBusy(1);
   try {
-    const summary = await client.request("load", { key, source: def.source }, (ev) => showProgress(key, ev));
+    const summary = await client.request("load", { key, source: def.source }, (ev) => {
+      if (ev.type === "notice") showMessage(ev.message, "notice");
+      else showProgress(key, ev);
+    });
     const entry = { key, ...def, summary };
     models.set(key, entry);
     updateMemory(summary.wasmMemoryBytes);
@@ -481,10 +484,12 @@ async function captionImage(item) {
     updateMemory(out.wasmMemoryBytes);
     return card;
   } catch (e) {
+    // The engine names the image "(input image)"; the page knows its name and says it first.
+    const message = e.message.replace(/^image \(input image\): /, "");
     card.dataset.status = "error";
     captionEl.textContent = "failed";
-    card.querySelector(".metrics").replaceChildren(el("p", { class: "error-text", text: e.message }));
-    showMessage(`Could not caption ${item.name}: ${e.message}`);
+    card.querySelector(".metrics").replaceChildren(el("p", { class: "error-text", text: message }));
+    showMessage(`Could not caption ${item.name}: ${message}`);
     return card;
   } finally {
     setBusy(-1);

@@ -3,7 +3,8 @@
 // and answers requests one at a time, so the page never waits on the model.
 //
 // Protocol. Page → worker: {id, type, ...}. Worker → page: any number of events
-// {id, type: "progress" | "token" | "bench-progress", ...}, then exactly one final reply:
+// {id, type: "progress" | "notice" | "token" | "bench-progress", ...} ("notice": {message}, e.g. a
+// damaged cache entry that is downloaded again), then exactly one final reply:
 // {id, type: "done", ...result} or {id, type: "error", message, fatal}. `fatal` means the wasm
 // module trapped (e.g. ran out of memory): its state cannot be trusted, so the page starts a new
 // worker. Every other error leaves the worker and its loaded models usable.
@@ -27,6 +28,16 @@
 //   bench {source, items, imagesBase, options, warmup}   (sent to a fresh worker per model)
 //                                           → bench-progress events, then {samples, failures,
 //                                              info, weightBytes, peakMemoryBytes, memBefore, memAfter}
+//
+// Downloads and the Cache. A download is held to its Content-Length: a body that breaks off or
+// ends short is an error naming the file and the byte counts. Weights whose safetensors header
+// shows they cannot fit into wasm memory are refused as soon as that header has arrived. Files
+// go into the Cache (CACHE_NAME) only once the whole checkpoint built into a model, each entry
+// with its size (X-Blipq-Size) and read back to check it; an entry read later must still have
+// that size, else it is deleted and downloaded again. A checkpoint that fails to build has its
+// cached files deleted. A fetch() that throws (no HTTP answer: unreachable, or refused by CORS)
+// is explained in plain words.
+//
 // A namespace import: `initThreadPool` exists in the threaded build only, and a named import
 // of a missing export would fail the whole module.
 import init, * as blipq from "../blipq.js";
@@ -89,6 +100,11 @@ class HttpError extends Error {
   }
 }
 
+/** Header of every Cache entry: the body's size in bytes, checked whenever the entry is read. */
+const SIZE_HEADER = "X-Blipq-Size";
+
+const fmtBytes = (n) => n.toLocaleString("en-US");
+
 function jsHeapBytes() {
   return self.performance?.memory?.usedJSHeapSize ?? null;
 }
@@ -101,16 +117,76 @@ async function openCache() {
   }
 }
 
-/** Reads a response body with progress; one buffer when Content-Length is known and honest. */
-async function readBody(response, onProgress) {
-  const total = Number(response.headers.get("Content-Length")) || 0;
+/** The file name at the end of a URL, for messages. */
+const fileName = (url) => decodeURIComponent(new URL(url).pathname.split("/").at(-1) || url);
+
+/** A body that ended before its Content-Length, or whose stream broke off. */
+function cutOff(name, loaded, total) {
+  const got = total ? `got ${fmtBytes(loaded)} of ${fmtBytes(total)} bytes` : `got ${fmtBytes(loaded)} bytes`;
+  return new Error(
+    `the download of ${name} was cut off: ${got} (the server or the network closed the ` +
+      `connection early, or the server announced a wrong size). Nothing was cached; try again.`,
+  );
+}
+
+/** The Content-Length header as a number, or null when it is missing or not a number. */
+function contentLength(response) {
+  const v = response.headers.get("Content-Length");
+  return v !== null && /^\s*\d+\s*$/.test(v) ? Number(v) : null;
+}
+
+/**
+ * Reads a response body with progress; one buffer when Content-Length is known and honest.
+ *
+ * A body that breaks off, or that ends short of its Content-Length, is an error naming the file
+ * (`name`) and the byte counts, never a short file. A body longer than Content-Length is
+ * accepted: that is a compressed response, whose Content-Length counts the compressed bytes (its
+ * Content-Encoding is not always visible: cross-origin responses hide it unless exposed). For
+ * the same reason a visibly compressed body is not held to its Content-Length at all.
+ *
+ * `inspect(prefix, total)`, if given, sees the start of the body before the one big buffer is
+ * allocated: it returns how many bytes it needs to see (more than `prefix.length`), or 0 once it
+ * is satisfied; if it throws, the download stops there and the error is passed on.
+ */
+async function readBody(response, name, onProgress, inspect = null) {
+  const total = contentLength(response) ?? 0;
+  const encoding = response.headers.get("Content-Encoding");
+  const exact = total > 0 && (!encoding || /^\s*identity\s*$/i.test(encoding));
   const reader = response.body.getReader();
-  let buffer = total ? new Uint8Array(total) : null;
-  let chunks = buffer ? null : [];
+  let buffer = null;
+  let chunks = [];
   let loaded = 0;
+  let need = inspect ? 1 : 0;
+  const concat = () => {
+    const out = new Uint8Array(loaded);
+    let at = 0;
+    for (const c of chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
+  };
+  const allocate = () => {
+    if (!total || loaded > total) return;
+    try {
+      buffer = new Uint8Array(total);
+    } catch {
+      return; // a Content-Length too large to allocate (or a lie): keep collecting chunks
+    }
+    buffer.set(concat());
+    chunks = null;
+  };
+  if (!need) allocate();
   onProgress(0, total);
   for (;;) {
-    const { done, value } = await reader.read();
+    let step;
+    try {
+      step = await reader.read();
+    } catch (e) {
+      console.warn(`blipq worker: reading ${name} failed after ${loaded} bytes: ${e?.message ?? e}`);
+      throw cutOff(name, loaded, total);
+    }
+    const { done, value } = step;
     if (done) break;
     if (buffer && loaded + value.length > total) {
       // Content-Length was the compressed size: fall back to collecting chunks.
@@ -120,70 +196,175 @@ async function readBody(response, onProgress) {
     if (buffer) buffer.set(value, loaded);
     else chunks.push(value);
     loaded += value.length;
+    if (need && loaded >= need) {
+      chunks = [concat()];
+      try {
+        need = inspect(chunks[0], total);
+      } catch (e) {
+        reader.cancel().catch(() => {});
+        throw e;
+      }
+      if (!need) allocate();
+    }
     onProgress(loaded, total);
   }
-  if (buffer) return loaded === total ? buffer : buffer.subarray(0, loaded);
-  const out = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
+  if (exact && loaded < total) throw cutOff(name, loaded, total);
+  if (buffer) return loaded === total ? buffer : buffer.slice(0, loaded);
+  return concat();
 }
 
-/** Downloads one file (or takes it from the cache). Returns null for a 404 when `optional`. */
-async function fetchFile(url, cache, onProgress, optional) {
-  let response = cache ? await cache.match(url) : undefined;
-  const fromCache = !!response;
-  if (!response) {
+/**
+ * A readBody inspector for model.safetensors: the engine's `checkWeightsPrefix` judges the
+ * header as soon as it has arrived (the format's rules, and whether the weights fit in wasm
+ * memory next to what is in use), so a file that cannot load stops downloading after its header.
+ * The engine checks everything again once the whole file is there.
+ */
+function weightsFitCheck() {
+  return (prefix, total) => {
     try {
-      response = await fetch(url, { mode: "cors" });
+      return blipq.checkWeightsPrefix(prefix);
     } catch (e) {
+      const of = total ? ` of ${fmtBytes(total)}` : "";
       throw new Error(
-        `could not download ${url}: the server did not answer, or it does not allow cross-origin ` +
-          `requests (CORS). (${e.message})`,
+        `${e?.message ?? e}. The download stopped after the file's header ` +
+          `(${fmtBytes(prefix.length)}${of} bytes); nothing was cached.`,
       );
     }
-    if (!response.ok) {
-      if (optional && response.status === 404) return null;
-      throw new HttpError(url, response.status, response.statusText);
-    }
-  }
-  const bytes = await readBody(response, onProgress);
-  if (!fromCache && cache) {
-    const headers = {
-      "Content-Type": response.headers.get("Content-Type") || "application/octet-stream",
-      "Content-Length": String(bytes.length),
-    };
-    try {
-      await cache.put(url, new Response(bytes, { headers }));
-    } catch {
-      // Quota exceeded: the model still loads, it just is not cached.
-    }
-  }
-  return { bytes, fromCache };
+  };
 }
 
-/** All files of a checkpoint folder at `base`, with progress events per file. */
+/**
+ * A file from the Cache, or null. The entry's body must have the size recorded when it was
+ * stored (SIZE_HEADER, or Content-Length for entries of older versions of this page); an entry
+ * that does not, or cannot be read, is deleted (so the caller downloads the file again) and
+ * `onDamaged` says why.
+ */
+async function cachedFile(cache, url, onProgress, onDamaged) {
+  let response;
+  try {
+    response = await cache.match(url);
+  } catch {
+    return null;
+  }
+  if (!response) return null;
+  const name = fileName(url);
+  const recorded = response.headers.get(SIZE_HEADER) ?? response.headers.get("Content-Length");
+  const want = recorded !== null && /^\d+$/.test(recorded.trim()) ? Number(recorded) : null;
+  let problem;
+  try {
+    const blob = await response.blob();
+    if (want === null) problem = "it has no recorded size";
+    else if (blob.size !== want) problem = `it holds ${fmtBytes(blob.size)} of ${fmtBytes(want)} bytes`;
+    else {
+      // Streamed for progress, and held to the recorded size once more.
+      const bytes = await readBody(new Response(blob, { headers: { "Content-Length": String(want) } }), name, onProgress);
+      if (bytes.length === want) return bytes;
+      problem = `reading it gave ${fmtBytes(bytes.length)} of ${fmtBytes(want)} bytes`;
+    }
+  } catch (e) {
+    problem = "it could not be read completely";
+    console.warn(`blipq worker: reading the cached ${name} failed: ${errorMessage(e)}`);
+  }
+  await cache.delete(url).catch(() => {});
+  onDamaged(`The cached copy of ${name} was damaged (${problem}); it was deleted and is downloaded again.`);
+  return null;
+}
+
+/**
+ * Stores a complete, verified download in the Cache: the entry records its size (SIZE_HEADER),
+ * and is read back and deleted unless its body has that size. Best effort: a full quota only
+ * means the file is not cached.
+ */
+async function storeInCache(cache, url, bytes, contentType) {
+  const size = String(bytes.length);
+  const headers = {
+    "Content-Type": contentType || "application/octet-stream",
+    "Content-Length": size,
+    [SIZE_HEADER]: size,
+  };
+  try {
+    await cache.put(url, new Response(bytes, { headers }));
+    const back = await cache.match(url);
+    const stored = back ? (await back.blob()).size : -1;
+    if (stored !== bytes.length || back.headers.get(SIZE_HEADER) !== size) {
+      throw new Error(`the cache kept ${stored} of ${size} bytes`);
+    }
+  } catch (e) {
+    console.warn(`blipq worker: ${fileName(url)} was not cached: ${errorMessage(e)}`);
+    await cache.delete(url).catch(() => {});
+  }
+}
+
+/** Why a fetch() of `url` threw (it does so only when no HTTP response arrived), in plain words. */
+function networkFailure(url, e) {
+  console.warn(`blipq worker: fetch ${url} failed: ${errorMessage(e)}`);
+  const origin = new URL(url).origin;
+  if (origin === self.location.origin) {
+    return new Error(`could not download ${url}: the server did not answer (is it still running, and is the network up?)`);
+  }
+  return new Error(
+    `could not download ${url}: the server at ${origin} is unreachable, or it does not allow ` +
+      `cross-origin requests (CORS) from this page; it must answer with an ` +
+      `Access-Control-Allow-Origin header`,
+  );
+}
+
+/**
+ * Downloads one file, or takes it from the cache. Returns null for a 404 when `optional`, else
+ * {bytes, fromCache, contentType}. Nothing is cached here: see downloadCheckpoint.
+ */
+async function fetchFile(url, cache, onProgress, optional, onDamaged) {
+  const name = fileName(url);
+  const cached = cache ? await cachedFile(cache, url, onProgress, onDamaged) : null;
+  if (cached) return { bytes: cached, fromCache: true };
+  let response;
+  try {
+    // no-store: the Cache API keeps the file (verified); the HTTP cache need not keep it twice.
+    response = await fetch(url, { mode: "cors", cache: "no-store" });
+  } catch (e) {
+    throw networkFailure(url, e);
+  }
+  if (!response.ok) {
+    response.body?.cancel().catch(() => {});
+    if (optional && response.status === 404) return null;
+    throw new HttpError(url, response.status, response.statusText);
+  }
+  const inspect = name === "model.safetensors" ? weightsFitCheck() : null;
+  const bytes = await readBody(response, name, onProgress, inspect);
+  return { bytes, fromCache: false, contentType: response.headers.get("Content-Type") };
+}
+
+/**
+ * All files of a checkpoint folder at `base`, with progress events per file. Returns {files,
+ * sizes, fromCache, store, forget}: `store()` puts the files just downloaded into the Cache and
+ * `forget()` deletes every cached file of this folder. Nothing is stored before the model is
+ * built (loadModel), so the Cache never keeps a file of a folder that failed to download or to
+ * load; files taken from the Cache stay there when a later file fails to download.
+ */
 async function downloadCheckpoint(base, emit) {
   if (!/\/$/.test(base)) base += "/";
   const cache = await openCache();
   const files = {};
   const sizes = {};
+  const downloaded = [];
+  const urls = [];
   let fromCache = true;
+  const onDamaged = (message) => emit({ type: "notice", message });
   const get = async (name, optional) => {
     const url = new URL(name, base).href;
+    urls.push(url);
     const got = await fetchFile(
       url,
       cache,
       (loaded, total) => emit({ type: "progress", file: name, loaded, total }),
       optional,
+      onDamaged,
     );
     if (got) {
       files[name] = got.bytes;
       sizes[name] = got.bytes.length;
       fromCache &&= got.fromCache;
+      if (!got.fromCache) downloaded.push({ url, bytes: got.bytes, contentType: got.contentType });
       emit({ type: "progress", file: name, loaded: got.bytes.length, total: got.bytes.length, done: true, fromCache: got.fromCache });
     }
     return got;
@@ -197,7 +378,19 @@ async function downloadCheckpoint(base, emit) {
   }
   if (!pre) throw new Error(`${base} has neither ${PREPROCESSOR.join(" nor ")}`);
   for (const name of OPTIONAL) await get(name, true);
-  return { files, sizes, fromCache };
+  return {
+    files,
+    sizes,
+    fromCache,
+    store: async () => {
+      if (cache) for (const d of downloaded) await storeInCache(cache, d.url, d.bytes, d.contentType);
+    },
+    forget: () => forget(cache, urls),
+  };
+}
+
+async function forget(cache, urls) {
+  if (cache) for (const url of urls) await cache.delete(url).catch(() => {});
 }
 
 /** Files picked or dropped by the user, keyed by name. */
@@ -227,9 +420,20 @@ async function loadModel(source, emit) {
   const totalBytes = Object.values(got.sizes).reduce((a, b) => a + b, 0);
   emit({ type: "progress", stage: "building", file: "model.safetensors", loaded: weightBytes, total: weightBytes });
   const memBefore = wasmMemoryBytes();
-  // The weights stay in this JS Uint8Array; the constructor copies one tensor at a time.
-  const captioner = new Captioner(got.files);
+  let captioner;
+  try {
+    // The weights stay in this JS Uint8Array; the constructor copies one tensor at a time.
+    captioner = new Captioner(got.files);
+  } catch (e) {
+    // The files did not make a model: a cached one may be corrupt (the right size, the wrong
+    // bytes), so drop them all and download afresh next time. Not when memory was short, which
+    // says nothing about the files.
+    const memory = e instanceof WebAssembly.RuntimeError || /too large for wasm memory/.test(errorMessage(e));
+    if (!memory) await got.forget?.();
+    throw e;
+  }
   const memAfter = wasmMemoryBytes();
+  await got.store?.();
   return {
     captioner,
     info: captioner.info(),

@@ -7,8 +7,12 @@
 //   - the bundled demo FP32 and INT8 models load, with wasm memory growth ≤ 1.3× the weight file;
 //   - captions and token ids of bundled eval images equal `blipq caption --json` (native);
 //   - timing, memory and BLEU-4 fields are present and plausible, and captions stream;
-//   - errors (404 model URL, a file that is not a checkpoint, a non-image upload, undecodable
-//     image bytes) are shown in the page and the next action still works;
+//   - faults (tests/e2e/faults.mjs, from a fault-injecting loopback host in server.mjs: 404s, a
+//     CORS refusal, a download cut mid-file, a Content-Length that lies either way, corrupt and
+//     truncated weights, weights too large for wasm memory, a file that is not a checkpoint, a
+//     non-image upload, undecodable image bytes, a huge image, short and corrupt Cache entries)
+//     are shown in plain words, the Cache never keeps a partial or corrupt file, and the next
+//     action still works;
 //   - the benchmark view runs on a few images, shows the comparison table and chart, and its
 //     downloaded results JSON has `blipq bench`'s format and the native token ids;
 //   - a second load comes from the Cache API, and "clear cache" empties it;
@@ -20,17 +24,19 @@
 //
 // Usage: node tests/e2e/run.mjs   (after `npm ci --prefix tests/e2e` and scripts/web.sh build)
 // Env: BLIPQ_BIN (native binary; default target/debug/blipq, built with `cargo build` if
-// missing), BLIPQ_DIST (default dist), CHROMIUM (default /usr/bin/chromium).
+// missing), BLIPQ_DIST (default dist), CHROMIUM (default /usr/bin/chromium), BLIPQ_E2E_VERBOSE=1
+// (print the page's console).
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { createServer } from "node:http";
 import { tmpdir } from "node:os";
-import { dirname, extname, join, normalize, resolve, sep } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 import { CHROMIUM_ARGS } from "./chromium.mjs";
+import { runFaultScenarios } from "./faults.mjs";
+import { serveStatic as serve } from "./server.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const dist = resolve(root, process.env.BLIPQ_DIST ?? "dist");
@@ -74,49 +80,6 @@ function nativeCaptions(bin, model, images, extra = []) {
   return byImage;
 }
 
-// ------------------------------------------------------------------ static server
-
-const TYPES = {
-  ".html": "text/html; charset=utf-8",
-  ".js": "text/javascript",
-  ".mjs": "text/javascript",
-  ".wasm": "application/wasm",
-  ".css": "text/css",
-  ".json": "application/json",
-  ".png": "image/png",
-  ".jpg": "image/jpeg",
-  ".safetensors": "application/octet-stream",
-};
-
-/** Cross-origin isolation headers, as Trunkfile.toml's [serve.headers]. */
-const ISOLATION = {
-  "Cross-Origin-Opener-Policy": "same-origin",
-  "Cross-Origin-Embedder-Policy": "require-corp",
-};
-
-/** Serves `dir`; with `isolate`, every response carries the COOP/COEP headers. */
-function serve(dir, { isolate = true } = {}) {
-  const server = createServer(async (req, res) => {
-    try {
-      const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
-      let file = join(dir, path);
-      if (!file.startsWith(dir + sep) && file !== dir) throw new Error("outside");
-      if ((await stat(file)).isDirectory()) file = join(file, "index.html");
-      const body = await readFile(file);
-      res.writeHead(200, {
-        "Content-Type": TYPES[extname(file)] ?? "application/octet-stream",
-        "Content-Length": body.length,
-        "Cache-Control": "no-store",
-        ...(isolate ? ISOLATION : {}),
-      });
-      res.end(body);
-    } catch {
-      res.writeHead(404, { "Content-Type": "text/plain" }).end("not found");
-    }
-  });
-  return new Promise((ok) => server.listen(0, "127.0.0.1", () => ok(server)));
-}
-
 // ------------------------------------------------------------------ page helpers
 
 /** The newest result card for (model, image) once there are `count` of them and it is finished. */
@@ -150,13 +113,6 @@ async function loadBundled(page, key) {
   return page.evaluate((k) => ({ ...document.querySelector(`.model-item[data-key="${k}"]`).dataset }), key);
 }
 
-async function lastError(page, previous) {
-  await page.waitForFunction((n) => document.querySelectorAll("#messages .msg.error").length > n, previous, {
-    timeout: 60_000,
-  });
-  return page.evaluate(() => [...document.querySelectorAll("#messages .msg.error")].at(-1).textContent);
-}
-const errorCount = (page) => page.evaluate(() => document.querySelectorAll("#messages .msg.error").length);
 
 /** The page is cross-origin isolated and its worker runs rayon on several threads. */
 async function checkThreads(page, what) {
@@ -233,8 +189,12 @@ async function main() {
     const page = context.pages()[0] ?? (await context.newPage());
     page.on("pageerror", (e) => pageErrors.push(`page error: ${e.message}`));
     page.on("console", (m) => {
-      // The deliberate 404 shows up as "Failed to load resource"; anything else is a bug.
-      if (m.type() === "error" && !/Failed to load resource/.test(m.text())) pageErrors.push(`console error: ${m.text()}`);
+      if (process.env.BLIPQ_E2E_VERBOSE) console.log(`  [console ${m.type()}] ${m.text()}`);
+      // The deliberate faults (tests/e2e/faults.mjs) show up as "Failed to load resource",
+      // CORS refusals and net::ERR_* lines; anything else is a bug.
+      if (m.type() === "error" && !/Failed to load resource|blocked by CORS policy|net::ERR_/.test(m.text())) {
+        pageErrors.push(`console error: ${m.text()}`);
+      }
     });
     const shot = (name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
 
@@ -267,29 +227,23 @@ async function main() {
       await shot(`02-captions-${model}`);
     }
 
-    log("errors are shown and the page keeps working");
-    let n = await errorCount(page);
-    await page.fill("#model-url", `${base}no-such-model/`);
-    await page.click("#load-url");
-    let msg = await lastError(page, n);
-    check(/404/.test(msg) && /config\.json/.test(msg), "404 model URL reported", msg);
-    n = await errorCount(page);
-    await page.setInputFiles("#model-files", [
-      { name: "model.safetensors", mimeType: "application/octet-stream", buffer: Buffer.from("this is not a checkpoint") },
-      { name: "config.json", mimeType: "application/json", buffer: Buffer.from("{}") },
-    ]);
-    msg = await lastError(page, n);
-    check(/model\.safetensors/.test(msg) && /safetensors/.test(msg), "non-checkpoint file reported", msg);
-    n = await errorCount(page);
-    await page.setInputFiles("#image-file", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("hello") });
-    msg = await lastError(page, n);
-    check(/notes\.txt/.test(msg) && /not an image/.test(msg), "non-image upload reported", msg);
-    n = await errorCount(page);
-    await page.setInputFiles("#image-file", { name: "broken.png", mimeType: "image/png", buffer: Buffer.from("not really a png") });
-    msg = await lastError(page, n);
-    const broken = await resultFor(page, "demo-int8", "broken.png", 1);
-    check(broken.status === "error" && /image/.test(msg), "undecodable image reported by the worker", msg);
-    await shot("03-errors");
+    log("faults are shown in plain words, the Cache stays clean, the page keeps working");
+    await runFaultScenarios(
+      {
+        page,
+        base,
+        image: IMAGES[1],
+        native,
+        demoFile: (name) => readFileSync(join(root, "models/demo", name)),
+        check,
+        log,
+        resultFor,
+        captionGallery,
+        loadBundled,
+        shot,
+      },
+      { checkpoint: join(root, "models/demo") },
+    );
     // The worker survived: caption again with the active model (INT8).
     const again = await captionGallery(page, "demo-int8", IMAGES[1]);
     check(again.tokenIds === native["demo-int8"][IMAGES[1]].token_ids.join(" "), "captioning works after the errors", again.tokenIds);
