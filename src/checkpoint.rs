@@ -312,15 +312,31 @@ fn parse_entry(name: &str, v: RawEntry, data_start: usize, file: &str) -> Result
         .map(|&d| usize::try_from(d).ok())
         .collect::<Option<Vec<usize>>>()
         .ok_or_else(|| bad("shape overflows".into()))?;
+    // Sizes that fit u64 but not usize can only occur on a 32-bit build (wasm32).
+    let beyond = || {
+        bad(format!(
+            "model too large for wasm memory: its data lies beyond the {} bytes a 32-bit \
+             (wasm32) build can address",
+            usize::MAX as u64 + 1
+        ))
+    };
     let (s, e) = v.data_offsets;
-    let (s, e) = match (usize::try_from(s), usize::try_from(e)) {
-        (Ok(s), Ok(e)) if s <= e => (s, e),
-        _ => return Err(bad(format!("invalid data_offsets [{s}, {e}]"))),
+    if s > e {
+        return Err(bad(format!("invalid data_offsets [{s}, {e}]")));
+    }
+    let (Ok(s), Ok(e)) = (usize::try_from(s), usize::try_from(e)) else {
+        return Err(beyond());
     };
     let expected = shape
         .iter()
         .try_fold(dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad("shape overflows".into()))?;
+        .ok_or_else(|| {
+            if cfg!(target_pointer_width = "32") {
+                beyond()
+            } else {
+                bad("shape overflows".into())
+            }
+        })?;
     if e - s != expected {
         return Err(bad(format!(
             "data_offsets [{s}, {e}] hold {} bytes but shape {shape:?} of {} needs {expected}",

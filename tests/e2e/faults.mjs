@@ -211,14 +211,14 @@ async function truncatedHeader(t, faults) {
 }
 
 /**
- * A 5 GiB checkpoint, streamed honestly: the page must refuse it once its header has arrived
- * (more than wasm32's 4 GiB once loaded) instead of downloading all of it.
+ * A 3 GiB F16 checkpoint, streamed honestly: the page must refuse it once its header has arrived
+ * (6 GiB once converted to F32, more than wasm32's 4 GiB) instead of downloading all of it.
  */
 async function tooLargeForWasm(t, faults) {
   await failingLoad(t, faults, "too-large-for-wasm", "checkpoint too large for wasm memory", [
     /model\.safetensors/,
     /too large for wasm memory/,
-    /5120 MB/,
+    /6144 MB/,
     /4096 MB/,
   ]);
   const sent = faults.sent("too-large-for-wasm");

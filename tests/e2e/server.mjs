@@ -87,16 +87,18 @@ export function truncateInHeader(bytes) {
 }
 
 /**
- * The header (8-byte length + JSON) of a well-formed safetensors file of `claimBytes` of F32
+ * The header (8-byte length + JSON) of a well-formed safetensors file of `claimBytes` of F16
  * weights (1 GiB tensors, one after the other), and the length of the data section that follows
- * it: more than wasm32's 4 GiB memory can hold. The host streams zeros for the data on demand.
+ * it: a file wasm32 can address (under 4 GiB) whose weights, converted to F32 on load, need
+ * twice that, more than wasm32's 4 GiB memory can hold. The host streams zeros for the data on
+ * demand.
  */
-export function hugeSafetensorsHeader(claimBytes = 5 * 2 ** 30) {
+export function hugeSafetensorsHeader(claimBytes = 3 * 2 ** 30) {
   const tensorBytes = 2 ** 30;
   const header = { __metadata__: { format: "pt", blipq_e2e: "more weights than wasm32 memory holds" } };
   let at = 0;
   for (let i = 0; at < claimBytes; i++, at += tensorBytes) {
-    header[`huge.${i}.weight`] = { dtype: "F32", shape: [16384, 16384], data_offsets: [at, at + tensorBytes] };
+    header[`huge.${i}.weight`] = { dtype: "F16", shape: [16384, 32768], data_offsets: [at, at + tensorBytes] };
   }
   let json = JSON.stringify(header);
   json += " ".repeat((8 - (json.length % 8)) % 8);
@@ -156,7 +158,7 @@ export function hugePng(width = 100_000, height = 100_000) {
  *     "claim-more"  a Content-Length 1000 bytes larger than the body, then the connection closes;
  *     "claim-less"  a Content-Length 1000 bytes smaller than the body (the browser reads only
  *                   that many, i.e. a truncated file), then the connection closes;
- *     "huge"        a 5 GiB safetensors file (hugeSafetensorsHeader, then zeros) with its true
+ *     "huge"        a 3 GiB F16 safetensors file (hugeSafetensorsHeader, then zeros) with its true
  *                   Content-Length, streamed as fast as the browser reads; the page must stop
  *                   after the header, and the host cuts the stream HUGE_STREAM_CAP bytes later.
  *   body: a different file, served honestly.
