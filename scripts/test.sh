@@ -4,7 +4,7 @@
 # anywhere; needs the tools `.ci/run` installs (wasm32 target, the nightly toolchain with
 # rust-src, wasm-bindgen-cli matching Cargo.lock, chromium + chromedriver, trunk 0.21,
 # Node.js, binaryen 132 from npm in target/tools, and tests/e2e/node_modules from
-# `npm ci --prefix tests/e2e`).
+# `npm ci --prefix tests/e2e`, cargo-fuzz).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -52,5 +52,10 @@ if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
 node tests/e2e/run.mjs
+
+# The corpora are replayed by `cargo test` above (tests/fuzz_corpus.rs); here every cargo-fuzz
+# target also runs briefly (nightly, libFuzzer, AddressSanitizer), time-boxed.
+section "fuzzing: every target for ${FUZZ_SECONDS:-15}s (scripts/fuzz.sh run)"
+FUZZ_NICE=0 scripts/fuzz.sh run "${FUZZ_SECONDS:-15}"
 
 section "all passed in ${SECONDS}s"

@@ -317,7 +317,7 @@ fn parse_entry(name: &str, v: RawEntry, data_start: usize, file: &str) -> Result
         bad(format!(
             "model too large for wasm memory: its data lies beyond the {} bytes a 32-bit \
              (wasm32) build can address",
-            usize::MAX as u64 + 1
+            usize::MAX as u128 + 1
         ))
     };
     let (s, e) = v.data_offsets;

@@ -15,8 +15,11 @@ impl CaptionTokenizer {
     /// `tokenizer_json` is `tokenizer.json`'s bytes; `tokenizer_config` the optional
     /// `tokenizer_config.json` text.
     pub fn new(tokenizer_json: &[u8], tokenizer_config: Option<&str>, file: &str) -> Result<Self> {
-        let mut inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
-            .map_err(|e| Error::tokenizer(file, format!("not a valid tokenizer.json: {e}")))?;
+        check_tokenizer_json(tokenizer_json, file)?;
+        let mut inner = guarded(file, "reading tokenizer.json", || {
+            tokenizers::Tokenizer::from_bytes(tokenizer_json)
+        })?
+        .map_err(|e| Error::tokenizer(file, format!("not a valid tokenizer.json: {e}")))?;
         // transformers ignores the padding and truncation saved in tokenizer.json unless the call
         // asks for them (`BlipProcessor` does not): a prompt padded to a fixed length would fill
         // the whole caption budget with [PAD].
@@ -58,7 +61,10 @@ impl CaptionTokenizer {
         let Some(prompt) = prompt.filter(|p| !p.is_empty()) else {
             return Ok(vec![bos]);
         };
-        let enc = self.inner.encode(prompt, true).map_err(|e| {
+        let enc = guarded(&self.file, "encoding the prompt", || {
+            self.inner.encode(prompt, true)
+        })?
+        .map_err(|e| {
             Error::tokenizer(&self.file, format!("cannot encode prompt {prompt:?}: {e}"))
         })?;
         let mut ids = enc.get_ids().to_vec();
@@ -75,9 +81,7 @@ impl CaptionTokenizer {
 
     /// Text of `ids` with special tokens skipped and WordPiece `##` pieces joined.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let text = self
-            .inner
-            .decode(ids, true)
+        let text = guarded(&self.file, "decoding", || self.inner.decode(ids, true))?
             .map_err(|e| Error::tokenizer(&self.file, format!("cannot decode {ids:?}: {e}")))?;
         Ok(if self.clean_up_spaces {
             clean_up_tokenization(&text)
@@ -85,6 +89,71 @@ impl CaptionTokenizer {
             text
         })
     }
+}
+
+/// Checks the parts of a `tokenizer.json` that the `tokenizers` crate (0.22) would panic on
+/// rather than reject, found by fuzzing: the file must be JSON, its `decoder` null or an object
+/// with a string `type`, and every special token a `TemplateProcessing` post-processor uses must
+/// be defined in its `special_tokens`.
+fn check_tokenizer_json(bytes: &[u8], file: &str) -> Result<()> {
+    use serde_json::Value;
+    let bad = |msg: String| {
+        Err(Error::tokenizer(
+            file,
+            format!("not a valid tokenizer.json: {msg}"),
+        ))
+    };
+    let root: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("not valid JSON: {e}")),
+    };
+    match root.get("decoder") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(d)) if d.get("type").is_some_and(Value::is_string) => {}
+        Some(_) => return bad("`decoder` must be null or an object with a string `type`".into()),
+    }
+    let mut processors = vec![root.get("post_processor")];
+    if let Some(Value::Array(list)) = root.get("post_processor").and_then(|p| p.get("processors")) {
+        processors.extend(list.iter().map(Some));
+    }
+    for p in processors.into_iter().flatten() {
+        if p.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
+            continue;
+        }
+        let defined = p.get("special_tokens").and_then(Value::as_object);
+        for key in ["single", "pair"] {
+            let Some(Value::Array(pieces)) = p.get(key) else {
+                continue;
+            };
+            for piece in pieces {
+                let Some(id) = piece
+                    .get("SpecialToken")
+                    .and_then(|t| t.get("id"))
+                    .and_then(Value::as_str)
+                else {
+                    continue;
+                };
+                if !defined.is_some_and(|d| d.contains_key(id)) {
+                    return bad(format!(
+                        "post_processor template `{key}` uses the special token {id:?}, which its \
+                         `special_tokens` do not define"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a call into the `tokenizers` crate, turning a panic into an error (natively; a wasm32
+/// build aborts on panics, so the checks above are what keeps it safe there).
+fn guarded<T>(file: &str, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        Error::tokenizer(
+            file,
+            format!("the tokenizers library failed while {what}: the file is malformed"),
+        )
+    })
 }
 
 /// transformers' `clean_up_tokenization`.

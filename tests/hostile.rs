@@ -736,3 +736,31 @@ fn quantize_validation_fails_on_non_finite_outputs() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn tokenizer_files_the_tokenizers_crate_would_panic_on_are_refused() {
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(DEMO).join("tokenizer.json")).unwrap())
+            .unwrap();
+    let mut no_special = good.clone();
+    no_special["post_processor"]["special_tokens"] = serde_json::json!({});
+    let mut bad_decoder = good.clone();
+    bad_decoder["decoder"] = serde_json::json!(7);
+    for (bytes, expect) in [
+        (br#"{"decoder":"#.to_vec(), "not valid JSON"),
+        (
+            serde_json::to_vec(&bad_decoder).unwrap(),
+            "`decoder` must be null or an object",
+        ),
+        (
+            serde_json::to_vec(&no_special).unwrap(),
+            "which its `special_tokens` do not define",
+        ),
+    ] {
+        let e = blipq::tokenizer::CaptionTokenizer::new(&bytes, None, "tokenizer.json")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("tokenizer.json") && e.contains(expect), "{e}");
+    }
+}

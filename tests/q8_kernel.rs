@@ -3,6 +3,12 @@
 //! own `Q8_0` matmul on the same weights. The same tests run on wasm32 (the simd128 kernel against
 //! the scalar one) under `wasm-bindgen-test-runner` in Node:
 //! `cargo test --target wasm32-unknown-unknown --no-default-features --test q8_kernel`.
+//!
+//! Under Miri (`cfg(miri)`) the same tests run on small shapes that still take every path
+//! (column split and row split, partial panels, several row chunks, several k-blocks), since
+//! Miri interprets every instruction; without `-C target-cpu=native` only the portable scalar
+//! kernel is available there:
+//! `RUSTFLAGS= cargo +nightly miri test --test q8_kernel`.
 
 use blipq::model::q8::{Kernel, Q8Matrix};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -30,7 +36,9 @@ impl Rng {
     }
 }
 
+#[cfg(not(miri))]
 const MS: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+#[cfg(not(miri))]
 const SHAPES: [(usize, usize); 6] = [
     (1, 32),
     (17, 96),
@@ -39,6 +47,11 @@ const SHAPES: [(usize, usize); 6] = [
     (100, 256),
     (19, 3072),
 ];
+// Miri: both sides of `SMALL_M` (4), partial and whole panels, one and several k-blocks.
+#[cfg(miri)]
+const MS: [usize; 3] = [1, 3, 5];
+#[cfg(miri)]
+const SHAPES: [(usize, usize); 3] = [(1, 32), (17, 96), (40, 64)];
 
 /// Weights of unit scale with int8 values from `w`, and activations whose every block holds a
 /// ±127 (so the activation scale is exactly 1 and `q_x = x`): the products are exact integers.
@@ -111,7 +124,12 @@ fn extreme_values_do_not_saturate() {
     // |w| = 128 or 127 against |x| = 127 everywhere: the largest pair sums vpmaddubsw can see.
     let mut rng = Rng(7);
     for (wv, xv) in [(-128, 127), (-128, -127), (127, 127), (127, -127)] {
-        for (n, k) in [(17, 3072), (32, 64)] {
+        let shapes: &[(usize, usize)] = if cfg!(miri) {
+            &[(17, 64), (32, 64)]
+        } else {
+            &[(17, 3072), (32, 64)]
+        };
+        for &(n, k) in shapes {
             for m in [1, 3, 5] {
                 let (mat, xs, want) = integer_case(&mut rng, m, n, k, |_| wv, |_| xv);
                 // The pinned ±127 entries already equal `xv` up to sign; recompute `want` from `xs`.
@@ -206,7 +224,12 @@ fn kernels_match_scalar_and_candle_on_real_valued_data() {
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn products_accumulate_onto_the_output_and_the_bias() {
     let mut rng = Rng(11);
-    for (m, n, k) in [(1, 200, 96), (3, 17, 64), (60, 40, 768)] {
+    let shapes: &[(usize, usize, usize)] = if cfg!(miri) {
+        &[(1, 200, 96), (3, 17, 64), (9, 40, 64)]
+    } else {
+        &[(1, 200, 96), (3, 17, 64), (60, 40, 768)]
+    };
+    for &(m, n, k) in shapes {
         let mat = Q8Matrix::from_qtensor(&random_weights(&mut rng, n, k)).unwrap();
         let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
         let start: Vec<f32> = (0..m * n).map(|_| rng.normal() * 10.0).collect();
@@ -249,7 +272,11 @@ fn products_accumulate_onto_the_output_and_the_bias() {
 fn large_m_matches_candle() {
     // The row-parallel path (m > 4, several row chunks, a partial last tile).
     let mut rng = Rng(3);
-    let (m, n, k) = (131, 72, 256);
+    let (m, n, k) = if cfg!(miri) {
+        (50, 17, 64)
+    } else {
+        (131, 72, 256)
+    };
     let q = random_weights(&mut rng, n, k);
     let mat = Q8Matrix::from_qtensor(&q).unwrap();
     let candle = QMatMul::from_qtensor(q).unwrap();

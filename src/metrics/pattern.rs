@@ -7,9 +7,13 @@
 //! like JFlex's `%caseless`, which never applies inside `[...]`), classes with ranges, negation and
 //! `[:letter:]` / `[:digit:]` / `[:uppercase:]` / `[:lowercase:]`, grouping, `|`, `*`, `+`, `?`,
 //! `{n}` / `{n,m}` and `{MACRO}` references. It matches by Thompson-NFA simulation, so it never
-//! backtracks and its cost is linear in the text it looks at.
+//! backtracks and its cost is linear in the text it looks at; the sets of NFA states it goes
+//! through are cached as a lazily built DFA (per thread, bounded), so that the lexer's hot loop is
+//! mostly one table look-up per pattern and character.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One item of a character class.
 #[derive(Clone, Debug)]
@@ -158,16 +162,112 @@ pub(crate) struct Pattern {
     /// `may_start_with` precomputed for ASCII (bit c set when c can start a match).
     ascii_first: u128,
     accepts_empty: bool,
+    /// Index of this pattern's DFA in the thread's [`DFAS`].
+    id: usize,
 }
 
 /// Reusable scratch space for matching (avoids allocating per token).
 #[derive(Default)]
 pub(crate) struct Scratch {
-    current: Vec<usize>,
-    next: Vec<usize>,
     seen: Vec<u32>,
     generation: u32,
     stack: Vec<usize>,
+}
+
+/// A DFA state's transition not computed yet.
+const UNKNOWN: u32 = u32::MAX;
+/// Set in a transition when the step reaches Accept (a match ends after the character).
+const ACCEPTS: u32 = 1 << 31;
+/// The state with no NFA states left: matching stops.
+const DEAD: u32 = ACCEPTS - 1;
+/// Bounds of one pattern's cache; past them it starts over (rare: the lexer's patterns reach a
+/// few dozen states on real text).
+const MAX_DFA_STATES: usize = 512;
+const MAX_NON_ASCII_TRANSITIONS: usize = 8192;
+
+/// The lazily built DFA of one pattern: state 0 is [`Pattern::first`]; each state is a set of
+/// consuming NFA instructions, with its transitions filled in as characters are met.
+#[derive(Debug)]
+struct Dfa {
+    states: Vec<DfaState>,
+    ids: HashMap<Box<[usize]>, u32>,
+    non_ascii: usize,
+}
+
+#[derive(Debug)]
+struct DfaState {
+    set: Box<[usize]>,
+    /// Next state (or [`DEAD`]) with [`ACCEPTS`], or [`UNKNOWN`], per ASCII character.
+    ascii: Box<[u32; 128]>,
+    other: HashMap<char, u32>,
+}
+
+thread_local! {
+    /// The DFAs of all patterns, by [`Pattern::id`], for this thread.
+    static DFAS: RefCell<Vec<Option<Dfa>>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_PATTERN_ID: AtomicUsize = AtomicUsize::new(0);
+
+impl Dfa {
+    fn new(first: &[usize]) -> Self {
+        let mut dfa = Dfa {
+            states: Vec::new(),
+            ids: HashMap::new(),
+            non_ascii: 0,
+        };
+        let mut start = first.to_vec();
+        start.sort_unstable();
+        dfa.intern(start);
+        dfa
+    }
+
+    fn intern(&mut self, set: Vec<usize>) -> u32 {
+        if let Some(&id) = self.ids.get(set.as_slice()) {
+            return id;
+        }
+        let id = self.states.len() as u32;
+        let set = set.into_boxed_slice();
+        self.ids.insert(set.clone(), id);
+        self.states.push(DfaState {
+            set,
+            ascii: Box::new([UNKNOWN; 128]),
+            other: HashMap::new(),
+        });
+        id
+    }
+
+    /// The transition of `state` on `c` (see [`UNKNOWN`], [`ACCEPTS`], [`DEAD`]).
+    fn step(&mut self, p: &Pattern, state: u32, c: char, scratch: &mut Scratch) -> u32 {
+        let s = &self.states[state as usize];
+        let cached = if c.is_ascii() {
+            s.ascii[c as usize]
+        } else {
+            s.other.get(&c).copied().unwrap_or(UNKNOWN)
+        };
+        if cached != UNKNOWN {
+            return cached;
+        }
+        let (next, accepted) = p.next_set(&self.states[state as usize].set, c, scratch);
+        let next = if next.is_empty() {
+            DEAD
+        } else {
+            self.intern(next)
+        };
+        let t = next | if accepted { ACCEPTS } else { 0 };
+        let s = &mut self.states[state as usize];
+        if c.is_ascii() {
+            s.ascii[c as usize] = t;
+        } else {
+            s.other.insert(c, t);
+            self.non_ascii += 1;
+        }
+        t
+    }
+
+    fn over_budget(&self) -> bool {
+        self.states.len() > MAX_DFA_STATES || self.non_ascii > MAX_NON_ASCII_TRANSITIONS
+    }
 }
 
 impl Pattern {
@@ -195,6 +295,7 @@ impl Pattern {
             first: Vec::new(),
             ascii_first: 0,
             accepts_empty: false,
+            id: NEXT_PATTERN_ID.fetch_add(1, Ordering::Relaxed),
         };
         let mut scratch = Scratch::default();
         scratch.reset(p.insts.len());
@@ -237,32 +338,47 @@ impl Pattern {
         if start >= text.len() || !self.may_start_with(text[start]) {
             return;
         }
-        scratch.reset(self.insts.len());
-        let mut current = std::mem::take(&mut scratch.current);
-        let mut next = std::mem::take(&mut scratch.next);
-        current.clear();
-        current.extend_from_slice(&self.first);
-        let mut pos = start;
-        while !current.is_empty() && pos < text.len() {
-            let c = text[pos];
-            next.clear();
-            scratch.generation += 1;
-            let mut accepted = false;
-            for &pc in &current {
-                if let Inst::Step(m, to) = &self.insts[pc] {
-                    if m.matches(c) {
-                        accepted |= self.add(&mut next, scratch, *to);
-                    }
+        DFAS.with(|dfas| {
+            let mut dfas = dfas.borrow_mut();
+            if dfas.len() <= self.id {
+                dfas.resize_with(self.id + 1, || None);
+            }
+            let slot = &mut dfas[self.id];
+            if slot.as_ref().is_none_or(Dfa::over_budget) {
+                *slot = Some(Dfa::new(&self.first));
+            }
+            let Some(dfa) = slot.as_mut() else {
+                return;
+            };
+            let mut state = 0;
+            for (i, &c) in text[start..].iter().enumerate() {
+                let t = dfa.step(self, state, c, scratch);
+                if t & ACCEPTS != 0 {
+                    out.push(start + i + 1);
+                }
+                state = t & !ACCEPTS;
+                if state == DEAD {
+                    break;
                 }
             }
-            pos += 1;
-            if accepted {
-                out.push(pos);
+        });
+    }
+
+    /// The NFA step from the consuming instructions `set` on `c`: the next set (sorted) and
+    /// whether Accept was reached.
+    fn next_set(&self, set: &[usize], c: char, scratch: &mut Scratch) -> (Vec<usize>, bool) {
+        scratch.reset(self.insts.len());
+        let mut next = Vec::new();
+        let mut accepted = false;
+        for &pc in set {
+            if let Inst::Step(m, to) = &self.insts[pc] {
+                if m.matches(c) {
+                    accepted |= self.add(&mut next, scratch, *to);
+                }
             }
-            std::mem::swap(&mut current, &mut next);
         }
-        scratch.current = current;
-        scratch.next = next;
+        next.sort_unstable();
+        (next, accepted)
     }
 
     /// Longest match length from `start`, if any.
@@ -309,6 +425,12 @@ impl Scratch {
             self.seen = vec![0; n];
             self.generation = 0;
         }
+        self.next_generation();
+    }
+
+    /// A fresh "seen" mark. One scratch serves a whole text (one step per character looked at),
+    /// so the counter does wrap on big inputs; marks from before the wrap are cleared then.
+    fn next_generation(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             self.seen.iter_mut().for_each(|s| *s = 0);
@@ -669,5 +791,24 @@ mod tests {
         assert_eq!(m("\\u00A0", "\u{a0}"), Some(1));
         assert_eq!(m("[\\-+]?{D}", "-1"), Some(2));
         assert_eq!(m("(a|b)*c", "ababc"), Some(5));
+    }
+
+    #[test]
+    fn seen_marks_survive_the_generation_counter_wrapping() {
+        let pat = Pattern::new("(a|b)*c", &HashMap::new());
+        let text: Vec<char> = "ababc".chars().collect();
+        let mut scratch = Scratch::default();
+        scratch.reset(pat.insts.len());
+        // The counter wraps inside the next match (it used to overflow there).
+        scratch.generation = u32::MAX - 2;
+        scratch.seen.iter_mut().for_each(|s| *s = 1);
+        assert_eq!(
+            pat.longest(&text, 0, &mut scratch, &mut Vec::new()),
+            Some(5)
+        );
+        assert_eq!(
+            pat.longest(&text, 0, &mut scratch, &mut Vec::new()),
+            Some(5)
+        );
     }
 }

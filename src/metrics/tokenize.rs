@@ -77,8 +77,18 @@ fn join_captions<S: AsRef<str>>(captions: &[S]) -> String {
     text
 }
 
+/// How far one lexer step looks ahead: a token plus its trailing context is at most this many
+/// characters. JFlex has no such limit, which makes CoreNLP (and made this port) quadratic on a
+/// long stretch without a token boundary that some rule keeps matching without accepting: in
+/// `a,a,a,...` every `a` starts a possible e-mail address that only ends at the next space, and
+/// each of them was scanned to that space (16 KB of it took seconds; found by fuzzing). Captions
+/// have no tokens anywhere near this long, so the limit changes nothing real and keeps the lexer
+/// linear in the text.
+pub const MAX_LOOKAHEAD: usize = 256;
+
 /// The raw output of `PTBTokenizer -preserveLines -lowerCase`: lower-cased tokens per input line,
-/// before any punctuation is removed.
+/// before any punctuation is removed. A token is at most [`MAX_LOOKAHEAD`] characters long; a
+/// longer run is split.
 pub fn ptb_tokenize(text: &str) -> Vec<Vec<String>> {
     let chars: Vec<char> = text.chars().collect();
     let lexer = lexer();
@@ -87,7 +97,8 @@ pub fn ptb_tokenize(text: &str) -> Vec<Vec<String>> {
     let mut lines = vec![Vec::new()];
     let mut pos = 0;
     while pos < chars.len() {
-        let (rule, len) = lexer.best(&chars, pos, &mut scratch, &mut bufs);
+        let window = &chars[..chars.len().min(pos + MAX_LOOKAHEAD)];
+        let (rule, len) = lexer.best(window, pos, &mut scratch, &mut bufs);
         let matched: String = chars[pos..pos + len].iter().collect();
         let (token, consumed) = apply(rule.action, &matched);
         match token {
@@ -622,6 +633,22 @@ mod tests {
     fn amp_entities_in_any_case() {
         assert_eq!(normalize_amp("AT&AmP;T & &amp;"), "AT&T & &");
         assert_eq!(normalize_amp("&am"), "&am");
+    }
+
+    #[test]
+    fn lookahead_is_bounded() {
+        // A token longer than the lookahead is split.
+        let long = "x".repeat(MAX_LOOKAHEAD + 44);
+        assert_eq!(
+            ptb_tokenize(&long),
+            vec![vec!["x".repeat(MAX_LOOKAHEAD), "x".repeat(44)]]
+        );
+        // Every `a` could start an e-mail address reaching the end: each used to be scanned to
+        // the end (quadratic; 20,000 pairs took minutes). Now this is instant.
+        let text = "a,".repeat(20_000);
+        let tokens = &ptb_tokenize(&text)[0];
+        assert_eq!(tokens.len(), 40_000);
+        assert_eq!((tokens[0].as_str(), tokens[1].as_str()), ("a", ","));
     }
 
     #[test]

@@ -30,8 +30,10 @@ struct View {
 /// `dst [m, n] (row stride ldd) = (accumulate ? dst : 0) + scale · lhs [m, k] · rhs [k, n]`.
 ///
 /// # Safety
-/// Every element the three views address for the given sizes must be in bounds of live
-/// allocations, and `dst`'s elements must not be read or written by anyone else meanwhile.
+/// Every element the three views address for the given sizes (`lhs.ptr + i·rs + j·cs` for
+/// `i < m, j < k`; `rhs` likewise for `k × n`; `dst + i·ldd + j` for `i < m, j < n`) must be in
+/// bounds of live, initialized allocations, and `dst`'s elements must not be read or written by
+/// anyone else meanwhile (nor overlap `lhs` or `rhs`).
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_f32(
     (m, n, k): (usize, usize, usize),
@@ -43,6 +45,9 @@ unsafe fn gemm_f32(
     scale: f32,
     parallelism: Parallelism,
 ) {
+    // SAFETY: `gemm::gemm` requires exactly this function's contract (in-bounds strided views,
+    // `dst` exclusive and not aliasing the inputs), which the caller upholds; `dst`'s column
+    // stride 1 and row stride `ldd` are the view the contract describes.
     unsafe {
         gemm::gemm(
             m,
@@ -128,8 +133,10 @@ pub fn linear_f32(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
     let fast = with_cpu_f32(&xs, |x| {
         with_cpu_f32(weight, |w| {
             let mut y = bias_rows(bias, m, n).ok()?;
-            // SAFETY: x is [m, k] and w is [n, k], both contiguous and in bounds; `wᵀ` is read
-            // with row stride 1 and column stride k; y is [m, n] and ours alone.
+            debug_assert!(x.len() == m * k && w.len() == n * k && y.len() == m * n);
+            // SAFETY: x is [m, k] and w is [n, k], both contiguous and in bounds (their slices
+            // hold exactly m·k and n·k values); `wᵀ` is read with row stride 1 and column stride
+            // k; y is [m, n] (m·n values, row stride n), a fresh Vec that is ours alone.
             unsafe {
                 gemm_f32(
                     (m, n, k),
@@ -170,8 +177,12 @@ pub fn linear_f32(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
 /// A `*mut f32` that rayon tasks may share: each task writes a disjoint set of elements.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
-// SAFETY: only used for writes to disjoint elements (one head's columns per task).
+// SAFETY: raw pointers are `!Send` only as a conservative default; `SharedOut` points into a Vec that outlives
+// the parallel loop (`self_attention` joins every task before using it), and it is only used
+// for writes to disjoint elements (one head's columns per task).
 unsafe impl Send for SharedOut {}
+// SAFETY: as for `Send`: tasks sharing a `&SharedOut` only copy the pointer, and write through
+// it to disjoint elements, so no two threads touch the same element.
 unsafe impl Sync for SharedOut {}
 
 /// Full self-attention of the vision encoder, from the fused projection's output:
@@ -191,6 +202,7 @@ pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> 
     }
     let d = h / heads;
     let fast = with_cpu_f32(qkv, |qkv| {
+        debug_assert_eq!(qkv.len(), b * n * h3);
         let mut out = vec![0f32; b * n * h];
         let shared = SharedOut(out.as_mut_ptr());
         (0..b * heads).into_par_iter().for_each_init(
@@ -199,6 +211,12 @@ pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> 
                 let (img, head) = (task / heads, task % heads);
                 let base = img * n * h3 + head * d;
                 let (q, k, v) = (&qkv[base..], &qkv[base + h..], &qkv[base + 2 * h..]);
+                // The extents the two products address (checked once per task, debug builds):
+                // n rows of stride 3h, d columns, in q, k and v (v's start is the latest); the
+                // [n, n] scores; n rows of stride h, d columns of the output from its corner.
+                debug_assert!(n == 0 || (n - 1) * h3 + d <= v.len());
+                debug_assert_eq!(scores.len(), n * n);
+                debug_assert!(n == 0 || img * n * h + head * d + (n - 1) * h + d <= b * n * h);
                 let rows = View {
                     ptr: std::ptr::null(),
                     rs: h3 as isize,
@@ -231,6 +249,11 @@ pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> 
                 for row in scores.chunks_exact_mut(n) {
                     softmax_in_place(row);
                 }
+                // SAFETY: scores is this task's [n, n] buffer (row stride n), read only; v is n
+                // rows of stride 3h, d columns, within this image's block of qkv (asserted
+                // above); the destination is rows of stride h, columns [head·d, (head+1)·d) of
+                // image `img` in `out`, in bounds (asserted above), written by this task alone
+                // and not read by anyone until every task has finished.
                 unsafe {
                     gemm_f32(
                         (n, d, n),

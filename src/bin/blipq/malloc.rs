@@ -12,7 +12,8 @@ const MMAP_THRESHOLD_MAX: libc::c_int = 32 << 20;
 /// Serve allocations up to 32 MiB from the heap and keep up to 256 MiB of freed memory there.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; called before any thread is started.
+    // SAFETY: mallopt takes no pointers and only changes allocator parameters (glibc takes its
+    // arena lock); it is called first thing in `main`, before any thread is started.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);

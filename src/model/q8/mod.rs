@@ -520,13 +520,17 @@ impl Q8Matrix {
                 out.len()
             )));
         }
+        // `matmul_acc`, the only caller, returned an error for a kernel this CPU lacks.
+        debug_assert!(kernel.is_available());
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `is_available` (checked by `matmul_with`) detected the CPU features, and the
-            // bounds were checked above.
+            // SAFETY: `matmul_acc` checked `is_available`, i.e. detected AVX-512 F/BW/VNNI at run
+            // time, and the bounds of the kernels' contract (`debug_assert_block_fits`) were
+            // checked above: rows and panels are in `xq` and `self`, and the output tile in
+            // `out`, which is borrowed mutably for the call.
             Kernel::Avx512Vnni => unsafe { x86::gemm_avx512(self, xq, rows, panels, out, ldo) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
+            // SAFETY: as above, with AVX2 and FMA detected at run time.
             Kernel::Avx2 => unsafe { x86::gemm_avx2(self, xq, rows, panels, out, ldo) },
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => wasm::gemm_simd128(self, xq, rows, panels, out, ldo),
@@ -542,6 +546,50 @@ pub(crate) fn panel_width(w: &Q8Matrix, p: usize) -> usize {
     PANEL.min(w.n - p * PANEL)
 }
 
+/// The bounds contract of every kernel (`gemm_*`), checked in debug builds at each kernel's
+/// entry (once per call): what [`Q8Matrix::gemm_block`] verifies before calling one, plus the
+/// shape invariants of [`Q8Matrix`] and [`QuantRows`] the SIMD kernels' pointer arithmetic
+/// relies on. `out_len` is the length of the output slice, `ldo` its row stride.
+#[inline]
+pub(crate) fn debug_assert_block_fits(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    rows: &Range<usize>,
+    panels: &Range<usize>,
+    out_len: usize,
+    ldo: usize,
+) {
+    let nb = w.nb;
+    debug_assert!(
+        nb > 0 && w.k == nb * BLOCK,
+        "k = {} is not whole blocks",
+        w.k
+    );
+    debug_assert_eq!(
+        w.blocks.len(),
+        w.n.div_ceil(PANEL) * nb,
+        "packed panel count"
+    );
+    debug_assert!(!rows.is_empty() && !panels.is_empty(), "empty tile");
+    debug_assert!(
+        panels.end <= w.n.div_ceil(PANEL),
+        "panels {panels:?} of n = {}",
+        w.n
+    );
+    debug_assert!(
+        rows.end * w.k <= xq.qs.len()
+            && rows.end * nb <= xq.d.len()
+            && rows.end * nb <= xq.corr.len(),
+        "rows {rows:?} beyond the quantized activations"
+    );
+    let width = w.n.min(panels.end * PANEL) - panels.start * PANEL;
+    debug_assert!(width <= ldo, "tile width {width} exceeds the stride {ldo}");
+    debug_assert!(
+        (rows.len() - 1) * ldo + width <= out_len,
+        "rows {rows:?} × {width} columns at stride {ldo} exceed the output ({out_len} values)"
+    );
+}
+
 /// The reference kernel: same arithmetic as the SIMD ones (exact i32 block sums, then
 /// `acc += (d_w · d_x) · sum` in f32, block after block), unfused so it is exact on every target.
 fn gemm_scalar(
@@ -552,6 +600,7 @@ fn gemm_scalar(
     out: &mut [f32],
     ldo: usize,
 ) {
+    debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
     let (k, nb) = (w.k, w.nb);
     for (ri, r) in rows.enumerate() {
         let x = &xq.qs[r * k..(r + 1) * k];
@@ -597,8 +646,11 @@ mod tests {
             seed ^= seed << 5;
             (seed as f32 / u32::MAX as f32 - 0.5) * 8.0
         };
-        let mut blocks: Vec<[f32; BLOCK]> =
-            (0..2000).map(|_| std::array::from_fn(|_| rand())).collect();
+        // Fewer under Miri, which interprets candle's quantizer too.
+        let count = if cfg!(miri) { 50 } else { 2000 };
+        let mut blocks: Vec<[f32; BLOCK]> = (0..count)
+            .map(|_| std::array::from_fn(|_| rand()))
+            .collect();
         blocks.push([0.0; BLOCK]);
         // amax 127 gives id 1: the values k + 0.5 are ties, rounded away from zero.
         blocks.push(std::array::from_fn(|i| {

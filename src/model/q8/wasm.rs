@@ -13,6 +13,9 @@ use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
 
 const MR: usize = 4;
 
+// The last 16-byte weight load of a block (`s = BLOCK / 4 - 1`, `q = 3`) ends within `qs`.
+const _: () = assert!(64 * (BLOCK / 4 - 1) + 16 * 3 + 16 <= BLOCK * PANEL);
+
 pub(super) fn gemm_simd128(
     w: &Q8Matrix,
     xq: &QuantRows,
@@ -21,6 +24,9 @@ pub(super) fn gemm_simd128(
     out: &mut [f32],
     ldo: usize,
 ) {
+    // Safe indexing throughout (the one raw load reads a fixed-size array at a constant-bounded
+    // offset), so this only states the contract, as the x86 kernels do.
+    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
     for p in panels.clone() {
         let col = (p - panels.start) * PANEL;
         let mut r = rows.start;
@@ -87,7 +93,8 @@ fn tile<const R: usize>(
             let mut hi = [i32x4_splat(0); R];
             for s in 0..BLOCK / 4 {
                 let at = 64 * s + 16 * q;
-                // SAFETY: `at + 16 <= 512 = qs.len()` (s < 8, q < 4); v128 loads are unaligned.
+                // SAFETY: `at + 16 <= 512 = qs.len()` (s < 8, q < 4; asserted at compile time
+                // above), `qs` is initialized bytes, and `v128_load` has no alignment requirement.
                 let wv = v128_xor(
                     unsafe { v128_load(pb.qs.as_ptr().add(at) as *const v128) },
                     flip,

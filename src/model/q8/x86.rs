@@ -4,8 +4,20 @@
 //!
 //! Safety contract of the entry points (`gemm_*`): the CPU has the features and the caller
 //! ([`super::Q8Matrix::gemm_block`]) has checked that `rows`, `panels` and `out`/`ldo` are in
-//! bounds. Inside, the only `unsafe` operations are the intrinsics' loads and stores through
-//! pointers derived from those checked slices.
+//! bounds (see [`super::debug_assert_block_fits`] for the exact conditions, which the entry
+//! points re-check in debug builds). Inside, the only `unsafe` operations are the intrinsics'
+//! loads and stores through pointers derived from those checked slices, and calls of the
+//! `#[target_feature]` tile functions.
+//!
+//! Bounds used by the `SAFETY:` comments below, all following from that contract:
+//! - activations: for a row `r < rows.end`, `r * k + k <= xq.qs.len()`, and `x4` reads 4 bytes at
+//!   `b * BLOCK + 4 * s < k` (`b < nb`, `s < BLOCK / 4`) within the row;
+//! - weights: for a panel `p < panels.end`, blocks `p * nb .. p * nb + nb` are in `w.blocks`;
+//!   a `PanelBlock` is 64-byte aligned, `scales` is at offset 0 (64 bytes) and `qs` at offset 64,
+//!   so every 64-byte (zmm) or 32-byte (ymm) step into them is aligned for the aligned loads;
+//! - output: row `i` of a tile at tile row `t = r - rows.start`, column `col` of the block,
+//!   touches `out[(t + i) * ldo + col ..][..width]` with `col + width <= block width <= ldo`, and
+//!   `(rows.len() - 1) * ldo + block width <= out.len()`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -21,15 +33,22 @@ const KC_512: usize = 24;
 const MR_256: usize = 3;
 
 /// Reads 4 int8 activations (k-step `s` of block `b`) as one i32, to broadcast.
+///
+/// # Safety
+/// `x .. x + b * BLOCK + 4 * s + 4` must be in bounds of one live allocation of initialized
+/// bytes (here: `x` is the start of an activation row, `b < nb`, `s < BLOCK / 4`).
 #[inline(always)]
 unsafe fn x4(x: *const i8, b: usize, s: usize) -> i32 {
+    // SAFETY: the caller guarantees the 4 bytes are in bounds; the read is unaligned, so the
+    // i8 pointer's alignment does not matter, and every bit pattern is a valid i32.
     unsafe { (x.add(b * BLOCK + 4 * s) as *const i32).read_unaligned() }
 }
 
 /// Walks the block: panel pairs (kept in L1) outside, row tiles inside.
 ///
 /// # Safety
-/// See the module documentation.
+/// The CPU must support AVX-512 F, BW and VNNI, and `rows`, `panels`, `out` and `ldo` must
+/// satisfy the bounds of [`super::debug_assert_block_fits`] (see the module documentation).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn gemm_avx512(
     w: &Q8Matrix,
@@ -39,6 +58,7 @@ pub(super) unsafe fn gemm_avx512(
     out: &mut [f32],
     ldo: usize,
 ) {
+    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
     // Long rows are cut into k-chunks so a panel pair's weights (2 × KC_512 × 576 bytes) stay in
     // L1 while every row tile of the chunk passes; partial sums go through `out`.
     let mut b0 = 0;
@@ -51,8 +71,13 @@ pub(super) unsafe fn gemm_avx512(
             let mut r = rows.start;
             while r < rows.end {
                 let mr = (rows.end - r).min(MR_512);
+                // SAFETY: `r < rows.end` and `col` is below the block's width, so the offset is
+                // below `(rows.len() - 1) * ldo + width <= out.len()`.
                 let o = unsafe { out.as_mut_ptr().add((r - rows.start) * ldo + col) };
                 let t = (w, xq, r, p, o, ldo, bs.clone());
+                // SAFETY: this function's target features are those of `tile512`. The tile's rows
+                // `r .. r + mr` and panels `p .. p + np` lie within `rows` and `panels`, `bs`
+                // within `0..nb`, and `o` is the tile's corner in `out` (module documentation).
                 unsafe {
                     match (mr, np) {
                         (6, 2) => tile512::<6, 2>(t),
@@ -91,10 +116,18 @@ type TileArgs<'a> = (
 
 /// `MR` rows × `NP` panels. Per block: i32 accumulators start at the +128-offset correction,
 /// 8 `vpdpbusd` steps of 4 k, then one f32 FMA by `d_w · d_x`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VNNI; rows `r0 .. r0 + MR` and panels
+/// `p0 .. p0 + NP` must be rows and panels of `xq` and `w`, `bs` within `0..nb`, and for every
+/// tile row `i < MR`, `out + i * ldo ..` must be valid for reads and writes of the valid columns
+/// of the `NP` panels (`panel_width` of each, `PANEL` apart), with no other live reference to them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs): TileArgs) {
     let (k, nb) = (w.k, w.nb);
+    debug_assert!((r0 + MR) * k <= xq.qs.len() && (p0 + NP) * nb <= w.blocks.len());
+    debug_assert!(bs.end <= nb);
     let mut masks = [0xffffu16; NP];
     for (j, m) in masks.iter_mut().enumerate() {
         let width = panel_width(w, p0 + j);
@@ -107,15 +140,20 @@ unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs
     let mut facc = [[_mm512_setzero_ps(); NP]; MR];
     for (i, facc) in facc.iter_mut().enumerate() {
         for j in 0..NP {
+            // SAFETY: the mask enables only panel `j`'s valid columns, which the caller
+            // guarantees are in bounds of `out` row `i`; masked-off lanes are not accessed.
+            // `loadu` has no alignment requirement.
             facc[j] = unsafe { _mm512_maskz_loadu_ps(masks[j], out.add(i * ldo + j * PANEL)) };
         }
     }
     let mut xr = [std::ptr::null::<i8>(); MR];
     for (i, xr) in xr.iter_mut().enumerate() {
+        // SAFETY: row `r0 + i` is a row of `xq`, so `(r0 + i) * k < xq.qs.len()`.
         *xr = unsafe { xq.qs.as_ptr().add((r0 + i) * k) };
     }
     let mut wp = [std::ptr::null::<PanelBlock>(); NP];
     for (j, wp) in wp.iter_mut().enumerate() {
+        // SAFETY: panel `p0 + j` is a panel of `w`, so `(p0 + j) * nb < w.blocks.len()`.
         *wp = unsafe { w.blocks.as_ptr().add((p0 + j) * nb) };
     }
     for b in bs {
@@ -129,11 +167,15 @@ unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs
         for s in 0..BLOCK / 4 {
             let mut wv = [_mm512_setzero_si512(); NP];
             for (j, wv) in wv.iter_mut().enumerate() {
+                // SAFETY: `b < nb`, so block `b` of panel `p0 + j` is in `w.blocks`; bytes
+                // `64 s .. 64 s + 64` of its `qs` (s < 8) are in bounds and 64-byte aligned
+                // (module documentation).
                 *wv = unsafe {
                     _mm512_load_si512((*wp[j].add(b)).qs.as_ptr().add(64 * s) as *const _)
                 };
             }
             for i in 0..MR {
+                // SAFETY: `xr[i]` starts row `r0 + i` of `xq.qs` (k bytes), `b < nb`, `s < 8`.
                 let xv = _mm512_set1_epi32(unsafe { x4(xr[i], b, s) });
                 for j in 0..NP {
                     acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], xv);
@@ -142,6 +184,8 @@ unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs
         }
         let mut ws = [_mm512_setzero_ps(); NP];
         for (j, ws) in ws.iter_mut().enumerate() {
+            // SAFETY: block `b` of panel `p0 + j` is in `w.blocks` (as above); its 16 `scales`
+            // are at the block's start, 64-byte aligned.
             *ws = unsafe { _mm512_load_ps((*wp[j].add(b)).scales.as_ptr()) };
         }
         for i in 0..MR {
@@ -154,6 +198,8 @@ unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs
     }
     for j in 0..NP {
         for (i, facc) in facc.iter().enumerate() {
+            // SAFETY: as for the masked load above: only panel `j`'s valid columns of `out`
+            // row `i` are written, which the caller guarantees are ours and in bounds.
             unsafe { _mm512_mask_storeu_ps(out.add(i * ldo + j * PANEL), masks[j], facc[j]) };
         }
     }
@@ -162,7 +208,8 @@ unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs
 /// AVX2 walk: one panel at a time, row tiles inside.
 ///
 /// # Safety
-/// See the module documentation.
+/// The CPU must support AVX2 and FMA, and `rows`, `panels`, `out` and `ldo` must satisfy the
+/// bounds of [`super::debug_assert_block_fits`] (see the module documentation).
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn gemm_avx2(
     w: &Q8Matrix,
@@ -172,12 +219,18 @@ pub(super) unsafe fn gemm_avx2(
     out: &mut [f32],
     ldo: usize,
 ) {
+    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
     for p in panels.clone() {
         let col = (p - panels.start) * PANEL;
         let mut r = rows.start;
         while r < rows.end {
             let mr = (rows.end - r).min(MR_256);
+            // SAFETY: `r < rows.end` and `col` is below the block's width, so the offset is
+            // below `(rows.len() - 1) * ldo + width <= out.len()`.
             let o = unsafe { out.as_mut_ptr().add((r - rows.start) * ldo + col) };
+            // SAFETY: this function's target features are those of `tile256`. Rows
+            // `r .. r + mr` lie within `rows`, panel `p` within `panels`, and `o` is the tile's
+            // corner in `out` (module documentation).
             unsafe {
                 match mr {
                     3 => tile256::<3>(w, xq, r, p, o, ldo),
@@ -193,6 +246,11 @@ pub(super) unsafe fn gemm_avx2(
 /// `MR` rows × one panel (two 8-column halves). `vpmaddubsw` needs an unsigned operand and
 /// saturates at i16: with `|w| (≤ 128) × (x · sign w)` (`|x| ≤ 127`) a pair sums to at most
 /// 2 · 128 · 127 = 32512, so it never saturates; `vpmaddwd` by 1 then widens to i32.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; rows `r0 .. r0 + MR` must be rows of `xq`, `p` a panel of
+/// `w`, and for every tile row `i < MR`, `out + i * ldo ..` must be valid for reads and writes
+/// of `panel_width(w, p)` values, with no other live reference to them.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn tile256<const MR: usize>(
@@ -204,6 +262,7 @@ unsafe fn tile256<const MR: usize>(
     ldo: usize,
 ) {
     let (k, nb) = (w.k, w.nb);
+    debug_assert!((r0 + MR) * k <= xq.qs.len() && (p + 1) * nb <= w.blocks.len());
     let flip = _mm256_set1_epi8(0x80u8 as i8);
     let ones = _mm256_set1_epi16(1);
     let width = panel_width(w, p);
@@ -213,24 +272,32 @@ unsafe fn tile256<const MR: usize>(
     for (i, facc) in facc.iter_mut().enumerate() {
         let mut tmp = [0f32; PANEL];
         for (c, t) in tmp[..width].iter_mut().enumerate() {
+            // SAFETY: `c < width`: one of the valid columns of `out` row `i` (caller's contract).
             *t = unsafe { *out.add(i * ldo + c) };
         }
         for (h, v) in facc.iter_mut().enumerate() {
+            // SAFETY: `8 h + 8 <= PANEL = tmp.len()` (h < 2); `loadu` is unaligned.
             *v = unsafe { _mm256_loadu_ps(tmp.as_ptr().add(8 * h)) };
         }
     }
     let mut xr = [std::ptr::null::<i8>(); MR];
     for (i, xr) in xr.iter_mut().enumerate() {
+        // SAFETY: row `r0 + i` is a row of `xq`, so `(r0 + i) * k < xq.qs.len()`.
         *xr = unsafe { xq.qs.as_ptr().add((r0 + i) * k) };
     }
+    // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks.len()`.
     let wp = unsafe { w.blocks.as_ptr().add(p * nb) };
     for b in 0..nb {
+        // SAFETY: `b < nb`: block `b` of panel `p`, in `w.blocks`, which `w` borrows for the
+        // whole call and nobody writes.
         let pb = unsafe { &*wp.add(b) };
         let mut acc = [[_mm256_setzero_si256(); 2]; MR];
         for s in 0..BLOCK / 4 {
             let mut wabs = [_mm256_setzero_si256(); 2];
             let mut wsig = [_mm256_setzero_si256(); 2];
             for h in 0..2 {
+                // SAFETY: bytes `64 s + 32 h ..` + 32 of `qs` (s < 8, h < 2) are in its 512,
+                // and 32-byte aligned (module documentation).
                 let raw = unsafe {
                     _mm256_load_si256(pb.qs.as_ptr().add(64 * s + 32 * h) as *const __m256i)
                 };
@@ -238,6 +305,7 @@ unsafe fn tile256<const MR: usize>(
                 wabs[h] = _mm256_abs_epi8(wsig[h]);
             }
             for i in 0..MR {
+                // SAFETY: `xr[i]` starts row `r0 + i` of `xq.qs` (k bytes), `b < nb`, `s < 8`.
                 let xv = _mm256_set1_epi32(unsafe { x4(xr[i], b, s) });
                 for h in 0..2 {
                     let prod = _mm256_maddubs_epi16(wabs[h], _mm256_sign_epi8(xv, wsig[h]));
@@ -248,6 +316,7 @@ unsafe fn tile256<const MR: usize>(
         for i in 0..MR {
             let dx = _mm256_set1_ps(xq.d[(r0 + i) * nb + b]);
             for h in 0..2 {
+                // SAFETY: `scales[8 h .. 8 h + 8]` (h < 2) is in bounds and 32-byte aligned.
                 let ws = unsafe { _mm256_load_ps(pb.scales.as_ptr().add(8 * h)) };
                 let scale = _mm256_mul_ps(ws, dx);
                 facc[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][h]), scale, facc[i][h]);
@@ -257,15 +326,19 @@ unsafe fn tile256<const MR: usize>(
     for (i, facc) in facc.iter().enumerate() {
         if width == PANEL {
             for (h, v) in facc.iter().enumerate() {
+                // SAFETY: a full panel: columns `8 h .. 8 h + 8` (h < 2) of `out` row `i` are
+                // among its `width = PANEL` valid ones (caller's contract); unaligned store.
                 unsafe { _mm256_storeu_ps(out.add(i * ldo + 8 * h), *v) };
             }
         } else {
             // A partial last panel: spill and copy the valid columns.
             let mut tmp = [0f32; PANEL];
             for (h, v) in facc.iter().enumerate() {
+                // SAFETY: `8 h + 8 <= PANEL = tmp.len()` (h < 2); unaligned store.
                 unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * h), *v) };
             }
             for (c, &v) in tmp[..width].iter().enumerate() {
+                // SAFETY: `c < width`: one of the valid columns of `out` row `i`.
                 unsafe { *out.add(i * ldo + c) = v };
             }
         }
