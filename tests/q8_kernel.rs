@@ -6,9 +6,17 @@
 //!
 //! Under Miri (`cfg(miri)`) the same tests run on small shapes that still take every path
 //! (column split and row split, partial panels, several row chunks, several k-blocks), since
-//! Miri interprets every instruction; without `-C target-cpu=native` only the portable scalar
-//! kernel is available there:
-//! `RUSTFLAGS= cargo +nightly miri test --test q8_kernel`.
+//! Miri interprets every instruction. An empty `RUSTFLAGS` drops `-C target-cpu=native`, so only
+//! the portable scalar kernel is available (`-C target-feature=+avx2,+fma` adds the AVX2 one;
+//! AVX-512 implies F16C, whose conversions `half` uses and Miri does not implement). Tree Borrows
+//! because crossbeam-epoch (rayon) trips Stacked Borrows; candle's CPU-topology probe reads
+//! `/sys` (refused by isolation); rayon's pool threads are never joined (leak check):
+//!
+//! ```sh
+//! RUSTFLAGS= MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-permissive-provenance \
+//!   -Zmiri-isolation-error=warn-nobacktrace -Zmiri-ignore-leaks" \
+//!   cargo +nightly miri test --test q8_kernel
+//! ```
 
 use blipq::model::q8::{Kernel, Q8Matrix};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
