@@ -32,6 +32,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 TARGETS=(safetensors pth config tokenizer image coco files)
 NICE="${FUZZ_NICE:-10}"
+# `run` (CI) starts from a fixed seed, so that a given tree explores the same way each time.
+SEED="${FUZZ_SEED:-1}"
 # libFuzzer limits common to all targets: memory or time beyond these is a finding too.
 COMMON=(-rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
 
@@ -93,7 +95,7 @@ case "$cmd" in
     failed=()
     for t in "${TARGETS[@]}"; do
       printf '\n==== fuzz %s for %ss ====\n' "$t" "$secs"
-      fuzz "$t" -max_total_time="$secs" || failed+=("$t")
+      fuzz "$t" -seed="$SEED" -max_total_time="$secs" || failed+=("$t")
     done
     if ((${#failed[@]})); then
       echo "fuzzing found crashes in: ${failed[*]} (inputs in fuzz/artifacts/)" >&2

@@ -1,5 +1,6 @@
 //! Weight files: safetensors (F32, F16, BF16, F64 and blipq's INT8 layout) read from a path
-//! (memory-mapped) or from bytes, and PyTorch `pytorch_model.bin` pickles (native only).
+//! (memory-mapped) or from bytes, and PyTorch `pytorch_model.bin` archives
+//! ([`crate::pth`]).
 //!
 //! The safetensors header is parsed here rather than by the `safetensors` crate so that every
 //! problem (truncation, bad offsets, unknown dtypes) is reported with the file and tensor it is in,
@@ -400,71 +401,10 @@ impl Safetensors {
     }
 }
 
-/// Largest pickle (`data.pkl`) of a `pytorch_model.bin` read: BLIP-large's is about 0.1 MB.
-pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
-
-/// Checks that `f` is a `torch.save` zip archive of a readable size before candle's pickle reader
-/// sees it, so that other files get a message that says what they are.
-#[cfg(not(target_arch = "wasm32"))]
-fn check_pth(mut f: std::fs::File, file: &str) -> Result<()> {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    let n = f.read(&mut magic).map_err(|e| Error::io(file, e))?;
-    match &magic[..n] {
-        b"PK\x03\x04" => {}
-        [0x80, 2..=5, ..] => {
-            return Err(Error::checkpoint(
-                file,
-                "is a legacy (pre-zip, PyTorch < 1.6) torch.save file, which blipq does not \
-                 read: re-save it with a current PyTorch, or save it as model.safetensors",
-            ))
-        }
-        _ => {
-            return Err(Error::checkpoint(
-                file,
-                "not a PyTorch checkpoint (a torch.save file is a zip archive)",
-            ))
-        }
-    }
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(f))
-        .map_err(|e| Error::checkpoint(file, format!("not a readable PyTorch checkpoint: {e}")))?;
-    if zip.len() > MAX_TENSORS + 64 {
-        return Err(Error::checkpoint(
-            file,
-            format!(
-                "holds {} files, over the limit of {}",
-                zip.len(),
-                MAX_TENSORS + 64
-            ),
-        ));
-    }
-    for i in 0..zip.len() {
-        let entry = zip.by_index_raw(i).map_err(|e| {
-            Error::checkpoint(file, format!("not a readable PyTorch checkpoint: {e}"))
-        })?;
-        let name = entry.name().unwrap_or_default().to_string();
-        if name.ends_with("data.pkl") && entry.size() > MAX_PICKLE_BYTES {
-            return Err(Error::checkpoint(
-                file,
-                format!(
-                    "its pickle {} is {} bytes, over the limit of {MAX_PICKLE_BYTES}",
-                    short(&name),
-                    entry.size()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The weights of a model, from whichever file format held them.
 pub enum Checkpoint {
     Safetensors(Safetensors),
-    #[cfg(not(target_arch = "wasm32"))]
-    Pth {
-        file: String,
-        tensors: candle_core::pickle::PthTensors,
-    },
+    Pth(crate::pth::Pth),
 }
 
 /// A weight matrix as stored: full precision, or INT8 `Q8_0` blocks packed for blipq's GEMM
@@ -499,12 +439,7 @@ impl Checkpoint {
             .extension()
             .is_some_and(|e| e == "bin" || e == "pt" || e == "pth")
         {
-            let file = path.display().to_string();
-            check_pth(crate::fsio::open_regular(path)?, &file)?;
-            let tensors = candle_core::pickle::PthTensors::new(path, None).map_err(|e| {
-                Error::checkpoint(&file, format!("not a readable PyTorch checkpoint: {e}"))
-            })?;
-            return Ok(Checkpoint::Pth { file, tensors });
+            return Ok(Checkpoint::Pth(crate::pth::Pth::open(path)?));
         }
         Ok(Checkpoint::Safetensors(Safetensors::open(path)?))
     }
@@ -512,8 +447,7 @@ impl Checkpoint {
     pub fn file(&self) -> &str {
         match self {
             Checkpoint::Safetensors(s) => &s.file,
-            #[cfg(not(target_arch = "wasm32"))]
-            Checkpoint::Pth { file, .. } => file,
+            Checkpoint::Pth(p) => p.file(),
         }
     }
 
@@ -521,8 +455,7 @@ impl Checkpoint {
     pub fn metadata(&self) -> HashMap<String, String> {
         match self {
             Checkpoint::Safetensors(s) => s.header.metadata.clone(),
-            #[cfg(not(target_arch = "wasm32"))]
-            Checkpoint::Pth { .. } => HashMap::new(),
+            Checkpoint::Pth(_) => HashMap::new(),
         }
     }
 
@@ -530,8 +463,7 @@ impl Checkpoint {
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = match self {
             Checkpoint::Safetensors(s) => s.header.tensors.keys().cloned().collect(),
-            #[cfg(not(target_arch = "wasm32"))]
-            Checkpoint::Pth { tensors, .. } => tensors.tensor_infos().keys().cloned().collect(),
+            Checkpoint::Pth(p) => p.tensors().keys().cloned().collect(),
         };
         v.sort();
         v
@@ -540,8 +472,7 @@ impl Checkpoint {
     pub fn contains(&self, name: &str) -> bool {
         match self {
             Checkpoint::Safetensors(s) => s.header.tensors.contains_key(name),
-            #[cfg(not(target_arch = "wasm32"))]
-            Checkpoint::Pth { tensors, .. } => tensors.tensor_infos().contains_key(name),
+            Checkpoint::Pth(p) => p.tensors().contains_key(name),
         }
     }
 
@@ -553,17 +484,10 @@ impl Checkpoint {
                 .tensors
                 .get(name)
                 .map(|e| (e.dtype, e.shape.clone())),
-            #[cfg(not(target_arch = "wasm32"))]
-            Checkpoint::Pth { tensors, .. } => tensors.tensor_infos().get(name).and_then(|i| {
-                let dtype = match i.dtype {
-                    DType::F32 => StoredDType::F32,
-                    DType::F16 => StoredDType::F16,
-                    DType::BF16 => StoredDType::BF16,
-                    DType::F64 => StoredDType::F64,
-                    _ => return None,
-                };
-                Some((dtype, i.layout.shape().dims().to_vec()))
-            }),
+            Checkpoint::Pth(p) => p
+                .tensors()
+                .get(name)
+                .and_then(|t| Some((t.dtype.stored()?, t.shape.clone()))),
         }
     }
 
@@ -577,14 +501,14 @@ impl Checkpoint {
         if let Some(info) = self.info(name) {
             return Ok(info);
         }
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Checkpoint::Pth { tensors, file } = self {
-            if let Some(i) = tensors.tensor_infos().get(name) {
+        if let Checkpoint::Pth(p) = self {
+            if let Some(t) = p.tensors().get(name) {
                 return Err(Error::tensor(
                     name,
                     format!(
-                        "has dtype {:?} in {file}; blipq reads F32, F16, BF16 and F64 weights",
-                        i.dtype
+                        "has dtype {:?} in {}; blipq reads F32, F16, BF16 and F64 weights",
+                        t.dtype,
+                        p.file()
                     ),
                 ));
             }
@@ -631,33 +555,26 @@ impl Checkpoint {
     pub fn load_f32(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
         let (dtype, stored_shape) = self.lookup(name)?;
         check_shape(name, &stored_shape, shape, self.file())?;
-        let t = match self {
-            Checkpoint::Safetensors(s) => {
-                let entry = &s.header.tensors[name];
-                let raw = s.raw(entry)?;
-                let dt = match dtype {
-                    StoredDType::F32 => DType::F32,
-                    StoredDType::F16 => DType::F16,
-                    StoredDType::BF16 => DType::BF16,
-                    StoredDType::F64 => DType::F64,
-                    StoredDType::I8 => {
-                        return Err(Error::tensor(
-                            name,
-                            format!(
-                                "is int8 in {}, but this tensor must be floating point",
-                                s.file
-                            ),
-                        ))
-                    }
-                };
-                Tensor::from_raw_buffer(&raw, dt, shape, device)?
+        let dt = match dtype {
+            StoredDType::F32 => DType::F32,
+            StoredDType::F16 => DType::F16,
+            StoredDType::BF16 => DType::BF16,
+            StoredDType::F64 => DType::F64,
+            StoredDType::I8 => {
+                return Err(Error::tensor(
+                    name,
+                    format!(
+                        "is int8 in {}, but this tensor must be floating point",
+                        self.file()
+                    ),
+                ))
             }
-            #[cfg(not(target_arch = "wasm32"))]
-            Checkpoint::Pth { tensors, file } => tensors
-                .get(name)
-                .map_err(|e| Error::tensor(name, format!("unreadable in {file}: {e}")))?
-                .ok_or_else(|| self.missing(name))?,
         };
+        let raw = match self {
+            Checkpoint::Safetensors(s) => s.raw(&s.header.tensors[name])?,
+            Checkpoint::Pth(p) => p.contiguous_bytes(&p.tensors()[name])?,
+        };
+        let t = Tensor::from_raw_buffer(&raw, dt, shape, device)?;
         let t = t.to_dtype(DType::F32)?;
         check_finite(name, &t, self.file())?;
         Ok(t)
@@ -676,10 +593,7 @@ impl Checkpoint {
         if dtype != StoredDType::I8 {
             return Ok(Matrix::F32(self.load_f32(name, &[rows, cols], device)?));
         }
-        // On wasm32 safetensors is the only variant, so the pattern is irrefutable there.
-        #[cfg_attr(target_arch = "wasm32", allow(irrefutable_let_patterns))]
-        let Checkpoint::Safetensors(s) = self
-        else {
+        let Checkpoint::Safetensors(s) = self else {
             return Err(Error::tensor(
                 name,
                 "int8 weights are only read from safetensors",

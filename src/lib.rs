@@ -17,6 +17,7 @@ pub mod generate;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
+pub mod pth;
 pub mod quantize;
 pub mod synth;
 pub mod tokenizer;

@@ -246,8 +246,10 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
         entries.push((key, bytes));
     }
     let files = model_files_from_entries(entries).map_err(js_err)?;
-    // Safetensors is the only format wasm32 reads.
-    let Checkpoint::Safetensors(weights) = &files.weights;
+    // The page hands over safetensors only (`model_files_from_entries`).
+    let Checkpoint::Safetensors(weights) = &files.weights else {
+        return Err(arg_err("the page reads model.safetensors weights only"));
+    };
     check_fits_in_wasm_memory(
         SAFETENSORS_FILE,
         loaded_bytes_estimate(&weights.header),

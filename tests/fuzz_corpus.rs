@@ -7,13 +7,32 @@
 #[path = "../fuzz/targets.rs"]
 mod targets;
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Once};
 use std::time::{Duration, Instant};
 
 /// Much more than any input needs (the slowest seed takes well under a second in the test
 /// profile); an input hitting it has unbounded or pathological cost.
 const PER_FILE_LIMIT: Duration = Duration::from_secs(20);
+
+thread_local! {
+    /// Panics on this thread so far, caught or not.
+    static PANICS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts every panic, also those the library catches itself (`catch_unwind` around the
+/// tokenizers crate): libFuzzer reports those as crashes too, and a wasm32 build aborts on them.
+fn count_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.set(p.get() + 1));
+            previous(info);
+        }));
+    });
+}
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -58,6 +77,7 @@ fn replay(target: &str) {
         .collect();
     let count = files.len();
 
+    count_panics();
     let (tx, rx) = mpsc::channel();
     // The worker runs detached: if an input hangs, the test fails on the timeout below and the
     // process exits with the thread still running.
@@ -69,7 +89,9 @@ fn replay(target: &str) {
             };
             let _ = tx.send(Event::Start(path.clone()));
             let start = Instant::now();
-            let panicked = std::panic::catch_unwind(|| body(&data)).is_err();
+            let before = PANICS.with(Cell::get);
+            let unwound = std::panic::catch_unwind(|| body(&data)).is_err();
+            let panicked = unwound || PANICS.with(Cell::get) > before;
             let took = start.elapsed();
             let _ = tx.send(Event::Done {
                 path,

@@ -166,6 +166,14 @@ pub(crate) struct Pattern {
     id: usize,
 }
 
+/// Several patterns run side by side, as a JFlex scanner runs all its rules: one scan from a
+/// position gives, for every end offset, which of the patterns match there.
+#[derive(Debug)]
+pub(crate) struct PatternSet {
+    patterns: Vec<Pattern>,
+    id: usize,
+}
+
 /// Reusable scratch space for matching (avoids allocating per token).
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -176,53 +184,156 @@ pub(crate) struct Scratch {
 
 /// A DFA state's transition not computed yet.
 const UNKNOWN: u32 = u32::MAX;
-/// Set in a transition when the step reaches Accept (a match ends after the character).
-const ACCEPTS: u32 = 1 << 31;
 /// The state with no NFA states left: matching stops.
-const DEAD: u32 = ACCEPTS - 1;
-/// Bounds of one pattern's cache; past them it starts over (rare: the lexer's patterns reach a
-/// few dozen states on real text).
-const MAX_DFA_STATES: usize = 512;
-const MAX_NON_ASCII_TRANSITIONS: usize = 8192;
+const DEAD: u32 = u32::MAX - 1;
+/// Bounds of one cache; past them it starts over (rare: on real text a single pattern reaches a
+/// few dozen states, the lexer's whole rule set a few hundred).
+const MAX_NON_ASCII_TRANSITIONS: usize = 16384;
 
-/// The lazily built DFA of one pattern: state 0 is [`Pattern::first`]; each state is a set of
-/// consuming NFA instructions, with its transitions filled in as characters are met.
+/// An NFA as the lazily built DFA sees it. A position is `(pattern index << 32) | instruction`;
+/// sets of positions are sorted and include the `Accept` instructions reached, so that a DFA
+/// state knows which patterns match where it is.
+trait Nfa {
+    fn dfa_id(&self) -> usize;
+    fn max_dfa_states(&self) -> usize;
+    fn patterns(&self) -> &[Pattern];
+
+    /// The start set: every pattern's first consuming instructions (and Accept when it matches
+    /// the empty string).
+    fn start(&self) -> Vec<u64> {
+        let mut set = Vec::new();
+        for (i, p) in self.patterns().iter().enumerate() {
+            let i = (i as u64) << 32;
+            set.extend(p.first.iter().map(|&pc| i | pc as u64));
+            if p.accepts_empty {
+                set.push(i | p.accept_pc() as u64);
+            }
+        }
+        set.sort_unstable();
+        set
+    }
+
+    /// The set after consuming `c` from `set`.
+    fn step(&self, set: &[u64], c: char, scratch: &mut Scratch) -> Vec<u64> {
+        let patterns = self.patterns();
+        let mut next = Vec::new();
+        let mut closure = Vec::new();
+        // `set` is sorted, so each pattern's positions are contiguous; each pattern gets its own
+        // generation of "seen" marks.
+        let mut current = None;
+        for &pos in set {
+            let i = (pos >> 32) as usize;
+            let p = &patterns[i];
+            if current != Some(i) {
+                current = Some(i);
+                scratch.reset(p.insts.len());
+            }
+            let Inst::Step(m, to) = &p.insts[(pos & 0xFFFF_FFFF) as usize] else {
+                continue;
+            };
+            if !m.matches(c) {
+                continue;
+            }
+            closure.clear();
+            let tag = (i as u64) << 32;
+            if p.add(&mut closure, scratch, *to) {
+                next.push(tag | p.accept_pc() as u64);
+            }
+            next.extend(closure.iter().map(|&pc| tag | pc as u64));
+        }
+        next.sort_unstable();
+        next.dedup();
+        next
+    }
+
+    /// Bit i set when pattern i is at Accept in `set`.
+    fn accepts(&self, set: &[u64]) -> u128 {
+        let patterns = self.patterns();
+        set.iter()
+            .filter(|&&pos| {
+                let p = &patterns[(pos >> 32) as usize];
+                (pos & 0xFFFF_FFFF) as usize == p.accept_pc()
+            })
+            .fold(0, |mask, &pos| mask | 1u128 << (pos >> 32))
+    }
+
+    /// Walks the DFA from `start` over `text`, calling `f(end, accepts)` after each character
+    /// at which some pattern matches, until no pattern can go on.
+    fn walk(
+        &self,
+        text: &[char],
+        start: usize,
+        scratch: &mut Scratch,
+        mut f: impl FnMut(usize, u128),
+    ) {
+        DFAS.with(|dfas| {
+            let mut dfas = dfas.borrow_mut();
+            let id = self.dfa_id();
+            if dfas.len() <= id {
+                dfas.resize_with(id + 1, || None);
+            }
+            let slot = &mut dfas[id];
+            if slot.as_ref().is_none_or(|d| {
+                d.states.len() > self.max_dfa_states() || d.non_ascii > MAX_NON_ASCII_TRANSITIONS
+            }) {
+                *slot = Some(Dfa::new(self.start(), self.accepts(&self.start())));
+            }
+            let Some(dfa) = slot.as_mut() else {
+                return;
+            };
+            let mut state = 0;
+            for (i, &c) in text.iter().enumerate().skip(start) {
+                state = dfa.step(self, state, c, scratch);
+                if state == DEAD {
+                    break;
+                }
+                let accepts = dfa.states[state as usize].accepts;
+                if accepts != 0 {
+                    f(i + 1, accepts);
+                }
+            }
+        });
+    }
+}
+
+/// The lazily built DFA of an [`Nfa`]: state 0 is its start set; transitions are filled in as
+/// characters are met.
 #[derive(Debug)]
 struct Dfa {
     states: Vec<DfaState>,
-    ids: HashMap<Box<[usize]>, u32>,
+    ids: HashMap<Box<[u64]>, u32>,
     non_ascii: usize,
 }
 
 #[derive(Debug)]
 struct DfaState {
-    set: Box<[usize]>,
-    /// Next state (or [`DEAD`]) with [`ACCEPTS`], or [`UNKNOWN`], per ASCII character.
+    set: Box<[u64]>,
+    /// Bit i: pattern i matches on reaching this state.
+    accepts: u128,
+    /// Next state, [`DEAD`] or [`UNKNOWN`], per ASCII character.
     ascii: Box<[u32; 128]>,
     other: HashMap<char, u32>,
 }
 
 thread_local! {
-    /// The DFAs of all patterns, by [`Pattern::id`], for this thread.
+    /// The DFAs of all patterns and pattern sets, by id, for this thread.
     static DFAS: RefCell<Vec<Option<Dfa>>> = const { RefCell::new(Vec::new()) };
 }
 
-static NEXT_PATTERN_ID: AtomicUsize = AtomicUsize::new(0);
+static NEXT_DFA_ID: AtomicUsize = AtomicUsize::new(0);
 
 impl Dfa {
-    fn new(first: &[usize]) -> Self {
+    fn new(start: Vec<u64>, accepts: u128) -> Self {
         let mut dfa = Dfa {
             states: Vec::new(),
             ids: HashMap::new(),
             non_ascii: 0,
         };
-        let mut start = first.to_vec();
-        start.sort_unstable();
-        dfa.intern(start);
+        dfa.intern(start, accepts);
         dfa
     }
 
-    fn intern(&mut self, set: Vec<usize>) -> u32 {
+    fn intern(&mut self, set: Vec<u64>, accepts: u128) -> u32 {
         if let Some(&id) = self.ids.get(set.as_slice()) {
             return id;
         }
@@ -231,14 +342,21 @@ impl Dfa {
         self.ids.insert(set.clone(), id);
         self.states.push(DfaState {
             set,
+            accepts,
             ascii: Box::new([UNKNOWN; 128]),
             other: HashMap::new(),
         });
         id
     }
 
-    /// The transition of `state` on `c` (see [`UNKNOWN`], [`ACCEPTS`], [`DEAD`]).
-    fn step(&mut self, p: &Pattern, state: u32, c: char, scratch: &mut Scratch) -> u32 {
+    /// The state after `c` from `state` ([`DEAD`] when nothing is left).
+    fn step<N: Nfa + ?Sized>(
+        &mut self,
+        nfa: &N,
+        state: u32,
+        c: char,
+        scratch: &mut Scratch,
+    ) -> u32 {
         let s = &self.states[state as usize];
         let cached = if c.is_ascii() {
             s.ascii[c as usize]
@@ -248,25 +366,71 @@ impl Dfa {
         if cached != UNKNOWN {
             return cached;
         }
-        let (next, accepted) = p.next_set(&self.states[state as usize].set, c, scratch);
+        let next = nfa.step(&self.states[state as usize].set, c, scratch);
         let next = if next.is_empty() {
             DEAD
         } else {
-            self.intern(next)
+            let accepts = nfa.accepts(&next);
+            self.intern(next, accepts)
         };
-        let t = next | if accepted { ACCEPTS } else { 0 };
         let s = &mut self.states[state as usize];
         if c.is_ascii() {
-            s.ascii[c as usize] = t;
+            s.ascii[c as usize] = next;
         } else {
-            s.other.insert(c, t);
+            s.other.insert(c, next);
             self.non_ascii += 1;
         }
-        t
+        next
+    }
+}
+
+impl Nfa for Pattern {
+    fn dfa_id(&self) -> usize {
+        self.id
+    }
+    fn max_dfa_states(&self) -> usize {
+        512
+    }
+    fn patterns(&self) -> &[Pattern] {
+        std::slice::from_ref(self)
+    }
+}
+
+impl Nfa for PatternSet {
+    fn dfa_id(&self) -> usize {
+        self.id
+    }
+    fn max_dfa_states(&self) -> usize {
+        8192
+    }
+    fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+}
+
+impl PatternSet {
+    /// At most 128 patterns (match sets are `u128` masks).
+    pub(crate) fn new(patterns: Vec<Pattern>) -> Self {
+        assert!(patterns.len() <= 128, "at most 128 patterns in a set");
+        PatternSet {
+            patterns,
+            id: NEXT_DFA_ID.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
-    fn over_budget(&self) -> bool {
-        self.states.len() > MAX_DFA_STATES || self.non_ascii > MAX_NON_ASCII_TRANSITIONS
+    /// The non-empty matches from `start`: `(end, mask)` with bit i of `mask` set when pattern
+    /// i matches `text[start..end]`, by ascending `end`.
+    pub(crate) fn scan(
+        &self,
+        text: &[char],
+        start: usize,
+        scratch: &mut Scratch,
+        out: &mut Vec<(usize, u128)>,
+    ) {
+        out.clear();
+        if start < text.len() {
+            self.walk(text, start, scratch, |end, mask| out.push((end, mask)));
+        }
     }
 }
 
@@ -295,7 +459,7 @@ impl Pattern {
             first: Vec::new(),
             ascii_first: 0,
             accepts_empty: false,
-            id: NEXT_PATTERN_ID.fetch_add(1, Ordering::Relaxed),
+            id: NEXT_DFA_ID.fetch_add(1, Ordering::Relaxed),
         };
         let mut scratch = Scratch::default();
         scratch.reset(p.insts.len());
@@ -338,47 +502,12 @@ impl Pattern {
         if start >= text.len() || !self.may_start_with(text[start]) {
             return;
         }
-        DFAS.with(|dfas| {
-            let mut dfas = dfas.borrow_mut();
-            if dfas.len() <= self.id {
-                dfas.resize_with(self.id + 1, || None);
-            }
-            let slot = &mut dfas[self.id];
-            if slot.as_ref().is_none_or(Dfa::over_budget) {
-                *slot = Some(Dfa::new(&self.first));
-            }
-            let Some(dfa) = slot.as_mut() else {
-                return;
-            };
-            let mut state = 0;
-            for (i, &c) in text[start..].iter().enumerate() {
-                let t = dfa.step(self, state, c, scratch);
-                if t & ACCEPTS != 0 {
-                    out.push(start + i + 1);
-                }
-                state = t & !ACCEPTS;
-                if state == DEAD {
-                    break;
-                }
-            }
-        });
+        self.walk(text, start, scratch, |end, _| out.push(end));
     }
 
-    /// The NFA step from the consuming instructions `set` on `c`: the next set (sorted) and
-    /// whether Accept was reached.
-    fn next_set(&self, set: &[usize], c: char, scratch: &mut Scratch) -> (Vec<usize>, bool) {
-        scratch.reset(self.insts.len());
-        let mut next = Vec::new();
-        let mut accepted = false;
-        for &pc in set {
-            if let Inst::Step(m, to) = &self.insts[pc] {
-                if m.matches(c) {
-                    accepted |= self.add(&mut next, scratch, *to);
-                }
-            }
-        }
-        next.sort_unstable();
-        (next, accepted)
+    /// The `Accept` instruction (always the last).
+    fn accept_pc(&self) -> usize {
+        self.insts.len() - 1
     }
 
     /// Longest match length from `start`, if any.

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::pattern::{Pattern, Scratch};
+use super::pattern::{Pattern, PatternSet, Scratch};
 
 /// Tokens `pycocoevalcap` removes after tokenization (note: upper-case bracket names, which never
 /// match the lower-cased output).
@@ -99,6 +99,7 @@ pub fn ptb_tokenize(text: &str) -> Vec<Vec<String>> {
     while pos < chars.len() {
         let window = &chars[..chars.len().min(pos + MAX_LOOKAHEAD)];
         let (rule, len) = lexer.best(window, pos, &mut scratch, &mut bufs);
+        let rule = &lexer.rules[rule];
         let matched: String = chars[pos..pos + len].iter().collect();
         let (token, consumed) = apply(rule.action, &matched);
         match token {
@@ -259,77 +260,68 @@ fn normalize_currency(text: &str) -> String {
     out
 }
 
-/// One lexer rule: a pattern, an optional trailing context (JFlex `r1/r2`) and an action.
+/// One lexer rule: a pattern (in [`Lexer::mains`]), an optional trailing context (JFlex
+/// `r1/r2`) and an action.
 struct Rule {
-    main: Pattern,
     trail: Option<Pattern>,
     action: Action,
 }
 
 struct Lexer {
     rules: Vec<Rule>,
+    /// The rules' patterns, rule i as pattern i: one scan finds where each of them matches.
+    mains: PatternSet,
 }
 
 impl Lexer {
     /// The rule JFlex would pick at `pos`: the longest match counting trailing context, ties to the
-    /// earlier rule. Returns the rule and the token length (without the trailing context).
+    /// earlier rule. Returns the rule's index and the token length (without the trailing context).
     fn best(
         &self,
         text: &[char],
         pos: usize,
         scratch: &mut Scratch,
-        bufs: &mut (Vec<usize>, Vec<usize>),
-    ) -> (&Rule, usize) {
-        let mut best: Option<(&Rule, usize, usize)> = None;
-        for rule in &self.rules {
-            let Some((len, total)) = rule_match(rule, text, pos, scratch, bufs) else {
+        bufs: &mut (Vec<(usize, u128)>, Vec<usize>),
+    ) -> (usize, usize) {
+        let (matches, trail_buf) = bufs;
+        self.mains.scan(text, pos, scratch, matches);
+        let matched = matches.iter().fold(0u128, |all, &(_, m)| all | m);
+        let mut best: Option<(usize, usize, usize)> = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            let bit = 1u128 << i;
+            if matched & bit == 0 {
                 continue;
+            }
+            let ends = matches.iter().rev().filter(|(_, m)| m & bit != 0);
+            let found = match &rule.trail {
+                None => ends.map(|&(e, _)| (e - pos, e - pos)).next(),
+                // Longest total; among equal totals the longest token (JFlex keeps r1 as long as
+                // possible).
+                Some(trail) => {
+                    let mut found: Option<(usize, usize)> = None;
+                    for &(end, _) in ends {
+                        if let Some(extra) = trail.longest(text, end, scratch, trail_buf) {
+                            let total = end - pos + extra;
+                            if found.is_none_or(|(_, t)| total > t) {
+                                found = Some((end - pos, total));
+                            }
+                        }
+                    }
+                    found
+                }
             };
-            if best.is_none_or(|(_, _, t)| total > t) {
-                best = Some((rule, len, total));
+            if let Some((len, total)) = found {
+                if best.is_none_or(|(_, _, t)| total > t) {
+                    best = Some((i, len, total));
+                }
             }
         }
         // The last rule matches any single character, so `best` is always set.
         match best {
             Some((rule, len, _)) => (rule, len),
-            None => (&self.rules[self.rules.len() - 1], 1),
+            None => (self.rules.len() - 1, 1),
         }
     }
-}
-
-/// Match of one rule at `pos`: (token length, total length including trailing context).
-fn rule_match(
-    rule: &Rule,
-    text: &[char],
-    pos: usize,
-    scratch: &mut Scratch,
-    bufs: &mut (Vec<usize>, Vec<usize>),
-) -> Option<(usize, usize)> {
-    let (ends, trail_buf) = bufs;
-    rule.main.ends(text, pos, scratch, ends);
-    let trail = match &rule.trail {
-        None => {
-            return ends
-                .last()
-                .filter(|&&e| e > pos)
-                .map(|&e| (e - pos, e - pos))
-        }
-        Some(t) => t,
-    };
-    // Longest total; among equal totals the longest token (JFlex keeps r1 as long as possible).
-    let mut best: Option<(usize, usize)> = None;
-    for &end in ends.iter().rev() {
-        if end == pos {
-            continue;
-        }
-        if let Some(extra) = trail.longest(text, end, scratch, trail_buf) {
-            let total = end - pos + extra;
-            if best.is_none_or(|(_, t)| total > t) {
-                best = Some((end - pos, total));
-            }
-        }
-    }
-    best
 }
 
 fn lexer() -> &'static Lexer {
@@ -611,13 +603,19 @@ fn build_lexer() -> Lexer {
     let macros: HashMap<&str, &str> = MACROS.iter().copied().collect();
     let rules = RULES
         .iter()
-        .map(|&(main, trail, action)| Rule {
-            main: Pattern::new(main, &macros),
+        .map(|&(_, trail, action)| Rule {
             trail: trail.map(|t| Pattern::new(t, &macros)),
             action,
         })
         .collect();
-    Lexer { rules }
+    let mains = RULES
+        .iter()
+        .map(|&(main, _, _)| Pattern::new(main, &macros))
+        .collect();
+    Lexer {
+        rules,
+        mains: PatternSet::new(mains),
+    }
 }
 
 #[cfg(test)]
@@ -633,6 +631,90 @@ mod tests {
     fn amp_entities_in_any_case() {
         assert_eq!(normalize_amp("AT&AmP;T & &amp;"), "AT&T & &");
         assert_eq!(normalize_amp("&am"), "&am");
+    }
+
+    /// The rule and length JFlex picks at `pos`, computed rule by rule with each pattern on its
+    /// own (what `Lexer::best` does in one scan of all of them).
+    fn best_rule_by_rule(mains: &[Pattern], text: &[char], pos: usize) -> (usize, usize) {
+        let lexer = lexer();
+        let mut scratch = Scratch::default();
+        let (mut ends, mut trail_buf) = (Vec::new(), Vec::new());
+        let mut best: Option<(usize, usize, usize)> = None;
+        for (i, (main, rule)) in mains.iter().zip(&lexer.rules).enumerate() {
+            main.ends(text, pos, &mut scratch, &mut ends);
+            let found = match &rule.trail {
+                None => ends
+                    .last()
+                    .filter(|&&e| e > pos)
+                    .map(|&e| (e - pos, e - pos)),
+                Some(trail) => {
+                    let mut found: Option<(usize, usize)> = None;
+                    for &end in ends.iter().rev().filter(|&&e| e > pos) {
+                        if let Some(extra) = trail.longest(text, end, &mut scratch, &mut trail_buf)
+                        {
+                            let total = end - pos + extra;
+                            if found.is_none_or(|(_, t)| total > t) {
+                                found = Some((end - pos, total));
+                            }
+                        }
+                    }
+                    found
+                }
+            };
+            if let Some((len, total)) = found {
+                if best.is_none_or(|(_, _, t)| total > t) {
+                    best = Some((i, len, total));
+                }
+            }
+        }
+        best.map_or((lexer.rules.len() - 1, 1), |(i, len, _)| (i, len))
+    }
+
+    #[test]
+    fn one_scan_of_all_rules_picks_what_each_rule_alone_would() {
+        let macros: HashMap<&str, &str> = MACROS.iter().copied().collect();
+        let mains: Vec<Pattern> = RULES
+            .iter()
+            .map(|&(m, _, _)| Pattern::new(m, &macros))
+            .collect();
+        let mut texts: Vec<String> = [
+            "A man's dog can't play. Mr. T. The end...",
+            "U.S. The e-mail a.b@c.org, http://x.com/a?b! (c) [d] {e} 3 1/2 $5 50% \"q\" 'tis",
+            "gonna cannot etc. co. ltd 555-123-4567 :-) ^_^ <b>bold</b> &amp; &lt; -- --- ½ ₤",
+            "Ünïcödé ЖЁлтый 北京 — «ok» y'all rock'n'roll o'clock 'em '90s ph.d. a.k.a. cf. figs. 2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Pseudo-random strings over the characters the rules care about.
+        let alphabet: Vec<char> =
+            "aAtTnN's.,;:-_/\\@#$%&()<>[]{}\"'` \n\t01239½ÄЖ北\u{a0}\u{ad}\u{2019}!?=+*^~|"
+                .chars()
+                .collect();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..300 {
+            let mut t = String::new();
+            for _ in 0..40 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            texts.push(t);
+        }
+        let lexer = lexer();
+        let mut scratch = Scratch::default();
+        let mut bufs = (Vec::new(), Vec::new());
+        for text in &texts {
+            let chars: Vec<char> = text.chars().collect();
+            for pos in 0..chars.len() {
+                assert_eq!(
+                    lexer.best(&chars, pos, &mut scratch, &mut bufs),
+                    best_rule_by_rule(&mains, &chars, pos),
+                    "{text:?} at {pos}"
+                );
+            }
+        }
     }
 
     #[test]
