@@ -9,8 +9,8 @@
 //! The pickle is interpreted, never executed: globals are only names, and the only calls given a
 //! meaning are `OrderedDict()`, `_rebuild_tensor_v2` and `_rebuild_parameter`.
 //!
-//! Everything is bounded by the input: the pickle is at most [`MAX_PICKLE_BYTES`], every value
-//! it creates costs at least one of its bytes, strings and byte strings are checked against the
+//! Everything is bounded: the pickle is at most [`MAX_PICKLE_BYTES`] and creates at most
+//! [`MAX_VALUES`] values (each costing at least one of its bytes), strings and byte strings are checked against the
 //! bytes left before anything is allocated, memo references are indices into one arena (no
 //! copies, no reference cycles), and a tensor's shape, strides and offset are checked against
 //! its storage, whose zip entry must lie inside the file and hold exactly `numel` elements.
@@ -22,7 +22,11 @@ use crate::checkpoint::{ByteSource, StoredDType, MAX_RANK, MAX_TENSORS};
 use crate::{Error, Result};
 
 /// Largest pickle (`data.pkl`) read: BLIP-large's is about 0.1 MB.
-pub const MAX_PICKLE_BYTES: usize = 64 << 20;
+pub const MAX_PICKLE_BYTES: usize = 16 << 20;
+/// Most values, stack slots and memo entries a pickle may create (BLIP-large's creates about
+/// 30,000): with [`MAX_PICKLE_BYTES`], this bounds the reader's memory to about 100 MB whatever
+/// the opcodes.
+pub const MAX_VALUES: usize = 1 << 20;
 /// Most entries the zip archive may hold: one per storage, plus a few bookkeeping files.
 pub const MAX_ENTRIES: usize = MAX_TENSORS + 64;
 
@@ -168,8 +172,10 @@ impl Pth {
         }
         if pkl.size > MAX_PICKLE_BYTES {
             return Err(err(format!(
-                "its pickle {} is {} bytes, over the limit of {MAX_PICKLE_BYTES}",
-                pkl.name, pkl.size
+                "its pickle {} is {}, over the limit of {}",
+                pkl.name,
+                crate::files::mb(pkl.size as u64),
+                crate::files::mb(MAX_PICKLE_BYTES as u64)
             )));
         }
         let (s, e) = zip.data(bytes.as_ref(), pkl).map_err(|e| err(e.msg()))?;
@@ -473,10 +479,12 @@ impl Zip {
                 e.name
             ));
         }
-        let start =
-            e.header + 30 + usize::from(u16_at(&local, 26)) + usize::from(u16_at(&local, 28));
-        match start.checked_add(e.size) {
-            Some(end) if end <= src.len() => Ok((start, end)),
+        let names = usize::from(u16_at(&local, 26)) + usize::from(u16_at(&local, 28));
+        match (e.header + 30)
+            .checked_add(names)
+            .and_then(|start| Some((start, start.checked_add(e.size)?)))
+        {
+            Some((start, end)) if end <= src.len() => Ok((start, end)),
             _ => bad(format!(
                 "truncated zip archive: {} lies beyond the end of the file",
                 e.name
@@ -590,9 +598,25 @@ impl<'a> Unpickler<'a> {
             .or_else(|_| bad(format!("the string at byte {at} is not UTF-8")))
     }
 
-    fn push(&mut self, v: Value) {
+    fn push(&mut self, v: Value) -> std::result::Result<(), Bad> {
+        if self.arena.len() == MAX_VALUES {
+            return self.too_many();
+        }
         self.arena.push(v);
-        self.stack.push(self.arena.len() - 1);
+        self.push_id(self.arena.len() - 1)
+    }
+    fn push_id(&mut self, id: Id) -> std::result::Result<(), Bad> {
+        if self.stack.len() == MAX_VALUES {
+            return self.too_many();
+        }
+        self.stack.push(id);
+        Ok(())
+    }
+    fn too_many<T>(&self) -> std::result::Result<T, Bad> {
+        bad(format!(
+            "it creates more than {MAX_VALUES} values (at byte {}); a state dict needs far fewer",
+            self.pos
+        ))
     }
     fn pop(&mut self) -> std::result::Result<Id, Bad> {
         let floor = self.marks.last().copied().unwrap_or(0);
@@ -618,6 +642,9 @@ impl<'a> Unpickler<'a> {
     }
     fn memo_put(&mut self, key: u32) -> std::result::Result<(), Bad> {
         let top = self.top()?;
+        if self.memo.len() == MAX_VALUES && !self.memo.contains_key(&key) {
+            return self.too_many();
+        }
         self.memo.insert(key, top);
         Ok(())
     }
@@ -626,8 +653,7 @@ impl<'a> Unpickler<'a> {
             .memo
             .get(&key)
             .ok_or_else(|| Bad(format!("memo entry {key} used before it is set")))?;
-        self.stack.push(id);
-        Ok(())
+        self.push_id(id)
     }
     fn tuple(&mut self, n: usize) -> std::result::Result<(), Bad> {
         let mut items = Vec::with_capacity(n);
@@ -635,8 +661,7 @@ impl<'a> Unpickler<'a> {
             items.push(self.pop()?);
         }
         items.reverse();
-        self.push(Value::Tuple(items));
-        Ok(())
+        self.push(Value::Tuple(items))
     }
     fn append(&mut self, items: Vec<Id>) -> std::result::Result<(), Bad> {
         let list = self.top()?;
@@ -687,22 +712,22 @@ impl<'a> Unpickler<'a> {
                 }
                 b'2' => {
                     let t = self.top()?;
-                    self.stack.push(t);
+                    self.push_id(t)?;
                 }
-                b'N' => self.push(Value::None),
-                0x88 => self.push(Value::Bool),
-                0x89 => self.push(Value::Bool),
+                b'N' => self.push(Value::None)?,
+                0x88 => self.push(Value::Bool)?,
+                0x89 => self.push(Value::Bool)?,
                 b'J' => {
                     let v = self.u32()? as i32;
-                    self.push(Value::Int(i64::from(v)));
+                    self.push(Value::Int(i64::from(v)))?;
                 }
                 b'K' => {
                     let v = self.u8()?;
-                    self.push(Value::Int(i64::from(v)));
+                    self.push(Value::Int(i64::from(v)))?;
                 }
                 b'M' => {
                     let v = self.u16()?;
-                    self.push(Value::Int(i64::from(v)));
+                    self.push(Value::Int(i64::from(v)))?;
                 }
                 0x8a => {
                     // LONG1: little-endian two's complement of n bytes.
@@ -722,54 +747,54 @@ impl<'a> Unpickler<'a> {
                         buf[..n].copy_from_slice(b);
                         i64::from_le_bytes(buf)
                     };
-                    self.push(Value::Int(v));
+                    self.push(Value::Int(v))?;
                 }
                 b'G' => {
                     self.take(8)?;
-                    self.push(Value::Float);
+                    self.push(Value::Float)?;
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
                     let s = self.text(n)?;
-                    self.push(Value::Str(s));
+                    self.push(Value::Str(s))?;
                 }
                 0x8c => {
                     let n = usize::from(self.u8()?);
                     let s = self.text(n)?;
-                    self.push(Value::Str(s));
+                    self.push(Value::Str(s))?;
                 }
                 0x8d => {
                     let n = self.len64()?;
                     let s = self.text(n)?;
-                    self.push(Value::Str(s));
+                    self.push(Value::Str(s))?;
                 }
                 b'U' | b'C' => {
                     let n = usize::from(self.u8()?);
                     self.take(n)?;
-                    self.push(Value::Bytes);
+                    self.push(Value::Bytes)?;
                 }
                 b'T' | b'B' => {
                     let n = self.u32()? as usize;
                     self.take(n)?;
-                    self.push(Value::Bytes);
+                    self.push(Value::Bytes)?;
                 }
                 0x8e => {
                     let n = self.len64()?;
                     self.take(n)?;
-                    self.push(Value::Bytes);
+                    self.push(Value::Bytes)?;
                 }
-                b')' => self.push(Value::Tuple(Vec::new())),
+                b')' => self.push(Value::Tuple(Vec::new()))?,
                 0x85 => self.tuple(1)?,
                 0x86 => self.tuple(2)?,
                 0x87 => self.tuple(3)?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items));
+                    self.push(Value::Tuple(items))?;
                 }
-                b']' => self.push(Value::List(Vec::new())),
+                b']' => self.push(Value::List(Vec::new()))?,
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::List(items));
+                    self.push(Value::List(items))?;
                 }
                 b'a' => {
                     let item = self.pop()?;
@@ -779,10 +804,10 @@ impl<'a> Unpickler<'a> {
                     let items = self.pop_mark()?;
                     self.append(items)?;
                 }
-                b'}' => self.push(Value::Dict(Vec::new())),
+                b'}' => self.push(Value::Dict(Vec::new()))?,
                 b'd' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Dict(Vec::new()));
+                    self.push(Value::Dict(Vec::new()))?;
                     self.set_items(items)?;
                 }
                 b's' => {
@@ -817,7 +842,7 @@ impl<'a> Unpickler<'a> {
                 b'c' => {
                     let module = self.line()?.to_string();
                     let name = self.line()?.to_string();
-                    self.push(Value::Global(module, name));
+                    self.push(Value::Global(module, name))?;
                 }
                 0x93 => {
                     let name = self.pop()?;
@@ -825,7 +850,7 @@ impl<'a> Unpickler<'a> {
                     match (&self.arena[module], &self.arena[name]) {
                         (Value::Str(m), Value::Str(n)) => {
                             let g = Value::Global(m.clone(), n.clone());
-                            self.push(g);
+                            self.push(g)?;
                         }
                         _ => return bad(format!("STACK_GLOBAL of non-strings at byte {at}")),
                     }
@@ -833,19 +858,19 @@ impl<'a> Unpickler<'a> {
                 b'Q' => {
                     let pid = self.pop()?;
                     let v = self.storage(pid)?;
-                    self.push(v);
+                    self.push(v)?;
                 }
                 b'R' => {
                     let args = self.pop()?;
                     let func = self.pop()?;
                     let v = self.call(func, args)?;
-                    self.push(v);
+                    self.push(v)?;
                 }
                 0x81 => {
                     // NEWOBJ cls args: an object never interpreted.
                     self.pop()?;
                     self.pop()?;
-                    self.push(Value::Opaque);
+                    self.push(Value::Opaque)?;
                 }
                 b'b' => {
                     // BUILD: the state (e.g. an OrderedDict's `_metadata`) is not needed.

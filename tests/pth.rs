@@ -197,6 +197,12 @@ fn hostile_pickles_are_refused_without_allocating() {
         let e = err(archive(p, &data, false));
         assert!(e.contains(want), "{want}: {e}");
     }
+    // Two million values from a 2 MB pickle: refused at the limit, not built.
+    let mut p = vec![0x80, 2];
+    p.resize(2 + 2_000_000, b'N');
+    p.push(b'.');
+    let e = err(archive(&p, &data, false));
+    assert!(e.contains("creates more than 1048576 values"), "{e}");
     // A storage of an unknown type.
     let pickle = Pickle::state_dict(|p| {
         p.tensor("w", ("ComplexStorage", "0", 6), 0, &[6], &[1]);
