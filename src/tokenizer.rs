@@ -112,6 +112,14 @@ fn check_tokenizer_json(bytes: &[u8], file: &str) -> Result<()> {
         Some(Value::Object(d)) if d.get("type").is_some_and(Value::is_string) => {}
         Some(_) => return bad("`decoder` must be null or an object with a string `type`".into()),
     }
+    if let Some(d) = root.get("decoder") {
+        if let Some(stop) = strip_with_stop(d) {
+            return bad(format!(
+                "its decoder has a `Strip` step with `stop` {stop}, which the tokenizers library \
+                 fails on when a decoded text is shorter (only `stop` 0 is accepted)"
+            ));
+        }
+    }
     let mut processors = vec![root.get("post_processor")];
     if let Some(Value::Array(list)) = root.get("post_processor").and_then(|p| p.get("processors")) {
         processors.extend(list.iter().map(Some));
@@ -144,6 +152,24 @@ fn check_tokenizer_json(bytes: &[u8], file: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The `stop` of a `Strip` decoder step (anywhere in a `Sequence`, tagged or not) other than 0:
+/// `Strip::decode_chain` underflows on a token shorter than `stop` made of its `content`.
+fn strip_with_stop(v: &serde_json::Value) -> Option<&serde_json::Value> {
+    match v {
+        serde_json::Value::Object(o) => {
+            let stop = o.get("stop").filter(|s| s.as_u64() != Some(0));
+            let strip = o.get("type").and_then(|t| t.as_str()) == Some("Strip")
+                || (o.contains_key("content") && o.contains_key("start"));
+            if strip && stop.is_some() {
+                return stop;
+            }
+            o.values().find_map(strip_with_stop)
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(strip_with_stop),
+        _ => None,
+    }
 }
 
 /// Runs a call into the `tokenizers` crate, turning a panic into an error (natively; a wasm32
