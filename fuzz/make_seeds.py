@@ -466,6 +466,9 @@ def files_seeds(int8_1layer, pth_small):
     out("files", "demo-int8-1layer.bin", entries([("demo/config.json", cfg1), ("demo/model.safetensors", int8_1layer)] + [(f"demo/{k}", v) for k, v in small.items()]))
     out("files", "processor-config-only.bin", entries([("config.json", cfg1), ("model.safetensors", int8_1layer), ("tokenizer.json", small["tokenizer.json"]), ("processor_config.json", small["processor_config.json"])]))
     out("files", "pth.bin", entries([("x\\config.json", read("tests/fixtures/tiny-bin/config.json")), ("x\\pytorch_model.bin", pth_small), ("x\\tokenizer.json", small["tokenizer.json"]), ("x\\preprocessor_config.json", read("tests/fixtures/tiny-bin/preprocessor_config.json"))]))
+    # The weights last: a long run with a small -max_len (scripts/fuzz.sh long files N
+    # -max_len=65536) keeps every other file whole and truncates only the weights.
+    out("files", "weights-last.bin", entries([(f"demo/{k}", v) for k, v in small.items()] + [("demo/config.json", cfg1), ("demo/model.safetensors", int8_1layer)]))
     out("files", "duplicate.bin", entries([("a/config.json", "{}"), ("b/config.json", "{}")]))
     out("files", "mismatch.bin", entries([("config.json", read("models/demo/config.json")), ("model.safetensors", int8_1layer), ("tokenizer.json", small["tokenizer.json"]), ("preprocessor_config.json", small["preprocessor_config.json"]), ("vocab.txt", "a\nb\n")]))
 
