@@ -53,6 +53,15 @@ impl ByteSource for memmap2::Mmap {
     }
 }
 
+/// Memory-maps a regular file (refusing FIFOs, devices and folders), read-only.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn map_file(path: &std::path::Path) -> Result<memmap2::Mmap> {
+    let f = crate::fsio::open_regular(path)?;
+    // SAFETY: the map is read-only; a file modified while mapped is the user's problem, as
+    // with every mmap-based loader (candle, safetensors).
+    unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path.display(), e))
+}
+
 /// Element types a checkpoint may store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredDType {
@@ -389,11 +398,7 @@ impl Safetensors {
     /// Memory-maps a file from disk.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        let f = crate::fsio::open_regular(path)?;
-        // SAFETY: the map is read-only; a file modified while mapped is the user's problem, as
-        // with every mmap-based loader (candle, safetensors).
-        let mmap = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path.display(), e))?;
-        Self::new(Box::new(mmap), &path.display().to_string())
+        Self::new(Box::new(map_file(path)?), &path.display().to_string())
     }
 
     pub fn raw(&self, entry: &TensorEntry) -> Result<Cow<'_, [u8]>> {

@@ -233,11 +233,8 @@ impl Pth {
     /// Memory-maps a file from disk.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        let f = crate::fsio::open_regular(path)?;
-        // SAFETY: the map is read-only; a file modified while mapped is the user's problem, as
-        // with every mmap-based loader (candle, safetensors).
-        let mmap = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path.display(), e))?;
-        Self::new(Box::new(mmap), &path.display().to_string())
+        let map = crate::checkpoint::map_file(path)?;
+        Self::new(Box::new(map), &path.display().to_string())
     }
 
     pub fn file(&self) -> &str {
