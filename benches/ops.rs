@@ -37,9 +37,20 @@ fn main() -> candle_core::Result<()> {
             5,
             || lin.forward(xs).unwrap(),
         );
-        total_f32 += time(&format!("f32 linear {name} {out}x{inp} (blipq)"), 5, || {
-            blipq::model::matmul::linear_f32(xs, &w, None).unwrap()
-        });
+        time(
+            &format!("f32 linear {name} {out}x{inp} (gemm crate)"),
+            5,
+            || blipq::model::matmul::linear_f32(xs, &w, None).unwrap(),
+        );
+        let packed = blipq::model::sgemm::F32Matrix::new(w.clone()).unwrap();
+        total_f32 += time(
+            &format!(
+                "f32 linear {name} {out}x{inp} (blipq, {:?})",
+                packed.kernel()
+            ),
+            5,
+            || packed.forward_with_bias(xs, None).unwrap(),
+        );
         let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
         let ours = blipq::model::q8::Q8Matrix::from_qtensor(&q).unwrap();
         total_q8 += time(

@@ -3,22 +3,13 @@
 //! shared and noisy, so the two are timed interleaved, repetition by repetition, and the ratio of
 //! medians is reported.
 
-use std::time::Instant;
+mod common;
+
+use common::{median, secs};
 
 use blipq::model::q8::{Kernel, Q8Matrix};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-
-fn secs(f: &mut dyn FnMut()) -> f64 {
-    let t = Instant::now();
-    f();
-    t.elapsed().as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::Cpu;

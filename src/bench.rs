@@ -344,3 +344,50 @@ pub fn comparison_json(models: &[ModelResults]) -> serde_json::Value {
     };
     serde_json::json!({ "models": per_model, "improvements": improvements })
 }
+
+/// The work one caption costs, counted from the configuration: what "% of this machine's limit"
+/// divides by.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Work {
+    /// Multiply-adds of the vision encoder for one image (patch embedding, projections, MLPs and
+    /// attention).
+    pub vision_macs: f64,
+    /// Of those, the attention products (`q kᵀ` and `p v`), which run in f32 in every model.
+    pub vision_attention_macs: f64,
+    /// Weight values the decoder reads per generated token: self-attention, the cross-attention
+    /// query and output (its keys and values are computed once per image), the MLP, the head's
+    /// transform and the vocabulary projection.
+    pub decode_weights_per_token: f64,
+}
+
+impl Work {
+    pub fn of(cfg: &crate::config::BlipConfig) -> Self {
+        let v = &cfg.vision;
+        let (h, mlp) = (v.hidden_size as f64, v.intermediate_size as f64);
+        let patches = (v.image_size / v.patch_size).pow(2) as f64;
+        let tokens = patches + 1.0;
+        let per_layer = tokens * (4.0 * h * h + 2.0 * h * mlp);
+        let attention = v.num_hidden_layers as f64 * 2.0 * tokens * tokens * h;
+        let patch_embed = patches * 3.0 * (v.patch_size * v.patch_size) as f64 * h;
+        let t = &cfg.text;
+        let (th, tmlp) = (t.hidden_size as f64, t.intermediate_size as f64);
+        let text_layer = 6.0 * th * th + 2.0 * th * tmlp;
+        Self {
+            vision_macs: patch_embed + v.num_hidden_layers as f64 * per_layer + attention,
+            vision_attention_macs: attention,
+            decode_weights_per_token: t.num_hidden_layers as f64 * text_layer
+                + th * th
+                + t.vocab_size as f64 * th,
+        }
+    }
+}
+
+/// Bytes one weight value occupies in blipq's kernels' layouts: 4 for f32; for INT8, a packed
+/// block's 512 values and 16 f32 scales in 576 bytes.
+pub fn bytes_per_weight(quantized: bool) -> f64 {
+    if quantized {
+        576.0 / 512.0
+    } else {
+        4.0
+    }
+}

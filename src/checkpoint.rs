@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::model::q8::Q8Matrix;
+use crate::model::sgemm::F32Matrix;
 use crate::{Error, Result};
 
 /// Width of one INT8 quantization block along a weight's input dimension (candle's `Q8_0`).
@@ -416,21 +417,21 @@ pub enum Checkpoint {
 /// kernels ([`Q8Matrix`], one copy shared by a tied embedding and LM head).
 #[derive(Clone, Debug)]
 pub enum Matrix {
-    F32(Tensor),
+    F32(Arc<F32Matrix>),
     Q8(Arc<Q8Matrix>),
 }
 
 impl Matrix {
     pub fn dims2(&self) -> Result<(usize, usize)> {
         Ok(match self {
-            Matrix::F32(t) => t.dims2()?,
+            Matrix::F32(w) => (w.n(), w.k()),
             Matrix::Q8(q) => (q.n(), q.k()),
         })
     }
     /// Bytes the matrix occupies in memory.
     pub fn size_in_bytes(&self) -> usize {
         match self {
-            Matrix::F32(t) => t.elem_count() * 4,
+            Matrix::F32(w) => w.size_in_bytes(),
             Matrix::Q8(q) => q.size_in_bytes(),
         }
     }
@@ -596,7 +597,9 @@ impl Checkpoint {
     ) -> Result<Matrix> {
         let (dtype, _) = self.lookup(name)?;
         if dtype != StoredDType::I8 {
-            return Ok(Matrix::F32(self.load_f32(name, &[rows, cols], device)?));
+            let w = self.load_f32(name, &[rows, cols], device)?;
+            let packed = F32Matrix::new(w).map_err(|e| Error::tensor(name, e))?;
+            return Ok(Matrix::F32(Arc::new(packed)));
         }
         let Checkpoint::Safetensors(s) = self else {
             return Err(Error::tensor(

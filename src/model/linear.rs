@@ -1,15 +1,16 @@
 //! Linear layers and embeddings whose weight is either f32 or INT8 (`Q8_0` blocks): one code path
 //! for both precisions, chosen per tensor by what the checkpoint stores. INT8 products run on
-//! blipq's own tiled kernels ([`crate::model::q8`]), not candle's `QMatMul`; f32 products call
-//! `gemm` directly ([`crate::model::matmul`]). Both start the output from the bias.
+//! blipq's own tiled kernels ([`crate::model::q8`]), not candle's `QMatMul`; f32 products run on
+//! weights packed at load for the widest kernel the CPU has ([`crate::model::sgemm`]). Both start
+//! the output from the bias.
 
 use std::sync::Arc;
 
 use candle_core::Tensor;
 
 use crate::checkpoint::{Matrix, Weights};
-use crate::model::matmul::linear_f32;
 use crate::model::q8::Q8Matrix;
+use crate::model::sgemm::F32Matrix;
 use crate::Result;
 
 /// `nn.Linear`: `y = x W^T + b` with `W` f32 or INT8.
@@ -21,8 +22,8 @@ pub struct Linear {
 
 #[derive(Debug, Clone)]
 enum LinearInner {
-    /// `[out, in]`.
-    F32(Tensor),
+    /// `[out, in]`, packed for the f32 kernels; shared like the INT8 one.
+    F32(Arc<F32Matrix>),
     /// Shared: a tied LM head and the word embeddings hold the same packed table.
     Q8(Arc<Q8Matrix>),
 }
@@ -49,7 +50,7 @@ impl Linear {
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match &self.inner {
-            LinearInner::F32(w) => linear_f32(xs, w, self.bias.as_ref()),
+            LinearInner::F32(w) => w.forward_with_bias(xs, self.bias.as_ref()),
             LinearInner::Q8(q) => q.forward_with_bias(xs, self.bias.as_ref()),
         }
     }
@@ -76,11 +77,7 @@ impl Embedding {
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         Ok(match &self.table {
-            Matrix::F32(t) => {
-                let mut dims = ids.dims().to_vec();
-                dims.push(t.dim(1)?);
-                t.index_select(&ids.flatten_all()?, 0)?.reshape(dims)?
-            }
+            Matrix::F32(w) => w.embedding(ids)?,
             Matrix::Q8(q) => q.embedding(ids)?,
         })
     }

@@ -1,10 +1,12 @@
 //! The BLIP network, in the layout of Hugging Face's `BlipForConditionalGeneration`.
 
 pub mod blip;
+pub mod ceiling;
 pub mod linear;
 pub mod matmul;
 pub mod ops;
 pub mod q8;
+pub mod sgemm;
 pub mod text;
 pub mod vision;
 

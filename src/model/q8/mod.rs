@@ -29,11 +29,11 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{DType, Storage, Tensor};
+use candle_core::{DType, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
-use crate::model::matmul::bias_rows;
+use crate::model::matmul::linear_frame;
 use crate::{Error, Result};
 
 /// Values per quantization block along `k` (candle's `QK8_0`).
@@ -389,31 +389,9 @@ impl Q8Matrix {
     /// `xs [.., k] -> xs W^T + bias [.., n]` with the fastest kernel. The output starts as copies
     /// of the bias row and the kernels accumulate onto it: no zero fill, no separate bias pass.
     pub fn forward_with_bias(&self, xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let dims = xs.dims();
-        if dims.last() != Some(&self.k) {
-            return Err(Error::InvalidArgument(format!(
-                "INT8 linear expects inputs [.., {}], got {dims:?}",
-                self.k
-            )));
-        }
-        let m = xs.elem_count() / self.k;
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("non-empty: checked above") = self.n;
-        let xs = xs.to_dtype(DType::F32)?.contiguous()?;
-        let mut y = bias_rows(bias, m, self.n)?;
-        {
-            // Read the input in place: it is contiguous f32 on the CPU.
-            let (storage, layout) = xs.storage_and_layout();
-            let Storage::Cpu(cpu) = &*storage else {
-                return Err(Error::InvalidArgument(
-                    "the INT8 kernels run on the CPU only".into(),
-                ));
-            };
-            let start = layout.start_offset();
-            let x = &cpu.as_slice::<f32>()?[start..start + m * self.k];
-            self.matmul_acc(Kernel::best(), x, m, &mut y)?;
-        }
-        Ok(Tensor::from_vec(y, out_dims, xs.device())?)
+        linear_frame(xs, (self.k, self.n), bias, "INT8 linear", |x, m, y| {
+            self.matmul_acc(Kernel::best(), x, m, y)
+        })
     }
 
     /// `y [m, n] = x [m, k] · W^T` with the fastest kernel.

@@ -1,0 +1,18 @@
+//! Timing helpers shared by the benches.
+
+#![allow(dead_code)]
+
+use std::time::Instant;
+
+/// Seconds `f` takes, once.
+pub fn secs(f: &mut dyn FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+/// The median (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}

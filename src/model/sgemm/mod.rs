@@ -1,0 +1,572 @@
+//! f32 matrix products for `Linear` layers whose weight is packed once, at load, into panels of
+//! [`PANEL`] output columns, with register-tiled kernels chosen at run time (AVX-512 where the CPU
+//! has it, a portable reference otherwise in tests).
+//!
+//! Where no packed kernel runs (CPUs without AVX-512, wasm32), the matrix stays row-major and
+//! the product is the `gemm` crate's ([`crate::model::matmul::linear_f32`]), so a binary built on
+//! one machine runs everywhere and takes the widest kernel the CPU it runs on has.
+//!
+//! Layout: panel `p` holds columns `16 p .. 16 p + 16` of `y = x Wᵀ` (rows `16 p + c` of `W
+//! [n, k]`) as `k` rows of 16 f32, `panel[p][kk][c] = W[16 p + c, kk]`, 64-byte aligned, the last
+//! panel zero-padded. One panel row is one 512-bit vector: a kernel step loads it once and
+//! multiplies it by one broadcast activation per tile row, so every weight loaded feeds every row
+//! of the tile (up to [`MR`]), and a matrix-vector product (decode) streams the weights once, in
+//! order.
+//!
+//! Work is split across rayon's pool by groups of [`GROUP`] panels: each group's weights are read
+//! from memory once, whatever the number of rows.
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::OnceLock;
+
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+use crate::model::matmul::{linear_f32, linear_frame};
+use crate::{Error, Result};
+
+/// Output columns per packed panel: one 512-bit vector of f32 lanes.
+pub const PANEL: usize = 16;
+/// Most rows per tile of the large-`m` kernels (`MR × 2` panels of accumulators).
+pub const MR: usize = 12;
+/// Up to this many rows the tiles are `m × 4` panels over the whole `k` (decode, beams).
+const SMALL_M: usize = 4;
+/// Panels per parallel work item.
+const GROUP: usize = 8;
+/// k values per pass of the large-`m` kernels: a tile's activations (`MR × KC` f32) stay in L1
+/// and a panel pair's weights (`2 × KC` rows) in L2 while every row tile of the group passes.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const KC: usize = 256;
+
+/// One k-row of one panel.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct PanelRow(pub(crate) [f32; PANEL]);
+
+/// A kernel for the f32 product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Portable Rust on the packed layout: the reference the SIMD kernel is tested against.
+    Scalar,
+    /// The `gemm` crate on the row-major matrix (AVX2/FMA, NEON or simd128, as compiled).
+    Gemm,
+    /// x86_64 AVX-512 F on the packed layout.
+    Avx512,
+}
+
+impl Kernel {
+    /// Whether this CPU (or wasm build) can run the kernel.
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernel::Scalar | Kernel::Gemm => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Whether the kernel reads the packed layout (else the row-major one).
+    pub fn is_packed(self) -> bool {
+        !matches!(self, Kernel::Gemm)
+    }
+
+    /// The kernel `Linear` layers use: AVX-512 where the CPU has it, else the `gemm` crate;
+    /// detected once. `BLIPQ_F32_KERNEL=gemm` forces the latter (to compare them).
+    pub fn best() -> Kernel {
+        static BEST: OnceLock<Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let forced = std::env::var("BLIPQ_F32_KERNEL").ok();
+            if forced.as_deref() != Some("gemm") && Kernel::Avx512.is_available() {
+                Kernel::Avx512
+            } else {
+                Kernel::Gemm
+            }
+        })
+    }
+}
+
+/// An f32 weight matrix `[n, k]`, in the layout its kernel reads.
+#[derive(Clone)]
+pub struct F32Matrix {
+    n: usize,
+    k: usize,
+    kernel: Kernel,
+    weights: Layout,
+}
+
+#[derive(Clone)]
+enum Layout {
+    /// Row-major `[n, k]`, for the `gemm` crate.
+    Rows(Tensor),
+    /// `panels × k` rows, panel-major (see the module documentation).
+    Panels(Vec<PanelRow>),
+}
+
+impl std::fmt::Debug for F32Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "F32Matrix[{}, {}] ({:?})", self.n, self.k, self.kernel)
+    }
+}
+
+/// A raw pointer to an output that parallel work items share, each writing its own elements only
+/// (columns of a product, heads of attention).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(*mut f32);
+// SAFETY: raw pointers are `!Send` only as a conservative default. A `SharedOut` points into an
+// output its creator borrows mutably for the whole parallel loop (`matmul_acc`,
+// `self_attention`: each joins every item before returning or reading it), and each item writes
+// a disjoint set of elements.
+unsafe impl Send for SharedOut {}
+// SAFETY: as for `Send`: items sharing a `&SharedOut` only copy the pointer and write disjoint
+// elements through it.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub(crate) fn new(ptr: *mut f32) -> Self {
+        Self(ptr)
+    }
+
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not its field).
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+impl F32Matrix {
+    /// Takes a `[n, k]` f32 tensor, packed for [`Kernel::best`].
+    pub fn new(weight: Tensor) -> Result<Self> {
+        Self::with_kernel(weight, Kernel::best())
+    }
+
+    /// Takes a `[n, k]` f32 tensor in the layout `kernel` reads (an error if this CPU lacks it).
+    pub fn with_kernel(weight: Tensor, kernel: Kernel) -> Result<Self> {
+        if !kernel.is_available() {
+            return Err(Error::InvalidArgument(format!(
+                "f32 kernel {kernel:?} is not supported here"
+            )));
+        }
+        let (n, k) = weight.dims2()?;
+        if n == 0 || k == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "f32 weight [{n}, {k}]: sizes must be non-zero"
+            )));
+        }
+        let weight = weight.to_dtype(DType::F32)?;
+        let weights = if kernel.is_packed() {
+            let rows = weight.flatten_all()?.to_vec1::<f32>()?;
+            let mut packed = Vec::new();
+            pack_panels_into(&mut packed, n, k, |c, kk| rows[c * k + kk]);
+            Layout::Panels(packed)
+        } else {
+            Layout::Rows(weight.contiguous()?)
+        };
+        Ok(Self {
+            n,
+            k,
+            kernel,
+            weights,
+        })
+    }
+
+    /// Output size (weight rows).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input size (weight columns).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The kernel its products use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Bytes held in memory.
+    pub fn size_in_bytes(&self) -> usize {
+        match &self.weights {
+            Layout::Rows(t) => t.elem_count() * 4,
+            Layout::Panels(p) => std::mem::size_of_val(p.as_slice()),
+        }
+    }
+
+    /// Embedding lookup: `ids` of any shape -> `[..ids, k]`.
+    pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut dims = ids.dims().to_vec();
+        dims.push(self.k);
+        let flat = ids.flatten_all()?.to_dtype(DType::U32)?;
+        match &self.weights {
+            Layout::Rows(t) => Ok(t.index_select(&flat, 0)?.reshape(dims)?),
+            Layout::Panels(panels) => {
+                let flat = flat.to_vec1::<u32>()?;
+                let mut out = vec![0f32; flat.len() * self.k];
+                for (&id, row) in flat.iter().zip(out.chunks_exact_mut(self.k)) {
+                    let id = id as usize;
+                    if id >= self.n {
+                        return Err(Error::InvalidArgument(format!(
+                            "id {id} is outside an embedding table of {} rows",
+                            self.n
+                        )));
+                    }
+                    let panel = &panels[(id / PANEL) * self.k..][..self.k];
+                    for (o, pr) in row.iter_mut().zip(panel) {
+                        *o = pr.0[id % PANEL];
+                    }
+                }
+                Ok(Tensor::from_vec(out, dims, ids.device())?)
+            }
+        }
+    }
+
+    /// `xs [.., k] -> xs Wᵀ + bias [.., n]`. The output starts as copies of the bias row and the
+    /// kernels accumulate onto it.
+    pub fn forward_with_bias(&self, xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        if let Layout::Rows(w) = &self.weights {
+            return linear_f32(xs, w, bias);
+        }
+        linear_frame(xs, (self.k, self.n), bias, "linear layer", |x, m, y| {
+            self.matmul_acc(x, m, y)
+        })
+    }
+
+    /// `y [m, n] += x [m, k] · Wᵀ` with the matrix's kernel.
+    pub fn matmul_acc(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+        if x.len() != m * self.k || y.len() != m * self.n {
+            return Err(Error::InvalidArgument(format!(
+                "f32 matmul of [{m}, {}] by [{}, {}]ᵀ into {} values (input has {})",
+                self.k,
+                self.n,
+                self.k,
+                y.len(),
+                x.len()
+            )));
+        }
+        if m == 0 {
+            return Ok(());
+        }
+        let panels = match &self.weights {
+            Layout::Panels(p) => p.as_slice(),
+            Layout::Rows(w) => {
+                let xs = Tensor::from_slice(x, (m, self.k), w.device())?;
+                let ys = linear_f32(&xs, w, None)?.flatten_all()?.to_vec1::<f32>()?;
+                for (y, v) in y.iter_mut().zip(ys) {
+                    *y += v;
+                }
+                return Ok(());
+            }
+        };
+        let groups = self.n.div_ceil(PANEL).div_ceil(GROUP);
+        let a_tiles =
+            (m > SMALL_M && self.kernel == Kernel::Avx512).then(|| pack_tiles(x, m, self.k));
+        let out = SharedOut(y.as_mut_ptr());
+        let block = |g: usize| {
+            let tile = Block {
+                x,
+                m,
+                k: self.k,
+                n: self.n,
+                panels,
+                p0: g * GROUP,
+                p1: ((g + 1) * GROUP).min(self.n.div_ceil(PANEL)),
+                out: out.ptr(),
+                ldo: self.n,
+                a_tiles: a_tiles.as_deref(),
+            };
+            // SAFETY: `tile` satisfies `Block`'s contract: `x` holds `m × k` values (checked
+            // above), `panels` is this matrix's packing of `[n, k]` (`ceil(n / 16) × k` rows),
+            // `p0 < p1 <= ceil(n / 16)`, and `out` is `y`, `m × n` values (checked above),
+            // borrowed mutably by this function for the whole loop; each group writes only its
+            // own columns `16 p0 .. min(16 p1, n)`, so no two items touch the same element; and
+            // `a_tiles`, when given, is `pack_tiles` of `x`.
+            unsafe { tile.run(self.kernel) }
+        };
+        if rayon::current_num_threads() > 1 && groups > 1 {
+            (0..groups).into_par_iter().for_each(block);
+        } else {
+            (0..groups).for_each(block);
+        }
+        Ok(())
+    }
+}
+
+/// `x [m, k]` in tiles of [`MR`] rows, k-major inside a tile (`a[t][kk][i] = x[MR t + i, kk]`),
+/// the last tile's missing rows zero: a kernel broadcasts a tile's activations from one pointer.
+pub(crate) fn pack_tiles(x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let mut a = Vec::new();
+    pack_tiles_into(&mut a, x, m, k);
+    a
+}
+
+/// [`pack_tiles`] into a reused buffer.
+fn pack_tiles_into(a: &mut Vec<f32>, x: &[f32], m: usize, k: usize) {
+    a.clear();
+    a.resize(m.div_ceil(MR) * k * MR, 0.0);
+    for (r, row) in x.chunks_exact(k).enumerate().take(m) {
+        let tile = &mut a[(r / MR) * k * MR..][..k * MR];
+        for (kk, &v) in row.iter().enumerate() {
+            tile[kk * MR + r % MR] = v;
+        }
+    }
+}
+
+/// Packs `W [n, k]`, given element by element (`w(c, kk) = W[c, kk]`), into panels, reusing
+/// `panels`' allocation: for products whose "weights" are made per call (attention's keys and
+/// values).
+pub(crate) fn pack_panels_into(
+    panels: &mut Vec<PanelRow>,
+    n: usize,
+    k: usize,
+    w: impl Fn(usize, usize) -> f32,
+) {
+    panels.clear();
+    panels.resize(n.div_ceil(PANEL) * k, PanelRow([0.0; PANEL]));
+    // Column by column within a panel: `w` is read along k, its rows' order in memory.
+    for (p, panel) in panels.chunks_exact_mut(k).enumerate() {
+        for c in 0..PANEL.min(n - p * PANEL) {
+            for (kk, pr) in panel.iter_mut().enumerate() {
+                pr.0[c] = w(p * PANEL + c, kk);
+            }
+        }
+    }
+}
+
+/// Reusable buffers of [`product_serial`].
+#[derive(Default)]
+pub(crate) struct Scratch {
+    tiles: Vec<f32>,
+}
+
+/// `out [m, n] (row stride ldo) += x [m, k] · Wᵀ` on the calling thread, `W` given as
+/// [`pack_panels_into`] panels: attention's products, one (image, head) per rayon task.
+///
+/// # Safety
+/// `out` must be valid for reads and writes of `m` rows of `n` f32 at row stride `ldo >= n`,
+/// with no other access to those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product_serial(
+    kernel: Kernel,
+    x: &[f32],
+    (m, k, n): (usize, usize, usize),
+    panels: &[PanelRow],
+    out: *mut f32,
+    ldo: usize,
+    scratch: &mut Scratch,
+) -> Result<()> {
+    if x.len() != m * k || panels.len() != n.div_ceil(PANEL) * k || ldo < n || !kernel.is_packed() {
+        return Err(Error::InvalidArgument(format!(
+            "a packed f32 product [{m}, {k}] · [{n}, {k}]ᵀ got {} inputs, {} panel rows, stride              {ldo} ({kernel:?})",
+            x.len(),
+            panels.len()
+        )));
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(());
+    }
+    let packed = m > SMALL_M && kernel == Kernel::Avx512;
+    if packed {
+        pack_tiles_into(&mut scratch.tiles, x, m, k);
+    }
+    let block = Block {
+        x,
+        m,
+        k,
+        n,
+        panels,
+        p0: 0,
+        p1: n.div_ceil(PANEL),
+        out,
+        ldo,
+        a_tiles: packed.then_some(scratch.tiles.as_slice()),
+    };
+    if !kernel.is_available() {
+        return Err(Error::InvalidArgument(format!(
+            "f32 kernel {kernel:?} is not supported here"
+        )));
+    }
+    // SAFETY: the sizes of `x`, `panels` and `ldo` were checked above, the output's are the
+    // caller's contract (all columns `0 .. n` are this call's), the CPU has the kernel, and
+    // `a_tiles`, when given, is `pack_tiles` of `x`.
+    unsafe { block.run(kernel) };
+    Ok(())
+}
+
+/// One work item: columns of panels `p0 .. p1` of `y [m, n] += x [m, k] · Wᵀ`.
+///
+/// Contract (`run`'s safety): `x` holds `m × k` values, `panels` holds `ceil(n / PANEL) × k`
+/// rows, `p0 < p1 <= ceil(n / PANEL)`, and `out` is valid for reads and writes of `m` rows of
+/// `n` f32 at row stride `ldo >= n`, of which columns `PANEL · p0 .. min(PANEL · p1, n)` are this item's alone;
+/// `a_tiles`, when given, is [`pack_tiles`] of `x`.
+pub(crate) struct Block<'a> {
+    pub(crate) x: &'a [f32],
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    pub(crate) panels: &'a [PanelRow],
+    pub(crate) p0: usize,
+    pub(crate) p1: usize,
+    pub(crate) out: *mut f32,
+    /// The output's row stride (`>= n`).
+    pub(crate) ldo: usize,
+    /// For more than [`SMALL_M`] rows (the AVX-512 kernel): `x` packed in tiles of [`MR`] rows,
+    /// `a[t][kk][i] = x[MR t + i, kk]`, rows beyond `m` zero ([`pack_tiles`]).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) a_tiles: Option<&'a [f32]>,
+}
+
+impl Block<'_> {
+    /// Checks the contract's sizes (debug builds; once per item).
+    #[inline]
+    pub(crate) fn debug_assert_fits(&self) {
+        debug_assert_eq!(self.x.len(), self.m * self.k);
+        debug_assert_eq!(self.panels.len(), self.n.div_ceil(PANEL) * self.k);
+        debug_assert!(self.p0 < self.p1 && self.p1 <= self.n.div_ceil(PANEL));
+        debug_assert!(self.ldo >= self.n);
+    }
+
+    /// Valid output columns of panel `p`.
+    #[inline]
+    pub(crate) fn width(&self, p: usize) -> usize {
+        PANEL.min(self.n - p * PANEL)
+    }
+
+    /// # Safety
+    /// The CPU must have `kernel`, and `self` must satisfy [`Block`]'s contract.
+    unsafe fn run(&self, kernel: Kernel) {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `F32Matrix::with_kernel` checked that the CPU has AVX-512 F; the
+            // contract is the caller's.
+            Kernel::Avx512 => unsafe { x86::block_avx512(self) },
+            // SAFETY: the contract is the caller's.
+            _ => unsafe { block_scalar(self) },
+        }
+    }
+}
+
+/// The reference: `out[r, c] += Σ_kk x[r, kk] · W[c, kk]`, summed in `kk` order from `out`'s
+/// value, like the SIMD kernels (which fuse each step, so they differ by rounding only).
+///
+/// # Safety
+/// `b` must satisfy [`Block`]'s contract.
+unsafe fn block_scalar(b: &Block) {
+    b.debug_assert_fits();
+    for r in 0..b.m {
+        let x = &b.x[r * b.k..(r + 1) * b.k];
+        for p in b.p0..b.p1 {
+            let panel = &b.panels[p * b.k..(p + 1) * b.k];
+            for c in 0..b.width(p) {
+                // SAFETY: `r < m` and `PANEL p + c < n`: an element of this item's columns of
+                // the `m × n` output (contract), written by this item alone.
+                let o = unsafe { &mut *b.out.add(r * b.ldo + p * PANEL + c) };
+                let mut acc = *o;
+                for (xv, pr) in x.iter().zip(panel) {
+                    acc += xv * pr.0[c];
+                }
+                *o = acc;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn rand_vec(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.max(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                s as f32 / u32::MAX as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// Every available packed kernel equals the reference on odd shapes (float tolerance: the
+    /// SIMD kernels fuse multiply and add), and the `gemm` crate's row-major product agrees.
+    #[test]
+    fn kernels_match_the_reference() -> Result<()> {
+        let dev = Device::Cpu;
+        for (m, k, n) in [
+            (1, 1, 1),
+            (1, 7, 15),
+            (3, 33, 17),
+            (5, 300, 40),
+            (13, 257, 33),
+            (12, 64, 160),
+            (25, 513, 129),
+            (4, 768, 130),
+        ] {
+            let w = rand_vec(n * k, (m * 7 + k * 13 + n) as u32);
+            let x = rand_vec(m * k, (m + k + n) as u32 + 99);
+            let start = rand_vec(m * n, 5);
+            let wt = Tensor::from_vec(w.clone(), (n, k), &dev)?;
+            let reference = F32Matrix::with_kernel(wt.clone(), Kernel::Scalar)?;
+            let mut want = start.clone();
+            reference.matmul_acc(&x, m, &mut want)?;
+            // The reference itself, against the definition.
+            for r in 0..m {
+                for c in 0..n {
+                    let mut s = start[r * n + c];
+                    for kk in 0..k {
+                        s += x[r * k + kk] * w[c * k + kk];
+                    }
+                    assert_eq!(s, want[r * n + c], "reference ({m},{k},{n}) at {r},{c}");
+                }
+            }
+            for kernel in [Kernel::Gemm, Kernel::Avx512] {
+                if !kernel.is_available() {
+                    continue;
+                }
+                let ours = F32Matrix::with_kernel(wt.clone(), kernel)?;
+                let mut got = start.clone();
+                ours.matmul_acc(&x, m, &mut got)?;
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let tol = 1e-5 * (k as f32).sqrt() * w.abs().max(1.0);
+                    assert!(
+                        (g - w).abs() <= tol,
+                        "{kernel:?} ({m},{k},{n}) [{i}]: {g} vs {w}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The packed table's rows are the weight's rows (a tied embedding reads them), and sizes
+    /// that do not fit are errors.
+    #[test]
+    fn embedding_rows_and_errors() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, k) = (37, 5);
+        let w = rand_vec(n * k, 3);
+        let wt = Tensor::from_vec(w.clone(), (n, k), &dev)?;
+        let ids = Tensor::new(&[[0u32, 36], [17, 16]], &dev)?;
+        for kernel in [Kernel::Scalar, Kernel::Gemm] {
+            let m = F32Matrix::with_kernel(wt.clone(), kernel)?;
+            let e = m.embedding(&ids)?;
+            assert_eq!(e.dims(), [2, 2, k]);
+            let e = e.flatten_all()?.to_vec1::<f32>()?;
+            for (i, id) in [0usize, 36, 17, 16].into_iter().enumerate() {
+                assert_eq!(&e[i * k..(i + 1) * k], &w[id * k..(id + 1) * k]);
+            }
+            assert!(m
+                .matmul_acc(&[0.0; 4], 1, &mut [0.0; 37])
+                .unwrap_err()
+                .to_string()
+                .contains("[1, 5]"));
+        }
+        let packed = F32Matrix::with_kernel(wt, Kernel::Scalar)?;
+        assert!(packed.embedding(&Tensor::new(&[37u32], &dev)?).is_err());
+        assert!(F32Matrix::new(Tensor::zeros((0, 3), DType::F32, &dev)?).is_err());
+        Ok(())
+    }
+}
