@@ -28,22 +28,27 @@ cargo fmt --all --check
 section "cargo clippy (native, all targets)"
 cargo clippy --all-targets -- -D warnings
 
-section "cargo clippy (wasm32: lib and browser tests)"
+section "cargo clippy (wasm32: lib and browser tests, with the relaxed-SIMD kernel)"
 # The `blipq` CLI is native-only (required-features = ["cli"]), hence --no-default-features.
-cargo clippy --target wasm32-unknown-unknown --no-default-features --lib --test wasm --test wasm_worker --test q8_kernel -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --lib --test wasm --test wasm_worker --test q8_kernel -- -D warnings
 
 section "cargo test (native)"
 cargo test
 
-# The wasm-bindgen unit tests stay single-threaded, on stable (.cargo/config.toml's flags).
-section "cargo test (wasm32: headless Chromium main thread and dedicated worker; simd128 INT8 kernel in Node)"
-cargo test --target wasm32-unknown-unknown --no-default-features --test wasm --test wasm_worker --test q8_kernel
+# The wasm-bindgen unit tests stay single-threaded, on stable (.cargo/config.toml's flags). One
+# wasm test build, with the `relaxed-simd` feature: it holds both wasm INT8 kernels (simd128 and
+# relaxed SIMD, each tested against the scalar one) and captions with the relaxed one; the
+# simd128 build's captions are checked in the page by the end-to-end test.
+section "cargo test (wasm32, relaxed-simd feature: headless Chromium main thread and dedicated worker)"
+cargo test --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --test wasm --test wasm_worker --test q8_kernel
 
-section "scripts/web.sh build --release (the page: threaded wasm, nightly, wasm-opt)"
+section "scripts/web.sh build --release (the page: threaded simd128 and relaxed-SIMD wasm, nightly, wasm-opt)"
 scripts/web.sh build --release
-wasm="dist/blipq_bg.wasm"
-[[ -s "$wasm" ]] || { echo "trunk produced no $wasm" >&2; exit 1; }
-echo "dist: $(du -sh dist | cut -f1), $wasm: $(stat -c %s "$wasm") bytes"
+for wasm in dist/blipq_bg.wasm dist/relaxed/blipq_bg.wasm; do
+  [[ -s "$wasm" ]] || { echo "the build produced no $wasm" >&2; exit 1; }
+  echo "$wasm: $(stat -c %s "$wasm") bytes"
+done
+echo "dist: $(du -sh dist | cut -f1)"
 
 section "end-to-end test of the page (dist/ in /usr/bin/chromium via playwright-core)"
 # Captions in the page (run on several threads) must equal `blipq caption --json`

@@ -455,6 +455,31 @@ pub fn wasm_memory_bytes() -> f64 {
 #[cfg(target_feature = "atomics")]
 pub use wasm_bindgen_rayon::init_thread_pool;
 
+/// Which of the page's two wasm builds this module is: `"relaxed-simd"` (the cargo feature of
+/// the same name: the INT8 kernel on relaxed SIMD) or `"simd128"` (loads in every engine with
+/// fixed-width SIMD). The worker picks one by feature detection (www/worker.js).
+pub const WASM_BUILD: &str = if cfg!(feature = "relaxed-simd") {
+    "relaxed-simd"
+} else {
+    "simd128"
+};
+
+/// `wasmBuild()` → [`WASM_BUILD`], for the page's status line and the benchmark report.
+#[wasm_bindgen(js_name = wasmBuild)]
+pub fn wasm_build() -> String {
+    WASM_BUILD.to_string()
+}
+
+/// `browserDevice()` → the device string of browser runs in the reports (`blipq bench` writes
+/// `cpu`): this build and the threads rayon's pool runs on, e.g.
+/// `wasm32 relaxed-simd (browser, 2 threads)`. The worker that ran a benchmark sends its own.
+#[wasm_bindgen(js_name = browserDevice)]
+pub fn browser_device() -> String {
+    let threads = rayon::current_num_threads();
+    let s = if threads == 1 { "" } else { "s" };
+    format!("wasm32 {WASM_BUILD} (browser, {threads} thread{s})")
+}
+
 /// `rayonThreads()` → how many threads rayon's global pool runs on: the `initThreadPool` size
 /// once that resolved, else 1 (this thread alone). Calling it fixes the pool, so call it only
 /// after `initThreadPool` (or when there will be none).
@@ -609,9 +634,6 @@ struct JsBenchModelReport {
     captions_json: String,
 }
 
-/// Device string of browser runs in the reports (`blipq bench` writes `cpu`).
-pub const BROWSER_DEVICE: &str = "wasm32-simd128 (browser, 1 thread)";
-
 /// The per-model results and the comparison of a browser benchmark, computed exactly as
 /// `blipq bench` does (same [`bench::performance`], [`bench::quality`] and comparison table).
 pub fn bench_report_results(items: &[Item], models: Vec<BenchRun>) -> Result<Vec<ModelResults>> {
@@ -629,7 +651,7 @@ pub fn bench_report_results(items: &[Item], models: Vec<BenchRun>) -> Result<Vec
                 model_info: ModelInfoReport {
                     total_parameters: m.total_parameters,
                     model_size_mb: m.model_size_bytes / (1024.0 * 1024.0),
-                    device: m.device.unwrap_or_else(|| BROWSER_DEVICE.to_string()),
+                    device: m.device.unwrap_or_else(browser_device),
                     is_quantized: m.is_quantized,
                     dtype: m.dtype,
                     model_path: m.model_path,

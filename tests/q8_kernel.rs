@@ -1,8 +1,9 @@
 //! The INT8 GEMM kernels (`model::q8`): every kernel this machine can run against the scalar
 //! reference (exact integer block sums, odd shapes, saturation extremes), and against candle's
-//! own `Q8_0` matmul on the same weights. The same tests run on wasm32 (the simd128 kernel against
-//! the scalar one) under `wasm-bindgen-test-runner` in Node:
-//! `cargo test --target wasm32-unknown-unknown --no-default-features --test q8_kernel`.
+//! own `Q8_0` matmul on the same weights. The same tests run on wasm32 under
+//! `wasm-bindgen-test-runner` in headless Chromium: the simd128 kernel against the scalar one,
+//! and with the cargo feature `relaxed-simd` the relaxed-SIMD kernel too (CI's wasm test build):
+//! `cargo test --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --test q8_kernel`.
 //!
 //! Under Miri (`cfg(miri)`) the same tests run on small shapes that still take every path
 //! (column split and row split, partial panels, several row chunks, several k-blocks), since
@@ -22,6 +23,10 @@ use blipq::model::q8::{Kernel, Q8Matrix};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use half::f16;
+
+// Relaxed SIMD needs a current engine (Chromium has it; Node 20 only behind a flag).
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 /// A small deterministic generator (xorshift64*), so failures reproduce.
 struct Rng(u64);
@@ -102,8 +107,13 @@ fn run(mat: &Q8Matrix, kernel: Kernel, xs: &[f32], m: usize) -> Vec<f32> {
 fn every_kernel_computes_exact_integer_products() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     println!("kernels: {:?}", Kernel::available());
-    // The wasm build is compiled with +simd128 (.cargo/config.toml): its kernel must be the one tested.
+    // The wasm build is compiled with +simd128 (.cargo/config.toml): its kernel must be among the
+    // ones tested, and with the `relaxed-simd` feature the relaxed kernel is the one chosen.
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    assert!(Kernel::available().contains(&Kernel::Simd128));
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+    assert_eq!(Kernel::best(), Kernel::RelaxedSimd);
+    #[cfg(all(target_arch = "wasm32", not(feature = "relaxed-simd")))]
     assert_eq!(Kernel::best(), Kernel::Simd128);
     for &(n, k) in &SHAPES {
         for m in MS {

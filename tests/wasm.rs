@@ -541,7 +541,7 @@ fn bench_report_matches_the_cli_report() {
     assert_eq!(fp32.performance_metrics.memory_usage_mb, Some(20.0));
     assert_eq!(fp32.model_info.model_size_mb, 3.0);
     assert_eq!(fp32.model_info.model_path, "models/demo");
-    assert_eq!(fp32.model_info.device, blipq::web::BROWSER_DEVICE);
+    assert_eq!(fp32.model_info.device, blipq::web::browser_device());
     assert!(results[1].model_info.is_quantized);
     // The files' text is exactly what `blipq bench` would write for the same samples: results
     // assembled here with the library's functions, as src/bin/blipq/bench.rs does.
@@ -560,7 +560,7 @@ fn bench_report_matches_the_cli_report() {
         model_info: blipq::bench::ModelInfoReport {
             total_parameters: 1000,
             model_size_mb: 3.0,
-            device: blipq::web::BROWSER_DEVICE.into(),
+            device: blipq::web::browser_device(),
             is_quantized: false,
             dtype: "float32".into(),
             model_path: "models/demo".into(),
@@ -656,4 +656,22 @@ fn weights_are_judged_from_the_start_of_a_download() {
     prefix.extend_from_slice(bad.as_bytes());
     let msg = error_message(check_weights_prefix(&prefix).unwrap_err());
     assert!(msg.contains("a gap"), "{msg}");
+}
+
+/// The build under test names itself and its INT8 kernel, and the reports' device string says
+/// which build ran on how many threads (this test build is single-threaded).
+#[wasm_bindgen_test]
+fn build_and_device_name_the_int8_kernel() {
+    use blipq::model::q8::Kernel;
+    let (build, kernel) = if cfg!(feature = "relaxed-simd") {
+        ("relaxed-simd", Kernel::RelaxedSimd)
+    } else {
+        ("simd128", Kernel::Simd128)
+    };
+    assert_eq!(blipq::web::wasm_build(), build);
+    assert_eq!(Kernel::best(), kernel);
+    assert_eq!(
+        blipq::web::browser_device(),
+        format!("wasm32 {build} (browser, 1 thread)")
+    );
 }

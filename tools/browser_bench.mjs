@@ -4,8 +4,8 @@
 // A measurement tool, not part of CI. Usage:
 //
 //   node tools/browser_bench.mjs --dist dist --model /work/cache/base --model /work/cache/base-int8 \
-//       --image data/validation/coffee.jpg [--tokens 20] [--warmup 1] [--runs 1] [--threads 1,auto] \
-//       [--json out.json]
+//       --image data/validation/coffee.jpg [--tokens 20] [--warmup 1] [--runs 3] [--threads 1,auto] \
+//       [--builds simd128,relaxed-simd] [--native-int8-1t S] [--json out.json]
 //
 // Options:
 //   --dist DIR        wasm-bindgen `web` output holding blipq.js + blipq_bg.wasm (trunk's dist/, or
@@ -16,11 +16,17 @@
 //   --image FILE      image to caption (PNG/JPEG/WebP/GIF/BMP). Required.
 //   --tokens N        exact number of new tokens per caption (`fixedNewTokens`). Default: 20
 //   --warmup N        untimed captions before the timed ones. Default: 1
-//   --runs N          timed captions (the table shows their mean). Default: 1
+//   --runs N          timed captions (the table shows their median). Default: 3
 //   --threads LIST    comma-separated rayon pool sizes to run every model with: a number, or
 //                     "auto" (navigator.hardwareConcurrency, at most 8, as the page does). 1 =
 //                     no pool, the single-threaded path. More than 1 needs the threaded build
 //                     (scripts/web.sh build). Default: auto
+//   --builds LIST     the wasm builds to run, side by side for every model and thread count:
+//                     "simd128" (DIST/blipq.js, what every engine loads) and "relaxed-simd"
+//                     (DIST/relaxed/blipq.js, scripts/web.sh's second build, the page's choice
+//                     where the engine has relaxed SIMD). Default: both when DIST/relaxed exists
+//   --native-int8-1t S  native one-thread INT8 s/caption of the same model and image (e.g. from
+//                     tools/peer_compare.py), for the "browser ≤ 2.5× native" target line
 //   --json FILE       also write every measurement as JSON
 //   --chromium PATH   browser binary. Default: /usr/bin/chromium
 //   --timeout-min N   give up on one model after N minutes. Default: 30
@@ -40,9 +46,11 @@
 //   3. reads wasmMemoryBytes() before and after `new Captioner(files)`; wasm memory only grows,
 //      so "after" is the peak while loading (the weight file itself stays in JS memory),
 //   4. captions the image --warmup times, then --runs times with `{fixedNewTokens: N}`,
-// and posts the results back. Prints one Markdown table (a row per model and thread count) and checks issue 4's
-// targets: INT8 <= 5 s per caption, FP32 <= 8 s, wasm memory after loading <= 1.3x the size of
-// model.safetensors (the time targets are meant for the `blipq synth --preset base` checkpoint).
+// and posts the results back. Prints one Markdown table (a row per model, build and thread count)
+// and checks issue 10's browser targets (meant for the `blipq synth --preset base` checkpoints):
+// INT8 <= 2.0 s per caption on 2 threads and <= 3.5 s on one, INT8 at least 2x faster than FP32
+// (same build and threads), one-thread INT8 <= 2.5x native one-thread INT8 (with
+// --native-int8-1t), and wasm memory after loading <= 1.3x the size of model.safetensors.
 //
 // playwright-core is imported from tests/e2e/node_modules when present, else from
 // tools/node_modules:   npm install --no-save --prefix tools playwright-core
@@ -69,6 +77,8 @@ const MODEL_FILES = [
   "generation_config.json",
 ];
 const REQUIRED_FILES = ["config.json", "model.safetensors", "tokenizer.json"];
+/** Each wasm build's folder in the dist tree (scripts/web.sh puts the relaxed one in relaxed/). */
+const BUILDS = { simd128: "", "relaxed-simd": "relaxed" };
 
 
 const CONTENT_TYPES = {
@@ -91,7 +101,8 @@ const CONTENT_TYPES = {
 };
 
 const USAGE = `usage: node tools/browser_bench.mjs --dist DIR --model DIR [--model DIR]... --image FILE
-       [--tokens 20] [--warmup 1] [--runs 1] [--threads auto] [--json FILE] [--chromium /usr/bin/chromium]
+       [--tokens 20] [--warmup 1] [--runs 3] [--threads auto] [--builds simd128,relaxed-simd]
+       [--native-int8-1t S] [--json FILE] [--chromium /usr/bin/chromium]
        [--timeout-min 30] [--port 0] [--headed]`;
 
 function fail(msg) {
@@ -106,7 +117,9 @@ function parseArgs(argv) {
     image: null,
     tokens: 20,
     warmup: 1,
-    runs: 1,
+    runs: 3,
+    builds: null,
+    nativeInt8OneThread: null,
     json: null,
     chromium: "/usr/bin/chromium",
     timeoutMin: 30,
@@ -130,7 +143,13 @@ function parseArgs(argv) {
     else if (a === "--json") opts.json = value();
     else if (a === "--chromium") opts.chromium = value();
     else if (a === "--headed") opts.headed = true;
-    else if (a === "--threads") {
+    else if (a === "--builds") {
+      opts.builds = value().split(",");
+      for (const b of opts.builds) if (!(b in BUILDS)) fail(`--builds takes ${Object.keys(BUILDS).join(", ")}, got ${b}`);
+    } else if (a === "--native-int8-1t") {
+      opts.nativeInt8OneThread = Number(value());
+      if (!(opts.nativeInt8OneThread > 0)) fail("--native-int8-1t must be a positive number of seconds");
+    } else if (a === "--threads") {
       opts.threads = value()
         .split(",")
         .map((t) => {
@@ -155,8 +174,12 @@ function parseArgs(argv) {
   opts.dist = resolve(opts.dist);
   opts.image = resolve(opts.image);
   opts.models = opts.models.map((m) => resolve(m));
-  for (const f of ["blipq.js", "blipq_bg.wasm"]) {
-    if (!existsSync(join(opts.dist, f))) fail(`${join(opts.dist, f)} not found (build the wasm first)`);
+  opts.builds ??= existsSync(join(opts.dist, BUILDS["relaxed-simd"], "blipq_bg.wasm")) ? ["simd128", "relaxed-simd"] : ["simd128"];
+  for (const b of opts.builds) {
+    for (const f of ["blipq.js", "blipq_bg.wasm"]) {
+      const path = join(opts.dist, BUILDS[b], f);
+      if (!existsSync(path)) fail(`${path} not found (build the wasm first: scripts/web.sh build --release)`);
+    }
   }
   if (!existsSync(opts.image)) fail(`image ${opts.image} not found`);
   if (!existsSync(opts.chromium)) fail(`browser ${opts.chromium} not found (--chromium PATH)`);
@@ -178,7 +201,8 @@ async function loadPlaywright() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The harness served at /__bench__/ (inside the dist tree, so "../blipq.js" is dist/blipq.js).
+// The harness served at /__bench__/ and /relaxed/__bench__/ (inside the dist tree, so
+// "../blipq.js" is dist/blipq.js or dist/relaxed/blipq.js: the build under test).
 
 const HARNESS_HTML = `<!doctype html>
 <html lang="en">
@@ -230,6 +254,7 @@ async function run(job) {
     await init({ module_or_path: new URL("../blipq_bg.wasm", import.meta.url) });
     out.init_s = now() - t;
     out.version = version();
+    out.wasm_build = blipq.wasmBuild();
     out.wasm_bytes_after_init = wasmMemoryBytes();
     out.stage = "threads";
     out.cross_origin_isolated = !!self.crossOriginIsolated;
@@ -321,8 +346,9 @@ function startServer(opts) {
     } catch {
       return send(400, "bad path\n");
     }
-    if (path === "/__bench__/index.html" || path === "/__bench__/") return send(200, HARNESS_HTML, CONTENT_TYPES[".html"]);
-    if (path === "/__bench__/worker.js") return send(200, HARNESS_WORKER, CONTENT_TYPES[".js"]);
+    const harness = path.replace(/^\/relaxed\/__bench__\//, "/__bench__/");
+    if (harness === "/__bench__/index.html" || harness === "/__bench__/") return send(200, HARNESS_HTML, CONTENT_TYPES[".html"]);
+    if (harness === "/__bench__/worker.js") return send(200, HARNESS_WORKER, CONTENT_TYPES[".js"]);
 
     let root;
     let rel;
@@ -369,13 +395,16 @@ function startServer(opts) {
 const MB = 1e6;
 const MiB = 2 ** 20;
 const fmt = (x, digits = 2) => (x === undefined || x === null || Number.isNaN(x) ? "–" : x.toFixed(digits));
-const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 const stamp = (t0) => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s]`;
 
-async function benchModel(browser, baseUrl, opts, index, threads, t0) {
+async function benchModel(browser, baseUrl, opts, index, threads, build, t0) {
   const dir = opts.models[index];
   const files = MODEL_FILES.filter((f) => existsSync(join(dir, f)));
-  const result = { model: dir, label: basename(dir), requested_threads: threads || "auto", files, ok: false };
+  const result = { model: dir, label: basename(dir), requested_threads: threads || "auto", build, files, ok: false };
   const missing = REQUIRED_FILES.filter((f) => !files.includes(f));
   if (!files.includes("preprocessor_config.json") && !files.includes("processor_config.json")) {
     missing.push("preprocessor_config.json (or processor_config.json)");
@@ -416,12 +445,17 @@ async function benchModel(browser, baseUrl, opts, index, threads, t0) {
     timer = setTimeout(() => resolveTimeout({ ok: false, error: `timed out after ${opts.timeoutMin} min` }), timeoutMs);
   });
   try {
-    const url = `${baseUrl}/__bench__/index.html?job=${encodeURIComponent(JSON.stringify(job))}`;
+    const folder = BUILDS[build] ? `/${BUILDS[build]}` : "";
+    const url = `${baseUrl}${folder}/__bench__/index.html?job=${encodeURIComponent(JSON.stringify(job))}`;
     await page.goto(url, { waitUntil: "load" });
     const wall0 = Date.now();
     const out = await Promise.race([page.evaluate(() => window.benchResult), crash, timeout]);
     result.page_wall_s = (Date.now() - wall0) / 1000;
-    Object.assign(result, out, { label: result.label, model: dir, files, file_bytes: result.file_bytes, requested_threads: result.requested_threads });
+    Object.assign(result, out, { label: result.label, model: dir, files, file_bytes: result.file_bytes, requested_threads: result.requested_threads, build });
+    if (result.ok && result.wasm_build !== build) {
+      result.ok = false;
+      result.error = `asked for the ${build} build, the module says it is ${result.wasm_build}`;
+    }
     delete result.type;
   } catch (e) {
     result.ok = false;
@@ -442,12 +476,13 @@ async function benchModel(browser, baseUrl, opts, index, threads, t0) {
       ratio_after_load_to_file: result.wasm_bytes_after_load / result.file_bytes,
       load_s: result.load_s,
       fetch_s: result.fetch_s,
-      preprocess_s: mean(runs.map((r) => r.timings.preprocess_s)),
-      vision_s: mean(runs.map((r) => r.timings.vision_s)),
-      decode_s: mean(runs.map((r) => r.timings.decode_s)),
-      total_s: mean(runs.map((r) => r.timings.total_s)),
-      wall_s: mean(runs.map((r) => r.wall_s)),
-      new_tokens: mean(runs.map((r) => r.newTokens)),
+      preprocess_s: median(runs.map((r) => r.timings.preprocess_s)),
+      vision_s: median(runs.map((r) => r.timings.vision_s)),
+      decode_s: median(runs.map((r) => r.timings.decode_s)),
+      total_s: median(runs.map((r) => r.timings.total_s)),
+      total_range: [Math.min(...runs.map((r) => r.timings.total_s)), Math.max(...runs.map((r) => r.timings.total_s))],
+      wall_s: median(runs.map((r) => r.wall_s)),
+      new_tokens: median(runs.map((r) => r.newTokens)),
       tokens_per_s: total > 0 ? tokens / total : 0,
       caption: runs[runs.length - 1].caption,
     };
@@ -458,46 +493,62 @@ async function benchModel(browser, baseUrl, opts, index, threads, t0) {
 function markdown(results, opts) {
   const lines = [];
   lines.push(
-    `blipq in headless Chromium (wasm32 + simd128, one dedicated worker per model and thread count): ` +
+    `blipq in headless Chromium (one dedicated worker per model, build and thread count): ` +
       `${basename(opts.image)}, exactly ${opts.tokens} new tokens, ${opts.warmup} warm-up + ${opts.runs} timed caption(s)` +
-      (opts.runs > 1 ? " (means)" : "") +
+      (opts.runs > 1 ? " (medians; total range in brackets)" : "") +
       ".",
   );
   lines.push("");
   lines.push(
-    "| model | dtype | threads | file MB | wasm MiB after load | wasm / file | load s | caption s (preprocess / vision / decode / total) | tokens/s | caption |",
+    "| model | dtype | build | threads | file MB | wasm MiB after load | wasm / file | load s | caption s (preprocess / vision / decode / total) | tokens/s | caption |",
   );
-  lines.push("|---|---|---|---|---|---|---|---|---|---|");
+  lines.push("|---|---|---|---|---|---|---|---|---|---|---|");
+  const dtypeOf = (r) => (r.info ? (r.info.is_quantized ? "INT8" : r.info.dtype || "FP32") : "?");
   for (const r of results) {
     if (!r.ok) {
       const file = r.file_bytes ? fmt(r.file_bytes / MB, 1) : "–";
-      lines.push(`| ${r.label} | – | ${r.threads ?? r.requested_threads} | ${file} | ${r.wasm_bytes_at_error ? fmt(r.wasm_bytes_at_error / MiB, 1) + " (at error)" : "–"} | – | – | FAILED at ${r.stage || "?"}: ${String(r.error).replace(/\|/g, "\\|")} | – | – |`);
+      lines.push(`| ${r.label} | – | ${r.build} | ${r.threads ?? r.requested_threads} | ${file} | ${r.wasm_bytes_at_error ? fmt(r.wasm_bytes_at_error / MiB, 1) + " (at error)" : "–"} | – | – | FAILED at ${r.stage || "?"}: ${String(r.error).replace(/\|/g, "\\|")} | – | – |`);
       continue;
     }
     const s = r.summary;
-    const dtype = r.info ? (r.info.is_quantized ? "INT8" : r.info.dtype || "FP32") : "?";
+    const range = opts.runs > 1 ? ` (${fmt(s.total_range[0])}–${fmt(s.total_range[1])})` : "";
     lines.push(
-      `| ${r.label} | ${dtype} | ${r.threads} | ${fmt(s.file_mb, 1)} | ${fmt(s.wasm_mib_after_load, 1)} | ${fmt(s.ratio_after_load_to_file, 2)} | ` +
-        `${fmt(s.load_s)} | ${fmt(s.preprocess_s, 3)} / ${fmt(s.vision_s)} / ${fmt(s.decode_s)} / **${fmt(s.total_s)}** | ` +
+      `| ${r.label} | ${dtypeOf(r)} | ${r.build} | ${r.threads} | ${fmt(s.file_mb, 1)} | ${fmt(s.wasm_mib_after_load, 1)} | ${fmt(s.ratio_after_load_to_file, 2)} | ` +
+        `${fmt(s.load_s)} | ${fmt(s.preprocess_s, 3)} / ${fmt(s.vision_s)} / ${fmt(s.decode_s)} / **${fmt(s.total_s)}**${range} | ` +
         `${fmt(s.tokens_per_s, 1)} | ${s.caption.replace(/\|/g, "\\|")} |`,
     );
   }
   lines.push("");
-  lines.push("Issue 4 targets (for the `synth --preset base` checkpoints): INT8 ≤ 5 s and FP32 ≤ 8 s per caption; wasm memory after loading ≤ 1.3× model.safetensors.");
+  lines.push(
+    "Issue 10 browser targets (for the `synth --preset base` checkpoints): INT8 ≤ 2.0 s per caption on 2 threads and ≤ 3.5 s on one; " +
+      "INT8 ≥ 2× faster than FP32; one-thread INT8 ≤ 2.5× native one-thread INT8; wasm memory after loading ≤ 1.3× model.safetensors.",
+  );
   lines.push("");
+  const ok = results.filter((r) => r.ok);
   for (const r of results) {
     if (!r.ok) {
-      lines.push(`- ${r.label} (${r.threads ?? r.requested_threads} thread(s)): FAILED (${r.error})`);
+      lines.push(`- ${r.label} (${r.build}, ${r.threads ?? r.requested_threads} thread(s)): FAILED (${r.error})`);
       continue;
     }
     const s = r.summary;
-    const quant = r.info && r.info.is_quantized;
-    const limit = quant ? 5 : 8;
-    const time = s.total_s <= limit ? "meets" : "MISSES";
-    const mem = s.ratio_after_load_to_file <= 1.3 ? "meets" : "MISSES";
+    const verdict = (good) => (good ? "meets" : "MISSES");
+    const parts = [`${fmt(s.total_s)} s/caption`];
+    if (r.info?.is_quantized) {
+      const limit = r.threads === 1 ? 3.5 : r.threads === 2 ? 2.0 : null;
+      if (limit) parts.push(`${verdict(s.total_s <= limit)} the ≤ ${limit} s target`);
+      const fp32 = ok.find((o) => !o.info?.is_quantized && o.build === r.build && o.threads === r.threads);
+      if (fp32) {
+        const speedup = fp32.summary.total_s / s.total_s;
+        parts.push(`${fmt(speedup)}× faster than ${fp32.label} (${verdict(speedup >= 2)} ≥ 2×)`);
+      }
+      if (r.threads === 1 && opts.nativeInt8OneThread) {
+        const ratio = s.total_s / opts.nativeInt8OneThread;
+        parts.push(`${fmt(ratio)}× native one-thread INT8 (${verdict(ratio <= 2.5)} ≤ 2.5×)`);
+      }
+    }
+    parts.push(`wasm ${fmt(s.ratio_after_load_to_file, 2)}× file (${verdict(s.ratio_after_load_to_file <= 1.3)} ≤ 1.3×)`);
     lines.push(
-      `- ${r.label} (${r.threads} thread(s)): ${fmt(s.total_s)} s/caption ${time} the ${quant ? "INT8" : "FP32"} ≤ ${limit} s target; ` +
-        `wasm ${fmt(s.ratio_after_load_to_file, 2)}× file ${mem} ≤ 1.3× ` +
+      `- ${r.label} (${r.build}, ${r.threads} thread(s)): ${parts.join("; ")} ` +
         `(wasm ${fmt(s.wasm_mib_before_load, 1)} MiB before load, ${fmt(s.wasm_mib_after_caption, 1)} MiB after captioning; ` +
         `fetch ${fmt(s.fetch_s)} s; ${fmt(s.new_tokens, 0)} new tokens; JS wall ${fmt(s.wall_s)} s/caption)`,
     );
@@ -524,17 +575,20 @@ async function main() {
     console.error(`${stamp(t0)} ${opts.chromium} ${browser.version()}`);
     for (const threads of opts.threads) {
       for (let i = 0; i < opts.models.length; i++) {
-        console.error(`${stamp(t0)} ${basename(opts.models[i])}: loading ${opts.models[i]} (threads: ${threads || "auto"})`);
-        // A fresh context (own profile state, own renderer) and page per model and thread count.
-        const context = await browser.newContext();
-        let r;
-        try {
-          r = await benchModel(context, baseUrl, opts, i, threads, t0);
-        } finally {
-          await context.close().catch(() => {});
+        // The builds of one model and thread count run back to back, so they see the same machine.
+        for (const build of opts.builds) {
+          console.error(`${stamp(t0)} ${basename(opts.models[i])}: loading ${opts.models[i]} (${build}, threads: ${threads || "auto"})`);
+          // A fresh context (own profile state, own renderer) and page per model, build and thread count.
+          const context = await browser.newContext();
+          let r;
+          try {
+            r = await benchModel(context, baseUrl, opts, i, threads, build, t0);
+          } finally {
+            await context.close().catch(() => {});
+          }
+          if (!r.ok) console.error(`${stamp(t0)} ${r.label}: FAILED: ${r.error}`);
+          results.push(r);
         }
-        if (!r.ok) console.error(`${stamp(t0)} ${r.label}: FAILED: ${r.error}`);
-        results.push(r);
       }
     }
   } finally {
@@ -552,8 +606,9 @@ async function main() {
       warmup: opts.warmup,
       runs: opts.runs,
       threads: opts.threads.map((t) => t || "auto"),
+      builds: opts.builds,
       chromium: opts.chromium,
-      wasm_bytes: statSync(join(opts.dist, "blipq_bg.wasm")).size,
+      wasm_bytes: Object.fromEntries(opts.builds.map((b) => [b, statSync(join(opts.dist, BUILDS[b], "blipq_bg.wasm")).size])),
       results,
     };
     writeFileSync(opts.json, JSON.stringify(report, null, 2) + "\n");

@@ -8,7 +8,8 @@
 // data-vision-s, data-decode-s, data-total-s, data-tokens-per-s, data-wasm-bytes,
 // data-js-heap-bytes, data-bleu4 (when the image has references). Loaded models are
 // .model-item elements with data-key, data-weight-bytes, data-mem-before, data-mem-after,
-// data-load-ratio, data-from-cache. Errors go to #messages (role="alert").
+// data-load-ratio, data-from-cache. Errors go to #messages (role="alert"). body[data-wasm-build]
+// names the worker's build ("relaxed-simd" or "simd128"), body[data-threads] its threads.
 import { CACHE_NAME, MB } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -16,6 +17,9 @@ const WORKER_URL = new URL("./worker.js", import.meta.url);
 // `?threads=N` on the page's URL sets the worker's thread pool size (e.g. 1 to compare).
 const THREADS_PARAM = new URLSearchParams(location.search).get("threads");
 if (THREADS_PARAM) WORKER_URL.searchParams.set("threads", THREADS_PARAM);
+// `?simd=simd128` loads the simd128 build even where relaxed SIMD is there (see worker.js).
+const SIMD_PARAM = new URLSearchParams(location.search).get("simd");
+if (SIMD_PARAM) WORKER_URL.searchParams.set("simd", SIMD_PARAM);
 /** The page's own wasm module: trunk's loader sets window.wasmBindings and fires
  * TrunkApplicationStarted once init() is done. */
 const wasmBindings = new Promise((resolve) => {
@@ -191,6 +195,9 @@ function showThreads(hello, isolationNote) {
   document.body.dataset.threads = String(threads);
   $("threads").textContent = String(threads);
   $("threads-note").textContent = threads > 1 || !hello.threadsNote ? "" : `(${hello.threadsNote})`;
+  document.body.dataset.wasmBuild = hello.wasmBuild;
+  $("wasm-build").textContent = hello.wasmBuild === "relaxed-simd" ? "relaxed SIMD" : "simd128";
+  $("wasm-build-note").textContent = hello.wasmBuildNote ? `(${hello.wasmBuildNote})` : "";
   if (hello.threadedBuild && !hello.crossOriginIsolated && !isolationNoticeShown) {
     isolationNoticeShown = true;
     showMessage(
@@ -679,6 +686,7 @@ async function runBenchmark() {
           modelSizeBytes: out.weightBytes,
           modelPath: def.modelPath,
           peakMemoryBytes: out.peakMemoryBytes,
+          device: out.device,
         });
       } finally {
         worker.terminate();

@@ -1,5 +1,5 @@
 // The inference worker: loads the wasm module (dist/blipq.js, a stable name because
-// filehash = false), downloads checkpoints (streaming progress, Cache API), keeps loaded models
+// filehash = false; or dist/relaxed/blipq.js, the relaxed-SIMD build, where the engine has it), downloads checkpoints (streaming progress, Cache API), keeps loaded models
 // and answers requests one at a time, so the page never waits on the model.
 //
 // Protocol. Page → worker: {id, type, ...}. Worker → page: any number of events
@@ -17,7 +17,8 @@
 //
 // Requests:
 //   hello                                   → {version, wasmMemoryBytes, threads, threadsNote,
-//                                              threadedBuild, crossOriginIsolated}
+//                                              threadedBuild, crossOriginIsolated, wasmBuild
+//                                              ("relaxed-simd" | "simd128"), wasmBuildNote}
 //   load {key, source}                      → {info, files, weightBytes, totalBytes, fromCache,
 //                                              memBefore, memAfter}
 //        source = {kind: "url", base} | {kind: "files", files: File[]}
@@ -27,7 +28,8 @@
 //                                              newTokens, timings, bleu4, wasmMemoryBytes, jsHeapBytes}
 //   bench {source, items, imagesBase, options, warmup}   (sent to a fresh worker per model)
 //                                           → bench-progress events, then {samples, failures,
-//                                              info, weightBytes, peakMemoryBytes, memBefore, memAfter}
+//                                              info, weightBytes, peakMemoryBytes, device,
+//                                              memBefore, memAfter}
 //
 // Downloads and the Cache. A download is held to its Content-Length: a body that breaks off or
 // ends short is an error naming the file and the byte counts. Weights whose safetensors header
@@ -38,12 +40,57 @@
 // cached files deleted. A fetch() that throws (no HTTP answer: unreachable, or refused by CORS)
 // is explained in plain words.
 //
-// A namespace import: `initThreadPool` exists in the threaded build only, and a named import
-// of a missing export would fail the whole module.
-import init, * as blipq from "../blipq.js";
 import { CACHE_NAME } from "./common.js";
 
-const { Captioner, version, wasmMemoryBytes, bleu4 } = blipq;
+/**
+ * A module with one `i32x4.relaxed_dot_i8x16_i7x16_add_s`: it validates only in engines with
+ * relaxed SIMD, which can then load the relaxed build (the INT8 kernel the page's relaxed/ folder
+ * holds, scripts/web.sh); any other engine would refuse that whole module.
+ */
+const RELAXED_SIMD_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // types: () -> v128
+  0x03, 0x02, 0x01, 0x00, // one function of type 0
+  0x0a, 0x13, 0x01, 0x11, 0x00, // code: one body of 17 bytes, no locals
+  0x41, 0x01, 0xfd, 0x0f, // i32.const 1, i8x16.splat
+  0x41, 0x02, 0xfd, 0x0f, // i32.const 2, i8x16.splat
+  0x41, 0x03, 0xfd, 0x11, // i32.const 3, i32x4.splat
+  0xfd, 0x93, 0x02, // i32x4.relaxed_dot_i8x16_i7x16_add_s
+  0x0b, // end
+]);
+
+/**
+ * Loads the relaxed-SIMD build where the engine has relaxed SIMD, else the simd128 one (every
+ * engine with fixed-width SIMD). `?simd=simd128` on this script's URL (the page passes its own)
+ * forces the simd128 build, e.g. to compare the two in one browser. Resolves to
+ * {blipq, wasmUrl, buildNote}: the bindings (a namespace: `initThreadPool` exists in the
+ * threaded builds only, and a named import of a missing export would fail the whole module).
+ */
+async function importBuild() {
+  const asked = new URL(self.location.href).searchParams.get("simd");
+  let note = null;
+  if (asked === "simd128") note = "simd128 requested";
+  else if (!WebAssembly.validate(RELAXED_SIMD_PROBE)) note = "this browser has no relaxed SIMD";
+  else {
+    try {
+      const blipq = await import("../relaxed/blipq.js");
+      return { blipq, wasmUrl: new URL("../relaxed/blipq_bg.wasm", import.meta.url), buildNote: null };
+    } catch (e) {
+      // A dist/ built without it (a plain `trunk build`, not scripts/web.sh).
+      note = `no relaxed-SIMD build here (${errorMessage(e)})`;
+      console.warn(`blipq worker: loading the simd128 build: ${note}`);
+    }
+  }
+  const blipq = await import("../blipq.js");
+  return { blipq, wasmUrl: new URL("../blipq_bg.wasm", import.meta.url), buildNote: note };
+}
+
+/**
+ * The loaded build's bindings: set before `ready` (below) resolves, and every request waits for
+ * it. (No top-level await: the message handler must exist before the module's first await, or
+ * the page's first requests would find none.)
+ */
+let blipq, Captioner, version, wasmMemoryBytes, bleu4;
 
 const REQUIRED = ["config.json", "model.safetensors", "tokenizer.json"];
 const OPTIONAL = ["tokenizer_config.json", "generation_config.json"];
@@ -55,7 +102,7 @@ const MAX_THREADS = 8;
 const POOL_TIMEOUT_MS = 30_000;
 
 /** Starts rayon's pool when this build and page can; resolves to {threads, threadsNote}. */
-async function startThreads() {
+async function startThreads(buildNote) {
   const threadedBuild = typeof blipq.initThreadPool === "function";
   const requested = Number(new URL(self.location.href).searchParams.get("threads"));
   const wanted =
@@ -86,10 +133,22 @@ async function startThreads() {
   }
   // Fixes rayon's global pool: the one just started, else this thread alone.
   const threads = blipq.rayonThreads();
-  return { threads, threadsNote: note, threadedBuild, crossOriginIsolated: !!self.crossOriginIsolated };
+  return {
+    threads,
+    threadsNote: note,
+    threadedBuild,
+    crossOriginIsolated: !!self.crossOriginIsolated,
+    wasmBuild: blipq.wasmBuild(),
+    wasmBuildNote: buildNote,
+  };
 }
 
-const ready = init({ module_or_path: new URL("../blipq_bg.wasm", import.meta.url) }).then(startThreads);
+const ready = importBuild().then(async (build) => {
+  blipq = build.blipq;
+  ({ Captioner, version, wasmMemoryBytes, bleu4 } = blipq);
+  await blipq.default({ module_or_path: build.wasmUrl });
+  return startThreads(build.buildNote);
+});
 /** key → {captioner, info, weightBytes} */
 const models = new Map();
 
@@ -460,7 +519,10 @@ async function imageBytes(image) {
 }
 
 const handlers = {
-  hello: async () => ({ version: version(), wasmMemoryBytes: wasmMemoryBytes(), ...(await ready) }),
+  hello: async () => {
+    const started = await ready;
+    return { version: version(), wasmMemoryBytes: wasmMemoryBytes(), ...started };
+  },
 
   load: async ({ key, source }, emit) => {
     const old = models.get(key);
@@ -560,6 +622,8 @@ const handlers = {
       weightBytes: m.weightBytes,
       // Linear memory never shrinks: its size now is the peak of this worker's run.
       peakMemoryBytes: wasmMemoryBytes(),
+      // This worker's build and threads (the page's own module is neither).
+      device: blipq.browserDevice(),
       memBefore,
       memAfterLoad,
     };

@@ -4,6 +4,8 @@
 // that
 //   - the page is cross-origin isolated and the worker runs a rayon pool of more than one thread
 //     (navigator.hardwareConcurrency of them, at most 8);
+//   - the worker loads the relaxed-SIMD build (Chromium has relaxed SIMD) and the page says so;
+//     `?simd=simd128` loads the simd128 build, whose captions equal the CLI's too;
 //   - the bundled demo FP32 and INT8 models load, with wasm memory growth ≤ 1.3× the weight file;
 //   - captions and token ids of bundled eval images equal `blipq caption --json` (native);
 //   - timing, memory and BLEU-4 fields are present and plausible, and captions stream;
@@ -14,7 +16,8 @@
 //     are shown in plain words, the Cache never keeps a partial or corrupt file, and the next
 //     action still works;
 //   - the benchmark view runs on a few images, shows the comparison table and chart, and its
-//     downloaded results JSON has `blipq bench`'s format and the native token ids;
+//     downloaded results JSON has `blipq bench`'s format, the native token ids, and a device
+//     string naming the build and its threads;
 //   - a second load comes from the Cache API, and "clear cache" empties it;
 //   - served WITHOUT the headers (a plain static host), the page isolates itself through its
 //     service worker (www/coi-sw.js, one reload) and still captions with several threads;
@@ -129,6 +132,46 @@ async function checkThreads(page, what) {
   check(t.shown === String(t.threads), `${what}: thread count shown`, t.shown);
 }
 
+/** The worker loaded the wanted wasm build, and the page says which. */
+async function checkBuild(page, want, what) {
+  const b = await page.evaluate(() => ({
+    build: document.body.dataset.wasmBuild,
+    shown: document.getElementById("wasm-build").textContent,
+    note: document.getElementById("wasm-build-note").textContent,
+  }));
+  console.log(`  ${what}: wasm build ${b.build} (shown "${b.shown}" ${b.note})`);
+  check(b.build === want, `${what}: the worker runs the ${want} build`, JSON.stringify(b));
+  check(b.shown === (want === "relaxed-simd" ? "relaxed SIMD" : "simd128"), `${what}: the build is shown`, b.shown);
+}
+
+/**
+ * The simd128 build (`?simd=simd128`, what browsers without relaxed SIMD load) gives the CLI's
+ * captions too, for every model and image, on several threads.
+ */
+async function simd128BuildScenario(context, base, native, pageErrors) {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => pageErrors.push(`page error (simd128 build): ${e.message}`));
+  await page.goto(`${base}?simd=simd128`);
+  await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+  await page.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
+  await checkBuild(page, "simd128", "?simd=simd128");
+  await checkThreads(page, "simd128 build");
+  for (const model of MODELS) {
+    await loadBundled(page, model);
+    for (const image of IMAGES) {
+      const r = await captionGallery(page, model, image);
+      const want = native[model][image];
+      check(
+        r.status === "done" && r.tokenIds === want.token_ids.join(" ") && r.caption === want.caption,
+        `simd128 build: ${model} ${image}: caption and token ids = native`,
+        `"${r.caption}" ${r.tokenIds} vs "${want.caption}" ${want.token_ids.join(" ")}`,
+      );
+    }
+  }
+  await page.screenshot({ path: join(artifacts, "03-simd128-build.png"), fullPage: true });
+  await page.close();
+}
+
 function checkTimings(r, what) {
   const n = (k) => Number(r[k]);
   check(n("preprocessS") >= 0 && n("preprocessS") < 10, `${what}: preprocess time`, r.preprocessS);
@@ -204,6 +247,8 @@ async function main() {
     await page.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
     check(/^\d+\.\d+\.\d+/.test(await page.textContent("#version")), "version shown");
     await checkThreads(page, "served with COOP/COEP");
+    // Chromium has relaxed SIMD: the page's feature detection picks the relaxed build.
+    await checkBuild(page, "relaxed-simd", "served with COOP/COEP");
     await shot("01-start");
 
     const load = {};
@@ -226,6 +271,9 @@ async function main() {
       }
       await shot(`02-captions-${model}`);
     }
+
+    log("the simd128 build (?simd=simd128): same captions");
+    await simd128BuildScenario(context, base, native, pageErrors);
 
     log("faults are shown in plain words, the Cache stays clean, the page keeps working");
     await runFaultScenarios(
@@ -298,6 +346,7 @@ async function main() {
       const mi = r.model_info;
       const size = (await stat(join(root, `models/${m}/model.safetensors`))).size / 2 ** 20;
       check(Math.abs(mi.model_size_mb - size) < 1e-9 && mi.total_parameters > 0 && mi.is_quantized === (m === "demo-int8"), `${m}: model_info`);
+      check(/^wasm32 relaxed-simd \(browser, [2-8] threads\)$/.test(mi.device), `${m}: device names the build and its threads`, mi.device);
       const same = r.samples.every((s) => s.token_ids.join(" ") === native[m][s.image].token_ids.join(" ") && s.caption === native[m][s.image].caption);
       check(same && r.samples.length === BENCH_IMAGES, `${m}: benchmark captions and token ids = native`);
     }

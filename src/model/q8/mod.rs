@@ -1,5 +1,5 @@
 //! INT8 matrix multiplication for `Q8_0` weights: a packed weight layout and register-tiled GEMM
-//! kernels (AVX-512 VNNI, AVX2, wasm32 simd128, portable scalar), used by every INT8 `Linear`.
+//! kernels (AVX-512 VNNI, AVX2, wasm32 simd128 and relaxed SIMD, portable scalar), used by every INT8 `Linear`.
 //!
 //! candle's own CPU `Q8_0` matmul calls one dot product per output element, one activation row at
 //! a time, so the weights are streamed from memory again for every row and nothing stays in
@@ -22,6 +22,8 @@
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;
+#[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+mod wasm_relaxed;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -93,6 +95,9 @@ pub enum Kernel {
     Avx512Vnni,
     /// wasm32 simd128 (`i32x4.dot_i16x8_s`), chosen at compile time.
     Simd128,
+    /// wasm32 relaxed SIMD (`i32x4.relaxed_dot_i8x16_i7x16_add_s`): the build with the cargo
+    /// feature `relaxed-simd`, which only engines with relaxed SIMD can load.
+    RelaxedSimd,
 }
 
 impl Kernel {
@@ -110,6 +115,8 @@ impl Kernel {
             }
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => true,
+            #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+            Kernel::RelaxedSimd => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -120,6 +127,7 @@ impl Kernel {
         [
             Kernel::Scalar,
             Kernel::Simd128,
+            Kernel::RelaxedSimd,
             Kernel::Avx2,
             Kernel::Avx512Vnni,
         ]
@@ -142,8 +150,11 @@ pub(crate) struct QuantRows {
     /// `m × nb` block scales (`f16`-rounded, as candle stores them).
     pub(crate) d: Vec<f32>,
     /// `m × nb`: `-128 · Σ q` per block, the correction for the +128 offset of the packed weights
-    /// (only the VNNI kernel needs it; the others flip the offset bit back).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    /// (the VNNI and relaxed-SIMD kernels need it; the others flip the offset bit back).
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", feature = "relaxed-simd")),
+        allow(dead_code)
+    )]
     pub(crate) corr: Vec<i32>,
 }
 
@@ -512,6 +523,8 @@ impl Q8Matrix {
             Kernel::Avx2 => unsafe { x86::gemm_avx2(self, xq, rows, panels, out, ldo) },
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => wasm::gemm_simd128(self, xq, rows, panels, out, ldo),
+            #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+            Kernel::RelaxedSimd => wasm_relaxed::gemm_relaxed(self, xq, rows, panels, out, ldo),
             _ => gemm_scalar(self, xq, rows, panels, out, ldo),
         }
         Ok(())

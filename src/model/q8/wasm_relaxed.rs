@@ -1,0 +1,144 @@
+//! wasm32 relaxed-SIMD kernel (cargo feature `relaxed-simd`, the page's second wasm build):
+//! `i32x4.relaxed_dot_i8x16_i7x16_add_s`, which engines lower to `vpdpbusd` (AVX-VNNI) or a
+//! `pmaddubsw` sequence. A module holding it fails validation where relaxed SIMD is missing, so
+//! this file is compiled only into the build the page loads after feature detection.
+//!
+//! Exactness. The instruction multiplies signed bytes `a` by bytes `b` whose result is
+//! engine-defined when `b`'s top bit is set, and the `pmaddubsw` lowering saturates pairwise sums
+//! at i16. So `b` only ever holds 7-bit values: the stored weight byte `w = q_w + 128` (the
+//! panel layout of [`super`], in `1..=255`) is split into its low 7 bits and its top bit,
+//! `w = lo + 128 · hi`, and with `a` = the activations (`|q_x| <= 127`):
+//!
+//! `Σ q_x q_w = Σ q_x lo + 128 · Σ q_x hi − 128 · Σ q_x`
+//!
+//! where the last term is the per-block correction the activation quantizer precomputes
+//! (`QuantRows::corr`). Every pairwise sum is at most `2 · 127 · 127 < 2^15`, so both lowerings
+//! give the exact integer block sum and the kernel equals the scalar reference bit for bit.
+//!
+//! Tiles are 4 rows × one panel (16 columns), one column quad at a time, like the simd128 kernel.
+
+use core::arch::wasm32::*;
+use std::ops::Range;
+
+use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
+
+const MR: usize = 4;
+
+// The last 16-byte weight load of a block (`s = BLOCK / 4 - 1`, `q = 3`) ends within `qs`.
+const _: () = assert!(64 * (BLOCK / 4 - 1) + 16 * 3 + 16 <= BLOCK * PANEL);
+
+pub(super) fn gemm_relaxed(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    // Safe indexing throughout (the one raw load reads a fixed-size array at a constant-bounded
+    // offset), so this only states the contract, as the x86 kernels do.
+    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
+    for p in panels.clone() {
+        let col = (p - panels.start) * PANEL;
+        let mut r = rows.start;
+        while r < rows.end {
+            let mr = (rows.end - r).min(MR);
+            let o = &mut out[(r - rows.start) * ldo + col..];
+            match mr {
+                4 => tile::<4>(w, xq, r, p, o, ldo),
+                3 => tile::<3>(w, xq, r, p, o, ldo),
+                2 => tile::<2>(w, xq, r, p, o, ldo),
+                _ => tile::<1>(w, xq, r, p, o, ldo),
+            }
+            r += mr;
+        }
+    }
+}
+
+// The loops index several per-row / per-quad arrays at once: clearer with indices.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "simd128,relaxed-simd")]
+fn tile<const R: usize>(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    r0: usize,
+    p: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let (k, nb) = (w.k, w.nb);
+    let low7 = u8x16_splat(0x7f);
+    let width = panel_width(w, p);
+    // Accumulate onto `out` (the caller's starting values); a partial last panel goes through a
+    // zero-padded copy.
+    let mut facc = [[f32x4_splat(0.0); 4]; R];
+    for (i, facc) in facc.iter_mut().enumerate() {
+        let mut tmp = [0f32; PANEL];
+        tmp[..width].copy_from_slice(&out[i * ldo..i * ldo + width]);
+        for (q, v) in facc.iter_mut().enumerate() {
+            *v = f32x4(tmp[4 * q], tmp[4 * q + 1], tmp[4 * q + 2], tmp[4 * q + 3]);
+        }
+    }
+    for b in 0..nb {
+        let pb = &w.blocks[p * nb + b];
+        // The 8 k-steps of each row's block, each 4 activations broadcast to every column.
+        let mut xv = [[i32x4_splat(0); BLOCK / 4]; R];
+        let mut dx = [f32x4_splat(0.0); R];
+        let mut corr = [i32x4_splat(0); R];
+        for i in 0..R {
+            let row = r0 + i;
+            let x = &xq.qs[row * k + b * BLOCK..row * k + (b + 1) * BLOCK];
+            for (s, xv) in xv[i].iter_mut().enumerate() {
+                *xv = i32x4_splat(i32::from_le_bytes([
+                    x[4 * s] as u8,
+                    x[4 * s + 1] as u8,
+                    x[4 * s + 2] as u8,
+                    x[4 * s + 3] as u8,
+                ]));
+            }
+            dx[i] = f32x4_splat(xq.d[row * nb + b]);
+            corr[i] = i32x4_splat(xq.corr[row * nb + b]);
+        }
+        for q in 0..4 {
+            let mut lo = corr;
+            let mut hi = [i32x4_splat(0); R];
+            for s in 0..BLOCK / 4 {
+                let at = 64 * s + 16 * q;
+                // SAFETY: `at + 16 <= 512 = qs.len()` (s < 8, q < 4; asserted at compile time
+                // above), `qs` is initialized bytes, and `v128_load` has no alignment requirement.
+                let wv = unsafe { v128_load(pb.qs.as_ptr().add(at) as *const v128) };
+                let wl = v128_and(wv, low7);
+                let wh = u8x16_shr(wv, 7);
+                for i in 0..R {
+                    lo[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv[i][s], wl, lo[i]);
+                    hi[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv[i][s], wh, hi[i]);
+                }
+            }
+            let ws = f32x4(
+                pb.scales[4 * q],
+                pb.scales[4 * q + 1],
+                pb.scales[4 * q + 2],
+                pb.scales[4 * q + 3],
+            );
+            for i in 0..R {
+                let sum = i32x4_add(lo[i], i32x4_shl(hi[i], 7));
+                let scale = f32x4_mul(ws, dx[i]);
+                facc[i][q] = f32x4_add(facc[i][q], f32x4_mul(f32x4_convert_i32x4(sum), scale));
+            }
+        }
+    }
+    for (i, facc) in facc.iter().enumerate() {
+        let mut tmp = [0f32; PANEL];
+        for (q, v) in facc.iter().enumerate() {
+            for (l, t) in tmp[4 * q..4 * q + 4].iter_mut().enumerate() {
+                *t = match l {
+                    0 => f32x4_extract_lane::<0>(*v),
+                    1 => f32x4_extract_lane::<1>(*v),
+                    2 => f32x4_extract_lane::<2>(*v),
+                    _ => f32x4_extract_lane::<3>(*v),
+                };
+            }
+        }
+        out[i * ldo..i * ldo + width].copy_from_slice(&tmp[..width]);
+    }
+}
