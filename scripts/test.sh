@@ -30,7 +30,7 @@ cargo clippy --all-targets -- -D warnings
 
 section "cargo clippy (wasm32: lib and browser tests, with the relaxed-SIMD kernel)"
 # The `blipq` CLI is native-only (required-features = ["cli"]), hence --no-default-features.
-cargo clippy --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --lib --test wasm --test wasm_worker --test q8_kernel -- -D warnings
+cargo clippy --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --lib --test wasm --test wasm_worker --test q8_kernel --test f32_kernel -- -D warnings
 
 section "cargo test (native)"
 cargo test
@@ -40,7 +40,7 @@ cargo test
 # relaxed SIMD, each tested against the scalar one) and captions with the relaxed one; the
 # simd128 build's captions are checked in the page by the end-to-end test.
 section "cargo test (wasm32, relaxed-simd feature: headless Chromium main thread and dedicated worker)"
-cargo test --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --test wasm --test wasm_worker --test q8_kernel
+cargo test --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --test wasm --test wasm_worker --test q8_kernel --test f32_kernel
 
 section "scripts/web.sh build --release (the page: threaded simd128 and relaxed-SIMD wasm, nightly, wasm-opt)"
 scripts/web.sh build --release

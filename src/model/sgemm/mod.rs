@@ -1,8 +1,8 @@
 //! f32 matrix products for `Linear` layers whose weight is packed once, at load, into panels of
 //! [`PANEL`] output columns, with register-tiled kernels chosen at run time (AVX-512 where the CPU
-//! has it, a portable reference otherwise in tests).
+//! has it; simd128, or relaxed SIMD in that wasm build; a portable reference in tests).
 //!
-//! Where no packed kernel runs (CPUs without AVX-512, wasm32), the matrix stays row-major and
+//! Where no packed kernel runs (x86 CPUs without AVX-512, other CPUs), the matrix stays row-major and
 //! the product is the `gemm` crate's ([`crate::model::matmul::linear_f32`]), so a binary built on
 //! one machine runs everywhere and takes the widest kernel the CPU it runs on has.
 //!
@@ -16,6 +16,8 @@
 //! Work is split across rayon's pool by groups of [`GROUP`] panels: each group's weights are read
 //! from memory once, whatever the number of rows.
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -54,6 +56,10 @@ pub enum Kernel {
     Gemm,
     /// x86_64 AVX-512 F on the packed layout.
     Avx512,
+    /// wasm32 simd128 on the packed layout (multiply, then add).
+    Simd128,
+    /// wasm32 relaxed SIMD on the packed layout (`f32x4.relaxed_madd`): the `relaxed-simd` build.
+    RelaxedSimd,
 }
 
 impl Kernel {
@@ -63,27 +69,43 @@ impl Kernel {
             Kernel::Scalar | Kernel::Gemm => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Kernel::Simd128 => true,
+            #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+            Kernel::RelaxedSimd => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
     }
+
+    /// Every kernel, available here or not.
+    pub const ALL: [Kernel; 5] = [
+        Kernel::Scalar,
+        Kernel::Gemm,
+        Kernel::Avx512,
+        Kernel::Simd128,
+        Kernel::RelaxedSimd,
+    ];
 
     /// Whether the kernel reads the packed layout (else the row-major one).
     pub fn is_packed(self) -> bool {
         !matches!(self, Kernel::Gemm)
     }
 
-    /// The kernel `Linear` layers use: AVX-512 where the CPU has it, else the `gemm` crate;
-    /// detected once. `BLIPQ_F32_KERNEL=gemm` forces the latter (to compare them).
+    /// The kernel `Linear` layers use: AVX-512 where the CPU has it, relaxed SIMD or simd128 in
+    /// wasm, else the `gemm` crate; detected once. `BLIPQ_F32_KERNEL=gemm` forces the latter (to
+    /// compare them).
     pub fn best() -> Kernel {
         static BEST: OnceLock<Kernel> = OnceLock::new();
         *BEST.get_or_init(|| {
             let forced = std::env::var("BLIPQ_F32_KERNEL").ok();
-            if forced.as_deref() != Some("gemm") && Kernel::Avx512.is_available() {
-                Kernel::Avx512
-            } else {
-                Kernel::Gemm
+            if forced.as_deref() == Some("gemm") {
+                return Kernel::Gemm;
             }
+            [Kernel::Avx512, Kernel::RelaxedSimd, Kernel::Simd128]
+                .into_iter()
+                .find(|k| k.is_available())
+                .unwrap_or(Kernel::Gemm)
         })
     }
 }
@@ -441,6 +463,12 @@ impl Block<'_> {
             // SAFETY: `F32Matrix::with_kernel` checked that the CPU has AVX-512 F; the
             // contract is the caller's.
             Kernel::Avx512 => unsafe { x86::block_avx512(self) },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            // SAFETY: the contract is the caller's (simd128 is this build's baseline).
+            Kernel::Simd128 => unsafe { wasm::block_simd128(self) },
+            #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+            // SAFETY: the contract is the caller's; only engines with relaxed SIMD load this build.
+            Kernel::RelaxedSimd => unsafe { wasm::block_relaxed(self) },
             // SAFETY: the contract is the caller's.
             _ => unsafe { block_scalar(self) },
         }
@@ -522,7 +550,7 @@ mod tests {
                     assert_eq!(s, want[r * n + c], "reference ({m},{k},{n}) at {r},{c}");
                 }
             }
-            for kernel in [Kernel::Gemm, Kernel::Avx512] {
+            for kernel in Kernel::ALL {
                 if !kernel.is_available() {
                     continue;
                 }

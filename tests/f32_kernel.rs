@@ -1,0 +1,79 @@
+//! The packed f32 kernels (`model::sgemm`): every kernel this build can run equals the portable
+//! reference within float tolerance on odd shapes (partial panels, one and two row tiles, k not
+//! a multiple of anything), accumulating onto the output's starting values. Natively that is
+//! AVX-512 (where the CPU has it) and the `gemm` crate; on wasm32, in headless Chromium, the
+//! simd128 kernel and, in the `relaxed-simd` build (CI's wasm test build), the relaxed-SIMD one:
+//! `cargo test --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --test f32_kernel`.
+
+use blipq::model::sgemm::{F32Matrix, Kernel};
+use candle_core::{Device, Tensor};
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+fn rand_vec(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s as f32 / u32::MAX as f32 - 0.5
+        })
+        .collect()
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn every_kernel_matches_the_reference() {
+    let available: Vec<Kernel> = Kernel::ALL
+        .into_iter()
+        .filter(|k| k.is_available())
+        .collect();
+    // The wasm builds run their own packed kernel (the one `Linear` layers and attention use).
+    #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+    assert_eq!(Kernel::best(), Kernel::RelaxedSimd);
+    #[cfg(all(target_arch = "wasm32", not(feature = "relaxed-simd")))]
+    assert_eq!(Kernel::best(), Kernel::Simd128);
+    #[cfg(target_arch = "wasm32")]
+    assert!(available.contains(&Kernel::Simd128));
+    let dev = Device::Cpu;
+    for (m, k, n) in [
+        (1, 1, 1),
+        (1, 7, 15),
+        (2, 64, 16),
+        (3, 33, 17),
+        (5, 300, 40),
+        (13, 257, 33),
+        (4, 768, 130),
+        (25, 96, 129),
+    ] {
+        let w = rand_vec(n * k, (m * 7 + k * 13 + n) as u32);
+        let x = rand_vec(m * k, (m + k + n) as u32 + 99);
+        let start = rand_vec(m * n, 5);
+        let wt = Tensor::from_vec(w.clone(), (n, k), &dev).unwrap();
+        // The definition, in f64.
+        let want: Vec<f64> = (0..m * n)
+            .map(|i| {
+                let (r, c) = (i / n, i % n);
+                start[i] as f64
+                    + (0..k)
+                        .map(|kk| x[r * k + kk] as f64 * w[c * k + kk] as f64)
+                        .sum::<f64>()
+            })
+            .collect();
+        for &kernel in &available {
+            let ours = F32Matrix::with_kernel(wt.clone(), kernel).unwrap();
+            assert_eq!(ours.kernel(), kernel);
+            let mut got = start.clone();
+            ours.matmul_acc(&x, m, &mut got).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let tol = 1e-5 * (k as f64).sqrt() * w.abs().max(1.0);
+                assert!(
+                    (*g as f64 - w).abs() <= tol,
+                    "{kernel:?} ({m},{k},{n}) [{i}]: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
