@@ -313,6 +313,9 @@ fn weights_file_mb(dir: &Path) -> f64 {
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let o = &args.opts;
     check_options(o)?;
+    if o.batch_size > 1 {
+        crate::malloc::keep_large_blocks();
+    }
     let (items, images_dir) = load_items(o)?;
     let model = Captioner::load_dir(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;

@@ -105,6 +105,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.batch_size
         );
     }
+    if args.batch_size > 1 {
+        crate::malloc::keep_large_blocks();
+    }
     let pb = progress::bar(args.images.len() as u64, "captioning");
     if args.images.len() < 2 {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
