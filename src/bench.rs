@@ -71,8 +71,15 @@ pub struct PerformanceMetrics {
     pub total_samples: usize,
     #[serde(default)]
     pub failed_samples: usize,
-    /// Seconds per image, end to end.
+    /// Images captioned together ([`crate::Captioner::caption_batch`]); 1 = one at a time.
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    /// Seconds per image, end to end. In batches, an image's time is its own preprocessing plus
+    /// an equal share of its batch's vision and decoding time, so the sum over images is the
+    /// batches' wall time.
     pub avg_inference_time: f64,
+    /// Images per second of the summed per-image times: with batches, images per second of the
+    /// batched runs' wall time.
     pub throughput_images_per_sec: f64,
     /// Generated tokens per second of end-to-end time.
     pub tokens_per_second: f64,
@@ -115,7 +122,12 @@ pub struct ModelResults {
     pub samples: Vec<Sample>,
 }
 
-/// Speed figures from the samples of one run.
+fn one() -> usize {
+    1
+}
+
+/// Speed figures from the samples of one run (images one at a time; set `batch_size` after for
+/// batched runs: the figures come from the per-image times either way).
 pub fn performance(
     samples: &[Sample],
     failed: usize,
@@ -135,6 +147,7 @@ pub fn performance(
     PerformanceMetrics {
         total_samples: n,
         failed_samples: failed,
+        batch_size: 1,
         avg_inference_time: if n == 0 { 0.0 } else { total / n as f64 },
         throughput_images_per_sec: if total > 0.0 { n as f64 / total } else { 0.0 },
         tokens_per_second: if total > 0.0 {

@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::clock::Stopwatch;
 use crate::config::{BlipConfig, GenerationDefaults};
-use crate::generate::{generate, GenerationOptions, SpecialTokens};
+use crate::generate::{generate, generate_batch, GenerationOptions, SpecialTokens};
 use crate::model::BlipForConditionalGeneration;
 use crate::preprocess::{self, ImageProcessorConfig};
 use crate::tokenizer::CaptionTokenizer;
@@ -74,6 +74,18 @@ pub struct ModelInfo {
 
 /// Largest beam width accepted: each beam keeps its own key/value cache and candidate scores.
 pub const MAX_BEAMS: usize = 64;
+
+/// Most images [`Captioner::caption_batch`] takes at once: the batch's activations and every
+/// image's cross-attention keys and values (about 42 MB per image at BLIP-base size) are held
+/// together.
+pub const MAX_BATCH: usize = 32;
+
+/// One image of a batch: its encoded bytes and a name for error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchImage<'a> {
+    pub bytes: &'a [u8],
+    pub name: &'a str,
+}
 
 pub struct Captioner {
     model: BlipForConditionalGeneration,
@@ -257,6 +269,14 @@ impl Captioner {
         &self.tokenizer
     }
 
+    /// The special tokens decoding needs.
+    fn special_tokens(&self) -> SpecialTokens {
+        SpecialTokens {
+            bos: self.config.text.bos_token_id,
+            eos: self.config.text.sep_token_id,
+        }
+    }
+
     /// Decodes and preprocesses an image into `pixel_values` `[1, 3, H, W]`.
     pub fn pixel_values(&self, image: &[u8], name: &str) -> Result<Tensor> {
         let values = preprocess::preprocess(image, name, &self.image_processor, self.max_pixels)?;
@@ -360,10 +380,7 @@ impl Captioner {
     ) -> Result<(Vec<u32>, usize)> {
         let prefix = self.prefix(opts.prompt.as_deref())?;
         let gen = self.generation_options(opts, prefix.len())?;
-        let tokens = SpecialTokens {
-            bos: self.config.text.bos_token_id,
-            eos: self.config.text.sep_token_id,
-        };
+        let tokens = self.special_tokens();
         let ids = generate(&self.model, image_embeds, &prefix, &gen, tokens, on_step)?;
         Ok((ids, prefix.len()))
     }
@@ -403,5 +420,96 @@ impl Captioner {
                 total_s: total.seconds(),
             },
         })
+    }
+
+    /// Captions several images at once, with the same options: the vision encoder runs once over
+    /// all of them and the decoder over all their sequences together (each image's
+    /// cross-attention keys and values computed once; an image leaves the batch when it
+    /// finishes). The token ids are those [`Captioner::caption`] gives each image alone.
+    ///
+    /// Returns one result per image, in order: an image that cannot be read or preprocessed fails
+    /// alone and the others are captioned without it. Bad options (checked before any image is
+    /// read), more than [`MAX_BATCH`] images, or a failure of the batched model itself fail the
+    /// whole call.
+    ///
+    /// Timings: `preprocess_s` is the image's own; `vision_s` and `decode_s` are the batch's
+    /// vision and decoding (and detokenizing) times divided equally among the captioned images,
+    /// and `total_s` is the sum of the three. The captioned images' `total_s` thus add up to the
+    /// batch's wall time (less the failed images' preprocessing), so images/s computed from them
+    /// measures the batched run.
+    pub fn caption_batch(
+        &self,
+        images: &[BatchImage],
+        opts: &CaptionOptions,
+    ) -> Result<Vec<Result<Caption>>> {
+        if images.len() > MAX_BATCH {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {} images: the batch size must be between 1 and {MAX_BATCH}",
+                images.len()
+            )));
+        }
+        let prefix = self.prefix(opts.prompt.as_deref())?;
+        let gen = self.generation_options(opts, prefix.len())?;
+        let mut prepared: Vec<(Result<Tensor>, f64)> = Vec::with_capacity(images.len());
+        for image in images {
+            let sw = Stopwatch::start();
+            let values = self.pixel_values(image.bytes, image.name);
+            prepared.push((values, sw.seconds()));
+        }
+        let pixels: Vec<Tensor> = prepared
+            .iter()
+            .filter_map(|(p, _)| p.as_ref().ok().cloned())
+            .collect();
+        let mut captions = Vec::new().into_iter();
+        let (mut vision_s, mut decode_s) = (0.0, 0.0);
+        if !pixels.is_empty() {
+            let sw = Stopwatch::start();
+            let image_embeds = self.encode_image(&Tensor::cat(&pixels, 0)?)?;
+            vision_s = sw.seconds();
+            let sw = Stopwatch::start();
+            let ids = generate_batch(
+                &self.model,
+                &image_embeds,
+                &prefix,
+                &gen,
+                self.special_tokens(),
+                &mut |_, _| {},
+            )?;
+            let decoded: Vec<(Vec<u32>, Result<String>)> = ids
+                .into_iter()
+                .map(|t| {
+                    let text = self.tokenizer.decode(&t);
+                    (t, text)
+                })
+                .collect();
+            decode_s = sw.seconds();
+            let share = pixels.len() as f64;
+            (vision_s, decode_s) = (vision_s / share, decode_s / share);
+            captions = decoded.into_iter();
+        }
+        let mut out = Vec::with_capacity(images.len());
+        for (values, preprocess_s) in prepared {
+            let result = match values {
+                Err(e) => Err(e),
+                Ok(_) => match captions.next() {
+                    None => Err(Error::InvalidArgument(
+                        "batched decoding returned fewer sequences than images".into(),
+                    )),
+                    Some((token_ids, text)) => text.map(|caption| Caption {
+                        caption,
+                        new_tokens: token_ids.len() - prefix.len(),
+                        token_ids,
+                        timings: Timings {
+                            preprocess_s,
+                            vision_s,
+                            decode_s,
+                            total_s: preprocess_s + vision_s + decode_s,
+                        },
+                    }),
+                },
+            };
+            out.push(result);
+        }
+        Ok(out)
     }
 }

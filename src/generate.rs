@@ -1,6 +1,14 @@
 //! Caption decoding, token for token as `transformers`' `generate`: greedy search and beam search
 //! (the vectorised beam search of transformers 5, including its early-stopping heuristic), with
 //! `max_length` / `min_length` counted over the whole sequence (bos and prompt included).
+//!
+//! Decoding runs for a batch of images at once ([`generate_batch`]); one image is the batch of
+//! one ([`generate`]). The decoder's rows are the running sequences of all unfinished images
+//! (greedy: one per image; beam search: `num_beams` per image), grouped by image; each image has
+//! its own search state (`Beams` for beam search) and its rows leave the batch as soon as it
+//! finishes. Every row is computed independently of the others (see
+//! [`crate::model::DecoderState`] and the kernels' notes), so an image's tokens are the same
+//! whichever images share its batch.
 
 use candle_core::{Device, Tensor, D};
 
@@ -54,8 +62,9 @@ pub struct SpecialTokens {
     pub eos: u32,
 }
 
-/// Generates from `prefix` (bos followed by any prompt tokens) and returns the whole sequence,
-/// prefix included, as `generate` does. `on_step` sees the best sequence so far after each step.
+/// Generates from `prefix` (bos followed by any prompt tokens) for one image (`image_embeds`
+/// `[1, tokens, hidden]`) and returns the whole sequence, prefix included, as `generate` does.
+/// `on_step` sees the best sequence so far after each step.
 pub fn generate(
     model: &BlipForConditionalGeneration,
     image_embeds: &Tensor,
@@ -64,6 +73,31 @@ pub fn generate(
     tokens: SpecialTokens,
     on_step: &mut dyn FnMut(&[u32]),
 ) -> Result<Vec<u32>> {
+    let images = image_embeds.dim(0)?;
+    if images != 1 {
+        return Err(Error::InvalidArgument(format!(
+            "generate takes the embeddings of one image, got {images}: use generate_batch"
+        )));
+    }
+    let mut out = generate_batch(model, image_embeds, prefix, opts, tokens, &mut |_, seq| {
+        on_step(seq)
+    })?;
+    out.pop()
+        .ok_or_else(|| Error::InvalidArgument("generation produced no sequence".into()))
+}
+
+/// Generates from the same `prefix` for every image of `image_embeds` `[images, tokens, hidden]`
+/// at once and returns each image's sequence, in order, token for token what [`generate`] returns
+/// for that image alone. `on_step(image, seq)` sees an image's best sequence so far after each of
+/// its steps.
+pub fn generate_batch(
+    model: &BlipForConditionalGeneration,
+    image_embeds: &Tensor,
+    prefix: &[u32],
+    opts: &GenerationOptions,
+    tokens: SpecialTokens,
+    on_step: &mut dyn FnMut(usize, &[u32]),
+) -> Result<Vec<Vec<u32>>> {
     if prefix.is_empty() {
         return Err(Error::InvalidArgument(
             "generation needs at least the bos token".into(),
@@ -80,52 +114,82 @@ pub fn generate(
                 .into(),
         ));
     }
+    let images = image_embeds.dim(0)?;
+    if images == 0 {
+        return Ok(Vec::new());
+    }
     let mut state = model.start_decoding(image_embeds)?;
     if opts.num_beams == 1 {
-        greedy(model, &mut state, prefix, opts, tokens, on_step)
+        greedy(model, &mut state, images, prefix, opts, tokens, on_step)
     } else {
-        beam_search(model, &mut state, prefix, opts, tokens, on_step)
+        beam_search(model, &mut state, images, prefix, opts, tokens, on_step)
     }
 }
 
-fn ids_tensor(rows: &[&[u32]], device: &Device) -> Result<Tensor> {
-    let len = rows[0].len();
-    let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-    Ok(Tensor::from_vec(flat, (rows.len(), len), device)?)
+/// `rows` sequences of `len` tokens, `[rows, len]`.
+fn ids_tensor(flat: Vec<u32>, rows: usize, device: &Device) -> Result<Tensor> {
+    let len = flat.len() / rows.max(1);
+    Ok(Tensor::from_vec(flat, (rows, len), device)?)
+}
+
+/// Keeps the rows (and, when some images left, the images) listed in `rows` / `images`,
+/// positions in the current batch.
+fn shrink(state: &mut DecoderState, rows: &[u32], images: &[u32], before: usize) -> Result<()> {
+    state.reorder(rows)?;
+    if images.len() < before {
+        state.retain_images(images)?;
+    }
+    Ok(())
 }
 
 fn greedy(
     model: &BlipForConditionalGeneration,
     state: &mut DecoderState,
+    images: usize,
     prefix: &[u32],
     opts: &GenerationOptions,
     tokens: SpecialTokens,
-    on_step: &mut dyn FnMut(&[u32]),
-) -> Result<Vec<u32>> {
+    on_step: &mut dyn FnMut(usize, &[u32]),
+) -> Result<Vec<Vec<u32>>> {
     let device = state.device();
-    let mut seq = prefix.to_vec();
+    let mut seqs = vec![prefix.to_vec(); images];
     let max_length = match opts.fixed_new_tokens {
         Some(n) => prefix.len() + n,
         None => opts.max_length,
     };
-    let mut input = seq.clone();
-    while seq.len() < max_length {
-        let logits = model.decode_step(&ids_tensor(&[&input], &device)?, state)?;
-        let mut logits: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
-        if opts.fixed_new_tokens.is_some() || seq.len() < opts.min_length {
-            logits[tokens.eos as usize] = f32::NEG_INFINITY;
+    // The image of each row; all running sequences have the same length.
+    let mut active: Vec<usize> = (0..images).collect();
+    let mut input: Vec<u32> = seqs.iter().flatten().copied().collect();
+    let mut len = prefix.len();
+    while len < max_length {
+        let logits = model.decode_step(&ids_tensor(input, active.len(), &device)?, state)?;
+        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut keep: Vec<u32> = Vec::with_capacity(active.len());
+        for (row, (&image, mut logits)) in active.iter().zip(rows).enumerate() {
+            if opts.fixed_new_tokens.is_some() || len < opts.min_length {
+                if let Some(l) = logits.get_mut(tokens.eos as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            let next = argmax(&logits);
+            seqs[image].push(next);
+            on_step(image, &seqs[image]);
+            if next != tokens.eos || opts.fixed_new_tokens.is_some() {
+                keep.push(row as u32);
+            }
         }
-        let next = argmax(&logits);
-        seq.push(next);
-        on_step(&seq);
-        if next == tokens.eos && opts.fixed_new_tokens.is_none() {
+        len += 1;
+        if keep.is_empty() {
             break;
         }
-        input = vec![next];
+        if keep.len() < active.len() {
+            shrink(state, &keep, &keep, active.len())?;
+            active = keep.iter().map(|&r| active[r as usize]).collect();
+        }
+        input = active.iter().map(|&i| seqs[i][len - 1]).collect();
     }
-    Ok(seq)
+    Ok(seqs)
 }
-
 /// Index of the first maximum, as `torch.argmax`.
 fn argmax(xs: &[f32]) -> u32 {
     let mut best = 0;
@@ -168,53 +232,73 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
 /// Penalty added by transformers to rule a candidate out while keeping it sortable.
 const NEG: f32 = -1.0e9;
 
-fn beam_search(
-    model: &BlipForConditionalGeneration,
-    state: &mut DecoderState,
-    prefix: &[u32],
-    opts: &GenerationOptions,
-    tokens: SpecialTokens,
-    on_step: &mut dyn FnMut(&[u32]),
-) -> Result<Vec<u32>> {
-    let device = state.device();
-    let nb = opts.num_beams;
-    let prompt_len = prefix.len();
-    let max_length = opts.max_length;
-    if prompt_len >= max_length {
-        return Ok(prefix.to_vec());
-    }
-    // transformers keeps 2 * num_beams candidates per step so that enough unfinished ones remain.
-    let keep = 2 * nb;
-    let mut running: Vec<Vec<u32>> = vec![prefix.to_vec(); nb];
-    // Only the first beam is live at the start, so the identical copies do not all expand.
-    let mut running_scores = vec![NEG; nb];
-    running_scores[0] = 0.0;
-    let mut finished: Vec<Finished> = (0..nb)
-        .map(|_| Finished {
-            seq: prefix.to_vec(),
-            score: NEG,
-            done: false,
-        })
-        .collect();
-    let mut heuristic_unsatisfied = true;
-    let mut cur_len = prompt_len;
+/// One image's beam search, step by step: its running beams, the finished-hypotheses table and
+/// the early-stopping state, exactly as transformers keeps them per batch entry.
+#[derive(Debug, Clone)]
+struct Beams {
+    running: Vec<Vec<u32>>,
+    running_scores: Vec<f32>,
+    finished: Vec<Finished>,
+    heuristic_unsatisfied: bool,
+    cur_len: usize,
+}
 
-    // Prefill once for a single copy: every beam starts identical, so their logits are equal.
-    let mut logits = model.decode_step(&ids_tensor(&[prefix], &device)?, state)?;
-    state.reorder(&vec![0u32; nb])?;
-    logits = logits.broadcast_as((nb, logits.dim(1)?))?.contiguous()?;
-    loop {
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let mut log_probs: Vec<Vec<f32>> = log_probs.to_vec2()?;
-        let vocab = log_probs[0].len();
-        if cur_len < opts.min_length {
+impl Beams {
+    fn new(prefix: &[u32], nb: usize) -> Self {
+        // Only the first beam is live at the start, so the identical copies do not all expand.
+        let mut running_scores = vec![NEG; nb];
+        running_scores[0] = 0.0;
+        Self {
+            running: vec![prefix.to_vec(); nb],
+            running_scores,
+            finished: (0..nb)
+                .map(|_| Finished {
+                    seq: prefix.to_vec(),
+                    score: NEG,
+                    done: false,
+                })
+                .collect(),
+            heuristic_unsatisfied: true,
+            cur_len: prefix.len(),
+        }
+    }
+
+    /// The best running sequence.
+    fn best_running(&self) -> &[u32] {
+        &self.running[0]
+    }
+
+    /// The best finished hypothesis; its length is where it stopped.
+    fn into_best(mut self) -> Vec<u32> {
+        self.finished.swap_remove(0).seq
+    }
+
+    /// One step from the log-probabilities of this image's `num_beams` rows. Returns, when the
+    /// search goes on, which current row each next running beam extends (the cache reorder);
+    /// `None` when the search is over.
+    fn step(
+        &mut self,
+        mut log_probs: Vec<Vec<f32>>,
+        prompt_len: usize,
+        opts: &GenerationOptions,
+        tokens: SpecialTokens,
+    ) -> Option<Vec<u32>> {
+        let nb = opts.num_beams;
+        let max_length = opts.max_length;
+        // transformers keeps 2 * num_beams candidates per step so that enough unfinished ones
+        // remain.
+        let keep = 2 * nb;
+        let vocab = log_probs.first().map_or(0, Vec::len);
+        if self.cur_len < opts.min_length {
             for row in &mut log_probs {
-                row[tokens.eos as usize] = f32::NEG_INFINITY;
+                if let Some(l) = row.get_mut(tokens.eos as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
             }
         }
         let acc: Vec<f32> = log_probs
             .iter()
-            .zip(&running_scores)
+            .zip(&self.running_scores)
             .flat_map(|(row, &s)| row.iter().map(move |&lp| lp + s))
             .collect();
         let candidates: Vec<Candidate> = top_k(&acc, keep)
@@ -225,10 +309,12 @@ fn beam_search(
                 score: acc[i],
             })
             .collect();
+        let cur_len = self.cur_len;
         let hits_stop: Vec<bool> = candidates
             .iter()
             .map(|c| c.token == tokens.eos || cur_len + 1 >= max_length)
             .collect();
+        let running = &self.running;
         let extend = |c: &Candidate| {
             let mut s = running[c.beam].clone();
             s.push(c.token);
@@ -248,15 +334,15 @@ fn beam_search(
 
         // Finished hypotheses: only the top num_beams candidates may enter.
         let lp = ((cur_len + 1 - prompt_len) as f64).powf(opts.length_penalty) as f32;
-        let all_done = finished.iter().all(|f| f.done);
-        let mut merged = finished.clone();
+        let all_done = self.finished.iter().all(|f| f.done);
+        let mut merged = self.finished.clone();
         for (i, c) in candidates.iter().enumerate() {
             let just_finished = hits_stop[i] && i < nb;
             let mut score = c.score / lp;
             if all_done && opts.early_stopping == EarlyStopping::Always {
                 score += NEG;
             }
-            if !heuristic_unsatisfied {
+            if !self.heuristic_unsatisfied {
                 score += NEG;
             }
             if !just_finished {
@@ -269,15 +355,15 @@ fn beam_search(
             });
         }
         let merged_scores: Vec<f32> = merged.iter().map(|f| f.score).collect();
-        finished = top_k(&merged_scores, nb)
+        self.finished = top_k(&merged_scores, nb)
             .into_iter()
             .map(|i| merged[i].clone())
             .collect();
 
-        running = next_running;
-        running_scores = next_scores;
-        cur_len += 1;
-        on_step(&running[0]);
+        self.running = next_running;
+        self.running_scores = next_scores;
+        self.cur_len += 1;
+        let cur_len = self.cur_len;
 
         // Early-stop heuristic, as transformers computes it.
         let best_len = if opts.early_stopping == EarlyStopping::Never && opts.length_penalty > 0.0 {
@@ -285,29 +371,87 @@ fn beam_search(
         } else {
             cur_len - prompt_len
         };
-        let best_possible = running_scores[0] / (best_len as f64).powf(opts.length_penalty) as f32;
-        let min_finished = finished
+        let best_possible =
+            self.running_scores[0] / (best_len as f64).powf(opts.length_penalty) as f32;
+        let min_finished = self
+            .finished
             .iter()
             .map(|f| f.score)
             .fold(f32::INFINITY, f32::min);
-        let improvable = finished
+        let improvable = self
+            .finished
             .iter()
             .any(|f| best_possible > if f.done { min_finished } else { NEG });
-        heuristic_unsatisfied &= improvable;
+        self.heuristic_unsatisfied &= improvable;
         let open_beam =
-            !(finished.iter().all(|f| f.done) && opts.early_stopping == EarlyStopping::Always);
+            !(self.finished.iter().all(|f| f.done) && opts.early_stopping == EarlyStopping::Always);
         let can_continue = !hits_stop.iter().all(|&h| h);
-        if !(heuristic_unsatisfied && open_beam && can_continue) {
+        (self.heuristic_unsatisfied && open_beam && can_continue).then_some(reorder)
+    }
+}
+
+fn beam_search(
+    model: &BlipForConditionalGeneration,
+    state: &mut DecoderState,
+    images: usize,
+    prefix: &[u32],
+    opts: &GenerationOptions,
+    tokens: SpecialTokens,
+    on_step: &mut dyn FnMut(usize, &[u32]),
+) -> Result<Vec<Vec<u32>>> {
+    let device = state.device();
+    let nb = opts.num_beams;
+    let prompt_len = prefix.len();
+    if prompt_len >= opts.max_length {
+        return Ok(vec![prefix.to_vec(); images]);
+    }
+    let mut beams: Vec<Option<Beams>> = vec![Some(Beams::new(prefix, nb)); images];
+    let mut results: Vec<Vec<u32>> = vec![Vec::new(); images];
+    // The image of each group of `nb` rows.
+    let mut active: Vec<usize> = (0..images).collect();
+
+    // Prefill once per image, for a single copy: every beam starts identical, so their logits
+    // are equal; then each image's row is copied to its `nb` beams.
+    let ids = ids_tensor(prefix.repeat(images), images, &device)?;
+    let logits = model.decode_step(&ids, state)?;
+    let copies: Vec<u32> = (0..images as u32)
+        .flat_map(|i| std::iter::repeat_n(i, nb))
+        .collect();
+    state.reorder(&copies)?;
+    let mut logits = logits.index_select(&Tensor::new(copies.as_slice(), &device)?, 0)?;
+    loop {
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let mut log_probs: Vec<Vec<f32>> = log_probs.to_vec2()?;
+        let mut rows: Vec<u32> = Vec::with_capacity(active.len() * nb);
+        let mut kept: Vec<u32> = Vec::with_capacity(active.len());
+        let mut last: Vec<u32> = Vec::with_capacity(active.len() * nb);
+        for (pos, &image) in active.iter().enumerate() {
+            let group: Vec<Vec<f32>> = log_probs.drain(..nb).collect();
+            let Some(b) = beams[image].as_mut() else {
+                continue;
+            };
+            let outcome = b.step(group, prompt_len, opts, tokens);
+            on_step(image, b.best_running());
+            match outcome {
+                Some(reorder) => {
+                    rows.extend(reorder.iter().map(|&r| (pos * nb) as u32 + r));
+                    kept.push(pos as u32);
+                    last.extend(b.running.iter().map(|s| *s.last().unwrap_or(&tokens.eos)));
+                }
+                None => {
+                    if let Some(done) = beams[image].take() {
+                        results[image] = done.into_best();
+                    }
+                }
+            }
+        }
+        if kept.is_empty() {
             break;
         }
-        state.reorder(&reorder)?;
-        let last: Vec<u32> = running
-            .iter()
-            .map(|s| *s.last().unwrap_or(&tokens.eos))
-            .collect();
-        let ids = Tensor::from_vec(last, (nb, 1), &device)?;
+        shrink(state, &rows, &kept, active.len())?;
+        active = kept.iter().map(|&p| active[p as usize]).collect();
+        let ids = Tensor::from_vec(last, (active.len() * nb, 1), &device)?;
         logits = model.decode_step(&ids, state)?;
     }
-    // The best finished hypothesis; its length is where it stopped.
-    Ok(finished.swap_remove(0).seq)
+    Ok(results)
 }

@@ -24,5 +24,7 @@ pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-pub use captioner::{Caption, CaptionOptions, Captioner, ModelFiles, ModelInfo, Timings};
+pub use captioner::{
+    BatchImage, Caption, CaptionOptions, Captioner, ModelFiles, ModelInfo, Timings, MAX_BATCH,
+};
 pub use error::{Error, Result};

@@ -269,3 +269,175 @@ fn bench_reports_failures_and_keeps_going() {
     assert_eq!(caps.as_array().unwrap().len(), 2);
     assert!(out_dir.join("comparison.md").exists() && out_dir.join("comparison.json").exists());
 }
+
+/// Runs `blipq bench` on the demo INT8 model over the first `limit` demo eval images (plus a
+/// missing one) with `extra` options, and returns the results JSON.
+fn bench_demo(tag: &str, limit: usize, extra: &[&str]) -> Value {
+    let dir = temp(tag);
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let eval = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo-eval");
+    let mut entries = Vec::new();
+    for i in 0..limit {
+        let name = format!("scene_{:06}.png", i * 5);
+        std::fs::copy(eval.join(&name), images.join(&name)).unwrap();
+        entries.push(format!(r#"{{"id":{i},"file_name":"{name}"}}"#));
+        if i == 2 {
+            entries.push(r#"{"id":99,"file_name":"missing.png"}"#.to_string());
+        }
+    }
+    let ann = dir.join("captions.json");
+    std::fs::write(
+        &ann,
+        format!(
+            r#"{{"images":[{}],"annotations":[{{"image_id":0,"caption":"a scene"}}]}}"#,
+            entries.join(",")
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo-int8");
+    let out = blipq()
+        .args(["bench", "--warmup", "1", "--model"])
+        .arg(&model)
+        .arg("--annotations")
+        .arg(&ann)
+        .arg("--images")
+        .arg(&images)
+        .arg("--out")
+        .arg(&out_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The missing image fails alone (exit code 1 after the reports).
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("missing.png"), "{stderr}");
+    serde_json::from_str(&std::fs::read_to_string(out_dir.join("demo-int8_results.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn bench_batch_size_gives_the_one_at_a_time_captions() {
+    for extra in [
+        &[][..],
+        &["--num-beams", "3", "--prompt", "a picture of"][..],
+    ] {
+        let one = bench_demo("batch1", 7, extra);
+        let mut args = vec!["--batch-size", "3"];
+        args.extend_from_slice(extra);
+        let three = bench_demo("batch3", 7, &args);
+        assert_eq!(one["performance_metrics"]["batch_size"], 1);
+        assert_eq!(three["performance_metrics"]["batch_size"], 3);
+        let samples = |r: &Value| -> Vec<(String, Vec<u32>)> {
+            r["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s["image"].as_str().unwrap().to_string(),
+                        ids(&s["token_ids"]),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(samples(&one).len(), 7);
+        assert_eq!(samples(&three), samples(&one), "{extra:?}");
+        let lengths: Vec<usize> = samples(&one).iter().map(|s| s.1.len()).collect();
+        assert!(
+            lengths.iter().min() < lengths.iter().max(),
+            "captions of different lengths: {lengths:?}"
+        );
+        for r in [&one, &three] {
+            let p = &r["performance_metrics"];
+            assert_eq!(p["failed_samples"], 1);
+            assert_eq!(r["failures"][0]["image"], "missing.png");
+            // images/s is the images over the summed per-image times, which for batches add up
+            // to the batches' wall time.
+            let times: Vec<f64> = p["individual_times"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_f64().unwrap())
+                .collect();
+            assert_eq!(times.len(), 7);
+            let ips = p["throughput_images_per_sec"].as_f64().unwrap();
+            assert!(ips > 0.0);
+            assert!((ips - 7.0 / times.iter().sum::<f64>()).abs() < 1e-6 * ips);
+        }
+        // Within a batch, the vision and decoding shares are equal.
+        let s = three["samples"].as_array().unwrap();
+        assert_eq!(s[0]["timings"]["vision_s"], s[1]["timings"]["vision_s"]);
+        assert_eq!(s[0]["timings"]["decode_s"], s[2]["timings"]["decode_s"]);
+    }
+}
+
+#[test]
+fn bench_refuses_bad_batch_sizes() {
+    for bad in ["0", "33", "1000000000000"] {
+        let out = blipq()
+            .args(["bench", "--batch-size", bad, "--out"])
+            .arg(temp("badbatch"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("--batch-size {bad}")) && stderr.contains("1 to 32"),
+            "{bad}: {stderr}"
+        );
+    }
+    for bad in ["--batch-size=-1", "--batch-size=abc"] {
+        let out = blipq().args(["bench", bad]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("invalid value"),
+            "{bad}"
+        );
+    }
+    // `caption` checks its batch size too, before reading any image.
+    let out = blipq()
+        .args(["caption", "--batch-size", "0", "--model"])
+        .arg(tiny_dir())
+        .arg(fixtures().join("images/camera.png"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--batch-size 0: give 1 to 32"));
+}
+
+#[test]
+fn caption_batch_size_gives_the_same_json() {
+    let names = [
+        "camera.png",
+        "rocket_rgba.png",
+        "chelsea.png",
+        "coffee.jpg",
+        "astronaut.jpg",
+    ];
+    let run = |batch: &str| -> Value {
+        let out = blipq()
+            .args([
+                "caption",
+                "--json",
+                "--num-beams",
+                "2",
+                "--batch-size",
+                batch,
+            ])
+            .arg("--model")
+            .arg(tiny_dir())
+            .args(names.iter().map(|n| fixtures().join("images").join(n)))
+            .arg(fixtures().join("images/missing.png"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "one image is missing");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let one = run("1");
+    assert_eq!(one.as_array().unwrap().len(), 6);
+    assert!(one[5]["error"].as_str().unwrap().contains("missing.png"));
+    assert!(one[0]["token_ids"].is_array());
+    assert_eq!(run("4"), one);
+}

@@ -9,6 +9,9 @@ Each variant runs in its own process so that peak memory (ru_maxrss) is per mode
         --limit 5 --fixed-new-tokens 20 --threads 2 --out bench-out/pytorch
 
 then `blipq bench --model ... --baseline bench-out/pytorch/pytorch-fp32_results.json ...`.
+`--batch-size N` captions N images per `generate` call (padded batch), like `blipq bench
+--batch-size N`: each image's time is its own preprocessing plus an equal share of its batch's
+vision and generate time, so images/s is measured over the batches' wall time.
 Never run in CI (needs torch + transformers, ~6 GB).
 """
 import argparse
@@ -70,19 +73,88 @@ def run_variant(args):
         return ids, dict(preprocess_s=t1 - t0, vision_s=vision_s,
                          decode_s=max(0.0, (t3 - t2) - vision_s), total_s=(t1 - t0) + (t3 - t2))
 
+    eos = model.config.text_config.sep_token_id
+    pad = model.config.text_config.pad_token_id
+
+    def trim(ids):
+        """A row of a batched generate without the padding after its end token."""
+        if eos in ids[1:]:
+            return ids[: ids.index(eos, 1) + 1]
+        while len(ids) > 1 and ids[-1] == pad:
+            ids = ids[:-1]
+        return ids
+
+    def caption_batch(paths):
+        """[(ids, timings) or Exception] per path; unreadable images fail alone."""
+        opened, pre = [], []
+        for path in paths:
+            t0 = time.perf_counter()
+            try:
+                image = Image.open(path)
+                image.load()
+                opened.append(image)
+            except Exception as e:
+                opened.append(e)
+            pre.append(time.perf_counter() - t0)
+        good = [im for im in opened if not isinstance(im, Exception)]
+        if not good:
+            return opened
+        t0 = time.perf_counter()
+        inputs = processor(images=good, return_tensors="pt")
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            model.vision_model(pixel_values=inputs["pixel_values"])
+            t2 = time.perf_counter()
+            rows = model.generate(**inputs, **gen).tolist()
+        t3 = time.perf_counter()
+        n = len(good)
+        share_pre, vision_s = (t1 - t0) / n, (t2 - t1) / n
+        gen_s = (t3 - t2) / n
+        out, rows = [], iter(rows)
+        for image, p in zip(opened, pre):
+            if isinstance(image, Exception):
+                out.append(image)
+                continue
+            pre_s = p + share_pre
+            out.append((trim(next(rows)), dict(
+                preprocess_s=pre_s, vision_s=vision_s, decode_s=max(0.0, gen_s - vision_s),
+                total_s=pre_s + vision_s + gen_s)))
+        return out
+
     first = os.path.join(args.images, items[0][0])
-    for _ in range(args.warmup):
-        caption(first)
-    for file, image_id, _refs in items:
-        try:
-            ids, timings = caption(os.path.join(args.images, file))
-        except Exception as e:  # report and go on, like blipq
-            failures.append(dict(image=file, error=str(e)))
-            continue
+    if args.batch_size == 1:
+        for _ in range(args.warmup):
+            caption(first)
+    else:
+        for _ in range(-(-args.warmup // args.batch_size)):
+            caption_batch([first] * args.batch_size)
+
+    def record(file, image_id, outcome):
+        if isinstance(outcome, Exception):  # report and go on, like blipq
+            failures.append(dict(image=file, error=str(outcome)))
+            return
+        ids, timings = outcome
         samples.append(dict(image=file, image_id=image_id,
                             caption=processor.decode(ids, skip_special_tokens=True),
                             token_ids=ids, new_tokens=len(ids) - 1, timings=timings))
         print(f"{args.variant} {len(samples)}/{len(items)} {timings['total_s']:.3f}s", file=sys.stderr)
+
+    for start in range(0, len(items), args.batch_size):
+        chunk = items[start:start + args.batch_size]
+        if args.batch_size == 1:
+            file, image_id, _refs = chunk[0]
+            try:
+                outcome = caption(os.path.join(args.images, file))
+            except Exception as e:
+                outcome = e
+            record(file, image_id, outcome)
+            continue
+        try:
+            outcomes = caption_batch([os.path.join(args.images, f) for f, _, _ in chunk])
+        except Exception as e:
+            outcomes = [e] * len(chunk)
+        for (file, image_id, _refs), outcome in zip(chunk, outcomes):
+            record(file, image_id, outcome)
 
     times = [s["timings"]["total_s"] for s in samples]
     total = sum(times)
@@ -108,7 +180,7 @@ def run_variant(args):
     result = dict(
         label=f"pytorch-{args.variant}",
         performance_metrics=dict(
-            total_samples=len(samples), failed_samples=len(failures),
+            total_samples=len(samples), failed_samples=len(failures), batch_size=args.batch_size,
             avg_inference_time=total / max(1, len(samples)),
             throughput_images_per_sec=len(samples) / total if total else 0.0,
             tokens_per_second=tokens / total if total else 0.0,
@@ -140,9 +212,13 @@ def main():
     p.add_argument("--max-length", type=int)
     p.add_argument("--num-beams", type=int)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="images per generate() call (1 to 32); images/s over the batches' wall time")
     p.add_argument("--out", default="bench-out/pytorch")
     p.add_argument("--variant", choices=["fp32", "int8", "both"], default="both")
     args = p.parse_args()
+    if not 1 <= args.batch_size <= 32:
+        p.error(f"--batch-size {args.batch_size}: give 1 to 32 images per batch")
     if args.variant != "both":
         return run_variant(args)
     for v in ("fp32", "int8"):

@@ -23,12 +23,14 @@ impl BlipForConditionalGeneration {
         })
     }
 
-    /// Image embeddings (the vision encoder's last hidden state) for `pixel_values` `[1, 3, H, W]`.
+    /// Image embeddings (the vision encoder's last hidden state) `[images, tokens, hidden]` for
+    /// `pixel_values` `[images, 3, H, W]`.
     pub fn encode_image(&self, pixel_values: &Tensor) -> Result<Tensor> {
         self.vision_model.forward(pixel_values)
     }
 
-    /// Decoder state for one image, with its cross-attention keys/values computed.
+    /// Decoder state for one or more images (`image_embeds` `[images, tokens, hidden]`), with
+    /// their cross-attention keys/values computed.
     pub fn start_decoding(&self, image_embeds: &Tensor) -> Result<DecoderState> {
         self.text_decoder.start(image_embeds)
     }

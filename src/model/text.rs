@@ -11,11 +11,13 @@ use crate::model::linear::{layer_norm, Embedding, Linear};
 use crate::model::ops::{activation_in_place, attention_few_queries, softmax_last_dim};
 use crate::{Error, Result};
 
-/// Everything the decoder remembers between steps for a batch of sequences (beams) of one image.
+/// Everything the decoder remembers between steps for a batch of sequences (greedy rows or beams)
+/// of one or more images. The rows are grouped by image, in image order, the same number per
+/// image: rows `r · i .. r · (i + 1)` look at image `i`, where `r = rows / images`.
 #[derive(Debug, Clone)]
 pub struct DecoderState {
-    /// Per layer: cross-attention keys and values `[heads, image_tokens, head_dim]`, shared by all
-    /// sequences of the batch because they all look at the same image.
+    /// Per layer: cross-attention keys and values `[images, heads, image_tokens, head_dim]`,
+    /// computed once per image and shared by all the rows of that image.
     cross_kv: Vec<(Tensor, Tensor)>,
     /// Per layer: self-attention keys and values `[batch, heads, past, head_dim]`.
     self_kv: Vec<Option<(Tensor, Tensor)>>,
@@ -35,7 +37,31 @@ impl DecoderState {
             .map_or(Device::Cpu, |(k, _)| k.device().clone())
     }
 
-    /// Keeps (and duplicates) the cached sequences listed in `indices`, for beam search.
+    /// Images whose keys and values are cached.
+    pub fn images(&self) -> Result<usize> {
+        Ok(match self.cross_kv.first() {
+            Some((k, _)) => k.dim(0)?,
+            None => 0,
+        })
+    }
+
+    /// Keeps only the images listed in `indices` (positions among the current ones, in the new
+    /// order): a batch drops the images that have finished. The rows must be reordered to match
+    /// ([`DecoderState::reorder`]).
+    pub fn retain_images(&mut self, indices: &[u32]) -> Result<()> {
+        let Some((k0, _)) = self.cross_kv.first() else {
+            return Ok(());
+        };
+        let idx = Tensor::new(indices, k0.device())?;
+        for (k, v) in self.cross_kv.iter_mut() {
+            *k = k.index_select(&idx, 0)?;
+            *v = v.index_select(&idx, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps (and duplicates) the cached sequences listed in `indices`, for beam search and for
+    /// dropping the rows of finished images.
     pub fn reorder(&mut self, indices: &[u32]) -> Result<()> {
         let Some(Some((k0, _))) = self.self_kv.first() else {
             return Ok(());
@@ -160,28 +186,40 @@ impl TextSelfAttention {
         Ok(ctx)
     }
 
-    /// Keys and values of the image tokens, `[heads, tokens, head_dim]` each.
+    /// Keys and values of the image tokens of `image_embeds` `[images, tokens, hidden]`,
+    /// `[images, heads, tokens, head_dim]` each.
     pub fn image_kv(&self, image_embeds: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = self
-            .split_heads(&self.key.forward(image_embeds)?)?
-            .squeeze(0)?;
-        let v = self
-            .split_heads(&self.value.forward(image_embeds)?)?
-            .squeeze(0)?;
+        let k = self.split_heads(&self.key.forward(image_embeds)?)?;
+        let v = self.split_heads(&self.value.forward(image_embeds)?)?;
         Ok((k, v))
     }
 
-    /// Cross-attention of every sequence in the batch to the same image keys/values: the batch and
-    /// length dimensions are folded together so one matmul per head serves all beams.
+    /// Cross-attention of every sequence in the batch to its own image's keys/values
+    /// `[images, heads, tokens, head_dim]` (rows grouped by image, as in [`DecoderState`]): the
+    /// rows and positions of one image are folded together so that each (image, head) is one
+    /// attention over all of them. Every query row is computed on its own, so a row's result does
+    /// not depend on the other rows or images of the batch.
     pub fn forward_cross(&self, xs: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
         let (b, len, h) = xs.dims3()?;
+        let (images, heads, tokens, d) = kv.0.dims4()?;
+        if images == 0 || b % images != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "cross-attention of {b} rows to {images} images: the rows must be grouped by \
+                 image, the same number per image"
+            )));
+        }
+        let per_image = b / images * len;
         let q = self
             .scaled_query(xs)?
-            .reshape((b * len, self.num_heads, self.head_dim))?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let ctx = attention_few_queries(&q, &kv.0, &kv.1)?
-            .transpose(0, 1)?
+            .reshape((images, per_image, self.num_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((images * heads, per_image, d))?;
+        let k = kv.0.reshape((images * heads, tokens, d))?;
+        let v = kv.1.reshape((images * heads, tokens, d))?;
+        let ctx = attention_few_queries(&q, &k, &v)?
+            .reshape((images, heads, per_image, d))?
+            .transpose(1, 2)?
             .reshape((b, len, h))?;
         Ok(ctx)
     }
@@ -325,8 +363,8 @@ impl TextLMHeadModel {
         })
     }
 
-    /// Starts decoding for one image: computes every layer's cross-attention keys/values once.
-    /// `image_embeds` is `[1, tokens, encoder_hidden]`.
+    /// Starts decoding for one or more images: computes every layer's cross-attention keys/values
+    /// once per image. `image_embeds` is `[images, tokens, encoder_hidden]`.
     pub fn start(&self, image_embeds: &Tensor) -> Result<DecoderState> {
         let cross_kv = self
             .layers

@@ -51,7 +51,12 @@ impl VisionEmbeddings {
             .reshape((b, c, gh, p, gw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b, gh * gw, c * p * p))?;
-        let patch_embeds = linear_f32(&patches, &self.patch_weight, Some(&self.patch_bias))?;
+        // One product per image: the `gemm` crate may block `k` differently for a different
+        // number of rows, and an image's embeddings must not depend on its batch.
+        let patch_embeds = (0..b)
+            .map(|i| linear_f32(&patches.get(i)?, &self.patch_weight, Some(&self.patch_bias)))
+            .collect::<Result<Vec<_>>>()?;
+        let patch_embeds = Tensor::stack(&patch_embeds, 0)?;
         let hidden = self.class_embedding.dim(D::Minus1)?;
         let class_embeds = self.class_embedding.broadcast_as((b, 1, hidden))?;
         let embeddings = Tensor::cat(&[&class_embeds, &patch_embeds], 1)?;

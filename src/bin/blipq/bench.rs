@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use blipq::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
 use blipq::files::{MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES};
 use blipq::fsio::{read_file, read_text};
-use blipq::{CaptionOptions, Captioner};
+use blipq::{BatchImage, CaptionOptions, Captioner, MAX_BATCH};
 
 use crate::progress;
 
@@ -50,6 +50,27 @@ pub struct Options {
     /// CPU threads for each model (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Caption N images at once (one vision pass and one decoding loop per batch); images/s is
+    /// then measured over the batches' wall time. 1 = one image at a time.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+}
+
+/// Checks the options every process (parent and workers) relies on.
+fn check_options(o: &Options) -> anyhow::Result<()> {
+    if o.warmup > MAX_WARMUP {
+        bail!(
+            "--warmup {}: give at most {MAX_WARMUP} untimed captions",
+            o.warmup
+        );
+    }
+    if o.batch_size == 0 || o.batch_size > MAX_BATCH {
+        bail!(
+            "--batch-size {}: give 1 to {MAX_BATCH} images per batch",
+            o.batch_size
+        );
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -126,12 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("model {}: not a checkpoint directory", m.display());
         }
     }
-    if args.opts.warmup > MAX_WARMUP {
-        bail!(
-            "--warmup {}: give at most {MAX_WARMUP} untimed captions",
-            args.opts.warmup
-        );
-    }
+    check_options(&args.opts)?;
     if let Some(t) = args.opts.threads {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let max = MAX_THREADS_PER_CORE * cores;
@@ -161,12 +177,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .arg("--result")
             .arg(&result);
         forward_options(&mut cmd, &args.opts);
-        if args.opts.warmup > MAX_WARMUP {
-            bail!(
-                "--warmup {}: give at most {MAX_WARMUP} untimed captions",
-                args.opts.warmup
-            );
-        }
         if let Some(t) = args.opts.threads {
             cmd.env("RAYON_NUM_THREADS", t.to_string());
         }
@@ -229,6 +239,7 @@ fn forward_options(cmd: &mut Command, o: &Options) {
         "--fixed-new-tokens",
         o.fixed_new_tokens.map(|v| v.to_string()),
     );
+    opt("--batch-size", Some(o.batch_size.to_string()));
 }
 
 fn write_captions(out: &Path, r: &ModelResults) -> anyhow::Result<()> {
@@ -301,6 +312,10 @@ fn weights_file_mb(dir: &Path) -> f64 {
 
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let o = &args.opts;
+    check_options(o)?;
+    if o.batch_size > 1 {
+        crate::malloc::keep_large_blocks();
+    }
     let (items, images_dir) = load_items(o)?;
     let model = Captioner::load_dir(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -315,42 +330,91 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let read = |item: &Item| -> anyhow::Result<Vec<u8>> {
         Ok(read_file(&images_dir.join(&item.file), MAX_IMAGE_BYTES)?)
     };
-    // Warm up on the first readable image.
-    if let Some(bytes) = items.iter().find_map(|i| read(i).ok()) {
-        for _ in 0..o.warmup {
-            let _ = model.caption(&bytes, "warmup", &opts, &mut |_| {});
-        }
-    }
     let pb = progress::bar(items.len() as u64, &args.label);
     let mut samples: Vec<Sample> = Vec::with_capacity(items.len());
     let mut failures: Vec<Failure> = Vec::new();
-    for item in &items {
-        let outcome = read(item)
-            .and_then(|bytes| Ok(model.caption(&bytes, &item.file, &opts, &mut |_| {})?));
-        match outcome {
-            Ok(c) => samples.push(Sample {
+    let mut record = |item: &Item, outcome: anyhow::Result<blipq::Caption>| match outcome {
+        Ok(c) => samples.push(Sample {
+            image: item.file.clone(),
+            image_id: item.image_id.clone(),
+            caption: c.caption,
+            token_ids: c.token_ids,
+            new_tokens: c.new_tokens,
+            timings: c.timings,
+        }),
+        Err(e) => {
+            pb.suspend(|| eprintln!("{}: {e:#}", item.file));
+            failures.push(Failure {
                 image: item.file.clone(),
-                image_id: item.image_id.clone(),
-                caption: c.caption,
-                token_ids: c.token_ids,
-                new_tokens: c.new_tokens,
-                timings: c.timings,
-            }),
-            Err(e) => {
-                pb.suspend(|| eprintln!("{}: {e:#}", item.file));
-                failures.push(Failure {
-                    image: item.file.clone(),
-                    error: format!("{e:#}"),
-                });
+                error: format!("{e:#}"),
+            });
+        }
+    };
+    let warm = items.iter().find_map(|i| read(i).ok());
+    if o.batch_size == 1 {
+        // Warm up on the first readable image.
+        if let Some(bytes) = &warm {
+            for _ in 0..o.warmup {
+                let _ = model.caption(bytes, "warmup", &opts, &mut |_| {});
             }
         }
-        pb.inc(1);
+        for item in &items {
+            let outcome = read(item)
+                .and_then(|bytes| Ok(model.caption(&bytes, &item.file, &opts, &mut |_| {})?));
+            record(item, outcome);
+            pb.inc(1);
+        }
+    } else {
+        // Warm up with full batches of the first readable image: `warmup` captions, rounded up
+        // to whole batches.
+        if let Some(bytes) = &warm {
+            let batch = vec![
+                BatchImage {
+                    bytes,
+                    name: "warmup"
+                };
+                o.batch_size
+            ];
+            for _ in 0..o.warmup.div_ceil(o.batch_size) {
+                let _ = model.caption_batch(&batch, &opts);
+            }
+        }
+        for chunk in items.chunks(o.batch_size) {
+            let files: Vec<anyhow::Result<Vec<u8>>> = chunk.iter().map(read).collect();
+            let readable: Vec<(&Item, &Vec<u8>)> = chunk
+                .iter()
+                .zip(&files)
+                .filter_map(|(i, r)| r.as_ref().ok().map(|b| (i, b)))
+                .collect();
+            let batch: Vec<BatchImage> = readable
+                .iter()
+                .map(|(i, b)| BatchImage {
+                    bytes: b,
+                    name: &i.file,
+                })
+                .collect();
+            let mut captions = model.caption_batch(&batch, &opts)?.into_iter();
+            for (item, r) in chunk.iter().zip(files) {
+                let outcome = match r {
+                    Err(e) => Err(e),
+                    Ok(_) => match captions.next() {
+                        Some(c) => c.map_err(anyhow::Error::from),
+                        None => Err(anyhow::anyhow!("no caption returned")),
+                    },
+                };
+                record(item, outcome);
+            }
+            pb.inc(chunk.len() as u64);
+        }
     }
     pb.finish_and_clear();
     let info = model.info();
     let results = ModelResults {
         label: args.label.clone(),
-        performance_metrics: bench::performance(&samples, failures.len(), peak_rss_mb()),
+        performance_metrics: bench::PerformanceMetrics {
+            batch_size: o.batch_size,
+            ..bench::performance(&samples, failures.len(), peak_rss_mb())
+        },
         quality_metrics: bench::quality(&samples, &items)?,
         model_info: ModelInfoReport {
             total_parameters: info.total_parameters,

@@ -45,7 +45,8 @@ pub const PANEL: usize = 16;
 /// Bytes of one candle `BlockQ8_0`: f16 scale, then 32 int8 values.
 const Q8_0_BYTES: usize = 2 + BLOCK;
 /// Up to this many activation rows the product is split across threads by columns (decode: one row
-/// per beam); beyond it, by rows.
+/// per beam); beyond it, by rows, unless there are fewer chunks of [`ROW_CHUNK`] rows than
+/// threads (batched decode), when columns again.
 const SMALL_M: usize = 4;
 /// Columns per parallel work item in the small-`m` case (a multiple of 2 panels).
 const SMALL_M_CHUNK: usize = 8 * PANEL;
@@ -438,8 +439,12 @@ impl Q8Matrix {
         }
         let xq = QuantRows::new(x, m, self.k);
         let panels = self.n.div_ceil(PANEL);
-        if m <= SMALL_M {
-            // Few rows (decode): the weights dominate, split them by columns. Each work item
+        // Few rows (decode, also batched: a few rows per image): the weights dominate, split
+        // them by columns, as long as splitting by rows would leave threads idle. Either split
+        // computes every output element in the same order, so the result does not depend on it.
+        let row_items = m.div_ceil(ROW_CHUNK);
+        if m <= SMALL_M || row_items < rayon::current_num_threads() {
+            // Split by columns. Each work item
             // accumulates onto its own `[m, SMALL_M_CHUNK]` slab (a copy of its part of `y`),
             // copied back into `y` afterwards (tiny).
             let per = SMALL_M_CHUNK / PANEL;
