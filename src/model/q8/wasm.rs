@@ -24,6 +24,46 @@ pub(super) fn gemm_simd128(
     out: &mut [f32],
     ldo: usize,
 ) {
+    drive::<Simd128>(w, xq, rows, panels, out, ldo);
+}
+
+/// A wasm tile kernel: rows `r0 .. r0 + R` (`R <= 4`) × panel `p`, accumulated onto `out`.
+pub(super) trait Tile {
+    fn tile<const R: usize>(
+        w: &Q8Matrix,
+        xq: &QuantRows,
+        r0: usize,
+        p: usize,
+        out: &mut [f32],
+        ldo: usize,
+    );
+}
+
+struct Simd128;
+
+impl Tile for Simd128 {
+    #[inline(always)]
+    fn tile<const R: usize>(
+        w: &Q8Matrix,
+        xq: &QuantRows,
+        r0: usize,
+        p: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        tile::<R>(w, xq, r0, p, out, ldo)
+    }
+}
+
+/// The walk both wasm kernels share: panels outside, tiles of up to 4 rows inside.
+pub(super) fn drive<T: Tile>(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    out: &mut [f32],
+    ldo: usize,
+) {
     // Safe indexing throughout (the one raw load reads a fixed-size array at a constant-bounded
     // offset), so this only states the contract, as the x86 kernels do.
     super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
@@ -34,13 +74,52 @@ pub(super) fn gemm_simd128(
             let mr = (rows.end - r).min(MR);
             let o = &mut out[(r - rows.start) * ldo + col..];
             match mr {
-                4 => tile::<4>(w, xq, r, p, o, ldo),
-                3 => tile::<3>(w, xq, r, p, o, ldo),
-                2 => tile::<2>(w, xq, r, p, o, ldo),
-                _ => tile::<1>(w, xq, r, p, o, ldo),
+                4 => T::tile::<4>(w, xq, r, p, o, ldo),
+                3 => T::tile::<3>(w, xq, r, p, o, ldo),
+                2 => T::tile::<2>(w, xq, r, p, o, ldo),
+                _ => T::tile::<1>(w, xq, r, p, o, ldo),
             }
             r += mr;
         }
+    }
+}
+
+/// A tile's f32 accumulators, 4 vectors per row, from the caller's starting values in `out`
+/// (a partial last panel goes through a zero-padded copy).
+#[inline(always)]
+pub(super) fn load_acc<const R: usize>(out: &[f32], ldo: usize, width: usize) -> [[v128; 4]; R] {
+    let mut facc = [[f32x4_splat(0.0); 4]; R];
+    for (i, facc) in facc.iter_mut().enumerate() {
+        let mut tmp = [0f32; PANEL];
+        tmp[..width].copy_from_slice(&out[i * ldo..i * ldo + width]);
+        for (q, v) in facc.iter_mut().enumerate() {
+            *v = f32x4(tmp[4 * q], tmp[4 * q + 1], tmp[4 * q + 2], tmp[4 * q + 3]);
+        }
+    }
+    facc
+}
+
+/// Writes a tile's accumulators back to `out` (its first `width` columns).
+#[inline(always)]
+pub(super) fn store_acc<const R: usize>(
+    facc: &[[v128; 4]; R],
+    out: &mut [f32],
+    ldo: usize,
+    width: usize,
+) {
+    for (i, facc) in facc.iter().enumerate() {
+        let mut tmp = [0f32; PANEL];
+        for (q, v) in facc.iter().enumerate() {
+            for (l, t) in tmp[4 * q..4 * q + 4].iter_mut().enumerate() {
+                *t = match l {
+                    0 => f32x4_extract_lane::<0>(*v),
+                    1 => f32x4_extract_lane::<1>(*v),
+                    2 => f32x4_extract_lane::<2>(*v),
+                    _ => f32x4_extract_lane::<3>(*v),
+                };
+            }
+        }
+        out[i * ldo..i * ldo + width].copy_from_slice(&tmp[..width]);
     }
 }
 
@@ -58,16 +137,7 @@ fn tile<const R: usize>(
     let (k, nb) = (w.k, w.nb);
     let flip = u8x16_splat(0x80);
     let width = panel_width(w, p);
-    // Accumulate onto `out` (the caller's starting values); a partial last panel goes through a
-    // zero-padded copy.
-    let mut facc = [[f32x4_splat(0.0); 4]; R];
-    for (i, facc) in facc.iter_mut().enumerate() {
-        let mut tmp = [0f32; PANEL];
-        tmp[..width].copy_from_slice(&out[i * ldo..i * ldo + width]);
-        for (q, v) in facc.iter_mut().enumerate() {
-            *v = f32x4(tmp[4 * q], tmp[4 * q + 1], tmp[4 * q + 2], tmp[4 * q + 3]);
-        }
-    }
+    let mut facc = load_acc::<R>(out, ldo, width);
     for b in 0..nb {
         let pb = &w.blocks[p * nb + b];
         // The 8 k-steps of each row's block, as i16 `[x0 x1 x2 x3 x0 x1 x2 x3]`.
@@ -122,18 +192,5 @@ fn tile<const R: usize>(
             }
         }
     }
-    for (i, facc) in facc.iter().enumerate() {
-        let mut tmp = [0f32; PANEL];
-        for (q, v) in facc.iter().enumerate() {
-            for (l, t) in tmp[4 * q..4 * q + 4].iter_mut().enumerate() {
-                *t = match l {
-                    0 => f32x4_extract_lane::<0>(*v),
-                    1 => f32x4_extract_lane::<1>(*v),
-                    2 => f32x4_extract_lane::<2>(*v),
-                    _ => f32x4_extract_lane::<3>(*v),
-                };
-            }
-        }
-        out[i * ldo..i * ldo + width].copy_from_slice(&tmp[..width]);
-    }
+    store_acc::<R>(&facc, out, ldo, width);
 }

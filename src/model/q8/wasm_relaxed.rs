@@ -15,14 +15,14 @@
 //! (`QuantRows::corr`). Every pairwise sum is at most `2 · 127 · 127 < 2^15`, so both lowerings
 //! give the exact integer block sum and the kernel equals the scalar reference bit for bit.
 //!
-//! Tiles are 4 rows × one panel (16 columns), one column quad at a time, like the simd128 kernel.
+//! Tiles are 4 rows × one panel (16 columns), one column quad at a time, walked and stored by the
+//! simd128 kernel's code (`super::wasm::drive`).
 
 use core::arch::wasm32::*;
 use std::ops::Range;
 
+use super::wasm::{drive, load_acc, store_acc, Tile};
 use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
-
-const MR: usize = 4;
 
 // The last 16-byte weight load of a block (`s = BLOCK / 4 - 1`, `q = 3`) ends within `qs`.
 const _: () = assert!(64 * (BLOCK / 4 - 1) + 16 * 3 + 16 <= BLOCK * PANEL);
@@ -35,23 +35,22 @@ pub(super) fn gemm_relaxed(
     out: &mut [f32],
     ldo: usize,
 ) {
-    // Safe indexing throughout (the one raw load reads a fixed-size array at a constant-bounded
-    // offset), so this only states the contract, as the x86 kernels do.
-    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
-    for p in panels.clone() {
-        let col = (p - panels.start) * PANEL;
-        let mut r = rows.start;
-        while r < rows.end {
-            let mr = (rows.end - r).min(MR);
-            let o = &mut out[(r - rows.start) * ldo + col..];
-            match mr {
-                4 => tile::<4>(w, xq, r, p, o, ldo),
-                3 => tile::<3>(w, xq, r, p, o, ldo),
-                2 => tile::<2>(w, xq, r, p, o, ldo),
-                _ => tile::<1>(w, xq, r, p, o, ldo),
-            }
-            r += mr;
-        }
+    drive::<Relaxed>(w, xq, rows, panels, out, ldo);
+}
+
+struct Relaxed;
+
+impl Tile for Relaxed {
+    #[inline(always)]
+    fn tile<const R: usize>(
+        w: &Q8Matrix,
+        xq: &QuantRows,
+        r0: usize,
+        p: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        tile::<R>(w, xq, r0, p, out, ldo)
     }
 }
 
@@ -69,16 +68,7 @@ fn tile<const R: usize>(
     let (k, nb) = (w.k, w.nb);
     let low7 = u8x16_splat(0x7f);
     let width = panel_width(w, p);
-    // Accumulate onto `out` (the caller's starting values); a partial last panel goes through a
-    // zero-padded copy.
-    let mut facc = [[f32x4_splat(0.0); 4]; R];
-    for (i, facc) in facc.iter_mut().enumerate() {
-        let mut tmp = [0f32; PANEL];
-        tmp[..width].copy_from_slice(&out[i * ldo..i * ldo + width]);
-        for (q, v) in facc.iter_mut().enumerate() {
-            *v = f32x4(tmp[4 * q], tmp[4 * q + 1], tmp[4 * q + 2], tmp[4 * q + 3]);
-        }
-    }
+    let mut facc = load_acc::<R>(out, ldo, width);
     for b in 0..nb {
         let pb = &w.blocks[p * nb + b];
         // The 8 k-steps of each row's block, each 4 activations broadcast to every column.
@@ -127,18 +117,5 @@ fn tile<const R: usize>(
             }
         }
     }
-    for (i, facc) in facc.iter().enumerate() {
-        let mut tmp = [0f32; PANEL];
-        for (q, v) in facc.iter().enumerate() {
-            for (l, t) in tmp[4 * q..4 * q + 4].iter_mut().enumerate() {
-                *t = match l {
-                    0 => f32x4_extract_lane::<0>(*v),
-                    1 => f32x4_extract_lane::<1>(*v),
-                    2 => f32x4_extract_lane::<2>(*v),
-                    _ => f32x4_extract_lane::<3>(*v),
-                };
-            }
-        }
-        out[i * ldo..i * ldo + width].copy_from_slice(&tmp[..width]);
-    }
+    store_acc::<R>(&facc, out, ldo, width);
 }
