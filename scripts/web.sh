@@ -4,6 +4,7 @@
 #   scripts/web.sh build --release          # dist/: a static site (multi-threaded wasm; the
 #                                           # relaxed-SIMD build in dist/relaxed/)
 #   scripts/web.sh serve                    # http://127.0.0.1:8080, with the COOP/COEP headers
+#                                           # (the simd128 build only: rebuilt as you edit)
 #   scripts/web.sh build --release --single-thread   # the stable single-threaded build instead
 #   scripts/web.sh clippy                   # clippy -D warnings on the lib, as the threaded build
 #
@@ -90,22 +91,25 @@ rm -rf "$target_dir"/wasm-bindgen/*/snippets
 
 # The second build: the same crate with the cargo feature `relaxed-simd` (relaxed-simd.html), for
 # engines with relaxed SIMD. Built first, into its own folder; Trunkfile.toml's post_build hook
-# copies it into the page's relaxed/ folder on every build of the page (trunk serve's rebuilds
-# too), where www/worker.js finds it. Only blipq itself is compiled again for it: the feature
+# copies it into the page's relaxed/ folder, where www/worker.js finds it. Only blipq itself is compiled again for it: the feature
 # changes no dependency and no flag.
-relaxed_dist="$target_dir/relaxed-dist"
+# `serve` leaves it out: trunk's rebuilds would keep copying the first, stale one; the page then
+# runs the simd128 build and says there is no relaxed one.
 unset BLIPQ_RELAXED_DIST
-release=()
-for a in "${args[@]}"; do
-  [[ "$a" == --release ]] && release=(--release)
-done
-echo "scripts/web.sh: the relaxed-SIMD module (relaxed-simd.html) into $relaxed_dist" >&2
-trunk build --config Trunkfile.toml "${release[@]}" --dist "$relaxed_dist" relaxed-simd.html
-for f in blipq.js blipq_bg.wasm; do
-  [[ -s "$relaxed_dist/$f" ]] || { echo "scripts/web.sh: trunk produced no $relaxed_dist/$f" >&2; exit 1; }
-done
-rm -rf "$target_dir"/wasm-bindgen/*/snippets
-export BLIPQ_RELAXED_DIST="$relaxed_dist"
+if [[ "$cmd" == build ]]; then
+  relaxed_dist="$target_dir/relaxed-dist"
+  release=()
+  for a in "${args[@]}"; do
+    [[ "$a" == --release ]] && release=(--release)
+  done
+  echo "scripts/web.sh: the relaxed-SIMD module (relaxed-simd.html) into $relaxed_dist" >&2
+  trunk build --config Trunkfile.toml "${release[@]}" --dist "$relaxed_dist" relaxed-simd.html
+  for f in blipq.js blipq_bg.wasm; do
+    [[ -s "$relaxed_dist/$f" ]] || { echo "scripts/web.sh: trunk produced no $relaxed_dist/$f" >&2; exit 1; }
+  done
+  rm -rf "$target_dir"/wasm-bindgen/*/snippets
+  export BLIPQ_RELAXED_DIST="$relaxed_dist"
+fi
 
 # `trunk serve` refuses to start when a path in Trunkfile.toml's [watch] ignore list is missing
 # (as bench-out/ and dist/ are in a fresh clone; both are git-ignored).

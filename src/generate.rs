@@ -8,7 +8,8 @@
 //! its own search state (`Beams` for beam search) and its rows leave the batch as soon as it
 //! finishes. Every row is computed independently of the others (see
 //! [`crate::model::DecoderState`] and the kernels' notes), so an image's tokens are the same
-//! whichever images share its batch.
+//! whichever images share its batch — with blipq's own kernels; the `gemm` crate's f32 fallback
+//! (CPUs without AVX-512) sums one row and many rows in different orders.
 
 use candle_core::{Device, Tensor, D};
 

@@ -60,11 +60,12 @@ const RELAXED_SIMD_PROBE = new Uint8Array([
 ]);
 
 /**
- * Loads the relaxed-SIMD build where the engine has relaxed SIMD, else the simd128 one (every
- * engine with fixed-width SIMD). `?simd=simd128` on this script's URL (the page passes its own)
- * forces the simd128 build, e.g. to compare the two in one browser. Resolves to
- * {blipq, wasmUrl, buildNote}: the bindings (a namespace: `initThreadPool` exists in the
- * threaded builds only, and a named import of a missing export would fail the whole module).
+ * Loads and instantiates the relaxed-SIMD build where the engine has relaxed SIMD, else (or if
+ * that fails) the simd128 one (every engine with fixed-width SIMD). `?simd=simd128` on this
+ * script's URL (the page passes its own) forces the simd128 build, e.g. to compare the two in
+ * one browser. Resolves to {blipq, buildNote}: the initialized bindings (a namespace:
+ * `initThreadPool` exists in the threaded builds only, and a named import of a missing export
+ * would fail the whole module).
  */
 async function importBuild() {
   const asked = new URL(self.location.href).searchParams.get("simd");
@@ -74,15 +75,18 @@ async function importBuild() {
   else {
     try {
       const blipq = await import("../relaxed/blipq.js");
-      return { blipq, wasmUrl: new URL("../relaxed/blipq_bg.wasm", import.meta.url), buildNote: null };
+      await blipq.default({ module_or_path: new URL("../relaxed/blipq_bg.wasm", import.meta.url) });
+      return { blipq, buildNote: null };
     } catch (e) {
-      // A dist/ built without it (a plain `trunk build`, not scripts/web.sh).
+      // A dist/ built without it (a plain `trunk build`, or `scripts/web.sh serve`), or a
+      // module that did not load: the simd128 build runs everywhere.
       note = `no relaxed-SIMD build here (${errorMessage(e)})`;
       console.warn(`blipq worker: loading the simd128 build: ${note}`);
     }
   }
   const blipq = await import("../blipq.js");
-  return { blipq, wasmUrl: new URL("../blipq_bg.wasm", import.meta.url), buildNote: note };
+  await blipq.default({ module_or_path: new URL("../blipq_bg.wasm", import.meta.url) });
+  return { blipq, buildNote: note };
 }
 
 /**
@@ -143,10 +147,9 @@ async function startThreads(buildNote) {
   };
 }
 
-const ready = importBuild().then(async (build) => {
+const ready = importBuild().then((build) => {
   blipq = build.blipq;
   ({ Captioner, version, wasmMemoryBytes, bleu4 } = blipq);
-  await blipq.default({ module_or_path: build.wasmUrl });
   return startThreads(build.buildNote);
 });
 /** key → {captioner, info, weightBytes} */

@@ -393,14 +393,27 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                     name: &i.file,
                 })
                 .collect();
-            let mut captions = model.caption_batch(&batch, &opts)?.into_iter();
+            // A failure of the whole batch (e.g. the model itself) is recorded for each of its
+            // images, like a failed image: the samples already taken are kept and reported.
+            let mut captions = match model.caption_batch(&batch, &opts) {
+                Ok(c) => c
+                    .into_iter()
+                    .map(|c| c.map_err(anyhow::Error::from))
+                    .collect(),
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    (0..batch.len())
+                        .map(|_| Err(anyhow::anyhow!("{message}")))
+                        .collect::<Vec<_>>()
+                }
+            }
+            .into_iter();
             for (item, r) in chunk.iter().zip(files) {
                 let outcome = match r {
                     Err(e) => Err(e),
-                    Ok(_) => match captions.next() {
-                        Some(c) => c.map_err(anyhow::Error::from),
-                        None => Err(anyhow::anyhow!("no caption returned")),
-                    },
+                    Ok(_) => captions
+                        .next()
+                        .unwrap_or_else(|| Err(anyhow::anyhow!("no caption returned"))),
                 };
                 record(item, outcome);
             }

@@ -440,10 +440,12 @@ impl Q8Matrix {
         let xq = QuantRows::new(x, m, self.k);
         let panels = self.n.div_ceil(PANEL);
         // Few rows (decode, also batched: a few rows per image): the weights dominate, split
-        // them by columns, as long as splitting by rows would leave threads idle. Either split
+        // them by columns, as long as splitting by rows would leave threads idle and columns
+        // make more work items (a batched decode step, not one image's vision). Either split
         // computes every output element in the same order, so the result does not depend on it.
         let row_items = m.div_ceil(ROW_CHUNK);
-        if m <= SMALL_M || row_items < rayon::current_num_threads() {
+        let column_items = panels.div_ceil(SMALL_M_CHUNK / PANEL);
+        if m <= SMALL_M || (row_items < rayon::current_num_threads() && column_items > row_items) {
             // Split by columns. Each work item
             // accumulates onto its own `[m, SMALL_M_CHUNK]` slab (a copy of its part of `y`),
             // copied back into `y` afterwards (tiny).

@@ -6,7 +6,7 @@
 //! Exactness. The instruction multiplies signed bytes `a` by bytes `b` whose result is
 //! engine-defined when `b`'s top bit is set, and the `pmaddubsw` lowering saturates pairwise sums
 //! at i16. So `b` only ever holds 7-bit values: the stored weight byte `w = q_w + 128` (the
-//! panel layout of [`super`], in `1..=255`) is split into its low 7 bits and its top bit,
+//! panel layout of [`super`], in `0..=255`) is split into its low 7 bits and its top bit,
 //! `w = lo + 128 · hi`, and with `a` = the activations (`|q_x| <= 127`):
 //!
 //! `Σ q_x q_w = Σ q_x lo + 128 · Σ q_x hi − 128 · Σ q_x`
