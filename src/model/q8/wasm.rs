@@ -9,7 +9,7 @@
 use core::arch::wasm32::*;
 use std::ops::Range;
 
-use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
+use super::{panel_width, PanelBlock, Q8Matrix, QuantRows, BLOCK, PANEL};
 
 const MR: usize = 4;
 
@@ -123,6 +123,35 @@ pub(super) fn store_acc<const R: usize>(
     }
 }
 
+/// Activations `4 s .. 4 s + 4` of a 32-value block, as one little-endian word to broadcast.
+#[inline(always)]
+pub(super) fn x4(x: &[i8], s: usize) -> i32 {
+    i32::from_le_bytes([
+        x[4 * s] as u8,
+        x[4 * s + 1] as u8,
+        x[4 * s + 2] as u8,
+        x[4 * s + 3] as u8,
+    ])
+}
+
+/// The weight scales of column quad `q` of a block.
+#[inline(always)]
+pub(super) fn quad_scales(pb: &PanelBlock, q: usize) -> v128 {
+    f32x4(
+        pb.scales[4 * q],
+        pb.scales[4 * q + 1],
+        pb.scales[4 * q + 2],
+        pb.scales[4 * q + 3],
+    )
+}
+
+/// `acc + sum · (ws · dx)`: one block's exact integer sums of a column quad, scaled, added in
+/// the scalar reference's order.
+#[inline(always)]
+pub(super) fn add_block(acc: v128, sum: v128, ws: v128, dx: v128) -> v128 {
+    f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(sum), f32x4_mul(ws, dx)))
+}
+
 // The loops index several per-row / per-quad arrays at once: clearer with indices.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
@@ -145,13 +174,7 @@ fn tile<const R: usize>(
         for (i, xv) in xv.iter_mut().enumerate() {
             let x = &xq.qs[(r0 + i) * k + b * BLOCK..(r0 + i) * k + (b + 1) * BLOCK];
             for (s, xv) in xv.iter_mut().enumerate() {
-                let v = i32::from_le_bytes([
-                    x[4 * s] as u8,
-                    x[4 * s + 1] as u8,
-                    x[4 * s + 2] as u8,
-                    x[4 * s + 3] as u8,
-                ]);
-                *xv = i16x8_extend_low_i8x16(i32x4_splat(v));
+                *xv = i16x8_extend_low_i8x16(i32x4_splat(x4(x, s)));
             }
         }
         let mut dx = [f32x4_splat(0.0); R];
@@ -176,19 +199,13 @@ fn tile<const R: usize>(
                     hi[i] = i32x4_add(hi[i], i32x4_dot_i16x8(wh, xv[i][s]));
                 }
             }
-            let ws = f32x4(
-                pb.scales[4 * q],
-                pb.scales[4 * q + 1],
-                pb.scales[4 * q + 2],
-                pb.scales[4 * q + 3],
-            );
+            let ws = quad_scales(pb, q);
             for i in 0..R {
                 let sum = i32x4_add(
                     i32x4_shuffle::<0, 2, 4, 6>(lo[i], hi[i]),
                     i32x4_shuffle::<1, 3, 5, 7>(lo[i], hi[i]),
                 );
-                let scale = f32x4_mul(ws, dx[i]);
-                facc[i][q] = f32x4_add(facc[i][q], f32x4_mul(f32x4_convert_i32x4(sum), scale));
+                facc[i][q] = add_block(facc[i][q], sum, ws, dx[i]);
             }
         }
     }

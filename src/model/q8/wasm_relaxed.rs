@@ -21,7 +21,7 @@
 use core::arch::wasm32::*;
 use std::ops::Range;
 
-use super::wasm::{drive, load_acc, store_acc, Tile};
+use super::wasm::{add_block, drive, load_acc, quad_scales, store_acc, x4, Tile};
 use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
 
 // The last 16-byte weight load of a block (`s = BLOCK / 4 - 1`, `q = 3`) ends within `qs`.
@@ -79,12 +79,7 @@ fn tile<const R: usize>(
             let row = r0 + i;
             let x = &xq.qs[row * k + b * BLOCK..row * k + (b + 1) * BLOCK];
             for (s, xv) in xv[i].iter_mut().enumerate() {
-                *xv = i32x4_splat(i32::from_le_bytes([
-                    x[4 * s] as u8,
-                    x[4 * s + 1] as u8,
-                    x[4 * s + 2] as u8,
-                    x[4 * s + 3] as u8,
-                ]));
+                *xv = i32x4_splat(x4(x, s));
             }
             dx[i] = f32x4_splat(xq.d[row * nb + b]);
             corr[i] = i32x4_splat(xq.corr[row * nb + b]);
@@ -104,16 +99,10 @@ fn tile<const R: usize>(
                     hi[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv[i][s], wh, hi[i]);
                 }
             }
-            let ws = f32x4(
-                pb.scales[4 * q],
-                pb.scales[4 * q + 1],
-                pb.scales[4 * q + 2],
-                pb.scales[4 * q + 3],
-            );
+            let ws = quad_scales(pb, q);
             for i in 0..R {
                 let sum = i32x4_add(lo[i], i32x4_shl(hi[i], 7));
-                let scale = f32x4_mul(ws, dx[i]);
-                facc[i][q] = f32x4_add(facc[i][q], f32x4_mul(f32x4_convert_i32x4(sum), scale));
+                facc[i][q] = add_block(facc[i][q], sum, ws, dx[i]);
             }
         }
     }
