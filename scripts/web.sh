@@ -19,7 +19,7 @@
 #   - RUSTFLAGS (they replace .cargo/config.toml's wasm32 rustflags): simd128 as usual, plus
 #     atomics / bulk-memory / mutable-globals, and linker arguments for a shared, imported memory
 #     whose maximum is wasm32's 4 GiB (the base FP32 model alone needs about 1 GB). The `atomics` target feature also switches on the
-#     `initThreadPool` export and the wasm-bindgen-rayon dependency (Cargo.toml, src/web.rs).
+#     `initThreadPool` export (src/web/pool.rs) and rayon's `web_spin_lock` (Cargo.toml).
 # wasm-opt gets --enable-threads from index.html (harmless for the single-threaded build).
 #
 # Env: BLIPQ_NIGHTLY (toolchain name, default "nightly").
@@ -84,7 +84,7 @@ fi
 if [[ "$cmd" == clippy ]]; then
   exec cargo clippy --target wasm32-unknown-unknown --no-default-features --lib "${args[@]}" -- -D warnings
 fi
-# wasm-bindgen leaves an earlier build's JS snippets (wasm-bindgen-rayon's worker helper) in
+# wasm-bindgen leaves an earlier build's JS snippets (e.g. the pool's worker script) in
 # trunk's staging dir, and trunk copies whatever is there: start clean (before each build).
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 rm -rf "$target_dir"/wasm-bindgen/*/snippets

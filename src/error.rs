@@ -37,6 +37,9 @@ pub enum Error {
     /// An argument is out of range or inconsistent (e.g. `num_beams = 0`).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// rayon's thread pool could not be set up (e.g. it already exists).
+    #[error("thread pool: {0}")]
+    ThreadPool(String),
     /// An error raised inside candle while running the model.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

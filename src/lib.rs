@@ -20,6 +20,8 @@ pub mod preprocess;
 pub mod pth;
 pub mod quantize;
 pub mod synth;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod threads;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -49,8 +49,9 @@ impl Rng {
     }
 }
 
+// 16 and more: the AMX kernel's whole and partial 16-row tiles, and row chunks beyond one.
 #[cfg(not(miri))]
-const MS: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+const MS: [usize; 13] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 33, 50];
 #[cfg(not(miri))]
 const SHAPES: [(usize, usize); 6] = [
     (1, 32),
@@ -373,4 +374,42 @@ fn bad_shapes_are_errors() {
     assert!(Q8Matrix::from_int8(&[0; 48], &[0; 2], 1, 48, true).is_err());
     let ids = Tensor::new(&[8u32], &Device::Cpu).unwrap();
     assert!(mat.embedding(&ids).is_err());
+}
+
+/// The AMX kernel applies the block scales with the same f32 operations, in the same order, as
+/// the AVX-512 VNNI one: identical outputs, so INT8 captions do not depend on whether the CPU has
+/// AMX. Shapes: whole and partial 16-row tiles and panels, one and several row chunks, k beyond
+/// the VNNI kernel's k-chunk (768).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_equals_avx512_vnni_bit_for_bit() {
+    if !Kernel::Amx.is_available() {
+        println!("AMX not available here: nothing to compare");
+        return;
+    }
+    let mut rng = Rng(5);
+    for &(m, n, k) in &[
+        (16, 16, 32),
+        (17, 40, 96),
+        (33, 33, 768),
+        (50, 100, 3072),
+        (131, 72, 256),
+        (577, 48, 768),
+    ] {
+        let mat = Q8Matrix::from_qtensor(&random_weights(&mut rng, n, k)).unwrap();
+        let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+        let start: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
+        let mut vnni = start.clone();
+        mat.matmul_acc(Kernel::Avx512Vnni, &xs, m, &mut vnni)
+            .unwrap();
+        let mut amx = start.clone();
+        mat.matmul_acc(Kernel::Amx, &xs, m, &mut amx).unwrap();
+        for (i, (a, v)) in amx.iter().zip(&vnni).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                v.to_bits(),
+                "m={m} n={n} k={k} at {i}: {a} vs {v}"
+            );
+        }
+    }
 }

@@ -44,6 +44,11 @@ enum Command {
 fn main() -> ExitCode {
     malloc::keep_freed_memory();
     let cli = Cli::parse();
+    // The parallel kernels start on this thread instead of being handed to a pool thread each
+    // time (see `blipq::threads`); the pool is built before anything runs in parallel.
+    if let Err(e) = blipq::threads::use_this_thread() {
+        eprintln!("warning: {e}");
+    }
     let result = match cli.command {
         Command::Caption(args) => caption::run(args),
         Command::Quantize(args) => quantize::run(args),

@@ -1,8 +1,10 @@
 //! x86_64 probes: AVX-512 F FMA and AVX-512 VNNI `vpdpbusd` (or AVX2 FMA and AVX-VNNI), 24
-//! independent accumulator chains each, and a streaming read with 512-bit (or 256-bit) loads.
-//! Chosen at run time by feature detection. The only `unsafe` operations are calls of the
-//! `#[target_feature]` functions after detection, and the loads of the read probe, all within
-//! the slice they are given.
+//! independent accumulator chains each; AMX-INT8 `tdpbusd` on four independent 16 × 16 tiles
+//! where the INT8 kernels can use AMX (it is then the int8 limit); and a streaming read with
+//! 512-bit (or 256-bit) loads. Chosen at run time by feature detection. The only `unsafe`
+//! operations are calls of the `#[target_feature]` functions after detection, the tile
+//! instructions (registers only, plus the 64-byte configuration they load), and the loads of the
+//! read probe, all within the slice they are given.
 
 use std::arch::x86_64::*;
 
@@ -28,7 +30,12 @@ pub(super) fn fma_round() -> Option<Probe> {
 }
 
 pub(super) fn dot_round() -> Option<Probe> {
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
+    if crate::model::q8::Kernel::Amx.is_available() {
+        Some(("AMX-INT8 tdpbusd (16 × 16 tiles)", || {
+            // SAFETY: AMX-TILE/INT8 were detected and the tile state granted (`is_available`).
+            unsafe { dot_amx() }
+        }))
+    } else if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni") {
         Some(("AVX-512 VNNI vpdpbusd (zmm)", || {
             // SAFETY: AVX-512 F and VNNI were detected at run time just above.
             unsafe { dot512() }
@@ -98,6 +105,48 @@ unsafe fn dot512() -> f64 {
     }
     std::hint::black_box(acc);
     (ROUND * CHAINS * 64 * 2) as f64
+}
+
+/// # Safety
+/// The CPU must support AMX-TILE and AMX-INT8, with the tile state granted by the OS.
+unsafe fn dot_amx() -> f64 {
+    /// Palette 1; tiles 0..6 of 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+    let mut cfg = Config([0; 64]);
+    cfg.0[0] = 1;
+    for t in 0..6 {
+        cfg.0[16 + 2 * t] = 64;
+        cfg.0[48 + t] = 16;
+    }
+    // Each round: four independent `tdpbusd`, 16 × 16 × 64 multiply-adds each.
+    let rounds = ROUND / 16;
+    // SAFETY: `ldtilecfg` reads the 64 bytes of `cfg`, a valid configuration; the other tile
+    // instructions use registers only; `tilerelease` resets the state configured here.
+    unsafe {
+        std::arch::asm!(
+            "ldtilecfg [{}]",
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            in(reg) cfg.0.as_ptr(),
+            options(nostack, readonly),
+        );
+        for _ in 0..rounds {
+            std::arch::asm!(
+                "tdpbusd tmm0, tmm4, tmm5",
+                "tdpbusd tmm1, tmm4, tmm5",
+                "tdpbusd tmm2, tmm4, tmm5",
+                "tdpbusd tmm3, tmm4, tmm5",
+                options(nostack, nomem),
+            );
+        }
+        std::arch::asm!("tilerelease", options(nostack, nomem));
+    }
+    (rounds * 4 * 16 * 16 * 64 * 2) as f64
 }
 
 /// # Safety

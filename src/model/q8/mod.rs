@@ -1,5 +1,6 @@
 //! INT8 matrix multiplication for `Q8_0` weights: a packed weight layout and register-tiled GEMM
-//! kernels (AVX-512 VNNI, AVX2, wasm32 simd128 and relaxed SIMD, portable scalar), used by every INT8 `Linear`.
+//! kernels (AMX-INT8, AVX-512 VNNI, AVX2, wasm32 simd128 and relaxed SIMD, portable scalar), used
+//! by every INT8 `Linear`.
 //!
 //! candle's own CPU `Q8_0` matmul calls one dot product per output element, one activation row at
 //! a time, so the weights are streamed from memory again for every row and nothing stays in
@@ -20,6 +21,8 @@
 //! offset by +128 (unsigned) because `vpdpbusd` multiplies *unsigned* by signed bytes: the kernels
 //! subtract `128 · Σ q_x` per block (precomputed with the activation), or flip the bit back.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
@@ -53,6 +56,9 @@ const SMALL_M_CHUNK: usize = 8 * PANEL;
 /// Rows per parallel work item in the large-`m` case: a chunk of quantized activations
 /// (`ROW_CHUNK × k` bytes) stays in L2 while every column panel streams past it.
 const ROW_CHUNK: usize = 48;
+/// The AMX kernel takes blocks of at least this many rows (one full tile); fewer go to AVX-512
+/// VNNI, where a tile would be mostly empty.
+pub const AMX_MIN_ROWS: usize = 16;
 
 /// One k-block of one panel; see the module documentation for the layout.
 #[derive(Clone, Copy)]
@@ -94,6 +100,10 @@ pub enum Kernel {
     Avx2,
     /// x86_64 AVX-512 F/BW + VNNI (`vpdpbusd`).
     Avx512Vnni,
+    /// x86_64 AMX-INT8 (`tdpbsud` on 16 × 16 tiles) with an AVX-512 epilogue, for products of
+    /// at least [`AMX_MIN_ROWS`] rows; fewer rows (decoding) run the AVX-512 VNNI kernel.
+    /// Gives the same results as [`Kernel::Avx512Vnni`].
+    Amx,
     /// wasm32 simd128 (`i32x4.dot_i16x8_s`), chosen at compile time.
     Simd128,
     /// wasm32 relaxed SIMD (`i32x4.relaxed_dot_i8x16_i7x16_add_s`): the build with the cargo
@@ -114,6 +124,8 @@ impl Kernel {
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::available(),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => true,
             #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
@@ -131,6 +143,7 @@ impl Kernel {
             Kernel::RelaxedSimd,
             Kernel::Avx2,
             Kernel::Avx512Vnni,
+            Kernel::Amx,
         ]
         .into_iter()
         .filter(|k| k.is_available())
@@ -519,6 +532,15 @@ impl Q8Matrix {
         // `matmul_acc`, the only caller, returned an error for a kernel this CPU lacks.
         debug_assert!(kernel.is_available());
         match kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `matmul_acc` checked `is_available`, i.e. detected AMX-TILE/INT8 (with the
+            // tile state granted) and AVX-512 F/BW/VNNI at run time; the bounds as below.
+            Kernel::Amx if rows.len() >= AMX_MIN_ROWS => unsafe {
+                amx::gemm_amx(self, xq, rows, panels, out, ldo)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Kernel::Amx` implies AVX-512 F/BW/VNNI (`amx::available`); as below.
+            Kernel::Amx => unsafe { x86::gemm_avx512(self, xq, rows, panels, out, ldo) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `matmul_acc` checked `is_available`, i.e. detected AVX-512 F/BW/VNNI at run
             // time, and the bounds of the kernels' contract (`debug_assert_block_fits`) were

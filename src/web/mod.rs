@@ -20,7 +20,8 @@
 //!
 //! The threaded build (scripts/web.sh: `+atomics`, shared memory) also exports
 //! `initThreadPool(n)`; call it right after `init()` in a worker, on a cross-origin isolated
-//! page, to run the engine's rayon kernels on `n` Web Workers (www/worker.js does).
+//! page, to run the engine's rayon kernels on `n` threads: this worker and `n - 1` Web Workers
+//! ([`pool`]; www/worker.js does).
 //! `rayonThreads()` reports the pool's size in either build.
 //!
 //! Every engine error becomes a thrown JS `Error` carrying the engine's message; nothing here
@@ -446,14 +447,11 @@ pub fn wasm_memory_bytes() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `initThreadPool(n)` → `Promise<void>`, threaded build only (`+atomics`, see scripts/web.sh):
-/// starts `n` Web Workers that share this module's memory and makes them rayon's global pool, so
-/// the engine's parallel kernels (INT8 GEMM, GELU, softmax, attention) use them. Call it once,
-/// right after `init()` and before anything else (rayon's global pool can be set only once), from
-/// a worker that may block (`Atomics.wait`), on a cross-origin isolated page (the memory is
-/// posted to the new workers). The stable build has no such export: feature-detect it.
+/// `initThreadPool(n)`, threaded build only (`+atomics`, see scripts/web.sh): rayon's global pool
+/// on this worker and `n - 1` Web Workers ([`pool`]). The stable build has no such export:
+/// feature-detect it.
 #[cfg(target_feature = "atomics")]
-pub use wasm_bindgen_rayon::init_thread_pool;
+pub mod pool;
 
 /// Which of the page's two wasm builds this module is: `"relaxed-simd"` (the cargo feature of
 /// the same name: the INT8 kernel on relaxed SIMD) or `"simd128"` (loads in every engine with

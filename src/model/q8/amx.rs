@@ -1,0 +1,340 @@
+//! x86_64 AMX-INT8 kernel (Sapphire Rapids and later): the tile unit computes each `Q8_0`
+//! block's integer products for 16 rows × 16 columns at once (`tdpbsud` on one 16 × 16 i32 tile),
+//! and AVX-512 applies the block's scales, with the same f32 arithmetic as the AVX-512 VNNI
+//! kernel, so the two give identical results.
+//!
+//! Operands, without any repacking: the A tiles are 16 activation rows × one block (32 signed
+//! bytes per row, read in place from the quantized rows at stride `k`); the B tiles are one
+//! [`super::PanelBlock`]'s `qs` as they are (8 rows of 4 k × 16 columns, unsigned with the +128 offset,
+//! which is the layout `tdpbsud` expects). The offset is removed with the activation's
+//! correction (`-128 · Σ q_x`) before the block's scales: `(Σ q_x (q_w + 128) + corr) · d_w d_x`.
+//!
+//! One kernel tile is 16 rows × one panel, all k-blocks, with the 16 f32 sums in registers.
+//! Even and odd blocks use their own tiles (sums tmm0/1, activations tmm4/5, weights tmm6/7), so
+//! the tile unit computes block `b` while AVX-512 scales block `b - 1`. The tile
+//! configuration sets the rows, so a last row tile may have 1..16 rows; a partial last panel is
+//! masked at the output.
+//!
+//! Linux hands out the tile state only on request: [`available`] asks for it once per process
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`) and reports AMX only if granted.
+//! Every kernel call loads its tile configuration and releases the tiles when done.
+//!
+//! Safety contract of [`gemm_amx`]: as for the other x86 kernels (see `x86.rs`): the CPU has
+//! AVX-512 F/BW/VNNI and AMX-TILE/INT8 with the tile state granted ([`available`]), and the
+//! caller ([`super::Q8Matrix::gemm_block`]) has checked the bounds of
+//! [`super::debug_assert_block_fits`]. The tile instructions are inline assembly (no stable
+//! intrinsics); each reads or writes only the memory its operands name, at most `rows` lines of
+//! `colsb` bytes at the given stride, which the `SAFETY:` comments bound.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
+
+/// Rows of one tile (and of one row tile of the kernel).
+const TILE_ROWS: usize = 16;
+/// Bytes of one tile row: 16 i32 accumulators, or 4 k × 16 columns of weights.
+const TILE_BYTES: usize = 64;
+/// Blocks in flight: accumulator tiles in rotation (the epilogue of block `b` runs after the
+/// tile products of block `b + DEPTH - 1` are issued). Measured: 4 is no faster than 2.
+const DEPTH: usize = 2;
+
+/// One block's tile products: `tilezero` the sums `$c`, load the activations into `$a` and the
+/// weights into `$w`, `tdpbsud`, and store the sums for the epilogue.
+macro_rules! block_product {
+    ($c:literal, $a:literal, $w:literal, $x:expr, $wb:expr, $k:expr, $out:expr) => {
+        asm!(
+            concat!("tilezero tmm", $c),
+            concat!("tileloadd tmm", $a, ", [{a} + {k}*1]"),
+            concat!("tileloadd tmm", $w, ", [{wb} + {s}*1]"),
+            concat!("tdpbsud tmm", $c, ", tmm", $a, ", tmm", $w),
+            concat!("tilestored [{t} + {s}*1], tmm", $c),
+            a = in(reg) $x, wb = in(reg) $wb, k = in(reg) $k, t = in(reg) $out,
+            s = in(reg) TILE_BYTES,
+            options(nostack),
+        )
+    };
+}
+
+/// Whether this CPU and OS run the AMX kernel: AVX-512 F/BW/VNNI (the epilogue, and the kernel
+/// for few rows), AMX-TILE and AMX-INT8 in `cpuid`, and the tile state granted by Linux.
+/// Detected once; the request for the tile state is made at most once per process.
+pub(super) fn available() -> bool {
+    static AMX: OnceLock<bool> = OnceLock::new();
+    *AMX.get_or_init(|| {
+        let avx512 = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni");
+        // cpuid leaf 7: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+        let edx = __cpuid_count(7, 0).edx;
+        let amx = edx & (1 << 24) != 0 && edx & (1 << 25) != 0;
+        avx512 && amx && request_tile_state()
+    })
+}
+
+/// Asks Linux for permission to use the AMX tile data state (process-wide, all threads).
+#[cfg(target_os = "linux")]
+fn request_tile_state() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: `arch_prctl(ARCH_REQ_XCOMP_PERM, feature)` takes two integers and touches no
+    // memory of ours; on kernels without AMX support it fails with an error code.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_state() -> bool {
+    false
+}
+
+/// The 64-byte `ldtilecfg` operand: palette 1, then bytes per row and rows of each tile.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    /// Accumulators tmm0/1 and activations tmm4/5 of `mr` rows, weights tmm6/7 of one block.
+    /// Consecutive blocks rotate through them ([`DEPTH`] blocks in flight), so the tile unit
+    /// computes the next blocks while AVX-512 scales an earlier one.
+    fn new(mr: usize) -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut set = |tile: usize, rows: usize, colsb: usize| {
+            c[16 + 2 * tile..18 + 2 * tile].copy_from_slice(&(colsb as u16).to_le_bytes());
+            c[48 + tile] = rows as u8;
+        };
+        for t in 0..DEPTH {
+            set(t, mr, TILE_BYTES);
+        }
+        for parity in 0..2 {
+            set(4 + parity, mr, BLOCK);
+            set(6 + parity, BLOCK / 4, TILE_BYTES);
+        }
+        Self(c)
+    }
+}
+
+/// One block's accumulator tile, stored for the epilogue: row `i` at `[i]`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct TileOut([[i32; PANEL]; TILE_ROWS]);
+
+/// The activation rows' per-block scales and corrections, transposed to block-major order for
+/// the epilogue: `[b][i]` for block `b` and row `i` of the kernel's rows (padded to whole tiles
+/// with copies of the last row), so a block's 16 rows are 16 consecutive values at fixed offsets.
+struct RowScales {
+    d: Vec<f32>,
+    corr: Vec<i32>,
+    /// Rows per block: the kernel's rows rounded up to whole tiles.
+    stride: usize,
+}
+
+impl RowScales {
+    fn new(xq: &QuantRows, rows: &Range<usize>, nb: usize) -> Self {
+        let stride = rows.len().next_multiple_of(TILE_ROWS);
+        let (mut d, mut corr) = (vec![0f32; nb * stride], vec![0i32; nb * stride]);
+        for i in 0..stride {
+            let r = (rows.start + i).min(rows.end - 1);
+            for b in 0..nb {
+                d[b * stride + i] = xq.d[r * nb + b];
+                corr[b * stride + i] = xq.corr[r * nb + b];
+            }
+        }
+        Self { d, corr, stride }
+    }
+}
+
+/// Walks the block: panels outside (a panel's weights stay in L1/L2 while the rows pass), row
+/// tiles of 16 inside, all k-blocks of a tile at once with the sums in registers.
+///
+/// # Safety
+/// See the module documentation: AMX available ([`available`]) and the bounds of
+/// [`super::debug_assert_block_fits`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn gemm_amx(
+    w: &Q8Matrix,
+    xq: &QuantRows,
+    rows: Range<usize>,
+    panels: Range<usize>,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
+    let scales = RowScales::new(xq, &rows, w.nb);
+    let mut configured = 0;
+    let mut tiles = [TileOut([[0; PANEL]; TILE_ROWS]); DEPTH];
+    for p in panels.clone() {
+        let col = (p - panels.start) * PANEL;
+        let mut r = rows.start;
+        while r < rows.end {
+            let mr = (rows.end - r).min(TILE_ROWS);
+            if configured != mr {
+                let cfg = TileConfig::new(mr);
+                // SAFETY: `ldtilecfg` reads the 64 bytes of `cfg`, a valid palette-1
+                // configuration (every used tile within 16 rows × 64 bytes).
+                unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
+                configured = mr;
+            }
+            // SAFETY: `r < rows.end` and `col` is below the block's width, so the offset is
+            // below `(rows.len() - 1) * ldo + width <= out.len()`.
+            let o = unsafe { out.as_mut_ptr().add((r - rows.start) * ldo + col) };
+            let t = Tile {
+                w,
+                xq,
+                scales: &scales,
+                r0: r,
+                i0: r - rows.start,
+                mr,
+                p,
+                out: o,
+                ldo,
+            };
+            // SAFETY: this function's target features are those of `tile`; rows `r .. r + mr`
+            // lie within `rows` (`i0 + 16 <= scales.stride`), panel `p` within `panels`, `o` is
+            // the tile's corner in `out` (module documentation), and the loaded configuration
+            // is `TileConfig::new(mr)`.
+            unsafe { tile(&t, &mut tiles) };
+            r += mr;
+        }
+    }
+    // SAFETY: `tilerelease` only resets the tile state this thread configured above.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// One kernel tile: weights, activations, their transposed scales, first row (in `xq` and in
+/// `scales`), rows, panel, output corner and row stride.
+struct Tile<'a> {
+    w: &'a Q8Matrix,
+    xq: &'a QuantRows,
+    scales: &'a RowScales,
+    r0: usize,
+    i0: usize,
+    mr: usize,
+    p: usize,
+    out: *mut f32,
+    ldo: usize,
+}
+
+/// The scaling of one block, as the VNNI kernel's: `facc += f32(Σ + corr) · (d_w · d_x)` for
+/// the 16 rows (rows beyond the tile's are computed on copies of its last row's scales and
+/// never stored).
+///
+/// # Safety
+/// AVX-512 F; `d` and `corr` point to 16 readable values each.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn scale_block(
+    facc: &mut [__m512; TILE_ROWS],
+    sums: &TileOut,
+    ws: __m512,
+    d: *const f32,
+    corr: *const i32,
+) {
+    for (i, facc) in facc.iter_mut().enumerate() {
+        // SAFETY: `sums.0[i]` is a 64-byte aligned row of 16 i32; `i < 16` values of `d` and
+        // `corr` are readable (the caller's contract).
+        unsafe {
+            let acc = _mm512_load_si512(sums.0[i].as_ptr() as *const _);
+            let acc = _mm512_add_epi32(acc, _mm512_set1_epi32(*corr.add(i)));
+            let scale = _mm512_mul_ps(ws, _mm512_set1_ps(*d.add(i)));
+            *facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, *facc);
+        }
+    }
+}
+
+/// Rows `r0 .. r0 + mr` × panel `p`, all k-blocks, accumulated onto `out`.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI and AMX with the tile state granted; the loaded tile configuration is
+/// `TileConfig::new(mr)`, `1 <= mr <= 16`; the rows are rows of `xq` and `i0 + 16 <=
+/// scales.stride`; `p` is a panel of `w`; for every tile row `i < mr`, `out + i * ldo ..` is
+/// valid for reads and writes of `panel_width(w, p)` values, with no other live reference to
+/// them.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
+    let Tile {
+        w,
+        xq,
+        scales,
+        r0,
+        i0,
+        mr,
+        p,
+        out,
+        ldo,
+    } = *t;
+    let (k, nb) = (w.k, w.nb);
+    debug_assert!((1..=TILE_ROWS).contains(&mr));
+    debug_assert!((r0 + mr) * k <= xq.qs.len() && (p + 1) * nb <= w.blocks.len());
+    debug_assert!(i0 + TILE_ROWS <= scales.stride && scales.d.len() == nb * scales.stride);
+    let width = panel_width(w, p);
+    let mask = if width < PANEL {
+        (1u16 << width) - 1
+    } else {
+        0xffff
+    };
+    // Accumulate onto `out`: the caller's starting values (bias, zeros or earlier sums).
+    let mut facc = [_mm512_setzero_ps(); TILE_ROWS];
+    for (i, facc) in facc.iter_mut().enumerate().take(mr) {
+        // SAFETY: the mask enables only the panel's valid columns, which the caller guarantees
+        // are in bounds of `out` row `i < mr`; masked-off lanes are not accessed.
+        *facc = unsafe { _mm512_maskz_loadu_ps(mask, out.add(i * ldo)) };
+    }
+    // SAFETY: row `r0` is a row of `xq`, so `r0 * k < xq.qs.len()`.
+    let xa = unsafe { xq.qs.as_ptr().add(r0 * k) };
+    // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks.len()`.
+    let wp = unsafe { w.blocks.as_ptr().add(p * nb) };
+    // Block `b`'s 16 row scales and corrections start at `b * stride + i0`.
+    let scale_at = |b: usize| b * scales.stride + i0;
+    for b in 0..nb + DEPTH - 1 {
+        if b < nb {
+            let stored = tiles[b % DEPTH].0.as_mut_ptr() as *mut u8;
+            // SAFETY: the A load reads `mr` rows of 32 bytes at stride `k` from `xa + 32 b`:
+            // bytes `32 b .. 32 b + 32` of rows `r0 .. r0 + mr` of `xq.qs` (`b < nb`,
+            // `k = 32 nb`), in bounds; the B load reads 8 rows of 64 bytes, the 512 bytes of
+            // block `b`'s `qs`, in `w.blocks`; the store writes `mr` rows of 64 bytes into
+            // `tiles[b % DEPTH]`, 1024 bytes we own mutably. The tiles are configured for these
+            // shapes (the function's contract).
+            unsafe {
+                let a = xa.add(b * BLOCK);
+                let wb = (*wp.add(b)).qs.as_ptr();
+                if b % DEPTH == 0 {
+                    block_product!("0", "4", "6", a, wb, k, stored);
+                } else {
+                    block_product!("1", "5", "7", a, wb, k, stored);
+                }
+            }
+        }
+        // An earlier block's sums, while the tile unit works on the later ones.
+        if b + 1 >= DEPTH {
+            let pb = b + 1 - DEPTH;
+            // SAFETY: block `pb < nb` of panel `p` is in `w.blocks`; its 16 `scales` are at the
+            // block's start, 64-byte aligned. `scale_at(pb) + 16 <= nb * stride`: 16 readable
+            // values of `scales.d` and `scales.corr` (the function's contract).
+            unsafe {
+                let ws = _mm512_load_ps((*wp.add(pb)).scales.as_ptr());
+                let at = scale_at(pb);
+                scale_block(
+                    &mut facc,
+                    &tiles[pb % DEPTH],
+                    ws,
+                    scales.d.as_ptr().add(at),
+                    scales.corr.as_ptr().add(at),
+                );
+            }
+        }
+    }
+    for (i, facc) in facc.iter().enumerate().take(mr) {
+        // SAFETY: as for the masked load above: only the panel's valid columns of `out` row
+        // `i < mr` are written, which the caller guarantees are ours and in bounds.
+        unsafe { _mm512_mask_storeu_ps(out.add(i * ldo), mask, *facc) };
+    }
+}
