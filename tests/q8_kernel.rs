@@ -112,8 +112,18 @@ fn every_kernel_computes_exact_integer_products() {
     // ones tested, and with the `relaxed-simd` feature the relaxed kernel is the one chosen.
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     assert!(Kernel::available().contains(&Kernel::Simd128));
+    // The relaxed build: the single-dot kernel where the engine's probe allows it (V8 on
+    // AVX-VNNI CPUs), else the 7-bit planes; both are among the kernels tested below.
     #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
-    assert_eq!(Kernel::best(), Kernel::RelaxedSimd);
+    {
+        let want = if Kernel::RelaxedSimdU8.is_available() {
+            Kernel::RelaxedSimdU8
+        } else {
+            Kernel::RelaxedSimd
+        };
+        assert_eq!(Kernel::best(), want);
+        assert!(Kernel::available().contains(&Kernel::RelaxedSimd));
+    }
     #[cfg(all(target_arch = "wasm32", not(feature = "relaxed-simd")))]
     assert_eq!(Kernel::best(), Kernel::Simd128);
     for &(n, k) in &SHAPES {

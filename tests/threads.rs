@@ -29,7 +29,10 @@ fn the_calling_thread_joins_the_global_pool() {
         on_caller.iter().map(|&(i, _)| i).collect::<Vec<_>>(),
         (0..64).collect::<Vec<_>>()
     );
-    assert!(on_caller.iter().any(|&(_, here)| here), "no work ran on the calling thread");
+    assert!(
+        on_caller.iter().any(|&(_, here)| here),
+        "no work ran on the calling thread"
+    );
     // The pool is set: a second call fails with an error about the thread pool.
     let err = blipq::threads::use_this_thread().unwrap_err();
     assert!(matches!(err, blipq::Error::ThreadPool(_)), "{err:?}");

@@ -664,7 +664,13 @@ fn weights_are_judged_from_the_start_of_a_download() {
 fn build_and_device_name_the_int8_kernel() {
     use blipq::model::q8::Kernel;
     let (build, kernel) = if cfg!(feature = "relaxed-simd") {
-        ("relaxed-simd", Kernel::RelaxedSimd)
+        // The single-dot kernel where the engine computes it exactly (probed), else the planes.
+        let relaxed = if Kernel::RelaxedSimdU8.is_available() {
+            Kernel::RelaxedSimdU8
+        } else {
+            Kernel::RelaxedSimd
+        };
+        ("relaxed-simd", relaxed)
     } else {
         ("simd128", Kernel::Simd128)
     };

@@ -106,9 +106,14 @@ pub enum Kernel {
     Amx,
     /// wasm32 simd128 (`i32x4.dot_i16x8_s`), chosen at compile time.
     Simd128,
-    /// wasm32 relaxed SIMD (`i32x4.relaxed_dot_i8x16_i7x16_add_s`): the build with the cargo
-    /// feature `relaxed-simd`, which only engines with relaxed SIMD can load.
+    /// wasm32 relaxed SIMD (`i32x4.relaxed_dot_i8x16_i7x16_add_s` on 7-bit weight planes, exact
+    /// on every engine): the build with the cargo feature `relaxed-simd`, which only engines
+    /// with relaxed SIMD can load.
     RelaxedSimd,
+    /// The same build's single-dot kernel (the stored weight bytes as the dot's unsigned
+    /// operand), available only where a probe finds the engine computes that exactly, as V8 does
+    /// where it lowers the dot to `vpdpbusd` (AVX-VNNI CPUs).
+    RelaxedSimdU8,
 }
 
 impl Kernel {
@@ -130,6 +135,8 @@ impl Kernel {
             Kernel::Simd128 => true,
             #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
             Kernel::RelaxedSimd => true,
+            #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+            Kernel::RelaxedSimdU8 => wasm_relaxed::unsigned_dot(),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -141,6 +148,7 @@ impl Kernel {
             Kernel::Scalar,
             Kernel::Simd128,
             Kernel::RelaxedSimd,
+            Kernel::RelaxedSimdU8,
             Kernel::Avx2,
             Kernel::Avx512Vnni,
             Kernel::Amx,
@@ -553,7 +561,10 @@ impl Q8Matrix {
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => wasm::gemm_simd128(self, xq, rows, panels, out, ldo),
             #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
-            Kernel::RelaxedSimd => wasm_relaxed::gemm_relaxed(self, xq, rows, panels, out, ldo),
+            Kernel::RelaxedSimd | Kernel::RelaxedSimdU8 => {
+                let single_dot = kernel == Kernel::RelaxedSimdU8;
+                wasm_relaxed::gemm_relaxed(self, xq, rows, panels, out, ldo, single_dot)
+            }
             _ => gemm_scalar(self, xq, rows, panels, out, ldo),
         }
         Ok(())

@@ -123,26 +123,25 @@ pub(super) fn store_acc<const R: usize>(
     }
 }
 
-/// Activations `4 s .. 4 s + 4` of a 32-value block, as one little-endian word to broadcast.
+/// Activations `4s..4s + 4` of a row's block, broadcast to every 32-bit lane: one
+/// `v128.load32_splat`. The relaxed kernels call it at the point of use: an array of a block's 8
+/// broadcasts, built once per block, is spilled to the stack and read back, which took half
+/// their time.
 #[inline(always)]
-pub(super) fn x4(x: &[i8], s: usize) -> i32 {
-    i32::from_le_bytes([
-        x[4 * s] as u8,
-        x[4 * s + 1] as u8,
-        x[4 * s + 2] as u8,
-        x[4 * s + 3] as u8,
-    ])
+pub(super) fn x_splat(x: &[i8], s: usize) -> v128 {
+    let quad = &x[4 * s..4 * s + 4];
+    // SAFETY: `quad` is 4 initialized bytes (bounds-checked above); `v128_load32_splat` reads
+    // exactly 4 bytes and has no alignment requirement.
+    unsafe { v128_load32_splat(quad.as_ptr() as *const u32) }
 }
 
 /// The weight scales of column quad `q` of a block.
 #[inline(always)]
 pub(super) fn quad_scales(pb: &PanelBlock, q: usize) -> v128 {
-    f32x4(
-        pb.scales[4 * q],
-        pb.scales[4 * q + 1],
-        pb.scales[4 * q + 2],
-        pb.scales[4 * q + 3],
-    )
+    let quad = &pb.scales[4 * q..4 * q + 4];
+    // SAFETY: `quad` is 4 initialized f32 (16 bytes, bounds-checked above), and `v128_load` has
+    // no alignment requirement. One load, where four lane inserts would be compiled otherwise.
+    unsafe { v128_load(quad.as_ptr() as *const v128) }
 }
 
 /// `acc + sum · (ws · dx)`: one block's exact integer sums of a column quad, scaled, added in
@@ -169,12 +168,13 @@ fn tile<const R: usize>(
     let mut facc = load_acc::<R>(out, ldo, width);
     for b in 0..nb {
         let pb = &w.blocks[p * nb + b];
-        // The 8 k-steps of each row's block, as i16 `[x0 x1 x2 x3 x0 x1 x2 x3]`.
+        // The 8 k-steps of each row's block, as i16 `[x0 x1 x2 x3 x0 x1 x2 x3]` (built once per
+        // block: widening at the point of use, once per column quad, is slower here).
         let mut xv = [[i16x8_splat(0); BLOCK / 4]; R];
         for (i, xv) in xv.iter_mut().enumerate() {
             let x = &xq.qs[(r0 + i) * k + b * BLOCK..(r0 + i) * k + (b + 1) * BLOCK];
             for (s, xv) in xv.iter_mut().enumerate() {
-                *xv = i16x8_extend_low_i8x16(i32x4_splat(x4(x, s)));
+                *xv = i16x8_extend_low_i8x16(x_splat(x, s));
             }
         }
         let mut dx = [f32x4_splat(0.0); R];

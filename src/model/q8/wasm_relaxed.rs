@@ -1,4 +1,4 @@
-//! wasm32 relaxed-SIMD kernel (cargo feature `relaxed-simd`, the page's second wasm build):
+//! wasm32 relaxed-SIMD kernels (cargo feature `relaxed-simd`, the page's second wasm build):
 //! `i32x4.relaxed_dot_i8x16_i7x16_add_s`, which engines lower to `vpdpbusd` (AVX-VNNI) or a
 //! `pmaddubsw` sequence. A module holding it fails validation where relaxed SIMD is missing, so
 //! this file is compiled only into the build the page loads after feature detection.
@@ -15,18 +15,29 @@
 //! (`QuantRows::corr`). Every pairwise sum is at most `2 · 127 · 127 < 2^15`, so both lowerings
 //! give the exact integer block sum and the kernel equals the scalar reference bit for bit.
 //!
+//! One dot per 16 products instead of two, where the engine allows it. Engines that lower the
+//! instruction to `vpdpbusd` (V8 on CPUs with AVX-VNNI) read `b` as *unsigned* bytes and never
+//! saturate: there the stored weight byte itself can be `b`, and `Σ q_x w − 128 · Σ q_x` is the
+//! block sum, as in the x86 VNNI kernel. [`unsigned_dot`] probes the engine once, on operands
+//! that tell the three behaviours apart (unsigned and exact; signed; saturating at i16), and
+//! [`super::Kernel::RelaxedSimdU8`] is available only where it computed every probe exactly as
+//! unsigned bytes; elsewhere [`super::Kernel::RelaxedSimd`], the 7-bit planes, is the best.
+//!
 //! Tiles are 4 rows × one panel (16 columns), one column quad at a time, walked and stored by the
 //! simd128 kernel's code (`super::wasm::drive`).
 
 use core::arch::wasm32::*;
 use std::ops::Range;
+use std::sync::OnceLock;
 
-use super::wasm::{add_block, drive, load_acc, quad_scales, store_acc, x4, Tile};
+use super::wasm::{add_block, drive, load_acc, quad_scales, store_acc, x_splat, Tile};
 use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
 
 // The last 16-byte weight load of a block (`s = BLOCK / 4 - 1`, `q = 3`) ends within `qs`.
 const _: () = assert!(64 * (BLOCK / 4 - 1) + 16 * 3 + 16 <= BLOCK * PANEL);
 
+/// The 7-bit planes, or with `single_dot` the single-dot kernel (only where [`unsigned_dot`]
+/// holds: the caller checks).
 pub(super) fn gemm_relaxed(
     w: &Q8Matrix,
     xq: &QuantRows,
@@ -34,13 +45,20 @@ pub(super) fn gemm_relaxed(
     panels: Range<usize>,
     out: &mut [f32],
     ldo: usize,
+    single_dot: bool,
 ) {
-    drive::<Relaxed>(w, xq, rows, panels, out, ldo);
+    if single_dot {
+        drive::<Relaxed<true>>(w, xq, rows, panels, out, ldo);
+    } else {
+        drive::<Relaxed<false>>(w, xq, rows, panels, out, ldo);
+    }
 }
 
-struct Relaxed;
+/// `U8`: the stored weight bytes as the dot's second operand (one dot per 16 products);
+/// otherwise the two 7-bit planes.
+struct Relaxed<const U8: bool>;
 
-impl Tile for Relaxed {
+impl<const U8: bool> Tile for Relaxed<U8> {
     #[inline(always)]
     fn tile<const R: usize>(
         w: &Q8Matrix,
@@ -50,14 +68,67 @@ impl Tile for Relaxed {
         out: &mut [f32],
         ldo: usize,
     ) {
-        tile::<R>(w, xq, r0, p, out, ldo)
+        tile::<R, U8>(w, xq, r0, p, out, ldo)
     }
+}
+
+/// Whether this engine computes `i32x4.relaxed_dot_i8x16_i7x16_add_s(a, b, c)` as `c` plus the
+/// exact dot product of `a` (signed) with `b` read as unsigned bytes, for every `b` — what the
+/// `vpdpbusd` lowering does. Probed once with the extremes of both operands (`|a| = 127`,
+/// `b` of 0, 1, 127, 128, 129, 254, 255) in every sign pattern, which a signed reading of `b` or
+/// an i16-saturating one would get wrong.
+pub(super) fn unsigned_dot() -> bool {
+    static UNSIGNED: OnceLock<bool> = OnceLock::new();
+    *UNSIGNED.get_or_init(|| {
+        let bs: [u8; 7] = [0, 1, 127, 128, 129, 254, 255];
+        let mut cases = Vec::new();
+        for &hi in &bs[3..] {
+            // All-maximal lanes (the largest sums either way), and mixed lanes.
+            cases.push(([127i8; 16], [hi; 16]));
+            cases.push(([-127i8; 16], [hi; 16]));
+            cases.push((
+                std::array::from_fn(|i| if i % 3 == 0 { -127 } else { 127 }),
+                std::array::from_fn(|i| bs[(i + hi as usize) % bs.len()]),
+            ));
+        }
+        cases.iter().all(|(a, b)| {
+            let c = [7i32, -7, 1 << 20, -(1 << 20)];
+            let got = relaxed_dot(*a, *b, c);
+            (0..4).all(|l| {
+                let exact: i32 = (0..4)
+                    .map(|j| a[4 * l + j] as i32 * b[4 * l + j] as i32)
+                    .sum();
+                got[l] == c[l] + exact
+            })
+        })
+    })
+}
+
+/// One relaxed dot on arrays, kept opaque to the optimizer so the engine computes it.
+#[target_feature(enable = "simd128,relaxed-simd")]
+fn relaxed_dot(a: [i8; 16], b: [u8; 16], c: [i32; 4]) -> [i32; 4] {
+    let (a, b, c) = std::hint::black_box((a, b, c));
+    // SAFETY: each array is 16 initialized bytes, read unaligned (no alignment requirement).
+    let (av, bv, cv) = unsafe {
+        (
+            v128_load(a.as_ptr() as *const v128),
+            v128_load(b.as_ptr() as *const v128),
+            v128_load(c.as_ptr() as *const v128),
+        )
+    };
+    let r = i32x4_relaxed_dot_i8x16_i7x16_add(av, bv, cv);
+    std::hint::black_box([
+        i32x4_extract_lane::<0>(r),
+        i32x4_extract_lane::<1>(r),
+        i32x4_extract_lane::<2>(r),
+        i32x4_extract_lane::<3>(r),
+    ])
 }
 
 // The loops index several per-row / per-quad arrays at once: clearer with indices.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "simd128,relaxed-simd")]
-fn tile<const R: usize>(
+fn tile<const R: usize, const U8: bool>(
     w: &Q8Matrix,
     xq: &QuantRows,
     r0: usize,
@@ -71,16 +142,13 @@ fn tile<const R: usize>(
     let mut facc = load_acc::<R>(out, ldo, width);
     for b in 0..nb {
         let pb = &w.blocks[p * nb + b];
-        // The 8 k-steps of each row's block, each 4 activations broadcast to every column.
-        let mut xv = [[i32x4_splat(0); BLOCK / 4]; R];
+        // Each row's block of activations, read 4 at a time by `x_splat`.
         let mut dx = [f32x4_splat(0.0); R];
         let mut corr = [i32x4_splat(0); R];
+        let mut xs: [&[i8]; R] = [&[]; R];
         for i in 0..R {
             let row = r0 + i;
-            let x = &xq.qs[row * k + b * BLOCK..row * k + (b + 1) * BLOCK];
-            for (s, xv) in xv[i].iter_mut().enumerate() {
-                *xv = i32x4_splat(x4(x, s));
-            }
+            xs[i] = &xq.qs[row * k + b * BLOCK..row * k + (b + 1) * BLOCK];
             dx[i] = f32x4_splat(xq.d[row * nb + b]);
             corr[i] = i32x4_splat(xq.corr[row * nb + b]);
         }
@@ -92,11 +160,19 @@ fn tile<const R: usize>(
                 // SAFETY: `at + 16 <= 512 = qs.len()` (s < 8, q < 4; asserted at compile time
                 // above), `qs` is initialized bytes, and `v128_load` has no alignment requirement.
                 let wv = unsafe { v128_load(pb.qs.as_ptr().add(at) as *const v128) };
+                if U8 {
+                    // The engine reads `wv` as unsigned bytes, exactly (`unsigned_dot`).
+                    for i in 0..R {
+                        lo[i] = i32x4_relaxed_dot_i8x16_i7x16_add(x_splat(xs[i], s), wv, lo[i]);
+                    }
+                    continue;
+                }
                 let wl = v128_and(wv, low7);
                 let wh = u8x16_shr(wv, 7);
                 for i in 0..R {
-                    lo[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv[i][s], wl, lo[i]);
-                    hi[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv[i][s], wh, hi[i]);
+                    let xv = x_splat(xs[i], s);
+                    lo[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv, wl, lo[i]);
+                    hi[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv, wh, hi[i]);
                 }
             }
             let ws = quad_scales(pb, q);
