@@ -142,9 +142,9 @@ fn tile<const R: usize, const U8: bool>(
     let mut facc = load_acc::<R>(out, ldo, width);
     for b in 0..nb {
         let pb = &w.blocks[p * nb + b];
-        // Each row's block of activations, read 4 at a time by `x_splat`.
         let mut dx = [f32x4_splat(0.0); R];
         let mut corr = [i32x4_splat(0); R];
+        // Each row's block of activations, read 4 at a time by `x_splat`.
         let mut xs: [&[i8]; R] = [&[]; R];
         for i in 0..R {
             let row = r0 + i;
