@@ -85,9 +85,9 @@ fn caption_with_prompt_and_beams() {
     );
 }
 
-#[test]
-fn quantize_writes_checkpoint_and_report() {
-    let out_dir = temp("quantize");
+/// `blipq quantize` of the tiny fixture model into a fresh temporary folder.
+fn quantize_tiny(tag: &str) -> std::path::PathBuf {
+    let out_dir = temp(tag);
     let out = blipq()
         .args(["quantize", "--model"])
         .arg(tiny_dir())
@@ -100,6 +100,12 @@ fn quantize_writes_checkpoint_and_report() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out_dir
+}
+
+#[test]
+fn quantize_writes_checkpoint_and_report() {
+    let out_dir = quantize_tiny("quantize");
     let report: Value = serde_json::from_str(
         &std::fs::read_to_string(out_dir.join("quantized_results.json")).unwrap(),
     )
@@ -440,4 +446,59 @@ fn caption_batch_size_gives_the_same_json() {
     assert!(one[5]["error"].as_str().unwrap().contains("missing.png"));
     assert!(one[0]["token_ids"].is_array());
     assert_eq!(run("4"), one);
+}
+
+/// A binary built here runs as on an older CPU (`BLIPQ_ISA`, `blipq::model::isa`): the fixture
+/// captions are Hugging Face's token ids at every x86-64 level, in FP32 and INT8, and a bad
+/// level is refused.
+#[test]
+fn captions_are_the_same_at_every_instruction_set_level() {
+    let expected = expected();
+    let names = ["camera.png", "rocket_rgba.png"];
+    let int8 = quantize_tiny("isa-int8");
+    let caption = |model: &std::path::Path, level: Option<&str>| -> Vec<Vec<u32>> {
+        let mut cmd = blipq();
+        cmd.args(["caption", "--json", "--model"])
+            .arg(model)
+            .args(names.iter().map(|n| fixtures().join("images").join(n)));
+        match level {
+            Some(level) => cmd.env("BLIPQ_ISA", level),
+            None => cmd.env_remove("BLIPQ_ISA"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{level:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| ids(&r["token_ids"]))
+            .collect()
+    };
+    let want: Vec<Vec<u32>> = names
+        .iter()
+        .map(|n| ids(&expected["images"][n]["default"]["ids"]))
+        .collect();
+    let int8_default = caption(&int8, None);
+    for level in ["base", "v3", "V4"] {
+        assert_eq!(caption(&tiny_dir(), Some(level)), want, "FP32 at {level}");
+        assert_eq!(caption(&int8, Some(level)), int8_default, "INT8 at {level}");
+    }
+    let out = blipq()
+        .args(["caption", "--model"])
+        .arg(tiny_dir())
+        .arg(fixtures().join("images/camera.png"))
+        .env("BLIPQ_ISA", "avx9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("BLIPQ_ISA=avx9: give base, v3 or v4"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&int8);
 }

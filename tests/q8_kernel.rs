@@ -7,14 +7,15 @@
 //!
 //! Under Miri (`cfg(miri)`) the same tests run on small shapes that still take every path
 //! (column split and row split, partial panels, several row chunks, several k-blocks), since
-//! Miri interprets every instruction. An empty `RUSTFLAGS` drops `-C target-cpu=native`, so only
-//! the portable scalar kernel is available (`-C target-feature=+avx2,+fma` adds the AVX2 one;
-//! AVX-512 implies F16C, whose conversions `half` uses and Miri does not implement). Tree Borrows
+//! Miri interprets every instruction. Miri reports only the features the build enables, so with
+//! the default (baseline x86-64) build only the portable scalar kernel is available
+//! (`RUSTFLAGS="-C target-feature=+avx2,+fma"` adds the AVX2 one; AVX-512 implies F16C, whose
+//! conversions `half` uses and Miri does not implement). Tree Borrows
 //! because crossbeam-epoch (rayon) trips Stacked Borrows; candle's CPU-topology probe reads
 //! `/sys` (refused by isolation); rayon's pool threads are never joined (leak check):
 //!
 //! ```sh
-//! RUSTFLAGS= MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-permissive-provenance \
+//! MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-permissive-provenance \
 //!   -Zmiri-isolation-error=warn-nobacktrace -Zmiri-ignore-leaks" \
 //!   cargo +nightly miri test --test q8_kernel
 //! ```

@@ -2,6 +2,7 @@
 
 pub mod blip;
 pub mod ceiling;
+pub mod isa;
 pub mod linear;
 pub mod matmul;
 pub mod ops;

@@ -4,7 +4,9 @@
 //! 12 × 577 × 577 attention softmax per layer) and `erf` (GELU over 577 × 3072 per layer). candle
 //! evaluates both with scalar libm calls, and GELU on one thread: together about as long as all
 //! of a layer's INT8 matmuls. Here both use branch-free polynomial approximations that the
-//! compiler turns into SIMD code (AVX-512 natively, simd128 in wasm), split across rayon's pool.
+//! compiler turns into SIMD code, split across rayon's pool. Natively each loop is compiled per
+//! x86-64 level and chosen at run time ([`crate::model::isa`]: AVX-512, AVX2 + FMA, baseline); in
+//! wasm it is simd128.
 //!
 //! Accuracy: `exp` is Cephes' `expf` polynomial (about 2 ulp); `erf` is Abramowitz & Stegun 7.1.26
 //! (absolute error 1.5e-7, plus f32 rounding), so GELU is within 1e-6·max(|x|, 1) of the exact one. The
@@ -14,6 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use candle_nn::Activation;
 use rayon::prelude::*;
 
+use crate::model::isa::multiversion;
 use crate::Result;
 
 /// Elements per rayon task for element-wise ops: scheduling costs nothing next to the work, and
@@ -53,8 +56,10 @@ fn is_cpu_f32(xs: &Tensor) -> bool {
     xs.dtype() == candle_core::DType::F32 && xs.device().is_cpu()
 }
 
-/// `a * b + c`, fused where the target has FMA. Without it (wasm32's simd128 has no FMA)
-/// `f32::mul_add` would be a slow software call, so it is a plain multiply and add there.
+/// `a * b + c`, fused on x86-64 (one instruction in the AVX2 and AVX-512 versions of the loops,
+/// [`crate::model::isa`]; an exact library call on the rare CPU without FMA, so every x86 CPU
+/// gives the same bits). wasm32's simd128 has no FMA and `f32::mul_add` would be a slow software
+/// call, so it is a plain multiply and add there.
 trait MulAdd {
     fn madd(self, b: f32, c: f32) -> f32;
 }
@@ -62,7 +67,7 @@ trait MulAdd {
 impl MulAdd for f32 {
     #[inline(always)]
     fn madd(self, b: f32, c: f32) -> f32 {
-        if cfg!(target_feature = "fma") {
+        if cfg!(any(target_feature = "fma", target_arch = "x86_64")) {
             self.mul_add(b, c)
         } else {
             self * b + c
@@ -146,6 +151,30 @@ fn par_map_chunks(src: &[f32], chunk: usize, f: impl Fn(&[f32], &mut [f32]) + Sy
     dst
 }
 
+#[inline(always)]
+fn gelu_into_body(dst: &mut [f32], src: &[f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = gelu(s);
+    }
+}
+
+multiversion! {
+    /// `dst[i] = gelu(src[i])`.
+    fn gelu_into(dst: &mut [f32], src: &[f32]) = gelu_into_body;
+}
+
+#[inline(always)]
+fn gelu_slice_body(xs: &mut [f32]) {
+    for x in xs {
+        *x = gelu(*x);
+    }
+}
+
+multiversion! {
+    /// `x = gelu(x)` for every value.
+    fn gelu_slice(xs: &mut [f32]) = gelu_slice_body;
+}
+
 struct GeluErf;
 
 impl CustomOp1 for GeluErf {
@@ -159,11 +188,7 @@ impl CustomOp1 for GeluErf {
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let src = contiguous_f32(self.name(), storage, layout)?;
-        let dst = par_map_chunks(src, CHUNK, |s, d| {
-            for (d, &s) in d.iter_mut().zip(s) {
-                *d = gelu(s);
-            }
-        });
+        let dst = par_map_chunks(src, CHUNK, |s, d| gelu_into(d, s));
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
@@ -182,11 +207,9 @@ impl candle_core::InplaceOp1 for GeluErfInPlace {
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("{}: input must be contiguous", self.name())
         };
-        values[start..end].par_chunks_mut(CHUNK).for_each(|c| {
-            for x in c {
-                *x = gelu(*x);
-            }
-        });
+        values[start..end]
+            .par_chunks_mut(CHUNK)
+            .for_each(gelu_slice);
         Ok(())
     }
 }
@@ -197,8 +220,13 @@ struct SoftmaxLastDim;
 /// SIMD register per partial result instead of a serial chain.
 const LANES: usize = 16;
 
-/// Softmax of one row, in place.
-pub fn softmax_in_place(row: &mut [f32]) {
+multiversion! {
+    /// Softmax of one row, in place.
+    pub fn softmax_in_place(row: &mut [f32]) = softmax_row;
+}
+
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) {
     let mut lane_max = [f32::NEG_INFINITY; LANES];
     let (chunks, rest) = row.as_chunks::<LANES>();
     for c in chunks {
@@ -288,6 +316,28 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     tail + lanes.iter().sum::<f32>()
 }
 
+/// One head of [`attention_few_queries`]: `q` `[rows, d]`, `k`, `v` `[keys, d]` → `out` `[rows, d]`
+/// (zeroed).
+#[inline(always)]
+fn attend_head_body(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], d: usize) {
+    let mut probs = vec![0f32; k.len() / d];
+    for (out, q) in out.chunks_mut(d).zip(q.chunks(d)) {
+        for (s, k) in probs.iter_mut().zip(k.chunks(d)) {
+            *s = dot(q, k);
+        }
+        softmax_row(&mut probs);
+        for (&p, v) in probs.iter().zip(v.chunks(d)) {
+            for (o, &v) in out.iter_mut().zip(v) {
+                *o = p.madd(v, *o);
+            }
+        }
+    }
+}
+
+multiversion! {
+    fn attend_head(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], d: usize) = attend_head_body;
+}
+
 struct FewQueryAttention;
 
 impl candle_core::CustomOp3 for FewQueryAttention {
@@ -324,20 +374,7 @@ impl candle_core::CustomOp3 for FewQueryAttention {
         out.par_chunks_mut(rows * d)
             .zip(q.par_chunks(rows * d))
             .zip(k.par_chunks(keys * d).zip(v.par_chunks(keys * d)))
-            .for_each(|((out, q), (k, v))| {
-                let mut probs = vec![0f32; keys];
-                for (out, q) in out.chunks_mut(d).zip(q.chunks(d)) {
-                    for (s, k) in probs.iter_mut().zip(k.chunks(d)) {
-                        *s = dot(q, k);
-                    }
-                    softmax_in_place(&mut probs);
-                    for (&p, v) in probs.iter().zip(v.chunks(d)) {
-                        for (o, &v) in out.iter_mut().zip(v) {
-                            *o = p.madd(v, *o);
-                        }
-                    }
-                }
-            });
+            .for_each(|((out, q), (k, v))| attend_head(out, q, k, v, d));
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
 }
@@ -423,6 +460,43 @@ mod tests {
         let p = softmax_last_dim(&masked)?.to_vec2::<f32>()?;
         assert_eq!(p[0][2], 0.0);
         assert!((p[0][0] + p[0][1] - 1.0).abs() < 1e-6);
+        Ok(())
+    }
+
+    /// Every instruction-set version of the element-wise loops gives the same bits as the
+    /// baseline one ([`crate::model::isa`]).
+    #[test]
+    fn every_isa_level_gives_the_same_bits() -> Result<()> {
+        use crate::model::isa::{detected, with_level, Level};
+        let xs = (Tensor::randn(0f32, 4.0, 4099, &Device::Cpu)? * 3.0)?.to_vec1::<f32>()?;
+        let (q, k, v) = (
+            &xs[..2 * 40],
+            &xs[100..100 + 17 * 40],
+            &xs[1000..1000 + 17 * 40],
+        );
+        let run = || {
+            let mut g = vec![0f32; xs.len()];
+            gelu_into(&mut g, &xs);
+            let mut gi = xs.clone();
+            gelu_slice(&mut gi);
+            let mut sm = xs.clone();
+            for row in sm.chunks_mut(577) {
+                softmax_in_place(row);
+            }
+            let mut att = vec![0f32; 2 * 40];
+            attend_head(&mut att, q, k, v, 40);
+            [g, gi, sm, att].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        };
+        let base = with_level(Level::Base, run);
+        for level in [Level::V3, Level::V4]
+            .into_iter()
+            .filter(|&l| l <= detected())
+        {
+            assert!(
+                with_level(level, run) == base,
+                "{level:?} differs from the baseline"
+            );
+        }
         Ok(())
     }
 

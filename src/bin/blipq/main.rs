@@ -44,6 +44,10 @@ enum Command {
 fn main() -> ExitCode {
     malloc::keep_freed_memory();
     let cli = Cli::parse();
+    if let Err(e) = blipq::model::isa::env_cap() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     // The parallel kernels start on this thread instead of being handed to a pool thread each
     // time (see `blipq::threads`); the pool is built before anything runs in parallel.
     if let Err(e) = blipq::threads::use_this_thread() {

@@ -38,6 +38,9 @@ use candle_core::{DType, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
+use crate::model::isa::multiversion;
+#[cfg(target_arch = "x86_64")]
+use crate::model::isa::{self, Level};
 use crate::model::matmul::linear_frame;
 use crate::{Error, Result};
 
@@ -117,20 +120,26 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// Whether this CPU (or wasm build) can run the kernel.
+    /// Whether this CPU (or wasm build) can run the kernel (x86 kernels: within the
+    /// `BLIPQ_ISA` cap too, [`crate::model::isa::ENV_CAP`]).
     pub fn is_available(self) -> bool {
         match self {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Kernel::Avx2 => {
+                isa::detected() >= Level::V3
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => {
-                is_x86_feature_detected!("avx512f")
+                isa::detected() >= Level::V4
+                    && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => amx::available(),
+            Kernel::Amx => isa::detected() >= Level::V4 && amx::available(),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => true,
             #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
@@ -187,6 +196,7 @@ pub(crate) struct QuantRows {
 /// saturating, NaN-checked semantics are compiled lane by lane. `|x · id| <= 127` by construction,
 /// so rounding and then reading the low byte of `r + 1.5·2^23` gives the same value as
 /// candle's `round(x · id) as i8`.
+#[inline(always)]
 fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
 
@@ -217,6 +227,29 @@ fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
     (f16::from_f32(d).to_f32(), sum)
 }
 
+/// One activation row (`k` values, whole blocks) into its int8 values, block scales and offset
+/// corrections.
+#[inline(always)]
+fn quantize_row_body(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) {
+    // Rows are whole blocks (k is a multiple of BLOCK), so the remainders are empty.
+    for (((x, q), d), c) in x
+        .as_chunks::<BLOCK>()
+        .0
+        .iter()
+        .zip(q.as_chunks_mut::<BLOCK>().0.iter_mut())
+        .zip(d.iter_mut())
+        .zip(c.iter_mut())
+    {
+        let (scale, sum) = quantize_block(x, q);
+        *d = scale;
+        *c = -128 * sum;
+    }
+}
+
+multiversion! {
+    fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) = quantize_row_body;
+}
+
 /// One activation row's slices: `((x, q), (d, corr))`.
 type RowParts<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [i32]));
 
@@ -226,21 +259,7 @@ impl QuantRows {
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * nb];
         let mut corr = vec![0i32; m * nb];
-        let row = |((x, q), (d, c)): RowParts| {
-            // Rows are whole blocks (k is a multiple of BLOCK), so the remainders are empty.
-            for (((x, q), d), c) in x
-                .as_chunks::<BLOCK>()
-                .0
-                .iter()
-                .zip(q.as_chunks_mut::<BLOCK>().0.iter_mut())
-                .zip(d.iter_mut())
-                .zip(c.iter_mut())
-            {
-                let (scale, sum) = quantize_block(x, q);
-                *d = scale;
-                *c = -128 * sum;
-            }
-        };
+        let row = |((x, q), (d, c)): RowParts| quantize_row(x, q, d, c);
         if m > SMALL_M {
             x.par_chunks_exact(k)
                 .zip(qs.par_chunks_exact_mut(k))
@@ -665,9 +684,11 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
+    use crate::model::isa::{detected, with_level, Level};
 
-    /// The vectorizable quantizer gives candle's `Q8_0` quantization bit for bit, including
-    /// values that land exactly on .5 after scaling and all-zero blocks.
+    /// The vectorizable quantizer gives candle's `Q8_0` quantization bit for bit at every
+    /// instruction-set level, including values that land exactly on .5 after scaling and all-zero
+    /// blocks.
     #[test]
     fn activation_quantization_is_candles() -> Result<()> {
         let mut seed = 0x2545_f491_u32;
@@ -692,15 +713,24 @@ mod tests {
             }
         }));
         let flat: Vec<f32> = blocks.iter().flatten().copied().collect();
-        let t = Tensor::from_vec(flat, (blocks.len(), BLOCK), &Device::Cpu)?;
+        let t = Tensor::from_vec(flat.clone(), (blocks.len(), BLOCK), &Device::Cpu)?;
         let theirs = QTensor::quantize(&t, GgmlDType::Q8_0)?.data()?.to_vec();
-        for (x, candle) in blocks.iter().zip(theirs.chunks_exact(Q8_0_BYTES)) {
-            let mut ours = [0i8; BLOCK];
-            let (d, sum) = quantize_block(x, &mut ours);
-            let qs: Vec<i8> = candle[2..].iter().map(|&b| b as i8).collect();
-            assert_eq!(ours.as_slice(), qs.as_slice(), "{x:?}");
-            assert_eq!(d, f16::from_le_bytes([candle[0], candle[1]]).to_f32());
-            assert_eq!(sum, qs.iter().map(|&q| q as i32).sum::<i32>());
+        // Every instruction-set version of the row quantizer (`crate::model::isa`).
+        let levels = [Level::Base, Level::V3, Level::V4];
+        for level in levels.into_iter().filter(|&l| l <= detected()) {
+            let (mut qs, mut d, mut corr) = (
+                vec![0i8; flat.len()],
+                vec![0f32; blocks.len()],
+                vec![0i32; blocks.len()],
+            );
+            with_level(level, || quantize_row(&flat, &mut qs, &mut d, &mut corr));
+            for (b, candle) in theirs.chunks_exact(Q8_0_BYTES).enumerate() {
+                let want: Vec<i8> = candle[2..].iter().map(|&b| b as i8).collect();
+                let ours = &qs[b * BLOCK..][..BLOCK];
+                assert_eq!(ours, want.as_slice(), "{level:?}: {:?}", blocks[b]);
+                assert_eq!(d[b], f16::from_le_bytes([candle[0], candle[1]]).to_f32());
+                assert_eq!(corr[b], -128 * want.iter().map(|&q| q as i32).sum::<i32>());
+            }
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ use std::sync::OnceLock;
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::model::isa;
 use crate::model::matmul::{linear_f32, linear_frame};
 use crate::{Error, Result};
 
@@ -63,12 +65,15 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// Whether this CPU (or wasm build) can run the kernel.
+    /// Whether this CPU (or wasm build) can run the kernel (AVX-512: within the `BLIPQ_ISA` cap
+    /// too, [`crate::model::isa::ENV_CAP`]; the `gemm` crate makes its own choice).
     pub fn is_available(self) -> bool {
         match self {
             Kernel::Scalar | Kernel::Gemm => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => is_x86_feature_detected!("avx512f"),
+            Kernel::Avx512 => {
+                isa::detected() >= isa::Level::V4 && is_x86_feature_detected!("avx512f")
+            }
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => true,
             #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
