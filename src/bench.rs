@@ -1,6 +1,7 @@
 //! Benchmark bookkeeping shared by `blipq bench` and the web page: per-image samples, the
-//! per-model results JSON (field names of `../shared/README.md` section 4) and the comparison
-//! table with its improvement column. Sizes are in MB of 2^20 bytes.
+//! per-model results JSON ([`ModelResults`]: `model_info`, `performance_metrics`,
+//! `quality_metrics`, ...) and the comparison table with its improvement column. Sizes and memory
+//! are in MB of 2^20 bytes ([`crate::MB`]); the table says so under it.
 
 use serde::{Deserialize, Serialize};
 
@@ -317,6 +318,7 @@ pub fn comparison_markdown(models: &[ModelResults]) -> String {
         }
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
+    out.push_str(&format!("\n{}.\n", crate::MB_UNIT));
     out
 }
 

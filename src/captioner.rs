@@ -492,7 +492,7 @@ impl Captioner {
             let result = match values {
                 Err(e) => Err(e),
                 Ok(_) => match captions.next() {
-                    None => Err(Error::InvalidArgument(
+                    None => Err(Error::Internal(
                         "batched decoding returned fewer sequences than images".into(),
                     )),
                     Some((token_ids, text)) => text.map(|caption| Caption {

@@ -37,6 +37,10 @@ pub enum Error {
     /// An argument is out of range or inconsistent (e.g. `num_beams = 0`).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An internal invariant does not hold (shapes the model code itself passes between layers
+    /// and kernels): a bug in blipq, never the user's input, which the other variants describe.
+    #[error("internal error (a bug in blipq, please report it): {0}")]
+    Internal(String),
     /// rayon's thread pool could not be set up (e.g. it already exists).
     #[error("thread pool: {0}")]
     ThreadPool(String),

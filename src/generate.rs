@@ -84,7 +84,7 @@ pub fn generate(
         on_step(seq)
     })?;
     out.pop()
-        .ok_or_else(|| Error::InvalidArgument("generation produced no sequence".into()))
+        .ok_or_else(|| Error::Internal("generation produced no sequence".into()))
 }
 
 /// Generates from the same `prefix` for every image of `image_embeds` `[images, tokens, hidden]`

@@ -30,3 +30,10 @@ pub use captioner::{
     BatchImage, Caption, CaptionOptions, Captioner, ModelFiles, ModelInfo, Timings, MAX_BATCH,
 };
 pub use error::{Error, Result};
+
+/// Bytes per MB in every size and memory figure blipq reports (CLI, JSON reports, the page):
+/// 2^20.
+pub const MB: f64 = 1_048_576.0;
+
+/// How the reports say what [`MB`] is.
+pub const MB_UNIT: &str = "MB = 2^20 bytes";

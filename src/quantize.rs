@@ -1,4 +1,4 @@
-//! FP32 -> INT8 checkpoints (blipq's safetensors layout, `../shared/README.md` section 3) and the
+//! FP32 -> INT8 checkpoints (blipq's safetensors layout: README, "INT8 checkpoint format") and the
 //! validation that compares the two models on a few images.
 //!
 //! Blocks are quantized by candle's own `Q8_0` quantizer and then split into int8 values and f16
@@ -314,8 +314,12 @@ pub fn synthetic_images(size: u32) -> Result<Vec<(String, Vec<u8>)>> {
 /// Result of quantizing a checkpoint directory (`quantized_results.json`'s `model_metrics`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelMetrics {
+    /// The FP32 weights file, in MB of 2^20 bytes ([`crate::MB`], said by `size_unit`).
     pub original_size_mb: f64,
+    /// The INT8 weights file, in MB of 2^20 bytes.
     pub quantized_size_mb: f64,
+    /// `"MB = 2^20 bytes"`: the unit of the two sizes.
+    pub size_unit: &'static str,
     pub size_reduction_ratio: f64,
     pub quantization_time_seconds: f64,
     pub quantized_tensors: usize,
@@ -377,8 +381,9 @@ pub fn quantize_dir(
         .len() as f64;
     let quantized = bytes.len() as f64;
     Ok(ModelMetrics {
-        original_size_mb: original / 1e6,
-        quantized_size_mb: quantized / 1e6,
+        original_size_mb: original / crate::MB,
+        quantized_size_mb: quantized / crate::MB,
+        size_unit: crate::MB_UNIT,
         size_reduction_ratio: original / quantized,
         quantization_time_seconds: sw.seconds(),
         quantized_tensors: summary.quantized_tensors,

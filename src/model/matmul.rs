@@ -106,7 +106,7 @@ pub(crate) fn bias_rows(bias: Option<&Tensor>, m: usize, n: usize) -> Result<Vec
         return Ok(vec![0.0; m * n]);
     };
     if b.dims() != [n] {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::Internal(format!(
             "a linear layer with {n} outputs got a bias of shape {:?}",
             b.dims()
         )));
@@ -133,7 +133,7 @@ pub(crate) fn linear_frame(
     let lead = match dims.split_last() {
         Some((&last, lead)) if last == k => lead,
         _ => {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "{what} expects inputs [.., {k}], got {dims:?}"
             )))
         }
@@ -147,7 +147,7 @@ pub(crate) fn linear_frame(
         // Read the input in place: it is contiguous f32.
         let (storage, layout) = xs.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "{what}: blipq's kernels run on the CPU only"
             )));
         };
@@ -163,7 +163,7 @@ pub fn linear_f32(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
     let (n, k) = weight.dims2()?;
     let dims = xs.dims();
     if dims.last() != Some(&k) {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::Internal(format!(
             "linear layer expects inputs [.., {k}], got {dims:?}"
         )));
     }
@@ -228,7 +228,7 @@ pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> 
     let (b, n, h3) = qkv.dims3()?;
     let h = h3 / 3;
     if h3 % 3 != 0 || heads == 0 || h % heads != 0 {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::Internal(format!(
             "self-attention over {heads} heads cannot split a fused qkv of width {h3}"
         )));
     }

@@ -203,7 +203,7 @@ impl TextSelfAttention {
         let (b, len, h) = xs.dims3()?;
         let (images, heads, tokens, d) = kv.0.dims4()?;
         if images == 0 || b % images != 0 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "cross-attention of {b} rows to {images} images: the rows must be grouped by \
                  image, the same number per image"
             )));

@@ -535,7 +535,7 @@ pub fn check_weights_prefix(prefix: &[u8]) -> std::result::Result<u32, JsValue> 
 /// Refuses, with a plain message, a model whose weights cannot fit into wasm32's 4 GiB next to
 /// what is already in use (instead of letting an allocation abort the module half-way).
 pub fn check_fits_in_wasm_memory(file: &str, needed: f64, in_use: f64) -> Result<()> {
-    const MB: f64 = 1024.0 * 1024.0;
+    use crate::MB;
     if needed + in_use > WASM32_MAX_MEMORY_BYTES {
         return Err(Error::checkpoint(
             file,
@@ -643,12 +643,12 @@ pub fn bench_report_results(items: &[Item], models: Vec<BenchRun>) -> Result<Vec
                 performance_metrics: bench::performance(
                     &m.samples,
                     n_failed,
-                    m.peak_memory_bytes.map(|b| b / (1024.0 * 1024.0)),
+                    m.peak_memory_bytes.map(|b| b / crate::MB),
                 ),
                 quality_metrics: bench::quality(&m.samples, items)?,
                 model_info: ModelInfoReport {
                     total_parameters: m.total_parameters,
-                    model_size_mb: m.model_size_bytes / (1024.0 * 1024.0),
+                    model_size_mb: m.model_size_bytes / crate::MB,
                     device: m.device.unwrap_or_else(browser_device),
                     is_quantized: m.is_quantized,
                     dtype: m.dtype,

@@ -298,14 +298,14 @@ fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    Some(kb * 1024.0 / blipq::MB)
 }
 
 fn weights_file_mb(dir: &Path) -> f64 {
     ["model.safetensors", "pytorch_model.bin"]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+        .map(|m| m.len() as f64 / blipq::MB)
         .next()
         .unwrap_or(0.0)
 }

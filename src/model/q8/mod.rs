@@ -392,7 +392,7 @@ impl Q8Matrix {
     /// Dequantizes weight row `row` (an embedding lookup) into `out` (`k` values).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
         if row >= self.n || out.len() != self.k {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "row {row} of a [{}, {}] INT8 matrix into {} values",
                 self.n,
                 self.k,
@@ -460,12 +460,12 @@ impl Q8Matrix {
     /// `y [m, n] += x [m, k] · W^T` with a given kernel (an error if this CPU lacks it).
     pub fn matmul_acc(&self, kernel: Kernel, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
         if !kernel.is_available() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "INT8 kernel {kernel:?} is not supported here"
             )));
         }
         if x.len() != m * self.k || y.len() != m * self.n {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "INT8 matmul of [{m}, {}] by [{}, {}]^T into {} values (input has {})",
                 self.k,
                 self.n,
@@ -551,7 +551,7 @@ impl Q8Matrix {
             || rows.end * self.k > xq.qs.len()
             || panels.end * self.nb > self.blocks.len()
         {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "INT8 tile rows {rows:?} panels {panels:?} does not fit its output ({} values, stride {ldo})",
                 out.len()
             )));

@@ -171,7 +171,7 @@ impl F32Matrix {
     /// Takes a `[n, k]` f32 tensor in the layout `kernel` reads (an error if this CPU lacks it).
     pub fn with_kernel(weight: Tensor, kernel: Kernel) -> Result<Self> {
         if !kernel.is_available() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "f32 kernel {kernel:?} is not supported here"
             )));
         }
@@ -234,7 +234,7 @@ impl F32Matrix {
                 for (&id, row) in flat.iter().zip(out.chunks_exact_mut(self.k)) {
                     let id = id as usize;
                     if id >= self.n {
-                        return Err(Error::InvalidArgument(format!(
+                        return Err(Error::Internal(format!(
                             "id {id} is outside an embedding table of {} rows",
                             self.n
                         )));
@@ -263,7 +263,7 @@ impl F32Matrix {
     /// `y [m, n] += x [m, k] · Wᵀ` with the matrix's kernel.
     pub fn matmul_acc(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
         if x.len() != m * self.k || y.len() != m * self.n {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::Internal(format!(
                 "f32 matmul of [{m}, {}] by [{}, {}]ᵀ into {} values (input has {})",
                 self.k,
                 self.n,
@@ -384,7 +384,7 @@ pub(crate) unsafe fn product_serial(
     scratch: &mut Scratch,
 ) -> Result<()> {
     if x.len() != m * k || panels.len() != n.div_ceil(PANEL) * k || ldo < n || !kernel.is_packed() {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::Internal(format!(
             "a packed f32 product [{m}, {k}] · [{n}, {k}]ᵀ got {} inputs, {} panel rows, stride              {ldo} ({kernel:?})",
             x.len(),
             panels.len()
@@ -410,7 +410,7 @@ pub(crate) unsafe fn product_serial(
         a_tiles: packed.then_some(scratch.tiles.as_slice()),
     };
     if !kernel.is_available() {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::Internal(format!(
             "f32 kernel {kernel:?} is not supported here"
         )));
     }
