@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::captioner::{BatchImage, Caption, CaptionOptions, Captioner};
 use crate::metrics::{self, Annotations, ImageCaptions, ImageId};
 use crate::{Result, Timings};
 
@@ -125,6 +126,189 @@ pub struct ModelResults {
 
 fn one() -> usize {
     1
+}
+
+/// How one benchmark item ended, as [`run`] reports it to its progress callback.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    Captioned(&'a Sample),
+    Failed(&'a Failure),
+}
+
+/// The samples and failures of one model's run over a list of items.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Run {
+    pub samples: Vec<Sample>,
+    pub failures: Vec<Failure>,
+}
+
+impl Run {
+    fn record(
+        &mut self,
+        item: &Item,
+        outcome: std::result::Result<Caption, String>,
+    ) -> Outcome<'_> {
+        match outcome {
+            Ok(c) => {
+                self.samples.push(Sample {
+                    image: item.file.clone(),
+                    image_id: item.image_id.clone(),
+                    caption: c.caption,
+                    token_ids: c.token_ids,
+                    new_tokens: c.new_tokens,
+                    timings: c.timings,
+                });
+                Outcome::Captioned(&self.samples[self.samples.len() - 1])
+            }
+            Err(error) => {
+                self.failures.push(Failure {
+                    image: item.file.clone(),
+                    error,
+                });
+                Outcome::Failed(&self.failures[self.failures.len() - 1])
+            }
+        }
+    }
+}
+
+/// How [`run`] captions: the caption options, untimed warm-up captions first, and how many
+/// images at a time.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub caption: CaptionOptions,
+    /// Untimed captions of the first readable image before the first timed one, rounded up to
+    /// whole batches. Warming stops at the first error (that image then fails in the timed run).
+    pub warmup: usize,
+    /// Images captioned together ([`Captioner::caption_batch`]); 0 or 1 = one at a time.
+    pub batch_size: usize,
+}
+
+/// Captions every item with `model` — `read` gives an item's image bytes, or the message of why
+/// it cannot — and collects the
+/// samples and failures, in item order: the benchmark loop of `blipq bench` and of the page's
+/// benchmark worker. An unreadable image or a failed caption is recorded as that item's failure
+/// and the run goes on; a batch that fails as a whole is recorded for each of its images.
+/// `on_item(done, outcome)` follows each item.
+pub fn run(
+    model: &Captioner,
+    items: &[Item],
+    read: &mut dyn FnMut(&Item) -> std::result::Result<Vec<u8>, String>,
+    opts: &RunOptions,
+    on_item: &mut dyn FnMut(usize, Outcome<'_>),
+) -> Run {
+    let batch_size = opts.batch_size.max(1);
+    let mut run = Run::default();
+    let mut warmed = false;
+    let mut done = 0;
+    for chunk in items.chunks(batch_size) {
+        let images: Vec<std::result::Result<Vec<u8>, String>> =
+            chunk.iter().map(&mut *read).collect();
+        if !warmed {
+            if let Some(bytes) = images.iter().find_map(|r| r.as_ref().ok()) {
+                warm_up(model, bytes, opts, batch_size);
+                warmed = true;
+            }
+        }
+        let mut captions = caption_chunk(model, chunk, &images, opts, batch_size).into_iter();
+        for (item, image) in chunk.iter().zip(images) {
+            let outcome = match image {
+                Err(e) => Err(e),
+                Ok(_) => captions
+                    .next()
+                    .unwrap_or_else(|| Err("no caption returned".into())),
+            };
+            done += 1;
+            on_item(done, run.record(item, outcome));
+        }
+    }
+    run
+}
+
+/// `opts.warmup` untimed captions of `bytes` (whole batches when batching); stops at an error.
+fn warm_up(model: &Captioner, bytes: &[u8], opts: &RunOptions, batch_size: usize) {
+    if batch_size == 1 {
+        for _ in 0..opts.warmup {
+            if model
+                .caption(bytes, "warmup", &opts.caption, &mut |_| {})
+                .is_err()
+            {
+                return;
+            }
+        }
+    } else {
+        let batch = vec![
+            BatchImage {
+                bytes,
+                name: "warmup"
+            };
+            batch_size
+        ];
+        for _ in 0..opts.warmup.div_ceil(batch_size) {
+            if model.caption_batch(&batch, &opts.caption).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The captions of a chunk's readable images, in order (one at a time, or as one batch), each
+/// error as its message.
+fn caption_chunk(
+    model: &Captioner,
+    chunk: &[Item],
+    images: &[std::result::Result<Vec<u8>, String>],
+    opts: &RunOptions,
+    batch_size: usize,
+) -> Vec<std::result::Result<Caption, String>> {
+    let readable = chunk
+        .iter()
+        .zip(images)
+        .filter_map(|(item, r)| r.as_ref().ok().map(|bytes| (item, bytes)));
+    if batch_size == 1 {
+        return readable
+            .map(|(item, bytes)| {
+                model
+                    .caption(bytes, &item.file, &opts.caption, &mut |_| {})
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+    }
+    let batch: Vec<BatchImage> = readable
+        .map(|(item, bytes)| BatchImage {
+            bytes,
+            name: &item.file,
+        })
+        .collect();
+    match model.caption_batch(&batch, &opts.caption) {
+        Ok(captions) => captions
+            .into_iter()
+            .map(|c| c.map_err(|e| e.to_string()))
+            .collect(),
+        Err(e) => vec![Err(e.to_string()); batch.len()],
+    }
+}
+
+/// One model's `<label>_results.json` from its run: [`performance`] (with the batch size),
+/// [`quality`] against `items`' references, and the model facts.
+pub fn model_results(
+    label: &str,
+    items: &[Item],
+    run: Run,
+    batch_size: usize,
+    peak_memory_mb: Option<f64>,
+    model_info: ModelInfoReport,
+) -> Result<ModelResults> {
+    Ok(ModelResults {
+        label: label.to_string(),
+        performance_metrics: PerformanceMetrics {
+            batch_size: batch_size.max(1),
+            ..performance(&run.samples, run.failures.len(), peak_memory_mb)
+        },
+        quality_metrics: quality(&run.samples, items)?,
+        model_info,
+        failures: run.failures,
+        samples: run.samples,
+    })
 }
 
 /// Speed figures from the samples of one run (images one at a time; set `batch_size` after for

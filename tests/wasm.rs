@@ -382,6 +382,73 @@ fn bad_options_raise_errors() {
     assert!(error_message(err).contains("caption options"));
 }
 
+/// `Captioner.bench`: the library's benchmark loop ([`blipq::bench::run`]) behind the page's
+/// benchmark worker: samples equal `caption()`'s, a fetch failure is recorded with its message
+/// and the run goes on, `onItem` follows every item, and bad input is refused by name.
+#[wasm_bindgen_test]
+fn bench_runs_the_librarys_loop() {
+    let items = js_json(
+        r#"[{"file": "camera.png", "image_id": 1, "references": ["a camera"]},
+            {"file": "gone.png", "image_id": 2, "references": []},
+            {"file": "coffee.jpg", "image_id": "c", "references": []}]"#,
+    );
+    let images = js_sys::Array::new();
+    images.push(&js_sys::Uint8Array::from(IMAGES[1].1));
+    images.push(&JsValue::from_str("HTTP 404 for gone.png"));
+    images.push(&js_sys::Uint8Array::from(IMAGES[3].1));
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::<(u32, String)>::new()));
+    let sink = seen.clone();
+    let cb = wasm_bindgen::closure::Closure::<dyn FnMut(u32, JsValue)>::new(
+        move |done: u32, outcome: JsValue| {
+            let sample = js_sys::Reflect::get(&outcome, &"sample".into()).unwrap();
+            let kind = if sample.is_object() {
+                "sample"
+            } else {
+                "failure"
+            };
+            sink.borrow_mut().push((done, kind.to_string()));
+        },
+    );
+    let f = cb.as_ref().unchecked_ref::<js_sys::Function>().clone();
+    let out = with_model(|m| m.bench(items.clone(), images.clone(), JsValue::NULL, 2, Some(f)))
+        .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let out: Value = serde_wasm_bindgen::from_value(out).unwrap();
+    let samples = out["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2);
+    for (sample, (name, bytes)) in samples.iter().zip([IMAGES[1], IMAGES[3]]) {
+        let alone: CaptionOut = serde_wasm_bindgen::from_value(
+            with_model(|m| m.caption(bytes, JsValue::NULL, None)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sample["image"], name);
+        assert_eq!(ids(&sample["token_ids"]), alone.token_ids, "{name}");
+        assert_eq!(sample["caption"], alone.caption.as_str());
+    }
+    assert_eq!(samples[1]["image_id"], "c");
+    assert_eq!(
+        out["failures"],
+        serde_json::json!([{"image": "gone.png", "error": "HTTP 404 for gone.png"}])
+    );
+    assert_eq!(
+        *seen.borrow(),
+        [
+            (1, "sample".to_string()),
+            (2, "failure".into()),
+            (3, "sample".into())
+        ]
+    );
+    let short = js_sys::Array::new();
+    let err = with_model(|m| m.bench(items.clone(), short, JsValue::NULL, 0, None)).unwrap_err();
+    assert!(error_message(err).contains("0 images for 3 items"));
+    let err = with_model(|m| m.bench(JsValue::from(1), images.clone(), JsValue::NULL, 0, None))
+        .unwrap_err();
+    assert!(error_message(err).contains("bench: items"));
+    let bad_opts = js_json(r#"{"numBeans": 2}"#);
+    let err =
+        with_model(|m| m.bench(items.clone(), images.clone(), bad_opts, 0, None)).unwrap_err();
+    assert!(error_message(err).contains("numBeans"));
+}
+
 #[wasm_bindgen_test]
 fn throwing_callback_is_rethrown() {
     let f = js_sys::Function::new_with_args("text", "throw new TypeError('stop: ' + text.length)");
@@ -544,7 +611,7 @@ fn bench_report_matches_the_cli_report() {
     assert_eq!(fp32.model_info.device, blipq::web::browser_device());
     assert!(results[1].model_info.is_quantized);
     // The files' text is exactly what `blipq bench` would write for the same samples: results
-    // assembled here with the library's functions, as src/bin/blipq/bench.rs does.
+    // assembled with the library's `bench::model_results`, as src/bin/blipq/bench.rs does.
     let items = blipq::bench::items_from_annotations(
         &blipq::metrics::parse_annotations(ANNOTATIONS, "x").unwrap(),
     );
@@ -553,11 +620,13 @@ fn bench_report_matches_the_cli_report() {
         serde_json::from_value(run["samples"].clone()).unwrap();
     let failures: Vec<blipq::bench::Failure> =
         serde_json::from_value(run["failures"].clone()).unwrap();
-    let expected = blipq::bench::ModelResults {
-        label: "demo".into(),
-        performance_metrics: blipq::bench::performance(&samples, failures.len(), Some(20.0)),
-        quality_metrics: blipq::bench::quality(&samples, &items).unwrap(),
-        model_info: blipq::bench::ModelInfoReport {
+    let expected = blipq::bench::model_results(
+        "demo",
+        &items,
+        blipq::bench::Run { samples, failures },
+        1,
+        Some(20.0),
+        blipq::bench::ModelInfoReport {
             total_parameters: 1000,
             model_size_mb: 3.0,
             device: blipq::web::browser_device(),
@@ -565,9 +634,8 @@ fn bench_report_matches_the_cli_report() {
             dtype: "float32".into(),
             model_path: "models/demo".into(),
         },
-        failures,
-        samples,
-    };
+    )
+    .unwrap();
     assert!(expected.quality_metrics.as_ref().unwrap().bleu_score > 0.0);
     assert_eq!(
         get(&models.get(0), "resultsJson").as_string().unwrap(),

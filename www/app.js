@@ -745,15 +745,16 @@ function download(name, text, type) {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
+/** The table of a comparison.md (its `|` lines); the lines after it (the unit note) join the caption. */
 function renderMarkdownTable(md, table) {
-  const rows = md
-    .trim()
-    .split("\n")
-    .filter((l) => !/^\|(-+\|)+$/.test(l.trim()))
-    .map((l) => l.trim().replace(/^\||\|$/g, "").split("|").map((c) => c.trim()));
+  const lines = md.trim().split("\n").map((l) => l.trim());
+  const rows = lines
+    .filter((l) => l.startsWith("|") && !/^\|(-+\|)+$/.test(l))
+    .map((l) => l.replace(/^\||\|$/g, "").split("|").map((c) => c.trim()));
+  const notes = lines.filter((l) => l && !l.startsWith("|")).join(" ");
   const [head, ...body] = rows;
   table.replaceChildren(
-    el("caption", { text: "FP32 vs INT8 on the bundled eval set (first model is the reference)" }),
+    el("caption", { text: `FP32 vs INT8 on the bundled eval set (first model is the reference). ${notes}`.trim() }),
     el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col", text: h })))),
     el(
       "tbody",

@@ -577,45 +577,21 @@ const handlers = {
     const memBefore = wasmMemoryBytes();
     const m = await loadModel(source, () => {});
     const memAfterLoad = wasmMemoryBytes();
-    const samples = [];
-    const failures = [];
     const fetchImage = async (item) => {
       const url = new URL(item.file, imagesBase).href;
       const res = await fetch(url);
       if (!res.ok) throw new HttpError(url, res.status, res.statusText);
       return new Uint8Array(await res.arrayBuffer());
     };
-    // Untimed warm-up captions on the first image, as `blipq bench --warmup` does.
-    if (warmup > 0 && items.length) {
-      const first = await fetchImage(items[0]).catch(() => null);
-      for (let i = 0; first && i < warmup; i++) {
-        try {
-          m.captioner.caption(first, options ?? {});
-        } catch {
-          break;
-        }
-      }
+    // The images first (a failed fetch becomes that item's failure message), then the library's
+    // benchmark loop, the one `blipq bench` runs: warm-up captions, samples, failures.
+    const images = [];
+    for (const item of items) {
+      images.push(await fetchImage(item).catch((e) => errorMessage(e)));
     }
-    for (const [i, item] of items.entries()) {
-      try {
-        const bytes = await fetchImage(item);
-        const out = m.captioner.caption(bytes, options ?? {});
-        const sample = {
-          image: item.file,
-          image_id: item.image_id ?? null,
-          caption: out.caption,
-          token_ids: out.tokenIds,
-          new_tokens: out.newTokens,
-          timings: out.timings,
-        };
-        samples.push(sample);
-        emit({ type: "bench-progress", done: i + 1, total: items.length, sample });
-      } catch (e) {
-        if (e instanceof WebAssembly.RuntimeError) throw e;
-        failures.push({ image: item.file, error: errorMessage(e) });
-        emit({ type: "bench-progress", done: i + 1, total: items.length, failure: failures.at(-1) });
-      }
-    }
+    const { samples, failures } = m.captioner.bench(items, images, options ?? null, warmup ?? 0, (done, outcome) =>
+      emit({ type: "bench-progress", done, total: items.length, ...outcome }),
+    );
     const info = m.info;
     m.captioner.free();
     return {

@@ -157,6 +157,17 @@ fn check_option_names(options: &JsValue) -> std::result::Result<(), JsValue> {
     Ok(())
 }
 
+/// Caption options from JS: `undefined`/`null` for the defaults, else an object of known names.
+fn caption_options(options: JsValue) -> std::result::Result<CaptionOptions, JsValue> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(CaptionOptions::default());
+    }
+    check_option_names(&options)?;
+    Ok(serde_wasm_bindgen::from_value::<JsCaptionOptions>(options)
+        .map_err(|e| arg_err(format!("caption options: {e}")))?
+        .into())
+}
+
 /// What `caption()` returns to JS.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -282,6 +293,8 @@ export interface BenchModelRun {
   device?: string;
 }
 export interface BenchInput { items: BenchItem[]; models: BenchModelRun[]; }
+/** What `Captioner.bench` returns: one model's samples and failures, in item order. */
+export interface BenchRunResult { samples: BenchSample[]; failures: { image: string; error: string }[]; }
 /** The text of the files `blipq bench` writes. */
 export interface BenchReport {
   models: { label: string; resultsJson: string; captionsJson: string }[];
@@ -362,14 +375,7 @@ impl WasmCaptioner {
         )]
         on_token: Option<js_sys::Function>,
     ) -> std::result::Result<JsValue, JsValue> {
-        let opts: CaptionOptions = if options.is_undefined() || options.is_null() {
-            CaptionOptions::default()
-        } else {
-            check_option_names(&options)?;
-            serde_wasm_bindgen::from_value::<JsCaptionOptions>(options)
-                .map_err(|e| arg_err(format!("caption options: {e}")))?
-                .into()
-        };
+        let opts = caption_options(options)?;
         let mut callback_error: Option<JsValue> = None;
         let mut on_text = |text: &str| {
             if let (Some(f), None) = (&on_token, &callback_error) {
@@ -391,6 +397,79 @@ impl WasmCaptioner {
             new_tokens: out.new_tokens,
             timings: out.timings,
         })
+    }
+
+    /// `bench(items: BenchItem[], images: (Uint8Array | string)[], options, warmup, onItem?)` →
+    /// `{samples, failures}`: one model's benchmark run over `items` (`benchItems()`'s), exactly
+    /// the loop of `blipq bench` ([`bench::run`]: untimed warm-up captions of the first readable
+    /// image, then every item in order; a failure is recorded and the run goes on). `images[i]` is
+    /// item `i`'s encoded bytes, or a string saying why they could not be fetched (recorded as
+    /// its failure). `onItem(done, {sample} | {failure})` follows each item; if it throws, the
+    /// exception is rethrown once the run is finished.
+    #[wasm_bindgen(unchecked_return_type = "BenchRunResult")]
+    pub fn bench(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "BenchItem[]")] items: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "(Uint8Array | string)[]")] images: js_sys::Array,
+        #[wasm_bindgen(unchecked_param_type = "CaptionOptions | null")] options: JsValue,
+        warmup: u32,
+        #[wasm_bindgen(
+            js_name = onItem,
+            unchecked_optional_param_type = "((done: number, outcome: { sample?: BenchSample; failure?: { image: string; error: string } }) => void) | null"
+        )]
+        on_item: Option<js_sys::Function>,
+    ) -> std::result::Result<JsValue, JsValue> {
+        let items: Vec<Item> = serde_wasm_bindgen::from_value(items)
+            .map_err(|e| arg_err(format!("bench: items: {e}")))?;
+        if images.length() as usize != items.len() {
+            return Err(arg_err(format!(
+                "bench: {} images for {} items",
+                images.length(),
+                items.len()
+            )));
+        }
+        let opts = bench::RunOptions {
+            caption: caption_options(options)?,
+            warmup: warmup as usize,
+            batch_size: 1,
+        };
+        self.inner.check_options(&opts.caption).map_err(js_err)?;
+        let mut next = 0u32;
+        let mut read = |item: &Item| {
+            let value = images.get(next);
+            next += 1;
+            if let Some(a) = value.dyn_ref::<js_sys::Uint8Array>() {
+                Ok(a.to_vec())
+            } else {
+                Err(value
+                    .as_string()
+                    .unwrap_or_else(|| format!("{}: no image bytes were given", item.file)))
+            }
+        };
+        let mut callback_error: Option<JsValue> = None;
+        let mut on_outcome = |done: usize, outcome: bench::Outcome<'_>| {
+            let (Some(f), None) = (&on_item, &callback_error) else {
+                return;
+            };
+            let value = match outcome {
+                bench::Outcome::Captioned(sample) => {
+                    to_js(&serde_json::json!({ "sample": sample }))
+                }
+                bench::Outcome::Failed(failure) => {
+                    to_js(&serde_json::json!({ "failure": failure }))
+                }
+            };
+            let called =
+                value.and_then(|v| f.call2(&JsValue::NULL, &JsValue::from(done as u32), &v));
+            if let Err(e) = called {
+                callback_error = Some(e);
+            }
+        };
+        let run = bench::run(&self.inner, &items, &mut read, &opts, &mut on_outcome);
+        if let Some(e) = callback_error {
+            return Err(e);
+        }
+        to_js(&serde_json::json!({ "samples": run.samples, "failures": run.failures }))
     }
 
     /// `info()` → `{version, total_parameters, is_quantized, dtype, weights_bytes, image_size:
@@ -638,26 +717,20 @@ pub fn bench_report_results(items: &[Item], models: Vec<BenchRun>) -> Result<Vec
     models
         .into_iter()
         .map(|m| {
-            let n_failed = m.failures.len();
-            Ok(ModelResults {
-                performance_metrics: bench::performance(
-                    &m.samples,
-                    n_failed,
-                    m.peak_memory_bytes.map(|b| b / crate::MB),
-                ),
-                quality_metrics: bench::quality(&m.samples, items)?,
-                model_info: ModelInfoReport {
-                    total_parameters: m.total_parameters,
-                    model_size_mb: m.model_size_bytes / crate::MB,
-                    device: m.device.unwrap_or_else(browser_device),
-                    is_quantized: m.is_quantized,
-                    dtype: m.dtype,
-                    model_path: m.model_path,
-                },
-                label: m.label,
-                failures: m.failures,
+            let info = ModelInfoReport {
+                total_parameters: m.total_parameters,
+                model_size_mb: m.model_size_bytes / crate::MB,
+                device: m.device.unwrap_or_else(browser_device),
+                is_quantized: m.is_quantized,
+                dtype: m.dtype,
+                model_path: m.model_path,
+            };
+            let run = bench::Run {
                 samples: m.samples,
-            })
+                failures: m.failures,
+            };
+            let peak_mb = m.peak_memory_bytes.map(|b| b / crate::MB);
+            bench::model_results(&m.label, items, run, 1, peak_mb, info)
         })
         .collect()
 }

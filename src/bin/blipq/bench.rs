@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
-use blipq::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
+use blipq::bench::{self, Item, ModelInfoReport, ModelResults, Outcome, RunOptions};
 use blipq::files::{MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES};
 use blipq::fsio::{read_file, read_text};
-use blipq::{BatchImage, CaptionOptions, Captioner, MAX_BATCH};
+use blipq::{CaptionOptions, Captioner, MAX_BATCH};
 
 use crate::progress;
 
@@ -327,109 +327,34 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     model.check_options(&opts)?;
-    let read = |item: &Item| -> anyhow::Result<Vec<u8>> {
-        Ok(read_file(&images_dir.join(&item.file), MAX_IMAGE_BYTES)?)
-    };
     let pb = progress::bar(items.len() as u64, &args.label);
-    let mut samples: Vec<Sample> = Vec::with_capacity(items.len());
-    let mut failures: Vec<Failure> = Vec::new();
-    let mut record = |item: &Item, outcome: anyhow::Result<blipq::Caption>| match outcome {
-        Ok(c) => samples.push(Sample {
-            image: item.file.clone(),
-            image_id: item.image_id.clone(),
-            caption: c.caption,
-            token_ids: c.token_ids,
-            new_tokens: c.new_tokens,
-            timings: c.timings,
-        }),
-        Err(e) => {
-            pb.suspend(|| eprintln!("{}: {e:#}", item.file));
-            failures.push(Failure {
-                image: item.file.clone(),
-                error: format!("{e:#}"),
-            });
-        }
-    };
-    let warm = items.iter().find_map(|i| read(i).ok());
-    if o.batch_size == 1 {
-        // Warm up on the first readable image.
-        if let Some(bytes) = &warm {
-            for _ in 0..o.warmup {
-                let _ = model.caption(bytes, "warmup", &opts, &mut |_| {});
+    let run = bench::run(
+        &model,
+        &items,
+        &mut |item| {
+            read_file(&images_dir.join(&item.file), MAX_IMAGE_BYTES).map_err(|e| e.to_string())
+        },
+        &RunOptions {
+            caption: opts,
+            warmup: o.warmup,
+            batch_size: o.batch_size,
+        },
+        &mut |done, outcome| {
+            if let Outcome::Failed(f) = outcome {
+                pb.suspend(|| eprintln!("{}: {}", f.image, f.error));
             }
-        }
-        for item in &items {
-            let outcome = read(item)
-                .and_then(|bytes| Ok(model.caption(&bytes, &item.file, &opts, &mut |_| {})?));
-            record(item, outcome);
-            pb.inc(1);
-        }
-    } else {
-        // Warm up with full batches of the first readable image: `warmup` captions, rounded up
-        // to whole batches.
-        if let Some(bytes) = &warm {
-            let batch = vec![
-                BatchImage {
-                    bytes,
-                    name: "warmup"
-                };
-                o.batch_size
-            ];
-            for _ in 0..o.warmup.div_ceil(o.batch_size) {
-                let _ = model.caption_batch(&batch, &opts);
-            }
-        }
-        for chunk in items.chunks(o.batch_size) {
-            let files: Vec<anyhow::Result<Vec<u8>>> = chunk.iter().map(read).collect();
-            let readable: Vec<(&Item, &Vec<u8>)> = chunk
-                .iter()
-                .zip(&files)
-                .filter_map(|(i, r)| r.as_ref().ok().map(|b| (i, b)))
-                .collect();
-            let batch: Vec<BatchImage> = readable
-                .iter()
-                .map(|(i, b)| BatchImage {
-                    bytes: b,
-                    name: &i.file,
-                })
-                .collect();
-            // A failure of the whole batch (e.g. the model itself) is recorded for each of its
-            // images, like a failed image: the samples already taken are kept and reported.
-            let mut captions = match model.caption_batch(&batch, &opts) {
-                Ok(c) => c
-                    .into_iter()
-                    .map(|c| c.map_err(anyhow::Error::from))
-                    .collect(),
-                Err(e) => {
-                    let message = format!("{e:#}");
-                    (0..batch.len())
-                        .map(|_| Err(anyhow::anyhow!("{message}")))
-                        .collect::<Vec<_>>()
-                }
-            }
-            .into_iter();
-            for (item, r) in chunk.iter().zip(files) {
-                let outcome = match r {
-                    Err(e) => Err(e),
-                    Ok(_) => captions
-                        .next()
-                        .unwrap_or_else(|| Err(anyhow::anyhow!("no caption returned"))),
-                };
-                record(item, outcome);
-            }
-            pb.inc(chunk.len() as u64);
-        }
-    }
+            pb.set_position(done as u64);
+        },
+    );
     pb.finish_and_clear();
     let info = model.info();
-    let results = ModelResults {
-        label: args.label.clone(),
-        performance_metrics: bench::PerformanceMetrics {
-            batch_size: o.batch_size,
-            ..bench::performance(&samples, failures.len(), peak_rss_mb())
-        },
-        quality_metrics: bench::quality(&samples, &items)?,
-        model_info: ModelInfoReport {
+    let results = bench::model_results(
+        &args.label,
+        &items,
+        run,
+        o.batch_size,
+        peak_rss_mb(),
+        ModelInfoReport {
             total_parameters: info.total_parameters,
             model_size_mb: weights_file_mb(&args.model),
             device: "cpu".into(),
@@ -437,9 +362,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             dtype: info.dtype.clone(),
             model_path: args.model.display().to_string(),
         },
-        failures,
-        samples,
-    };
+    )?;
     std::fs::write(&args.result, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("{}", args.result.display()))?;
     Ok(ExitCode::SUCCESS)
