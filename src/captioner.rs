@@ -12,21 +12,6 @@ use crate::preprocess::{self, ImageProcessorConfig};
 use crate::tokenizer::CaptionTokenizer;
 use crate::{Error, Result};
 
-/// The text files of a checkpoint directory, by role, plus its weights.
-pub struct ModelFiles {
-    /// `config.json`.
-    pub config: String,
-    pub weights: Checkpoint,
-    /// `tokenizer.json` bytes.
-    pub tokenizer: Vec<u8>,
-    /// `tokenizer_config.json`, if present.
-    pub tokenizer_config: Option<String>,
-    /// `preprocessor_config.json`, or transformers 5's `processor_config.json`.
-    pub preprocessor: (String, String),
-    /// `generation_config.json`, if present.
-    pub generation: Option<String>,
-}
-
 /// What to generate for one image; `None` fields take the checkpoint's generation defaults.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CaptionOptions {
@@ -100,41 +85,9 @@ pub struct Captioner {
 }
 
 pub use crate::files::{
-    CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
+    ModelFiles, CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
     TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
 };
-
-#[cfg(not(target_arch = "wasm32"))]
-impl ModelFiles {
-    /// Reads a Hugging Face checkpoint directory (weights memory-mapped; text files bounded by
-    /// [`crate::files::max_bytes`]).
-    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
-        use crate::files::{max_bytes, plan, CHECKPOINT_FILES};
-        use crate::fsio::{exists, read_file, read_text};
-        let folder = dir.display().to_string();
-        if !dir.is_dir() {
-            return Err(Error::file(&folder, "is not a checkpoint directory"));
-        }
-        let present = CHECKPOINT_FILES
-            .into_iter()
-            .filter(|f| exists(&dir.join(f)))
-            .collect();
-        let plan = plan(&present, &folder)?;
-        let text = |name: &str| read_text(&dir.join(name), max_bytes(name));
-        let weights = Checkpoint::open(&dir.join(plan.weights.0))?;
-        Ok(Self {
-            config: text(CONFIG_FILE)?,
-            weights,
-            tokenizer: read_file(&dir.join(TOKENIZER_FILE), max_bytes(TOKENIZER_FILE))?,
-            tokenizer_config: plan.tokenizer_config.map(text).transpose()?,
-            preprocessor: (
-                dir.join(plan.preprocessor).display().to_string(),
-                text(plan.preprocessor)?,
-            ),
-            generation: plan.generation.map(text).transpose()?,
-        })
-    }
-}
 
 /// Counts parameters and INT8 use from the checkpoint header (tied weights counted once).
 fn model_info(ckpt: &Checkpoint) -> ModelInfo {

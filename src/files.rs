@@ -2,11 +2,11 @@
 //! files to load from what is present — shared by the native loader (a directory on disk) and the
 //! page (files keyed by name, [`model_files_from_entries`]).
 //!
-//! Depends on [`crate::checkpoint`] (weights from bytes) and [`crate::captioner::ModelFiles`].
+//! Depends on [`crate::checkpoint`] and [`crate::pth`] (weights from bytes) and, natively, on
+//! [`crate::fsio`] (bounded reads).
 
 use std::collections::HashSet;
 
-use crate::captioner::ModelFiles;
 use crate::checkpoint::{ByteSource, Checkpoint, Safetensors};
 use crate::{Error, Result};
 
@@ -18,6 +18,10 @@ pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 /// `preprocessor_config.json` wins over transformers 5's `processor_config.json`.
 pub const PREPROCESSOR_FILES: [&str; 2] = ["preprocessor_config.json", "processor_config.json"];
 pub const GENERATION_FILE: &str = "generation_config.json";
+/// Files every checkpoint needs besides its weights and preprocessor config.
+pub const REQUIRED_FILES: [&str; 2] = [CONFIG_FILE, TOKENIZER_FILE];
+/// Files a checkpoint may have; defaults apply without them.
+pub const OPTIONAL_FILES: [&str; 2] = [TOKENIZER_CONFIG_FILE, GENERATION_FILE];
 /// Files a checkpoint folder may carry that blipq copies along but does not read.
 pub const EXTRA_FILES: [&str; 2] = ["special_tokens_map.json", "vocab.txt"];
 /// Every file blipq may read from a checkpoint folder.
@@ -41,6 +45,52 @@ pub fn copied_files() -> impl Iterator<Item = &'static str> {
         .chain(EXTRA_FILES)
 }
 
+/// The text files of a checkpoint directory, by role, plus its weights.
+pub struct ModelFiles {
+    /// `config.json`.
+    pub config: String,
+    pub weights: Checkpoint,
+    /// `tokenizer.json` bytes.
+    pub tokenizer: Vec<u8>,
+    /// `tokenizer_config.json`, if present.
+    pub tokenizer_config: Option<String>,
+    /// `preprocessor_config.json`, or transformers 5's `processor_config.json`.
+    pub preprocessor: (String, String),
+    /// `generation_config.json`, if present.
+    pub generation: Option<String>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ModelFiles {
+    /// Reads a Hugging Face checkpoint directory (weights memory-mapped; text files bounded by
+    /// [`crate::files::max_bytes`]).
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+        use crate::fsio::{exists, read_file, read_text};
+        let folder = dir.display().to_string();
+        if !dir.is_dir() {
+            return Err(Error::file(&folder, "is not a checkpoint directory"));
+        }
+        let present = CHECKPOINT_FILES
+            .into_iter()
+            .filter(|f| exists(&dir.join(f)))
+            .collect();
+        let plan = plan(&present, &folder)?;
+        let text = |name: &str| read_text(&dir.join(name), max_bytes(name));
+        let weights = Checkpoint::open(&dir.join(plan.weights.0))?;
+        Ok(Self {
+            config: text(CONFIG_FILE)?,
+            weights,
+            tokenizer: read_file(&dir.join(TOKENIZER_FILE), max_bytes(TOKENIZER_FILE))?,
+            tokenizer_config: plan.tokenizer_config.map(text).transpose()?,
+            preprocessor: (
+                dir.join(plan.preprocessor).display().to_string(),
+                text(plan.preprocessor)?,
+            ),
+            generation: plan.generation.map(text).transpose()?,
+        })
+    }
+}
+
 /// Largest `config.json`, preprocessor, generation or tokenizer config accepted (real ones are a
 /// few KB).
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
@@ -52,20 +102,21 @@ pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
 /// captions file is 90 MB).
 pub const MAX_ANNOTATIONS_BYTES: u64 = 512 << 20;
 
-/// A byte count in the unit every report of blipq uses: MB = 10^6 bytes.
+/// A byte count in the unit every report of blipq uses ([`crate::MB`]: 2^20 bytes).
 pub fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
+    format!("{:.1} MB", bytes as f64 / crate::MB)
 }
 
-/// The error for a file over its cap.
+/// The error for a file over its cap (in bytes where MB would round both to the same figure).
 pub fn too_large(file: &str, len: u64, max: u64) -> Error {
+    let (len, max) = if mb(len) == mb(max) {
+        (format!("{len} bytes"), format!("{max} bytes"))
+    } else {
+        (mb(len), mb(max))
+    };
     Error::file(
         file,
-        format!(
-            "is {}, over the limit of {} for this kind of file",
-            mb(len),
-            mb(max)
-        ),
+        format!("is {len}, over the limit of {max} for this kind of file"),
     )
 }
 
@@ -106,7 +157,7 @@ pub fn plan(present: &HashSet<&str>, folder: &str) -> Result<Plan> {
     } else {
         return Err(missing(format!("{SAFETENSORS_FILE} (or {PTH_FILE})")));
     };
-    for required in [CONFIG_FILE, TOKENIZER_FILE] {
+    for required in REQUIRED_FILES {
         if !present.contains(required) {
             return Err(missing(required.to_string()));
         }
@@ -124,8 +175,8 @@ pub fn plan(present: &HashSet<&str>, folder: &str) -> Result<Plan> {
     Ok(Plan {
         weights,
         preprocessor,
-        tokenizer_config: optional(TOKENIZER_CONFIG_FILE),
-        generation: optional(GENERATION_FILE),
+        tokenizer_config: optional(OPTIONAL_FILES[0]),
+        generation: optional(OPTIONAL_FILES[1]),
     })
 }
 
@@ -298,7 +349,7 @@ mod tests {
         .unwrap();
         assert!(
             e.to_string()
-                .contains("config.json: is 16.8 MB, over the limit of 16.8 MB"),
+                .contains("config.json: is 16777217 bytes, over the limit of 16777216 bytes"),
             "{e}"
         );
     }

@@ -297,7 +297,10 @@ mod tests {
         let f = d.join("f.json");
         std::fs::write(&f, vec![b'x'; 2_000_001]).unwrap();
         let e = read_file(&f, 2_000_000).unwrap_err().to_string();
-        assert!(e.contains("is 2.0 MB, over the limit of 2.0 MB"), "{e}");
+        assert!(
+            e.contains("is 2000001 bytes, over the limit of 2000000 bytes"),
+            "{e}"
+        );
         assert_eq!(read_file(&f, 2_000_001).unwrap().len(), 2_000_001);
         std::fs::write(&f, [0xff, 0xfe]).unwrap();
         assert!(read_text(&f, 10)

@@ -133,8 +133,12 @@ pub fn quantize_checkpoint(
                 .map_err(|e| Error::tensor(n, format!("cannot serialize: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::checkpoint("model.safetensors", format!("cannot serialize: {e}")))?;
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| {
+        Error::checkpoint(
+            crate::files::SAFETENSORS_FILE,
+            format!("cannot serialize: {e}"),
+        )
+    })?;
     summary.output_bytes = bytes.len();
     Ok((bytes, summary))
 }

@@ -198,8 +198,12 @@ pub fn random_weights(
                 .map_err(|e| Error::tensor(n, format!("cannot serialize: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, None)
-        .map_err(|e| Error::checkpoint("model.safetensors", format!("cannot serialize: {e}")))
+    safetensors::serialize(views, None).map_err(|e| {
+        Error::checkpoint(
+            crate::files::SAFETENSORS_FILE,
+            format!("cannot serialize: {e}"),
+        )
+    })
 }
 
 /// Total parameters of `cfg` (tied LM head counted once).
@@ -251,6 +255,9 @@ pub fn write_dir(
     )?;
     out.write("tokenizer.json", TOKENIZER_JSON)?;
     out.write("tokenizer_config.json", TOKENIZER_CONFIG_JSON)?;
-    out.write("model.safetensors", &random_weights(&cfg, on_tensor)?)?;
+    out.write(
+        crate::files::SAFETENSORS_FILE,
+        &random_weights(&cfg, on_tensor)?,
+    )?;
     Ok(parameter_count(&cfg))
 }

@@ -449,6 +449,22 @@ fn bench_runs_the_librarys_loop() {
     assert!(error_message(err).contains("numBeans"));
 }
 
+/// The page fetches the files the engine reads, by the engine's names (`blipq::files`).
+#[wasm_bindgen_test]
+fn checkpoint_file_names_are_the_engines() {
+    let names: Value =
+        serde_wasm_bindgen::from_value(blipq::web::checkpoint_file_names().unwrap()).unwrap();
+    assert_eq!(
+        names,
+        serde_json::json!({
+            "weights": blipq::files::SAFETENSORS_FILE,
+            "required": ["config.json", "model.safetensors", "tokenizer.json"],
+            "preprocessor": ["preprocessor_config.json", "processor_config.json"],
+            "optional": ["tokenizer_config.json", "generation_config.json"],
+        })
+    );
+}
+
 #[wasm_bindgen_test]
 fn throwing_callback_is_rethrown() {
     let f = js_sys::Function::new_with_args("text", "throw new TypeError('stop: ' + text.length)");

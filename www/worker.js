@@ -96,9 +96,8 @@ async function importBuild() {
  */
 let blipq, Captioner, version, wasmMemoryBytes, bleu4;
 
-const REQUIRED = ["config.json", "model.safetensors", "tokenizer.json"];
-const OPTIONAL = ["tokenizer_config.json", "generation_config.json"];
-const PREPROCESSOR = ["preprocessor_config.json", "processor_config.json"];
+/** The checkpoint's file names, as the engine reads them (set with the bindings). */
+let FILES;
 
 /** Upper bound of the default pool size: beyond it memory bandwidth, not cores, limits. */
 const MAX_THREADS = 8;
@@ -150,6 +149,7 @@ async function startThreads(buildNote) {
 const ready = importBuild().then((build) => {
   blipq = build.blipq;
   ({ Captioner, version, wasmMemoryBytes, bleu4 } = blipq);
+  FILES = blipq.checkpointFileNames();
   return startThreads(build.buildNote);
 });
 /** key → {captioner, info, weightBytes} */
@@ -391,7 +391,7 @@ async function fetchFile(url, cache, onProgress, optional, onDamaged) {
     if (optional && response.status === 404) return null;
     throw new HttpError(url, response.status, response.statusText);
   }
-  const inspect = name === "model.safetensors" ? weightsFitCheck() : null;
+  const inspect = name === FILES.weights ? weightsFitCheck() : null;
   const bytes = await readBody(response, name, onProgress, inspect);
   return { bytes, fromCache: false, contentType: response.headers.get("Content-Type") };
 }
@@ -432,14 +432,14 @@ async function downloadCheckpoint(base, emit) {
     return got;
   };
   // config.json first: a wrong URL fails fast, before the big download.
-  for (const name of REQUIRED) await get(name, false);
+  for (const name of FILES.required) await get(name, false);
   let pre = null;
-  for (const name of PREPROCESSOR) {
+  for (const name of FILES.preprocessor) {
     pre = await get(name, true);
     if (pre) break;
   }
-  if (!pre) throw new Error(`${base} has neither ${PREPROCESSOR.join(" nor ")}`);
-  for (const name of OPTIONAL) await get(name, true);
+  if (!pre) throw new Error(`${base} has neither ${FILES.preprocessor.join(" nor ")}`);
+  for (const name of FILES.optional) await get(name, true);
   return {
     files,
     sizes,
@@ -465,11 +465,11 @@ async function readLocalFiles(list, emit) {
     sizes[f.name] = f.size;
     emit({ type: "progress", file: f.name, loaded: f.size, total: f.size, done: true });
   }
-  if (!files["model.safetensors"]) {
+  if (!files[FILES.weights]) {
     const names = Object.keys(files).join(", ") || "nothing";
     throw new Error(
-      `not a checkpoint: model.safetensors is missing (got ${names}). Pick the folder's ` +
-        `config.json, model.safetensors, tokenizer.json and preprocessor_config.json together.`,
+      `not a checkpoint: ${FILES.weights} is missing (got ${names}). Pick the folder's ` +
+        `${FILES.required.join(", ")} and ${FILES.preprocessor[0]} together.`,
     );
   }
   return { files, sizes, fromCache: false };
@@ -478,9 +478,9 @@ async function readLocalFiles(list, emit) {
 async function loadModel(source, emit) {
   const got =
     source.kind === "url" ? await downloadCheckpoint(source.base, emit) : await readLocalFiles(source.files, emit);
-  const weightBytes = got.files["model.safetensors"].length;
+  const weightBytes = got.files[FILES.weights].length;
   const totalBytes = Object.values(got.sizes).reduce((a, b) => a + b, 0);
-  emit({ type: "progress", stage: "building", file: "model.safetensors", loaded: weightBytes, total: weightBytes });
+  emit({ type: "progress", stage: "building", file: FILES.weights, loaded: weightBytes, total: weightBytes });
   const memBefore = wasmMemoryBytes();
   let captioner;
   try {

@@ -273,6 +273,8 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
+/** What `checkpointFileNames()` returns. */
+export interface CheckpointFileNames { weights: string; required: string[]; preprocessor: string[]; optional: string[]; }
 /** A checkpoint directory's files, keyed by file name. */
 export type CheckpointFiles = Record<string, Uint8Array | ArrayBuffer>;
 /** One benchmark image: file name, COCO image id, reference captions. */
@@ -503,6 +505,23 @@ impl WasmCaptioner {
             default_num_beams: defaults.num_beams,
         })
     }
+}
+
+/// `checkpointFileNames()` → `{weights, required, preprocessor, optional}`: the names of a
+/// checkpoint's files as the engine reads them ([`crate::files`]), so the page fetches exactly
+/// those: `weights` (`model.safetensors`, the only weights the page reads), `required` (fetched
+/// first, in order), `preprocessor` (the first present wins) and `optional` (a 404 is fine).
+#[wasm_bindgen(js_name = checkpointFileNames, unchecked_return_type = "CheckpointFileNames")]
+pub fn checkpoint_file_names() -> std::result::Result<JsValue, JsValue> {
+    use crate::files::{OPTIONAL_FILES, PREPROCESSOR_FILES, REQUIRED_FILES};
+    let mut required = vec![REQUIRED_FILES[0], SAFETENSORS_FILE];
+    required.extend(&REQUIRED_FILES[1..]);
+    to_js(&serde_json::json!({
+        "weights": SAFETENSORS_FILE,
+        "required": required,
+        "preprocessor": PREPROCESSOR_FILES,
+        "optional": OPTIONAL_FILES,
+    }))
 }
 
 /// `version()` → the crate version, e.g. `"0.1.0"`.

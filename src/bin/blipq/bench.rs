@@ -7,7 +7,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
 use blipq::bench::{self, Item, ModelInfoReport, ModelResults, Outcome, RunOptions};
-use blipq::files::{MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES};
+use blipq::files::{MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES, PTH_FILE, SAFETENSORS_FILE};
 use blipq::fsio::{read_file, read_text};
 use blipq::{CaptionOptions, Captioner, MAX_BATCH};
 
@@ -302,7 +302,7 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn weights_file_mb(dir: &Path) -> f64 {
-    ["model.safetensors", "pytorch_model.bin"]
+    [SAFETENSORS_FILE, PTH_FILE]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
         .map(|m| m.len() as f64 / blipq::MB)
