@@ -7,7 +7,7 @@
 //! `--readme=FILE` also replaces the table between FILE's `ceilings` markers.
 //!
 //! For 1 and 2 threads (`BLIPQ_THREADS=1,2,4` to change): peak f32 FMA and int8 dot-product
-//! throughput and memory read bandwidth (`blipq::model::ceiling`); then, per model, the median of
+//! throughput and memory read bandwidth (`blipq::kernels::ceiling`); then, per model, the median of
 //! `BLIPQ_REPS` (default 3) captions of one bundled image with exactly 20 new tokens: vision
 //! GFLOP/s against the f32 peak (FP32) or the int8 peak (INT8; its attention products run in
 //! f32), and decode GB/s of weights read per token against the bandwidth. Prints markdown.
@@ -19,7 +19,7 @@ use common::median;
 use std::path::PathBuf;
 
 use blipq::bench::{bytes_per_weight, Work};
-use blipq::model::ceiling;
+use blipq::kernels::ceiling;
 use blipq::{CaptionOptions, Captioner};
 
 /// Prints a report line and keeps it for the README.

@@ -40,9 +40,9 @@ fn main() -> candle_core::Result<()> {
         time(
             &format!("f32 linear {name} {out}x{inp} (gemm crate)"),
             5,
-            || blipq::model::matmul::linear_f32(xs, &w, None).unwrap(),
+            || blipq::kernels::matmul::linear_f32(xs, &w, None).unwrap(),
         );
-        let packed = blipq::model::sgemm::F32Matrix::new(w.clone()).unwrap();
+        let packed = blipq::kernels::sgemm::F32Matrix::new(w.clone()).unwrap();
         total_f32 += time(
             &format!(
                 "f32 linear {name} {out}x{inp} (blipq, {:?})",
@@ -52,7 +52,7 @@ fn main() -> candle_core::Result<()> {
             || packed.forward_with_bias(xs, None).unwrap(),
         );
         let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
-        let ours = blipq::model::q8::Q8Matrix::from_qtensor(&q).unwrap();
+        let ours = blipq::kernels::q8::Q8Matrix::from_qtensor(&q).unwrap();
         total_q8 += time(
             &format!("int8 linear {name} {out}x{inp} (blipq)"),
             5,
@@ -67,11 +67,11 @@ fn main() -> candle_core::Result<()> {
         candle_nn::ops::softmax_last_dim(&scores).unwrap()
     });
     let t_sm_ours = time("softmax 12x577x577 (blipq)", 5, || {
-        blipq::model::ops::softmax_last_dim(&scores).unwrap()
+        blipq::kernels::ops::softmax_last_dim(&scores).unwrap()
     });
     let t_gelu_candle = time("gelu_erf 577x3072 (candle)", 5, || xi.gelu_erf().unwrap());
     let t_gelu = time("gelu_erf 577x3072 (blipq)", 5, || {
-        blipq::model::ops::activation(&xi, candle_nn::Activation::Gelu).unwrap()
+        blipq::kernels::ops::activation(&xi, candle_nn::Activation::Gelu).unwrap()
     });
     println!(
         "blipq vs candle: softmax {:.1}x, gelu {:.1}x faster",
@@ -97,7 +97,7 @@ fn main() -> candle_core::Result<()> {
         let q = (t.get(0).unwrap().contiguous().unwrap() * scale).unwrap();
         let k = t.get(1).unwrap().contiguous().unwrap();
         let v = t.get(2).unwrap().contiguous().unwrap();
-        let p = blipq::model::ops::softmax_last_dim(&q.matmul(&k.t().unwrap()).unwrap()).unwrap();
+        let p = blipq::kernels::ops::softmax_last_dim(&q.matmul(&k.t().unwrap()).unwrap()).unwrap();
         p.matmul(&v)
             .unwrap()
             .permute((0, 2, 1, 3))
@@ -106,7 +106,7 @@ fn main() -> candle_core::Result<()> {
             .unwrap()
     });
     let t_attn = time("attention core (blipq)", 5, || {
-        blipq::model::matmul::self_attention(&qkv, heads, scale).unwrap()
+        blipq::kernels::matmul::self_attention(&qkv, heads, scale).unwrap()
     });
     println!(
         "blipq vs candle: attention core {:.1}x faster",

@@ -1,4 +1,4 @@
-//! INT8 GEMM: candle's `QMatMul` (Q8_0) against blipq's packed kernels (`model::q8`) at BLIP-base
+//! INT8 GEMM: candle's `QMatMul` (Q8_0) against blipq's packed kernels (`kernels::q8`) at BLIP-base
 //! sizes. `cargo bench --bench q8` (set RAYON_NUM_THREADS to pin the thread count). The machine is
 //! shared and noisy, so the two are timed interleaved, repetition by repetition, and the ratio of
 //! medians is reported.
@@ -7,7 +7,7 @@ mod common;
 
 use common::{median, secs};
 
-use blipq::model::q8::{Kernel, Q8Matrix};
+use blipq::kernels::q8::{Kernel, Q8Matrix};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 

@@ -1,4 +1,4 @@
-//! f32 GEMM at BLIP-base sizes: blipq's packed kernel (`model::sgemm`) against the `gemm` crate
+//! f32 GEMM at BLIP-base sizes: blipq's packed kernel (`kernels::sgemm`) against the `gemm` crate
 //! (what candle uses), timed interleaved, with the machine's f32 peak measured in the same run.
 //! `cargo bench --bench sgemm` (set RAYON_NUM_THREADS to pin the thread count).
 
@@ -6,8 +6,8 @@ mod common;
 
 use common::{median, secs};
 
-use blipq::model::ceiling;
-use blipq::model::sgemm::{F32Matrix, Kernel};
+use blipq::kernels::ceiling;
+use blipq::kernels::sgemm::{F32Matrix, Kernel};
 use candle_core::{Device, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

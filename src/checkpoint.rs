@@ -14,13 +14,13 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use crate::model::q8::Q8Matrix;
-use crate::model::sgemm::F32Matrix;
+use crate::kernels::q8::Q8Matrix;
+use crate::kernels::sgemm::F32Matrix;
 use crate::{Error, Result};
 
 /// Width of one INT8 quantization block along a weight's input dimension (candle's `Q8_0`):
 /// the kernels' block, defined once there.
-pub use crate::model::q8::BLOCK;
+pub use crate::kernels::q8::BLOCK;
 /// `__metadata__` `format` of a blipq INT8 file.
 pub const INT8_FORMAT: &str = "blipq-int8";
 /// `__metadata__` `version` of the blipq INT8 files this build reads and writes.

@@ -14,6 +14,7 @@ pub mod files;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fsio;
 pub mod generate;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;

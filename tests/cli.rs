@@ -448,7 +448,7 @@ fn caption_batch_size_gives_the_same_json() {
     assert_eq!(run("4"), one);
 }
 
-/// A binary built here runs as on an older CPU (`BLIPQ_ISA`, `blipq::model::isa`): the fixture
+/// A binary built here runs as on an older CPU (`BLIPQ_ISA`, `blipq::kernels::isa`): the fixture
 /// captions are Hugging Face's token ids at every x86-64 level, in FP32 and INT8, and a bad
 /// level is refused.
 #[test]

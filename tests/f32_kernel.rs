@@ -1,11 +1,11 @@
-//! The packed f32 kernels (`model::sgemm`): every kernel this build can run equals the portable
+//! The packed f32 kernels (`kernels::sgemm`): every kernel this build can run equals the portable
 //! reference within float tolerance on odd shapes (partial panels, one and two row tiles, k not
 //! a multiple of anything), accumulating onto the output's starting values. Natively that is
 //! AVX-512 (where the CPU has it) and the `gemm` crate; on wasm32, in headless Chromium, the
 //! simd128 kernel and, in the `relaxed-simd` build (CI's wasm test build), the relaxed-SIMD one:
 //! `cargo test --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --test f32_kernel`.
 
-use blipq::model::sgemm::{F32Matrix, Kernel};
+use blipq::kernels::sgemm::{F32Matrix, Kernel};
 use candle_core::{Device, Tensor};
 
 #[cfg(target_arch = "wasm32")]

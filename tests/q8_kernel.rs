@@ -1,4 +1,4 @@
-//! The INT8 GEMM kernels (`model::q8`): every kernel this machine can run against the scalar
+//! The INT8 GEMM kernels (`kernels::q8`): every kernel this machine can run against the scalar
 //! reference (exact integer block sums, odd shapes, saturation extremes), and against candle's
 //! own `Q8_0` matmul on the same weights. The same tests run on wasm32 under
 //! `wasm-bindgen-test-runner` in headless Chromium: the simd128 kernel against the scalar one,
@@ -20,7 +20,7 @@
 //!   cargo +nightly miri test --test q8_kernel
 //! ```
 
-use blipq::model::q8::{Kernel, Q8Matrix};
+use blipq::kernels::q8::{Kernel, Q8Matrix};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use half::f16;

@@ -746,7 +746,7 @@ fn weights_are_judged_from_the_start_of_a_download() {
 /// which build ran on how many threads (this test build is single-threaded).
 #[wasm_bindgen_test]
 fn build_and_device_name_the_int8_kernel() {
-    use blipq::model::q8::Kernel;
+    use blipq::kernels::q8::Kernel;
     let (build, kernel) = if cfg!(feature = "relaxed-simd") {
         // The single-dot kernel where the engine computes it exactly (probed), else the planes.
         let relaxed = if Kernel::RelaxedSimdU8.is_available() {

@@ -1,7 +1,7 @@
 //! Linear layers and embeddings whose weight is either f32 or INT8 (`Q8_0` blocks): one code path
 //! for both precisions, chosen per tensor by what the checkpoint stores. INT8 products run on
-//! blipq's own tiled kernels ([`crate::model::q8`]), not candle's `QMatMul`; f32 products run on
-//! weights packed at load for the widest kernel the CPU has ([`crate::model::sgemm`]). Both start
+//! blipq's own tiled kernels ([`crate::kernels::q8`]), not candle's `QMatMul`; f32 products run on
+//! weights packed at load for the widest kernel the CPU has ([`crate::kernels::sgemm`]). Both start
 //! the output from the bias.
 
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use std::sync::Arc;
 use candle_core::Tensor;
 
 use crate::checkpoint::{Matrix, Weights};
-use crate::model::q8::Q8Matrix;
-use crate::model::sgemm::F32Matrix;
+use crate::kernels::q8::Q8Matrix;
+use crate::kernels::sgemm::F32Matrix;
 use crate::Result;
 
 /// `nn.Linear`: `y = x W^T + b` with `W` f32 or INT8.

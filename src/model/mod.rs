@@ -1,13 +1,9 @@
-//! The BLIP network, in the layout of Hugging Face's `BlipForConditionalGeneration`.
+//! The BLIP network, in the layout of Hugging Face's `BlipForConditionalGeneration`: one struct
+//! per layer, `new(cfg, weights)`, Hugging Face tensor names. The arithmetic is in
+//! [`crate::kernels`]; the weights come from [`crate::checkpoint`].
 
 pub mod blip;
-pub mod ceiling;
-pub mod isa;
 pub mod linear;
-pub mod matmul;
-pub mod ops;
-pub mod q8;
-pub mod sgemm;
 pub mod text;
 pub mod vision;
 

@@ -7,8 +7,8 @@ use candle_nn::LayerNorm;
 
 use crate::checkpoint::Weights;
 use crate::config::TextConfig;
+use crate::kernels::ops::{activation_in_place, attention_few_queries, softmax_last_dim};
 use crate::model::linear::{layer_norm, Embedding, Linear};
-use crate::model::ops::{activation_in_place, attention_few_queries, softmax_last_dim};
 use crate::{Error, Result};
 
 /// Everything the decoder remembers between steps for a batch of sequences (greedy rows or beams)

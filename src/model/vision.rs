@@ -6,9 +6,9 @@ use candle_nn::LayerNorm;
 
 use crate::checkpoint::Weights;
 use crate::config::VisionConfig;
+use crate::kernels::matmul::{linear_f32, self_attention};
+use crate::kernels::ops::activation_in_place;
 use crate::model::linear::{layer_norm, Linear};
-use crate::model::matmul::{linear_f32, self_attention};
-use crate::model::ops::activation_in_place;
 use crate::Result;
 
 /// `vision_model.embeddings`: class token, patch projection and learned positions.

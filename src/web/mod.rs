@@ -591,8 +591,8 @@ pub const WASM32_MAX_MEMORY_BYTES: f64 = 4_294_967_296.0;
 /// F64 are converted), the INT8 kernels' packed blocks (an f32 scale and 32 int8 values: 36
 /// bytes per 32 values) for INT8 ones.
 pub fn loaded_bytes_estimate(header: &SafetensorsHeader) -> f64 {
-    let int8_bytes_per_value = std::mem::size_of::<crate::model::q8::PanelBlock>() as f64
-        / (crate::model::q8::PANEL * crate::checkpoint::BLOCK) as f64;
+    let int8_bytes_per_value = std::mem::size_of::<crate::kernels::q8::PanelBlock>() as f64
+        / (crate::kernels::q8::PANEL * crate::checkpoint::BLOCK) as f64;
     header
         .tensors
         .values()

@@ -44,7 +44,7 @@ enum Command {
 fn main() -> ExitCode {
     malloc::keep_freed_memory();
     let cli = Cli::parse();
-    if let Err(e) = blipq::model::isa::env_cap() {
+    if let Err(e) = blipq::kernels::isa::env_cap() {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

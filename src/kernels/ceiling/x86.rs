@@ -30,7 +30,7 @@ pub(super) fn fma_round() -> Option<Probe> {
 }
 
 pub(super) fn dot_round() -> Option<Probe> {
-    if crate::model::q8::Kernel::Amx.is_available() {
+    if crate::kernels::q8::Kernel::Amx.is_available() {
         Some(("AMX-INT8 tdpbusd (16 × 16 tiles)", || {
             // SAFETY: AMX-TILE/INT8 were detected and the tile state granted (`is_available`).
             unsafe { dot_amx() }

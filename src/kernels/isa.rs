@@ -2,16 +2,16 @@
 //! quantization, single-token attention), so one x86-64 binary runs everywhere and still uses
 //! AVX-512 or AVX2 + FMA where the CPU it runs on has them.
 //!
-//! The GEMM kernels ([`crate::model::q8`], [`crate::model::sgemm`]) pick their instructions
+//! The GEMM kernels ([`crate::kernels::q8`], [`crate::kernels::sgemm`]) pick their instructions
 //! explicitly. The element-wise loops are portable Rust that the compiler vectorizes; compiled for
 //! baseline x86-64 (SSE2) they lose a third of a vision layer's time (no vector rounding
-//! instruction, so `round` becomes a library call per value). [`multiversion!`] compiles such a
+//! instruction, so `round` becomes a library call per value). `multiversion!` compiles such a
 //! function's body once per [`Level`] with `#[target_feature]` and calls the best one the CPU
 //! supports, detected once.
 //!
 //! The versions give bit-identical results: the loops fix their own order of operations (explicit
 //! partial sums), Rust never reassociates or contracts float arithmetic, and the one fused
-//! operation (`mul_add`, see [`crate::model::ops`]) is an exact FMA at every level. So captions do
+//! operation (`mul_add`, see [`crate::kernels::ops`]) is an exact FMA at every level. So captions do
 //! not depend on the CPU's vector width, and tests compare every level with [`Level::Base`]
 //! ([`with_level`]). `BLIPQ_ISA=base|v3` ([`ENV_CAP`]) runs the whole program as on a CPU of that
 //! level, GEMM kernels included.
@@ -93,14 +93,14 @@ fn detect() -> Level {
     Level::Base
 }
 
-/// The level [`multiversion!`] functions run at on this thread: [`detected`], or lower inside
+/// The level `multiversion!` functions run at on this thread: [`detected`], or lower inside
 /// [`with_level`].
 #[inline]
 pub fn level() -> Level {
     detected().min(CAP.with(Cell::get))
 }
 
-/// Runs `f` with this thread's [`multiversion!`] functions capped at `cap` (work `f` hands to other
+/// Runs `f` with this thread's `multiversion!` functions capped at `cap` (work `f` hands to other
 /// threads is not capped): for tests that compare the levels.
 pub fn with_level<R>(cap: Level, f: impl FnOnce() -> R) -> R {
     let before = CAP.with(|c| c.replace(cap));
@@ -126,13 +126,13 @@ macro_rules! multiversion {
                 fn v3($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
-                match $crate::model::isa::level() {
+                match $crate::kernels::isa::level() {
                     // SAFETY: `level()` is V4 only where `detected()` found every feature
                     // `v4` enables on this CPU.
-                    $crate::model::isa::Level::V4 => return unsafe { v4($($arg),*) },
+                    $crate::kernels::isa::Level::V4 => return unsafe { v4($($arg),*) },
                     // SAFETY: likewise, every feature `v3` enables.
-                    $crate::model::isa::Level::V3 => return unsafe { v3($($arg),*) },
-                    $crate::model::isa::Level::Base => {}
+                    $crate::kernels::isa::Level::V3 => return unsafe { v3($($arg),*) },
+                    $crate::kernels::isa::Level::Base => {}
                 }
             }
             $body($($arg),*)

@@ -1,7 +1,7 @@
 //! f32 matrix products called straight on the `gemm` crate (the kernels behind candle's own CPU
 //! matmul), for the two places where going through candle's `Tensor::matmul` costs more than
 //! the product: `Linear` layers and the vision encoder's self-attention. Where the CPU has a
-//! packed kernel ([`crate::model::sgemm`], AVX-512) that one runs instead: `Linear` weights are
+//! packed kernel ([`crate::kernels::sgemm`], AVX-512) that one runs instead: `Linear` weights are
 //! packed at load, attention packs each head's keys and values per call.
 //!
 //! - **Strides instead of copies.** `gemm` takes any row/column strides, so attention reads each
@@ -18,8 +18,8 @@ use candle_core::{Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::model::ops::softmax_in_place;
-use crate::model::sgemm::{self, SharedOut};
+use crate::kernels::ops::softmax_in_place;
+use crate::kernels::sgemm::{self, SharedOut};
 use crate::{Error, Result};
 
 /// A raw f32 matrix view for [`gemm_f32`]: base pointer, row stride and column stride (elements).
@@ -222,7 +222,7 @@ pub fn linear_f32(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
 /// One rayon task per (image, head): a product for the `[n, n]` scores (kept in a per-thread
 /// buffer that fits L2 at n = 577), an in-place softmax per row, and a product writing the head's
 /// `head_dim` columns of the output. The products run on the packed f32 kernel where the CPU has
-/// one ([`crate::model::sgemm`]), else on `gemm` with strides. Other devices, dtypes or layouts
+/// one ([`crate::kernels::sgemm`]), else on `gemm` with strides. Other devices, dtypes or layouts
 /// use candle's ops.
 pub fn self_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
     let (b, n, h3) = qkv.dims3()?;

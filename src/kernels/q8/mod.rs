@@ -38,10 +38,10 @@ use candle_core::{DType, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
-use crate::model::isa::multiversion;
+use crate::kernels::isa::multiversion;
 #[cfg(target_arch = "x86_64")]
-use crate::model::isa::{self, Level};
-use crate::model::matmul::linear_frame;
+use crate::kernels::isa::{self, Level};
+use crate::kernels::matmul::linear_frame;
 use crate::{Error, Result};
 
 /// Values per quantization block along `k` (candle's `QK8_0`).
@@ -121,7 +121,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Whether this CPU (or wasm build) can run the kernel (x86 kernels: within the
-    /// `BLIPQ_ISA` cap too, [`crate::model::isa::ENV_CAP`]).
+    /// `BLIPQ_ISA` cap too, [`crate::kernels::isa::ENV_CAP`]).
     pub fn is_available(self) -> bool {
         match self {
             Kernel::Scalar => true,
@@ -684,7 +684,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-    use crate::model::isa::{detected, with_level, Level};
+    use crate::kernels::isa::{detected, with_level, Level};
 
     /// The vectorizable quantizer gives candle's `Q8_0` quantization bit for bit at every
     /// instruction-set level, including values that land exactly on .5 after scaling and all-zero
@@ -715,7 +715,7 @@ mod tests {
         let flat: Vec<f32> = blocks.iter().flatten().copied().collect();
         let t = Tensor::from_vec(flat.clone(), (blocks.len(), BLOCK), &Device::Cpu)?;
         let theirs = QTensor::quantize(&t, GgmlDType::Q8_0)?.data()?.to_vec();
-        // Every instruction-set version of the row quantizer (`crate::model::isa`).
+        // Every instruction-set version of the row quantizer (`crate::kernels::isa`).
         let levels = [Level::Base, Level::V3, Level::V4];
         for level in levels.into_iter().filter(|&l| l <= detected()) {
             let (mut qs, mut d, mut corr) = (

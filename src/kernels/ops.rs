@@ -5,7 +5,7 @@
 //! evaluates both with scalar libm calls, and GELU on one thread: together about as long as all
 //! of a layer's INT8 matmuls. Here both use branch-free polynomial approximations that the
 //! compiler turns into SIMD code, split across rayon's pool. Natively each loop is compiled per
-//! x86-64 level and chosen at run time ([`crate::model::isa`]: AVX-512, AVX2 + FMA, baseline); in
+//! x86-64 level and chosen at run time ([`crate::kernels::isa`]: AVX-512, AVX2 + FMA, baseline); in
 //! wasm it is simd128.
 //!
 //! Accuracy: `exp` is Cephes' `expf` polynomial (about 2 ulp); `erf` is Abramowitz & Stegun 7.1.26
@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use candle_nn::Activation;
 use rayon::prelude::*;
 
-use crate::model::isa::multiversion;
+use crate::kernels::isa::multiversion;
 use crate::Result;
 
 /// Elements per rayon task for element-wise ops: scheduling costs nothing next to the work, and
@@ -57,7 +57,7 @@ fn is_cpu_f32(xs: &Tensor) -> bool {
 }
 
 /// `a * b + c`, fused on x86-64 (one instruction in the AVX2 and AVX-512 versions of the loops,
-/// [`crate::model::isa`]; an exact library call on the rare CPU without FMA, so every x86 CPU
+/// [`crate::kernels::isa`]; an exact library call on the rare CPU without FMA, so every x86 CPU
 /// gives the same bits). wasm32's simd128 has no FMA and `f32::mul_add` would be a slow software
 /// call, so it is a plain multiply and add there.
 trait MulAdd {
@@ -464,10 +464,10 @@ mod tests {
     }
 
     /// Every instruction-set version of the element-wise loops gives the same bits as the
-    /// baseline one ([`crate::model::isa`]).
+    /// baseline one ([`crate::kernels::isa`]).
     #[test]
     fn every_isa_level_gives_the_same_bits() -> Result<()> {
-        use crate::model::isa::{detected, with_level, Level};
+        use crate::kernels::isa::{detected, with_level, Level};
         let xs = (Tensor::randn(0f32, 4.0, 4099, &Device::Cpu)? * 3.0)?.to_vec1::<f32>()?;
         let (q, k, v) = (
             &xs[..2 * 40],

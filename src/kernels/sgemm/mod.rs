@@ -3,7 +3,7 @@
 //! has it; simd128, or relaxed SIMD in that wasm build; a portable reference in tests).
 //!
 //! Where no packed kernel runs (x86 CPUs without AVX-512, other CPUs), the matrix stays row-major and
-//! the product is the `gemm` crate's ([`crate::model::matmul::linear_f32`]), so a binary built on
+//! the product is the `gemm` crate's ([`crate::kernels::matmul::linear_f32`]), so a binary built on
 //! one machine runs everywhere and takes the widest kernel the CPU it runs on has.
 //!
 //! Layout: panel `p` holds columns `16 p .. 16 p + 16` of `y = x Wᵀ` (rows `16 p + c` of `W
@@ -27,8 +27,8 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
-use crate::model::isa;
-use crate::model::matmul::{linear_f32, linear_frame};
+use crate::kernels::isa;
+use crate::kernels::matmul::{linear_f32, linear_frame};
 use crate::{Error, Result};
 
 /// Output columns per packed panel: one 512-bit vector of f32 lanes.
@@ -66,7 +66,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Whether this CPU (or wasm build) can run the kernel (AVX-512: within the `BLIPQ_ISA` cap
-    /// too, [`crate::model::isa::ENV_CAP`]; the `gemm` crate makes its own choice).
+    /// too, [`crate::kernels::isa::ENV_CAP`]; the `gemm` crate makes its own choice).
     pub fn is_available(self) -> bool {
         match self {
             Kernel::Scalar | Kernel::Gemm => true,
