@@ -106,7 +106,7 @@ fn main() -> candle_core::Result<()> {
             .unwrap()
     });
     let t_attn = time("attention core (blipq)", 5, || {
-        blipq::kernels::matmul::self_attention(&qkv, heads, scale).unwrap()
+        blipq::kernels::attention::self_attention(&qkv, heads, scale).unwrap()
     });
     println!(
         "blipq vs candle: attention core {:.1}x faster",

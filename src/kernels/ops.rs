@@ -52,7 +52,7 @@ pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn is_cpu_f32(xs: &Tensor) -> bool {
+pub(crate) fn is_cpu_f32(xs: &Tensor) -> bool {
     xs.dtype() == candle_core::DType::F32 && xs.device().is_cpu()
 }
 
@@ -60,7 +60,7 @@ fn is_cpu_f32(xs: &Tensor) -> bool {
 /// [`crate::kernels::isa`]; an exact library call on the rare CPU without FMA, so every x86 CPU
 /// gives the same bits). wasm32's simd128 has no FMA and `f32::mul_add` would be a slow software
 /// call, so it is a plain multiply and add there.
-trait MulAdd {
+pub(crate) trait MulAdd {
     fn madd(self, b: f32, c: f32) -> f32;
 }
 
@@ -128,7 +128,7 @@ fn gelu(x: f32) -> f32 {
 }
 
 /// The f32 slice a contiguous layout covers.
-fn contiguous_f32<'a>(
+pub(crate) fn contiguous_f32<'a>(
     op: &str,
     storage: &'a CpuStorage,
     layout: &Layout,
@@ -218,7 +218,7 @@ struct SoftmaxLastDim;
 
 /// Lanes of the independent accumulators in the row reductions: lets the compiler keep a full
 /// SIMD register per partial result instead of a serial chain.
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 multiversion! {
     /// Softmax of one row, in place.
@@ -226,7 +226,7 @@ multiversion! {
 }
 
 #[inline(always)]
-fn softmax_row(row: &mut [f32]) {
+pub(crate) fn softmax_row(row: &mut [f32]) {
     let mut lane_max = [f32::NEG_INFINITY; LANES];
     let (chunks, rest) = row.as_chunks::<LANES>();
     for c in chunks {
@@ -279,103 +279,6 @@ impl CustomOp1 for SoftmaxLastDim {
             }
         });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
-    }
-}
-
-/// `softmax(q kᵀ) v` per head for a few query rows (the decoder's one new token per beam):
-/// `q` `[heads, rows, d]` (already scaled), `k`, `v` `[heads, keys, d]` → `[heads, rows, d]`.
-///
-/// Batched gemm is built for big tiles; for 1–3 query rows candle falls back to its slow generic
-/// kernel and pays its threading set-up per head, 12 layers × 2 attentions per generated token.
-/// Here each head is a row of dot products, a softmax and a weighted sum of value rows, with
-/// the heads split across rayon's pool. Other devices and dtypes take the matmul path.
-pub fn attention_few_queries(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    if is_cpu_f32(q) && is_cpu_f32(k) && is_cpu_f32(v) {
-        return Ok(q.contiguous()?.apply_op3_no_bwd(
-            &k.contiguous()?,
-            &v.contiguous()?,
-            &FewQueryAttention,
-        )?);
-    }
-    let scores = q.matmul(&k.t()?)?;
-    Ok(candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)?)
-}
-
-/// `Σ a·b` with [`LANES`] independent partial sums (vectorizable, unlike a serial fold).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; LANES];
-    let (ac, ar) = a.as_chunks::<LANES>();
-    let (bc, br) = b.as_chunks::<LANES>();
-    for (x, y) in ac.iter().zip(bc) {
-        for ((l, x), y) in lanes.iter_mut().zip(x).zip(y) {
-            *l = x.madd(*y, *l);
-        }
-    }
-    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
-    tail + lanes.iter().sum::<f32>()
-}
-
-/// One head of [`attention_few_queries`]: `q` `[rows, d]`, `k`, `v` `[keys, d]` → `out` `[rows, d]`
-/// (zeroed).
-#[inline(always)]
-fn attend_head_body(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], d: usize) {
-    let mut probs = vec![0f32; k.len() / d];
-    for (out, q) in out.chunks_mut(d).zip(q.chunks(d)) {
-        for (s, k) in probs.iter_mut().zip(k.chunks(d)) {
-            *s = dot(q, k);
-        }
-        softmax_row(&mut probs);
-        for (&p, v) in probs.iter().zip(v.chunks(d)) {
-            for (o, &v) in out.iter_mut().zip(v) {
-                *o = p.madd(v, *o);
-            }
-        }
-    }
-}
-
-multiversion! {
-    fn attend_head(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], d: usize) = attend_head_body;
-}
-
-struct FewQueryAttention;
-
-impl candle_core::CustomOp3 for FewQueryAttention {
-    fn name(&self) -> &'static str {
-        "blipq-few-query-attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        qs: &CpuStorage,
-        ql: &Layout,
-        ks: &CpuStorage,
-        kl: &Layout,
-        vs: &CpuStorage,
-        vl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (q, k, v) = (
-            contiguous_f32(self.name(), qs, ql)?,
-            contiguous_f32(self.name(), ks, kl)?,
-            contiguous_f32(self.name(), vs, vl)?,
-        );
-        let (heads, rows, d) = ql.shape().dims3()?;
-        let (k_heads, keys, k_d) = kl.shape().dims3()?;
-        if (k_heads, k_d) != (heads, d) || kl.shape() != vl.shape() || keys == 0 {
-            candle_core::bail!(
-                "{}: q {:?}, k {:?}, v {:?} do not fit",
-                self.name(),
-                ql.shape(),
-                kl.shape(),
-                vl.shape()
-            );
-        }
-        let mut out = vec![0f32; heads * rows * d];
-        out.par_chunks_mut(rows * d)
-            .zip(q.par_chunks(rows * d))
-            .zip(k.par_chunks(keys * d).zip(v.par_chunks(keys * d)))
-            .for_each(|((out, q), (k, v))| attend_head(out, q, k, v, d));
-        Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
 }
 
@@ -484,7 +387,7 @@ mod tests {
                 softmax_in_place(row);
             }
             let mut att = vec![0f32; 2 * 40];
-            attend_head(&mut att, q, k, v, 40);
+            crate::kernels::attention::attend_head(&mut att, q, k, v, 40);
             [g, gi, sm, att].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
         };
         let base = with_level(Level::Base, run);
@@ -497,30 +400,6 @@ mod tests {
                 "{level:?} differs from the baseline"
             );
         }
-        Ok(())
-    }
-
-    #[test]
-    fn few_query_attention_matches_matmul_softmax_matmul() -> Result<()> {
-        for (heads, rows, keys, d) in [(12, 1, 577, 64), (4, 3, 17, 40), (2, 2, 1, 16)] {
-            let q = Tensor::randn(0f32, 0.5, (heads, rows, d), &Device::Cpu)?;
-            let k = Tensor::randn(0f32, 0.5, (heads, keys, d), &Device::Cpu)?;
-            let v = Tensor::randn(0f32, 1.0, (heads, keys, d), &Device::Cpu)?;
-            let ours = attention_few_queries(&q, &k, &v)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-            let reference = probs.matmul(&v)?.flatten_all()?.to_vec1::<f32>()?;
-            for (o, r) in ours.iter().zip(&reference) {
-                assert!(
-                    (o - r).abs() < 1e-5,
-                    "{heads}x{rows}x{keys}x{d}: {o} vs {r}"
-                );
-            }
-        }
-        let q = Tensor::zeros((2, 1, 8), candle_core::DType::F32, &Device::Cpu)?;
-        let k = Tensor::zeros((3, 4, 8), candle_core::DType::F32, &Device::Cpu)?;
-        assert!(attention_few_queries(&q, &k, &k).is_err());
         Ok(())
     }
 }

@@ -7,7 +7,8 @@ use candle_nn::LayerNorm;
 
 use crate::checkpoint::Weights;
 use crate::config::TextConfig;
-use crate::kernels::ops::{activation_in_place, attention_few_queries, softmax_last_dim};
+use crate::kernels::attention::attention_few_queries;
+use crate::kernels::ops::{activation_in_place, softmax_last_dim};
 use crate::model::linear::{layer_norm, Embedding, Linear};
 use crate::{Error, Result};
 

@@ -6,7 +6,8 @@ use candle_nn::LayerNorm;
 
 use crate::checkpoint::Weights;
 use crate::config::VisionConfig;
-use crate::kernels::matmul::{linear_f32, self_attention};
+use crate::kernels::attention::self_attention;
+use crate::kernels::matmul::linear_f32;
 use crate::kernels::ops::activation_in_place;
 use crate::model::linear::{layer_norm, Linear};
 use crate::Result;
