@@ -20,9 +20,17 @@
 //! 512-bit vector is 4 k × 16 columns, the operand shape of `vpdpbusd`. The bytes are stored
 //! offset by +128 (unsigned) because `vpdpbusd` multiplies *unsigned* by signed bytes: the kernels
 //! subtract `128 · Σ q_x` per block (precomputed with the activation), or flip the bit back.
+//!
+//! Files: this one (layout, kernel choice, splitting a product into tiles across threads),
+//! `pack.rs` (weights into and out of the layout), `quant.rs` (activation rows to `Q8_0`),
+//! `scalar.rs` (the reference kernel), and one per ISA: `x86.rs` (AVX2, AVX-512 VNNI), `amx.rs`,
+//! `wasm.rs` (simd128), `wasm_relaxed.rs` (relaxed SIMD).
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+mod pack;
+mod quant;
+mod scalar;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
@@ -30,15 +38,15 @@ mod wasm_relaxed;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub(crate) use quant::QuantRows;
+use scalar::gemm_scalar;
+
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Tensor};
-use half::f16;
 use rayon::prelude::*;
 
-use crate::kernels::isa::multiversion;
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::isa::{self, Level};
 use crate::kernels::matmul::linear_frame;
@@ -174,253 +182,7 @@ impl Kernel {
     }
 }
 
-/// Activation rows quantized to `Q8_0` for one product.
-pub(crate) struct QuantRows {
-    /// `m × k` int8 values, row-major.
-    pub(crate) qs: Vec<i8>,
-    /// `m × nb` block scales (`f16`-rounded, as candle stores them).
-    pub(crate) d: Vec<f32>,
-    /// `m × nb`: `-128 · Σ q` per block, the correction for the +128 offset of the packed weights
-    /// (the VNNI and relaxed-SIMD kernels need it; the others flip the offset bit back).
-    #[cfg_attr(
-        not(any(target_arch = "x86_64", feature = "relaxed-simd")),
-        allow(dead_code)
-    )]
-    pub(crate) corr: Vec<i32>,
-}
-
-/// Quantizes one block exactly like candle's portable `BlockQ8_0::from_float`; returns `(d, Σ q)`.
-///
-/// Written so that it compiles to SIMD code (this runs over every activation of every INT8
-/// layer): the max is a compare-select, and the float-to-int conversion avoids `as i8`, whose
-/// saturating, NaN-checked semantics are compiled lane by lane. `|x · id| <= 127` by construction,
-/// so rounding and then reading the low byte of `r + 1.5·2^23` gives the same value as
-/// candle's `round(x · id) as i8`.
-#[inline(always)]
-fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-
-    // Eight running maxima, then a halving tree: both become vector max instructions, where a
-    // single running maximum is a serial chain of 32 scalar ones.
-    let mut lanes = [0f32; 8];
-    for c in x.as_chunks::<8>().0 {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            let a = v.abs();
-            *m = if a > *m { a } else { *m };
-        }
-    }
-    for half in [4, 2, 1] {
-        for i in 0..half {
-            let other = lanes[i + half];
-            lanes[i] = if other > lanes[i] { other } else { lanes[i] };
-        }
-    }
-    let amax = lanes[0];
-    let d = amax / ((1 << 7) - 1) as f32;
-    let id = if d != 0f32 { 1. / d } else { 0. };
-    let mut sum = 0i32;
-    for (q, &v) in q.iter_mut().zip(x) {
-        let r = f32::round(v * id);
-        *q = (r + MAGIC).to_bits() as u8 as i8;
-        sum += *q as i32;
-    }
-    (f16::from_f32(d).to_f32(), sum)
-}
-
-/// One activation row (`k` values, whole blocks) into its int8 values, block scales and offset
-/// corrections.
-#[inline(always)]
-fn quantize_row_body(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) {
-    // Rows are whole blocks (k is a multiple of BLOCK), so the remainders are empty.
-    for (((x, q), d), c) in x
-        .as_chunks::<BLOCK>()
-        .0
-        .iter()
-        .zip(q.as_chunks_mut::<BLOCK>().0.iter_mut())
-        .zip(d.iter_mut())
-        .zip(c.iter_mut())
-    {
-        let (scale, sum) = quantize_block(x, q);
-        *d = scale;
-        *c = -128 * sum;
-    }
-}
-
-multiversion! {
-    fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) = quantize_row_body;
-}
-
-/// One activation row's slices: `((x, q), (d, corr))`.
-type RowParts<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [i32]));
-
-impl QuantRows {
-    pub(crate) fn new(x: &[f32], m: usize, k: usize) -> Self {
-        let nb = k / BLOCK;
-        let mut qs = vec![0i8; m * k];
-        let mut d = vec![0f32; m * nb];
-        let mut corr = vec![0i32; m * nb];
-        let row = |((x, q), (d, c)): RowParts| quantize_row(x, q, d, c);
-        if m > SMALL_M {
-            x.par_chunks_exact(k)
-                .zip(qs.par_chunks_exact_mut(k))
-                .zip(
-                    d.par_chunks_exact_mut(nb)
-                        .zip(corr.par_chunks_exact_mut(nb)),
-                )
-                .with_min_len(8)
-                .for_each(row);
-        } else {
-            x.chunks_exact(k)
-                .zip(qs.chunks_exact_mut(k))
-                .zip(d.chunks_exact_mut(nb).zip(corr.chunks_exact_mut(nb)))
-                .for_each(row);
-        }
-        Self { qs, d, corr }
-    }
-}
-
 impl Q8Matrix {
-    /// Packs a matrix given block by block: `block(row, b)` returns the scale and the 32 int8
-    /// values (as bytes) of block `b` of weight row `row`.
-    fn pack<'a>(
-        n: usize,
-        k: usize,
-        block: impl Fn(usize, usize) -> (f32, &'a [u8]),
-    ) -> Result<Self> {
-        if n == 0 || k == 0 || !k.is_multiple_of(BLOCK) {
-            return Err(Error::InvalidArgument(format!(
-                "INT8 weight [{n}, {k}]: sizes must be non-zero and k a multiple of {BLOCK}"
-            )));
-        }
-        let nb = k / BLOCK;
-        let panels = n.div_ceil(PANEL);
-        let mut blocks = vec![ZERO_BLOCK; panels * nb];
-        for (i, pb) in blocks.iter_mut().enumerate() {
-            let (p, b) = (i / nb, i % nb);
-            for c in 0..PANEL.min(n - p * PANEL) {
-                let (scale, qs) = block(p * PANEL + c, b);
-                pb.scales[c] = scale;
-                for s in 0..BLOCK / 4 {
-                    for j in 0..4 {
-                        pb.qs[64 * s + 4 * c + j] = qs[4 * s + j] ^ 0x80;
-                    }
-                }
-            }
-        }
-        Ok(Self { n, k, nb, blocks })
-    }
-
-    /// From candle's `Q8_0` block bytes (`n × k/32` blocks of 34 bytes, row-major).
-    pub fn from_q8_0_bytes(data: &[u8], n: usize, k: usize) -> Result<Self> {
-        let nb = k / BLOCK;
-        if data.len() != n * nb * Q8_0_BYTES || !k.is_multiple_of(BLOCK) {
-            return Err(Error::InvalidArgument(format!(
-                "{} bytes of Q8_0 blocks do not make a [{n}, {k}] matrix",
-                data.len()
-            )));
-        }
-        Self::pack(n, k, |r, b| {
-            let at = (r * nb + b) * Q8_0_BYTES;
-            let d = f16::from_le_bytes([data[at], data[at + 1]]).to_f32();
-            (d, &data[at + 2..at + Q8_0_BYTES])
-        })
-    }
-
-    /// From a 2-D `Q8_0` `QTensor`.
-    pub fn from_qtensor(q: &QTensor) -> Result<Self> {
-        if q.dtype() != GgmlDType::Q8_0 {
-            return Err(Error::InvalidArgument(format!(
-                "expected a Q8_0 tensor, found {:?}",
-                q.dtype()
-            )));
-        }
-        let (n, k) = q.shape().dims2()?;
-        Self::from_q8_0_bytes(&q.data()?, n, k)
-    }
-
-    /// From int8 values `[n, k]` (as bytes) and their f16 scales (little-endian bytes): one per
-    /// 32-block (`[n, k/32]`) or, with `per_row`, one per row (`[n, 1]`).
-    pub fn from_int8(q: &[u8], scales: &[u8], n: usize, k: usize, per_row: bool) -> Result<Self> {
-        let nb = k / BLOCK;
-        let want_scales = if per_row { n } else { n * nb };
-        if q.len() != n * k || scales.len() != 2 * want_scales {
-            return Err(Error::InvalidArgument(format!(
-                "int8 data ({} bytes) and scales ({} bytes) do not fit [{n}, {k}]",
-                q.len(),
-                scales.len()
-            )));
-        }
-        Self::pack(n, k, |r, b| {
-            let s = if per_row { r } else { r * nb + b };
-            let d = f16::from_le_bytes([scales[2 * s], scales[2 * s + 1]]).to_f32();
-            (d, &q[r * k + b * BLOCK..r * k + (b + 1) * BLOCK])
-        })
-    }
-
-    /// Output size (weight rows).
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Input size (weight columns).
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    /// Bytes held in memory.
-    pub fn size_in_bytes(&self) -> usize {
-        self.blocks.len() * std::mem::size_of::<PanelBlock>()
-    }
-
-    /// Where weight `(row, b, i)` sits: its block and the byte index in `qs`.
-    fn locate(&self, row: usize, b: usize, i: usize) -> (&PanelBlock, usize) {
-        let pb = &self.blocks[(row / PANEL) * self.nb + b];
-        (pb, 64 * (i / 4) + 4 * (row % PANEL) + i % 4)
-    }
-
-    /// The `Q8_0` block of weight row `row`, block `b`: scale and the 32 int8 values.
-    fn block(&self, row: usize, b: usize) -> (f32, [i8; BLOCK]) {
-        let mut q = [0i8; BLOCK];
-        let (pb, _) = self.locate(row, b, 0);
-        for (i, q) in q.iter_mut().enumerate() {
-            let (_, at) = self.locate(row, b, i);
-            *q = (pb.qs[at] ^ 0x80) as i8;
-        }
-        (pb.scales[row % PANEL], q)
-    }
-
-    /// Dequantizes weight row `row` (an embedding lookup) into `out` (`k` values).
-    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<()> {
-        if row >= self.n || out.len() != self.k {
-            return Err(Error::Internal(format!(
-                "row {row} of a [{}, {}] INT8 matrix into {} values",
-                self.n,
-                self.k,
-                out.len()
-            )));
-        }
-        for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
-            let (d, q) = self.block(row, b);
-            for (o, q) in out.iter_mut().zip(q) {
-                *o = q as f32 * d;
-            }
-        }
-        Ok(())
-    }
-
-    /// The matrix back in candle's `Q8_0` block bytes (for tests and inspection).
-    pub fn to_q8_0_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.n * self.nb * Q8_0_BYTES);
-        for r in 0..self.n {
-            for b in 0..self.nb {
-                let (d, q) = self.block(r, b);
-                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-                out.extend(q.iter().map(|&q| q as u8));
-            }
-        }
-        out
-    }
-
     /// Embedding lookup: `ids` of any shape -> `[..ids, k]`.
     pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
         let flat = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
@@ -638,100 +400,4 @@ pub(crate) fn debug_assert_block_fits(
         (rows.len() - 1) * ldo + width <= out_len,
         "rows {rows:?} × {width} columns at stride {ldo} exceed the output ({out_len} values)"
     );
-}
-
-/// The reference kernel: same arithmetic as the SIMD ones (exact i32 block sums, then
-/// `acc += (d_w · d_x) · sum` in f32, block after block), unfused so it is exact on every target.
-fn gemm_scalar(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
-    let (k, nb) = (w.k, w.nb);
-    for (ri, r) in rows.enumerate() {
-        let x = &xq.qs[r * k..(r + 1) * k];
-        let dx = &xq.d[r * nb..(r + 1) * nb];
-        for (pi, p) in panels.clone().enumerate() {
-            let at = ri * ldo + pi * PANEL;
-            let width = panel_width(w, p);
-            // Start from `out`, like the SIMD kernels, so the f32 sums happen in the same order.
-            let mut acc = [0f32; PANEL];
-            acc[..width].copy_from_slice(&out[at..at + width]);
-            for b in 0..nb {
-                let pb = &w.blocks[p * nb + b];
-                let xb = &x[b * BLOCK..(b + 1) * BLOCK];
-                for (c, acc) in acc.iter_mut().enumerate() {
-                    let mut sum = 0i32;
-                    for (i, &xv) in xb.iter().enumerate() {
-                        let wv = (pb.qs[64 * (i / 4) + 4 * c + i % 4] ^ 0x80) as i8;
-                        sum += xv as i32 * wv as i32;
-                    }
-                    *acc += pb.scales[c] * dx[b] * sum as f32;
-                }
-            }
-            out[at..at + width].copy_from_slice(&acc[..width]);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    use candle_core::{Device, Tensor};
-
-    use super::*;
-    use crate::kernels::isa::{detected, with_level, Level};
-
-    /// The vectorizable quantizer gives candle's `Q8_0` quantization bit for bit at every
-    /// instruction-set level, including values that land exactly on .5 after scaling and all-zero
-    /// blocks.
-    #[test]
-    fn activation_quantization_is_candles() -> Result<()> {
-        let mut seed = 0x2545_f491_u32;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32 - 0.5) * 8.0
-        };
-        // Fewer under Miri, which interprets candle's quantizer too.
-        let count = if cfg!(miri) { 50 } else { 2000 };
-        let mut blocks: Vec<[f32; BLOCK]> = (0..count)
-            .map(|_| std::array::from_fn(|_| rand()))
-            .collect();
-        blocks.push([0.0; BLOCK]);
-        // amax 127 gives id 1: the values k + 0.5 are ties, rounded away from zero.
-        blocks.push(std::array::from_fn(|i| {
-            if i == 0 {
-                127.0
-            } else {
-                i as f32 - 16.5
-            }
-        }));
-        let flat: Vec<f32> = blocks.iter().flatten().copied().collect();
-        let t = Tensor::from_vec(flat.clone(), (blocks.len(), BLOCK), &Device::Cpu)?;
-        let theirs = QTensor::quantize(&t, GgmlDType::Q8_0)?.data()?.to_vec();
-        // Every instruction-set version of the row quantizer (`crate::kernels::isa`).
-        let levels = [Level::Base, Level::V3, Level::V4];
-        for level in levels.into_iter().filter(|&l| l <= detected()) {
-            let (mut qs, mut d, mut corr) = (
-                vec![0i8; flat.len()],
-                vec![0f32; blocks.len()],
-                vec![0i32; blocks.len()],
-            );
-            with_level(level, || quantize_row(&flat, &mut qs, &mut d, &mut corr));
-            for (b, candle) in theirs.chunks_exact(Q8_0_BYTES).enumerate() {
-                let want: Vec<i8> = candle[2..].iter().map(|&b| b as i8).collect();
-                let ours = &qs[b * BLOCK..][..BLOCK];
-                assert_eq!(ours, want.as_slice(), "{level:?}: {:?}", blocks[b]);
-                assert_eq!(d[b], f16::from_le_bytes([candle[0], candle[1]]).to_f32());
-                assert_eq!(corr[b], -128 * want.iter().map(|&q| q as i32).sum::<i32>());
-            }
-        }
-        Ok(())
-    }
 }

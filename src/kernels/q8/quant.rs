@@ -1,0 +1,174 @@
+//! Activation quantization: the `m × k` f32 rows of one product to `Q8_0` blocks (int8 values,
+//! an f16-rounded scale per 32, and the offset correction the unsigned-weight kernels need),
+//! exactly as candle's `BlockQ8_0::from_float`, compiled per x86-64 level ([`crate::kernels::isa`]).
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::{BLOCK, SMALL_M};
+use crate::kernels::isa::multiversion;
+
+/// Activation rows quantized to `Q8_0` for one product.
+pub(crate) struct QuantRows {
+    /// `m × k` int8 values, row-major.
+    pub(crate) qs: Vec<i8>,
+    /// `m × nb` block scales (`f16`-rounded, as candle stores them).
+    pub(crate) d: Vec<f32>,
+    /// `m × nb`: `-128 · Σ q` per block, the correction for the +128 offset of the packed weights
+    /// (the VNNI and relaxed-SIMD kernels need it; the others flip the offset bit back).
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", feature = "relaxed-simd")),
+        allow(dead_code)
+    )]
+    pub(crate) corr: Vec<i32>,
+}
+
+/// Quantizes one block exactly like candle's portable `BlockQ8_0::from_float`; returns `(d, Σ q)`.
+///
+/// Written so that it compiles to SIMD code (this runs over every activation of every INT8
+/// layer): the max is a compare-select, and the float-to-int conversion avoids `as i8`, whose
+/// saturating, NaN-checked semantics are compiled lane by lane. `|x · id| <= 127` by construction,
+/// so rounding and then reading the low byte of `r + 1.5·2^23` gives the same value as
+/// candle's `round(x · id) as i8`.
+#[inline(always)]
+fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+
+    // Eight running maxima, then a halving tree: both become vector max instructions, where a
+    // single running maximum is a serial chain of 32 scalar ones.
+    let mut lanes = [0f32; 8];
+    for c in x.as_chunks::<8>().0 {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    for half in [4, 2, 1] {
+        for i in 0..half {
+            let other = lanes[i + half];
+            lanes[i] = if other > lanes[i] { other } else { lanes[i] };
+        }
+    }
+    let amax = lanes[0];
+    let d = amax / ((1 << 7) - 1) as f32;
+    let id = if d != 0f32 { 1. / d } else { 0. };
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        let r = f32::round(v * id);
+        *q = (r + MAGIC).to_bits() as u8 as i8;
+        sum += *q as i32;
+    }
+    (f16::from_f32(d).to_f32(), sum)
+}
+
+/// One activation row (`k` values, whole blocks) into its int8 values, block scales and offset
+/// corrections.
+#[inline(always)]
+fn quantize_row_body(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) {
+    // Rows are whole blocks (k is a multiple of BLOCK), so the remainders are empty.
+    for (((x, q), d), c) in x
+        .as_chunks::<BLOCK>()
+        .0
+        .iter()
+        .zip(q.as_chunks_mut::<BLOCK>().0.iter_mut())
+        .zip(d.iter_mut())
+        .zip(c.iter_mut())
+    {
+        let (scale, sum) = quantize_block(x, q);
+        *d = scale;
+        *c = -128 * sum;
+    }
+}
+
+multiversion! {
+    fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) = quantize_row_body;
+}
+
+/// One activation row's slices: `((x, q), (d, corr))`.
+type RowParts<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [i32]));
+
+impl QuantRows {
+    pub(crate) fn new(x: &[f32], m: usize, k: usize) -> Self {
+        let nb = k / BLOCK;
+        let mut qs = vec![0i8; m * k];
+        let mut d = vec![0f32; m * nb];
+        let mut corr = vec![0i32; m * nb];
+        let row = |((x, q), (d, c)): RowParts| quantize_row(x, q, d, c);
+        if m > SMALL_M {
+            x.par_chunks_exact(k)
+                .zip(qs.par_chunks_exact_mut(k))
+                .zip(
+                    d.par_chunks_exact_mut(nb)
+                        .zip(corr.par_chunks_exact_mut(nb)),
+                )
+                .with_min_len(8)
+                .for_each(row);
+        } else {
+            x.chunks_exact(k)
+                .zip(qs.chunks_exact_mut(k))
+                .zip(d.chunks_exact_mut(nb).zip(corr.chunks_exact_mut(nb)))
+                .for_each(row);
+        }
+        Self { qs, d, corr }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::kernels::isa::{detected, with_level, Level};
+    use crate::kernels::q8::Q8_0_BYTES;
+    use crate::Result;
+
+    /// The vectorizable quantizer gives candle's `Q8_0` quantization bit for bit at every
+    /// instruction-set level, including values that land exactly on .5 after scaling and all-zero
+    /// blocks.
+    #[test]
+    fn activation_quantization_is_candles() -> Result<()> {
+        let mut seed = 0x2545_f491_u32;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed as f32 / u32::MAX as f32 - 0.5) * 8.0
+        };
+        // Fewer under Miri, which interprets candle's quantizer too.
+        let count = if cfg!(miri) { 50 } else { 2000 };
+        let mut blocks: Vec<[f32; BLOCK]> = (0..count)
+            .map(|_| std::array::from_fn(|_| rand()))
+            .collect();
+        blocks.push([0.0; BLOCK]);
+        // amax 127 gives id 1: the values k + 0.5 are ties, rounded away from zero.
+        blocks.push(std::array::from_fn(|i| {
+            if i == 0 {
+                127.0
+            } else {
+                i as f32 - 16.5
+            }
+        }));
+        let flat: Vec<f32> = blocks.iter().flatten().copied().collect();
+        let t = Tensor::from_vec(flat.clone(), (blocks.len(), BLOCK), &Device::Cpu)?;
+        let theirs = QTensor::quantize(&t, GgmlDType::Q8_0)?.data()?.to_vec();
+        // Every instruction-set version of the row quantizer (`crate::kernels::isa`).
+        let levels = [Level::Base, Level::V3, Level::V4];
+        for level in levels.into_iter().filter(|&l| l <= detected()) {
+            let (mut qs, mut d, mut corr) = (
+                vec![0i8; flat.len()],
+                vec![0f32; blocks.len()],
+                vec![0i32; blocks.len()],
+            );
+            with_level(level, || quantize_row(&flat, &mut qs, &mut d, &mut corr));
+            for (b, candle) in theirs.chunks_exact(Q8_0_BYTES).enumerate() {
+                let want: Vec<i8> = candle[2..].iter().map(|&b| b as i8).collect();
+                let ours = &qs[b * BLOCK..][..BLOCK];
+                assert_eq!(ours, want.as_slice(), "{level:?}: {:?}", blocks[b]);
+                assert_eq!(d[b], f16::from_le_bytes([candle[0], candle[1]]).to_f32());
+                assert_eq!(corr[b], -128 * want.iter().map(|&q| q as i32).sum::<i32>());
+            }
+        }
+        Ok(())
+    }
+}
