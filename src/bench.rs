@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::captioner::{BatchImage, Caption, CaptionOptions, Captioner};
+use crate::captioner::{BatchImage, Caption, CaptionOptions, Captioner, ModelInfo};
 use crate::metrics::{self, Annotations, ImageCaptions, ImageId};
 use crate::{Result, Timings};
 
@@ -109,6 +109,21 @@ pub struct ModelInfoReport {
     pub is_quantized: bool,
     pub dtype: String,
     pub model_path: String,
+}
+
+impl ModelInfoReport {
+    /// The report's model facts: `info` from the loaded model, plus where it came from, its
+    /// weight file's size (MB of 2^20 bytes) and the device string (`cpu`, or the browser build).
+    pub fn new(info: &ModelInfo, model_size_mb: f64, device: String, model_path: String) -> Self {
+        Self {
+            total_parameters: info.total_parameters,
+            model_size_mb,
+            device,
+            is_quantized: info.is_quantized,
+            dtype: info.dtype.clone(),
+            model_path,
+        }
+    }
 }
 
 /// Everything measured for one model (`<label>_results.json`).

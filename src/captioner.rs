@@ -47,13 +47,14 @@ pub struct Caption {
 }
 
 /// Size facts about a loaded model.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub total_parameters: usize,
     /// Any linear layer or embedding held as INT8.
     pub is_quantized: bool,
     pub dtype: String,
     /// Bytes of weight data in the checkpoint file(s).
+    #[serde(default)]
     pub weights_bytes: usize,
 }
 

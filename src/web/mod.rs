@@ -39,7 +39,7 @@ use wasm_bindgen::JsCast;
 use crate::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
 use crate::checkpoint::{ByteSource, Checkpoint, SafetensorsHeader, StoredDType};
 use crate::files::{model_files_from_entries, FileData, SAFETENSORS_FILE};
-use crate::{CaptionOptions, Captioner, Error, ModelFiles, Result, Timings};
+use crate::{CaptionOptions, Captioner, Error, ModelFiles, ModelInfo, Result, Timings};
 
 /// Name the image is given in error messages.
 const IMAGE_NAME: &str = "(input image)";
@@ -181,12 +181,10 @@ struct JsCaption {
 
 /// What `info()` returns to JS: [`crate::ModelInfo`] plus configuration facts.
 #[derive(Serialize)]
-struct JsInfo {
+struct JsInfo<'a> {
     version: &'static str,
-    total_parameters: usize,
-    is_quantized: bool,
-    dtype: String,
-    weights_bytes: usize,
+    #[serde(flatten)]
+    model: &'a ModelInfo,
     image_size: [u32; 2],
     vision_hidden_size: usize,
     vision_layers: usize,
@@ -486,10 +484,7 @@ impl WasmCaptioner {
         let defaults = self.inner.defaults();
         to_js(&JsInfo {
             version: env!("CARGO_PKG_VERSION"),
-            total_parameters: info.total_parameters,
-            is_quantized: info.is_quantized,
-            dtype: info.dtype.clone(),
-            weights_bytes: info.weights_bytes,
+            model: info,
             image_size: [pre.height, pre.width],
             vision_hidden_size: cfg.vision.hidden_size,
             vision_layers: cfg.vision.num_hidden_layers,
@@ -684,8 +679,8 @@ struct JsBenchModel {
     samples: Vec<Sample>,
     #[serde(default)]
     failures: Vec<Failure>,
-    /// `info()` of the model: only the fields the report keeps are read.
-    info: JsBenchModelInfo,
+    /// `info()` of the model: only the fields of [`ModelInfo`] are read.
+    info: ModelInfo,
     /// Size of the weight file in bytes.
     model_size_bytes: f64,
     /// Where the model came from (a URL or a folder name).
@@ -695,13 +690,6 @@ struct JsBenchModel {
     peak_memory_bytes: Option<f64>,
     #[serde(default)]
     device: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct JsBenchModelInfo {
-    total_parameters: usize,
-    is_quantized: bool,
-    dtype: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -730,20 +718,18 @@ struct JsBenchModelReport {
     captions_json: String,
 }
 
-/// The per-model results and the comparison of a browser benchmark, computed exactly as
-/// `blipq bench` does (same [`bench::performance`], [`bench::quality`] and comparison table).
-pub fn bench_report_results(items: &[Item], models: Vec<BenchRun>) -> Result<Vec<ModelResults>> {
+/// The per-model results of a browser benchmark, computed exactly as `blipq bench` does
+/// ([`bench::model_results`]).
+fn bench_report_results(items: &[Item], models: Vec<JsBenchModel>) -> Result<Vec<ModelResults>> {
     models
         .into_iter()
         .map(|m| {
-            let info = ModelInfoReport {
-                total_parameters: m.total_parameters,
-                model_size_mb: m.model_size_bytes / crate::MB,
-                device: m.device.unwrap_or_else(browser_device),
-                is_quantized: m.is_quantized,
-                dtype: m.dtype,
-                model_path: m.model_path,
-            };
+            let info = ModelInfoReport::new(
+                &m.info,
+                m.model_size_bytes / crate::MB,
+                m.device.unwrap_or_else(browser_device),
+                m.model_path,
+            );
             let run = bench::Run {
                 samples: m.samples,
                 failures: m.failures,
@@ -752,21 +738,6 @@ pub fn bench_report_results(items: &[Item], models: Vec<BenchRun>) -> Result<Vec
             bench::model_results(&m.label, items, run, 1, peak_mb, info)
         })
         .collect()
-}
-
-/// One model's browser benchmark run (the Rust-side view of one `benchReport` model).
-#[derive(Debug, Clone, Default)]
-pub struct BenchRun {
-    pub label: String,
-    pub samples: Vec<Sample>,
-    pub failures: Vec<Failure>,
-    pub total_parameters: usize,
-    pub is_quantized: bool,
-    pub dtype: String,
-    pub model_size_bytes: f64,
-    pub model_path: String,
-    pub peak_memory_bytes: Option<f64>,
-    pub device: Option<String>,
 }
 
 /// `benchReport({items, models: [{label, samples, failures?, info, modelSizeBytes, modelPath,
@@ -790,23 +761,7 @@ pub fn bench_report(
     if input.models.is_empty() {
         return Err(arg_err("benchReport: `models` is empty"));
     }
-    let models = input
-        .models
-        .into_iter()
-        .map(|m| BenchRun {
-            label: m.label,
-            samples: m.samples,
-            failures: m.failures,
-            total_parameters: m.info.total_parameters,
-            is_quantized: m.info.is_quantized,
-            dtype: m.info.dtype,
-            model_size_bytes: m.model_size_bytes,
-            model_path: m.model_path,
-            peak_memory_bytes: m.peak_memory_bytes,
-            device: m.device,
-        })
-        .collect();
-    let results = bench_report_results(&input.items, models).map_err(js_err)?;
+    let results = bench_report_results(&input.items, input.models).map_err(js_err)?;
     let report = JsBenchReport {
         models: results
             .iter()

@@ -347,21 +347,18 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         },
     );
     pb.finish_and_clear();
-    let info = model.info();
     let results = bench::model_results(
         &args.label,
         &items,
         run,
         o.batch_size,
         peak_rss_mb(),
-        ModelInfoReport {
-            total_parameters: info.total_parameters,
-            model_size_mb: weights_file_mb(&args.model),
-            device: "cpu".into(),
-            is_quantized: info.is_quantized,
-            dtype: info.dtype.clone(),
-            model_path: args.model.display().to_string(),
-        },
+        ModelInfoReport::new(
+            model.info(),
+            weights_file_mb(&args.model),
+            "cpu".into(),
+            args.model.display().to_string(),
+        ),
     )?;
     std::fs::write(&args.result, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("{}", args.result.display()))?;
