@@ -195,6 +195,202 @@ function checkTimings(r, what) {
 
 // ------------------------------------------------------------------ main
 
+// ------------------------------------------------------------------ scenarios
+// Each takes the shared state `t`: {context, page, base, native, bin, pageErrors, shot}.
+
+/** The page opens, finds its worker ready, shows its version, threads and build. */
+async function openPageScenario({ page, base, shot }) {
+  log(`open ${base}`);
+  await page.goto(base);
+  await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+  await page.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
+  check(/^\d+\.\d+\.\d+/.test(await page.textContent("#version")), "version shown");
+  await checkThreads(page, "served with COOP/COEP");
+  // Chromium has relaxed SIMD: the page's feature detection picks the relaxed build.
+  await checkBuild(page, "relaxed-simd", "served with COOP/COEP");
+  await shot("01-start");
+}
+
+/** Each bundled model loads within the memory rule and captions the gallery as the CLI does. */
+async function captionScenario({ page, native, shot }) {
+  const load = {};
+  for (const model of MODELS) {
+    log(`load ${model}, caption ${IMAGES.length} images`);
+    load[model] = await loadBundled(page, model);
+    const ratio = Number(load[model].loadRatio);
+    console.log(
+      `  weights ${load[model].weightBytes} B, wasm memory ${load[model].memBefore} → ${load[model].memAfter} B, growth ${ratio.toFixed(3)}× the file`,
+    );
+    check(ratio <= MAX_LOAD_RATIO, `${model}: wasm memory growth while loading ≤ ${MAX_LOAD_RATIO}× the weights`, ratio);
+    check(load[model].fromCache === "false", `${model}: first load downloads`);
+    for (const image of IMAGES) {
+      const r = await captionGallery(page, model, image);
+      const want = native[model][image];
+      check(r.status === "done", `${model} ${image}: captioned`, r.status);
+      check(r.caption === want.caption && r.text === want.caption, `${model} ${image}: caption = native`, `"${r.caption}" vs "${want.caption}"`);
+      check(r.tokenIds === want.token_ids.join(" "), `${model} ${image}: token ids = native`, `${r.tokenIds} vs ${want.token_ids.join(" ")}`);
+      checkTimings(r, `${model} ${image}`);
+    }
+    await shot(`02-captions-${model}`);
+  }
+}
+
+/** Faults are shown in plain words, the Cache stays clean, and the worker keeps working. */
+async function faultScenario({ page, base, native, shot }) {
+  log("faults are shown in plain words, the Cache stays clean, the page keeps working");
+  await runFaultScenarios(
+    {
+      page,
+      base,
+      image: IMAGES[1],
+      native,
+      demoFile: (name) => readFileSync(join(root, "models/demo", name)),
+      check,
+      log,
+      resultFor,
+      captionGallery,
+      loadBundled,
+      shot,
+    },
+    { checkpoint: join(root, "models/demo") },
+  );
+  // The worker survived: caption again with the active model (INT8).
+  const again = await captionGallery(page, "demo-int8", IMAGES[1]);
+  check(again.tokenIds === native["demo-int8"][IMAGES[1]].token_ids.join(" "), "captioning works after the errors", again.tokenIds);
+}
+
+/** Options reach the model: prompt, max length and beams give what the CLI gives. */
+async function optionsScenario({ page, bin }) {
+  log("caption options: prompt, max length, beams");
+  await page.fill("#opt-prompt", PROMPT);
+  await page.fill("#opt-max-length", "12");
+  await page.fill("#opt-beams", "3");
+  const opted = await captionGallery(page, "demo-int8", IMAGES[2]);
+  const wantOpted = nativeCaptions(bin, "demo-int8", [IMAGES[2]], ["--prompt", PROMPT, "--max-length", "12", "--num-beams", "3"])[IMAGES[2]];
+  check(
+    opted.status === "done" && opted.tokenIds === wantOpted.token_ids.join(" ") && opted.caption === wantOpted.caption,
+    "prompt, max length and beams = native",
+    `"${opted.caption}" ${opted.tokenIds} vs "${wantOpted.caption}" ${wantOpted.token_ids.join(" ")}`,
+  );
+  await page.fill("#opt-prompt", "");
+  await page.fill("#opt-max-length", "");
+  await page.fill("#opt-beams", "1");
+}
+
+/** The benchmark view: table, chart, downloads, and samples equal to the CLI's captions. */
+async function benchmarkScenario({ page, native, shot }) {
+  log(`benchmark view on ${BENCH_IMAGES} images`);
+  await page.fill("#bench-count", String(BENCH_IMAGES));
+  await page.fill("#bench-warmup", "1");
+  await page.click("#bench-run");
+  await page.waitForSelector("#bench-section[data-status=done], #bench-section[data-status=error]", { timeout: 300_000 });
+  check((await page.getAttribute("#bench-section", "data-status")) === "done", "benchmark finished");
+  const table = await page.$$eval("#bench-table tr", (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
+  console.log(table.map((r) => `  | ${r.join(" | ")} |`).join("\n"));
+  check(table[0]?.join("|") === "Metric|demo|demo-int8|Improvement (demo-int8 vs demo)", "comparison header", table[0]);
+  check(
+    JSON.stringify(table.slice(1).map((r) => r[0])) ===
+      JSON.stringify(["Inference speed (s/image)", "Throughput (img/s)", "Memory (MB)", "Model size (MB)", "BLEU-4", "Tokens/s"]),
+    "comparison rows",
+  );
+  check(table.slice(1).every((r) => r.length === 4 && r[3] !== "n/a"), "every row has an improvement", JSON.stringify(table));
+  check((await page.$$("#bench-chart svg polyline")).length === 2, "chart with two series");
+  const results = {};
+  for (const m of MODELS) {
+    const [dl] = await Promise.all([page.waitForEvent("download"), page.click(`#bench-downloads [data-file="${m}_results.json"]`)]);
+    const text = await readFile(await dl.path(), "utf8");
+    await writeFile(join(artifacts, `${m}_results.json`), text);
+    results[m] = JSON.parse(text);
+  }
+  for (const m of MODELS) {
+    const r = results[m];
+    const p = r.performance_metrics;
+    check(r.label === m && r.model_info.model_path === `models/${m}`, `${m}_results.json: label and model_path`);
+    check(p.total_samples === BENCH_IMAGES && p.individual_times.length === BENCH_IMAGES, `${m}: ${BENCH_IMAGES} samples`);
+    check(p.avg_inference_time > 0 && p.throughput_images_per_sec > 0 && p.tokens_per_second > 0, `${m}: speed fields`);
+    check(p.memory_usage_mb > 0 && p.memory_usage_mb < 4096, `${m}: memory_usage_mb`, p.memory_usage_mb);
+    check(["preprocess_s", "vision_s", "decode_s"].every((k) => p.breakdown[k] >= 0), `${m}: breakdown`);
+    const q = r.quality_metrics;
+    check(q && q.bleu_score >= 0 && q.bleu_score <= 1 && q.Bleu_4 === q.bleu_score && "CIDEr" in q && "ROUGE_L" in q, `${m}: quality_metrics`);
+    const mi = r.model_info;
+    const size = (await stat(join(root, `models/${m}/model.safetensors`))).size / 2 ** 20;
+    check(Math.abs(mi.model_size_mb - size) < 1e-9 && mi.total_parameters > 0 && mi.is_quantized === (m === "demo-int8"), `${m}: model_info`);
+    check(/^wasm32 relaxed-simd \(browser, [2-8] threads\)$/.test(mi.device), `${m}: device names the build and its threads`, mi.device);
+    const same = r.samples.every((s) => s.token_ids.join(" ") === native[m][s.image].token_ids.join(" ") && s.caption === native[m][s.image].caption);
+    check(same && r.samples.length === BENCH_IMAGES, `${m}: benchmark captions and token ids = native`);
+  }
+  const md = await page.textContent("#bench-markdown");
+  check(md.startsWith("| Metric | demo | demo-int8 | Improvement (demo-int8 vs demo) |\n|---|---|---|---|\n"), "comparison.md format");
+  await page.locator("#bench-section").scrollIntoViewIfNeeded();
+  await shot("04-benchmark");
+}
+
+/** A second visit loads from the Cache API; "clear cache" empties it. */
+async function cacheScenario({ page, shot }) {
+  log("cache: a second visit does not download again; clear cache empties it");
+  await page.reload();
+  await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+  const cached = await loadBundled(page, "demo");
+  check(cached.fromCache === "true", "second load comes from the Cache API", cached.fromCache);
+  await page.waitForFunction(() => /\d+ files/.test(document.getElementById("cache-status").textContent));
+  await page.click("#clear-cache");
+  await page.waitForFunction(() => /empty/.test(document.getElementById("cache-status").textContent));
+  check(true, "clear cache empties the cache");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shot("05-mobile");
+}
+
+/** Without COOP/COEP headers: isolated through the service worker, else one thread, said so. */
+async function noHeadersScenarios({ context, native, pageErrors }) {
+  log("a static host without COOP/COEP: the service worker isolates the page");
+  const plain = await serve(dist, { isolate: false });
+  try {
+    const plainBase = `http://127.0.0.1:${plain.address().port}/`;
+    const p2 = await context.newPage();
+    p2.on("pageerror", (e) => pageErrors.push(`page error (no headers): ${e.message}`));
+    await p2.goto(plainBase);
+    // The page registers www/coi-sw.js and reloads once; waitForSelector spans the reload.
+    await p2.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+    const sw = await p2.evaluate(() => navigator.serviceWorker.controller?.scriptURL ?? null);
+    check(sw !== null && sw.endsWith("/coi-sw.js"), "the page is controlled by coi-sw.js", sw);
+    await checkThreads(p2, "without headers, through the service worker");
+    await loadBundled(p2, "demo-int8");
+    await p2.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
+    const r = await captionGallery(p2, "demo-int8", IMAGES[0]);
+    check(r.tokenIds === native["demo-int8"][IMAGES[0]].token_ids.join(" "), "without headers: caption = native", r.tokenIds);
+    await p2.screenshot({ path: join(artifacts, "06-service-worker.png"), fullPage: true });
+    await p2.close();
+
+    log("no headers and no service worker: one thread, said so, same captions");
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    try {
+      const p3 = await (await browser.newContext({ serviceWorkers: "block" })).newPage();
+      p3.on("pageerror", (e) => pageErrors.push(`page error (single thread): ${e.message}`));
+      await p3.goto(plainBase);
+      await p3.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+      const t = await p3.evaluate(() => ({
+        isolated: self.crossOriginIsolated,
+        threads: document.body.dataset.threads,
+        note: document.getElementById("threads-note").textContent,
+        notices: [...document.querySelectorAll("#messages .msg.notice")].map((m) => m.textContent),
+      }));
+      console.log(`  crossOriginIsolated ${t.isolated}, threads ${t.threads} ${t.note}; notice: ${t.notices.join(" / ")}`);
+      check(t.isolated === false && t.threads === "1", "not isolated: the worker runs on one thread", JSON.stringify(t));
+      check(/not cross-origin isolated/.test(t.note), "the thread count says why", t.note);
+      check(t.notices.some((m) => /one thread/.test(m) && /Cross-Origin-Embedder-Policy/.test(m)), "a notice explains the headers", t.notices.join(" / "));
+      await loadBundled(p3, "demo-int8");
+      await p3.waitForSelector(`#gallery [data-file="${IMAGES[1]}"]`, { timeout: 30_000 });
+      const r = await captionGallery(p3, "demo-int8", IMAGES[1]);
+      check(r.tokenIds === native["demo-int8"][IMAGES[1]].token_ids.join(" "), "one thread: caption = native", r.tokenIds);
+      await p3.screenshot({ path: join(artifacts, "07-single-thread.png"), fullPage: true });
+    } finally {
+      await browser.close();
+    }
+  } finally {
+    plain.close();
+  }
+}
+
 async function main() {
   if (!existsSync(join(dist, "index.html")) || !existsSync(join(dist, "blipq_bg.wasm"))) {
     throw new Error(`${dist} has no built page: run scripts/web.sh build --release first`);
@@ -241,179 +437,16 @@ async function main() {
     });
     const shot = (name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
 
-    log(`open ${base}`);
-    await page.goto(base);
-    await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
-    await page.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
-    check(/^\d+\.\d+\.\d+/.test(await page.textContent("#version")), "version shown");
-    await checkThreads(page, "served with COOP/COEP");
-    // Chromium has relaxed SIMD: the page's feature detection picks the relaxed build.
-    await checkBuild(page, "relaxed-simd", "served with COOP/COEP");
-    await shot("01-start");
-
-    const load = {};
-    for (const model of MODELS) {
-      log(`load ${model}, caption ${IMAGES.length} images`);
-      load[model] = await loadBundled(page, model);
-      const ratio = Number(load[model].loadRatio);
-      console.log(
-        `  weights ${load[model].weightBytes} B, wasm memory ${load[model].memBefore} → ${load[model].memAfter} B, growth ${ratio.toFixed(3)}× the file`,
-      );
-      check(ratio <= MAX_LOAD_RATIO, `${model}: wasm memory growth while loading ≤ ${MAX_LOAD_RATIO}× the weights`, ratio);
-      check(load[model].fromCache === "false", `${model}: first load downloads`);
-      for (const image of IMAGES) {
-        const r = await captionGallery(page, model, image);
-        const want = native[model][image];
-        check(r.status === "done", `${model} ${image}: captioned`, r.status);
-        check(r.caption === want.caption && r.text === want.caption, `${model} ${image}: caption = native`, `"${r.caption}" vs "${want.caption}"`);
-        check(r.tokenIds === want.token_ids.join(" "), `${model} ${image}: token ids = native`, `${r.tokenIds} vs ${want.token_ids.join(" ")}`);
-        checkTimings(r, `${model} ${image}`);
-      }
-      await shot(`02-captions-${model}`);
-    }
-
+    const t = { context, page, base, native, bin, pageErrors, shot };
+    await openPageScenario(t);
+    await captionScenario(t);
     log("the simd128 build (?simd=simd128): same captions");
     await simd128BuildScenario(context, base, native, pageErrors);
-
-    log("faults are shown in plain words, the Cache stays clean, the page keeps working");
-    await runFaultScenarios(
-      {
-        page,
-        base,
-        image: IMAGES[1],
-        native,
-        demoFile: (name) => readFileSync(join(root, "models/demo", name)),
-        check,
-        log,
-        resultFor,
-        captionGallery,
-        loadBundled,
-        shot,
-      },
-      { checkpoint: join(root, "models/demo") },
-    );
-    // The worker survived: caption again with the active model (INT8).
-    const again = await captionGallery(page, "demo-int8", IMAGES[1]);
-    check(again.tokenIds === native["demo-int8"][IMAGES[1]].token_ids.join(" "), "captioning works after the errors", again.tokenIds);
-    // Options reach the model: prompt, max length and beams give what the CLI gives.
-    await page.fill("#opt-prompt", PROMPT);
-    await page.fill("#opt-max-length", "12");
-    await page.fill("#opt-beams", "3");
-    const opted = await captionGallery(page, "demo-int8", IMAGES[2]);
-    const wantOpted = nativeCaptions(bin, "demo-int8", [IMAGES[2]], ["--prompt", PROMPT, "--max-length", "12", "--num-beams", "3"])[IMAGES[2]];
-    check(
-      opted.status === "done" && opted.tokenIds === wantOpted.token_ids.join(" ") && opted.caption === wantOpted.caption,
-      "prompt, max length and beams = native",
-      `"${opted.caption}" ${opted.tokenIds} vs "${wantOpted.caption}" ${wantOpted.token_ids.join(" ")}`,
-    );
-    await page.fill("#opt-prompt", "");
-    await page.fill("#opt-max-length", "");
-    await page.fill("#opt-beams", "1");
-
-    log(`benchmark view on ${BENCH_IMAGES} images`);
-    await page.fill("#bench-count", String(BENCH_IMAGES));
-    await page.fill("#bench-warmup", "1");
-    await page.click("#bench-run");
-    await page.waitForSelector("#bench-section[data-status=done], #bench-section[data-status=error]", { timeout: 300_000 });
-    check((await page.getAttribute("#bench-section", "data-status")) === "done", "benchmark finished");
-    const table = await page.$$eval("#bench-table tr", (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
-    console.log(table.map((r) => `  | ${r.join(" | ")} |`).join("\n"));
-    check(table[0]?.join("|") === "Metric|demo|demo-int8|Improvement (demo-int8 vs demo)", "comparison header", table[0]);
-    check(
-      JSON.stringify(table.slice(1).map((r) => r[0])) ===
-        JSON.stringify(["Inference speed (s/image)", "Throughput (img/s)", "Memory (MB)", "Model size (MB)", "BLEU-4", "Tokens/s"]),
-      "comparison rows",
-    );
-    check(table.slice(1).every((r) => r.length === 4 && r[3] !== "n/a"), "every row has an improvement", JSON.stringify(table));
-    check((await page.$$("#bench-chart svg polyline")).length === 2, "chart with two series");
-    const results = {};
-    for (const m of MODELS) {
-      const [dl] = await Promise.all([page.waitForEvent("download"), page.click(`#bench-downloads [data-file="${m}_results.json"]`)]);
-      const text = await readFile(await dl.path(), "utf8");
-      await writeFile(join(artifacts, `${m}_results.json`), text);
-      results[m] = JSON.parse(text);
-    }
-    for (const m of MODELS) {
-      const r = results[m];
-      const p = r.performance_metrics;
-      check(r.label === m && r.model_info.model_path === `models/${m}`, `${m}_results.json: label and model_path`);
-      check(p.total_samples === BENCH_IMAGES && p.individual_times.length === BENCH_IMAGES, `${m}: ${BENCH_IMAGES} samples`);
-      check(p.avg_inference_time > 0 && p.throughput_images_per_sec > 0 && p.tokens_per_second > 0, `${m}: speed fields`);
-      check(p.memory_usage_mb > 0 && p.memory_usage_mb < 4096, `${m}: memory_usage_mb`, p.memory_usage_mb);
-      check(["preprocess_s", "vision_s", "decode_s"].every((k) => p.breakdown[k] >= 0), `${m}: breakdown`);
-      const q = r.quality_metrics;
-      check(q && q.bleu_score >= 0 && q.bleu_score <= 1 && q.Bleu_4 === q.bleu_score && "CIDEr" in q && "ROUGE_L" in q, `${m}: quality_metrics`);
-      const mi = r.model_info;
-      const size = (await stat(join(root, `models/${m}/model.safetensors`))).size / 2 ** 20;
-      check(Math.abs(mi.model_size_mb - size) < 1e-9 && mi.total_parameters > 0 && mi.is_quantized === (m === "demo-int8"), `${m}: model_info`);
-      check(/^wasm32 relaxed-simd \(browser, [2-8] threads\)$/.test(mi.device), `${m}: device names the build and its threads`, mi.device);
-      const same = r.samples.every((s) => s.token_ids.join(" ") === native[m][s.image].token_ids.join(" ") && s.caption === native[m][s.image].caption);
-      check(same && r.samples.length === BENCH_IMAGES, `${m}: benchmark captions and token ids = native`);
-    }
-    const md = await page.textContent("#bench-markdown");
-    check(md.startsWith("| Metric | demo | demo-int8 | Improvement (demo-int8 vs demo) |\n|---|---|---|---|\n"), "comparison.md format");
-    await page.locator("#bench-section").scrollIntoViewIfNeeded();
-    await shot("04-benchmark");
-
-    log("cache: a second visit does not download again; clear cache empties it");
-    await page.reload();
-    await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
-    const cached = await loadBundled(page, "demo");
-    check(cached.fromCache === "true", "second load comes from the Cache API", cached.fromCache);
-    await page.waitForFunction(() => /\d+ files/.test(document.getElementById("cache-status").textContent));
-    await page.click("#clear-cache");
-    await page.waitForFunction(() => /empty/.test(document.getElementById("cache-status").textContent));
-    check(true, "clear cache empties the cache");
-    await page.setViewportSize({ width: 390, height: 844 });
-    await shot("05-mobile");
-
-    log("a static host without COOP/COEP: the service worker isolates the page");
-    const plain = await serve(dist, { isolate: false });
-    try {
-      const plainBase = `http://127.0.0.1:${plain.address().port}/`;
-      const p2 = await context.newPage();
-      p2.on("pageerror", (e) => pageErrors.push(`page error (no headers): ${e.message}`));
-      await p2.goto(plainBase);
-      // The page registers www/coi-sw.js and reloads once; waitForSelector spans the reload.
-      await p2.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
-      const sw = await p2.evaluate(() => navigator.serviceWorker.controller?.scriptURL ?? null);
-      check(sw !== null && sw.endsWith("/coi-sw.js"), "the page is controlled by coi-sw.js", sw);
-      await checkThreads(p2, "without headers, through the service worker");
-      await loadBundled(p2, "demo-int8");
-      await p2.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
-      const r = await captionGallery(p2, "demo-int8", IMAGES[0]);
-      check(r.tokenIds === native["demo-int8"][IMAGES[0]].token_ids.join(" "), "without headers: caption = native", r.tokenIds);
-      await p2.screenshot({ path: join(artifacts, "06-service-worker.png"), fullPage: true });
-      await p2.close();
-
-      log("no headers and no service worker: one thread, said so, same captions");
-      const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-      try {
-        const p3 = await (await browser.newContext({ serviceWorkers: "block" })).newPage();
-        p3.on("pageerror", (e) => pageErrors.push(`page error (single thread): ${e.message}`));
-        await p3.goto(plainBase);
-        await p3.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
-        const t = await p3.evaluate(() => ({
-          isolated: self.crossOriginIsolated,
-          threads: document.body.dataset.threads,
-          note: document.getElementById("threads-note").textContent,
-          notices: [...document.querySelectorAll("#messages .msg.notice")].map((m) => m.textContent),
-        }));
-        console.log(`  crossOriginIsolated ${t.isolated}, threads ${t.threads} ${t.note}; notice: ${t.notices.join(" / ")}`);
-        check(t.isolated === false && t.threads === "1", "not isolated: the worker runs on one thread", JSON.stringify(t));
-        check(/not cross-origin isolated/.test(t.note), "the thread count says why", t.note);
-        check(t.notices.some((m) => /one thread/.test(m) && /Cross-Origin-Embedder-Policy/.test(m)), "a notice explains the headers", t.notices.join(" / "));
-        await loadBundled(p3, "demo-int8");
-        await p3.waitForSelector(`#gallery [data-file="${IMAGES[1]}"]`, { timeout: 30_000 });
-        const r = await captionGallery(p3, "demo-int8", IMAGES[1]);
-        check(r.tokenIds === native["demo-int8"][IMAGES[1]].token_ids.join(" "), "one thread: caption = native", r.tokenIds);
-        await p3.screenshot({ path: join(artifacts, "07-single-thread.png"), fullPage: true });
-      } finally {
-        await browser.close();
-      }
-    } finally {
-      plain.close();
-    }
+    await faultScenario(t);
+    await optionsScenario(t);
+    await benchmarkScenario(t);
+    await cacheScenario(t);
+    await noHeadersScenarios(t);
 
     check(pageErrors.length === 0, "no uncaught errors in the page", pageErrors.join("\n"));
   } finally {
