@@ -10,24 +10,18 @@
 // .model-item elements with data-key, data-weight-bytes, data-mem-before, data-mem-after,
 // data-load-ratio, data-from-cache. Errors go to #messages (role="alert"). body[data-wasm-build]
 // names the worker's build ("relaxed-simd" or "simd128"), body[data-threads] its threads.
-import { CACHE_NAME, MB } from "./common.js";
+import { showReport } from "./bench-view.js";
+import { CACHE_NAME } from "./common.js";
+import { $, el, fmtInt, fmtMB, fmtMs, fmtSize, showMessage } from "./dom.js";
+import { ensureIsolation } from "./isolation.js";
+import { WorkerClient } from "./worker-client.js";
 
-const $ = (id) => document.getElementById(id);
-const WORKER_URL = new URL("./worker.js", import.meta.url);
-// `?threads=N` on the page's URL sets the worker's thread pool size (e.g. 1 to compare).
-const THREADS_PARAM = new URLSearchParams(location.search).get("threads");
-if (THREADS_PARAM) WORKER_URL.searchParams.set("threads", THREADS_PARAM);
-// `?simd=simd128` loads the simd128 build even where relaxed SIMD is there (see worker.js).
-const SIMD_PARAM = new URLSearchParams(location.search).get("simd");
-if (SIMD_PARAM) WORKER_URL.searchParams.set("simd", SIMD_PARAM);
 /** The page's own wasm module: trunk's loader sets window.wasmBindings and fires
  * TrunkApplicationStarted once init() is done. */
 const wasmBindings = new Promise((resolve) => {
   if (window.wasmBindings) resolve(window.wasmBindings);
   else addEventListener("TrunkApplicationStarted", () => resolve(window.wasmBindings), { once: true });
 });
-/** sessionStorage key: set while the page reloads to come back cross-origin isolated. */
-const COI_RELOAD_KEY = "blipq-coi-reload";
 const EVAL_BASE = new URL("../data/demo-eval/", import.meta.url);
 const BUNDLED = {
   demo: { label: "demo", title: "Demo FP32", modelPath: "models/demo" },
@@ -47,147 +41,15 @@ let galleryShown = 0;
 let resultCount = 0;
 let busy = 0;
 
-// ---------------------------------------------------------------- formatting helpers
-
-const fmtMB = (bytes) => `${(bytes / MB).toFixed(bytes < 10 * MB ? 2 : 1)} MB`;
-/** Sizes of downloads: KB below 1 MB, so small JSON files do not read "0.00 MB". */
-const fmtSize = (bytes) => (bytes < MB ? `${(bytes / 1024).toFixed(1)} KB` : fmtMB(bytes));
-const fmtMs = (s) => `${(s * 1000).toFixed(1)} ms`;
-const fmtInt = (n) => n.toLocaleString("en-US");
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") e.className = v;
-    else if (k === "text") e.textContent = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) e.append(c);
-  return e;
-}
-
-/** Shows an error (or notice) in the alert region; keeps the last few. */
-function showMessage(text, kind = "error") {
-  const box = $("messages");
-  const msg = el(
-    "div",
-    { class: `msg ${kind}` },
-    el("span", { text: `${kind === "error" ? "Error: " : ""}${text}` }),
-    el("button", {
-      type: "button",
-      class: "dismiss",
-      "aria-label": "Dismiss message",
-      text: "×",
-      onclick: () => msg.remove(),
-    }),
-  );
-  box.append(msg);
-  while (box.children.length > 4) box.firstElementChild.remove();
-  if (kind === "error") console.warn(`blipq: ${text}`);
-}
-
 function setBusy(delta) {
   busy += delta;
   document.body.toggleAttribute("data-busy", busy > 0);
 }
 
-// ---------------------------------------------------------------- worker client
-
-/** Request/response over one worker; events are routed to the request that caused them. */
-class WorkerClient {
-  constructor(onFatal) {
-    this.worker = new Worker(WORKER_URL, { type: "module" });
-    this.nextId = 1;
-    this.pending = new Map();
-    this.onFatal = onFatal;
-    this.worker.onmessage = (e) => this.dispatch(e.data);
-    this.worker.onerror = (e) => {
-      e.preventDefault();
-      this.failAll(`the worker failed to start or crashed (${e.message || "no details"})`);
-    };
-  }
-  dispatch(msg) {
-    const p = this.pending.get(msg.id);
-    if (!p) return;
-    if (msg.type === "done") {
-      this.pending.delete(msg.id);
-      p.resolve(msg);
-    } else if (msg.type === "error") {
-      this.pending.delete(msg.id);
-      const err = new Error(msg.message);
-      err.fatal = msg.fatal;
-      p.reject(err);
-      if (msg.fatal && this.onFatal) this.onFatal(msg.message);
-    } else {
-      p.onEvent?.(msg);
-    }
-  }
-  failAll(message) {
-    for (const p of this.pending.values()) p.reject(Object.assign(new Error(message), { fatal: true }));
-    this.pending.clear();
-    if (this.onFatal) this.onFatal(message);
-  }
-  request(type, payload = {}, onEvent = null) {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, onEvent });
-      this.worker.postMessage({ id, type, ...payload });
-    });
-  }
-  terminate() {
-    this.onFatal = null;
-    this.worker.terminate();
-    for (const p of this.pending.values()) p.reject(new Error("the worker was stopped"));
-    this.pending.clear();
-  }
-}
-
 // ---------------------------------------------------------------- cross-origin isolation
 
-/**
- * The threaded wasm needs a cross-origin isolated page (COOP + COEP headers). When the server did
- * not send them, registers www/coi-sw.js, which adds them, and reloads the page once so that the
- * service worker serves it. Never reloads twice in a row: the sessionStorage flag stays set until
- * a load comes back isolated. Resolves to null when isolated, else to why not (the page then runs
- * on one thread).
- */
-async function ensureIsolation() {
-  const session = (() => {
-    try {
-      return window.sessionStorage;
-    } catch {
-      return null; // storage disabled
-    }
-  })();
-  if (self.crossOriginIsolated) {
-    session?.removeItem(COI_RELOAD_KEY);
-    return null;
-  }
-  // The single-threaded build has no use for isolation: no service worker, no reload.
-  if (typeof (await wasmBindings).initThreadPool !== "function") return null;
-  if (!window.isSecureContext || !("serviceWorker" in navigator)) {
-    return "not cross-origin isolated, and service workers are unavailable here (https or localhost needed)";
-  }
-  if (!session) return "not cross-origin isolated, and without session storage the page cannot reload safely";
-  try {
-    await navigator.serviceWorker.register(new URL("../coi-sw.js", import.meta.url));
-    if (session.getItem(COI_RELOAD_KEY)) {
-      session.removeItem(COI_RELOAD_KEY);
-      return "not cross-origin isolated, even through the service worker (forced reload?)";
-    }
-    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("it did not activate")), 5_000));
-    await Promise.race([navigator.serviceWorker.ready, timeout]);
-    session.setItem(COI_RELOAD_KEY, "1");
-    location.reload();
-    return new Promise(() => {}); // the page is going away
-  } catch (e) {
-    return `not cross-origin isolated: the isolation service worker failed (${e.message})`;
-  }
-}
 // Started at once, so a reload for isolation happens as early as possible.
-const isolation = ensureIsolation().catch((e) => `not cross-origin isolated (${e.message})`);
+const isolation = ensureIsolation(wasmBindings).catch((e) => `not cross-origin isolated (${e.message})`);
 
 let isolationNoticeShown = false;
 function showThreads(hello, isolationNote) {
@@ -704,119 +566,6 @@ async function runBenchmark() {
     $("bench-run").disabled = false;
     setBusy(-1);
   }
-}
-
-function showReport(report) {
-  const results = report.models.map((m) => JSON.parse(m.resultsJson));
-  $("bench-output").hidden = false;
-  $("bench-markdown").textContent = report.comparisonMarkdown;
-  renderMarkdownTable(report.comparisonMarkdown, $("bench-table"));
-  renderChart(results);
-  const downloads = $("bench-downloads");
-  downloads.replaceChildren();
-  const files = [];
-  for (const m of report.models) {
-    files.push([`${m.label}_results.json`, m.resultsJson, "application/json"]);
-    files.push([`${m.label}_captions.json`, m.captionsJson, "application/json"]);
-  }
-  files.push(["comparison.json", report.comparisonJson, "application/json"]);
-  files.push(["comparison.md", report.comparisonMarkdown, "text/markdown"]);
-  for (const [name, text, type] of files) {
-    downloads.append(
-      el("button", {
-        type: "button",
-        class: "secondary",
-        "data-file": name,
-        text: `Download ${name}`,
-        onclick: () => download(name, text, type),
-      }),
-    );
-  }
-  $("bench-output").dataset.report = JSON.stringify({ files: files.map((f) => f[0]) });
-  window.blipqLastReport = report; // for scripting and the e2e test
-}
-
-function download(name, text, type) {
-  const url = URL.createObjectURL(new Blob([text], { type }));
-  const a = el("a", { href: url, download: name });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
-}
-
-/** The table of a comparison.md (its `|` lines); the lines after it (the unit note) join the caption. */
-function renderMarkdownTable(md, table) {
-  const lines = md.trim().split("\n").map((l) => l.trim());
-  const rows = lines
-    .filter((l) => l.startsWith("|") && !/^\|(-+\|)+$/.test(l))
-    .map((l) => l.replace(/^\||\|$/g, "").split("|").map((c) => c.trim()));
-  const notes = lines.filter((l) => l && !l.startsWith("|")).join(" ");
-  const [head, ...body] = rows;
-  table.replaceChildren(
-    el("caption", { text: `FP32 vs INT8 on the bundled eval set (first model is the reference). ${notes}`.trim() }),
-    el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col", text: h })))),
-    el(
-      "tbody",
-      {},
-      ...body.map((r) => el("tr", {}, el("th", { scope: "row", text: r[0] }), ...r.slice(1).map((c) => el("td", { text: c })))),
-    ),
-  );
-}
-
-function renderChart(results) {
-  const W = 720;
-  const H = 260;
-  const pad = { l: 56, r: 16, t: 16, b: 40 };
-  const colors = ["#1d4ed8", "#c2410c", "#15803d", "#7e22ce"];
-  const series = results.map((r) => r.performance_metrics.individual_times);
-  const n = Math.max(...series.map((s) => s.length), 1);
-  const maxT = Math.max(...series.flat(), 1e-6) * 1.1;
-  const x = (i) => pad.l + (n === 1 ? (W - pad.l - pad.r) / 2 : (i / (n - 1)) * (W - pad.l - pad.r));
-  const y = (t) => H - pad.b - (t / maxT) * (H - pad.t - pad.b);
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = (tag, attrs) => {
-    const e = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    return e;
-  };
-  const summary = results
-    .map((r) => `${r.label}: mean ${(r.performance_metrics.avg_inference_time * 1000).toFixed(1)} ms per image`)
-    .join("; ");
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "chart-h chart-desc" });
-  const desc = svg("desc", { id: "chart-desc" });
-  desc.textContent = `Seconds per image for each model over ${n} images. ${summary}.`;
-  root.append(desc);
-  for (let k = 0; k <= 4; k++) {
-    const t = (maxT * k) / 4;
-    root.append(svg("line", { x1: pad.l, x2: W - pad.r, y1: y(t), y2: y(t), class: "grid" }));
-    const label = svg("text", { x: pad.l - 6, y: y(t) + 4, "text-anchor": "end", class: "axis" });
-    label.textContent = `${(t * 1000).toFixed(maxT < 0.05 ? 1 : 0)} ms`;
-    root.append(label);
-  }
-  const xl = svg("text", { x: (W + pad.l) / 2, y: H - 8, "text-anchor": "middle", class: "axis" });
-  xl.textContent = "image (eval order)";
-  root.append(xl);
-  series.forEach((s, k) => {
-    const color = colors[k % colors.length];
-    root.append(
-      svg("polyline", {
-        points: s.map((t, i) => `${x(i)},${y(t)}`).join(" "),
-        fill: "none",
-        stroke: color,
-        "stroke-width": 2,
-      }),
-    );
-    s.forEach((t, i) => root.append(svg("circle", { cx: x(i), cy: y(t), r: 3, fill: color })));
-  });
-  const legend = el(
-    "ul",
-    { class: "legend" },
-    ...results.map((r, k) =>
-      el("li", {}, el("span", { class: "swatch", style: `background:${colors[k % colors.length]}` }), r.label),
-    ),
-  );
-  $("bench-chart").replaceChildren(root, legend);
 }
 
 // ---------------------------------------------------------------- wiring
