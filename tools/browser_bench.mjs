@@ -35,17 +35,18 @@
 //
 // What it does: serves --dist, each --model directory and the image over node's http on
 // 127.0.0.1 with the COOP/COEP headers (so the page is cross-origin isolated and may share wasm
-// memory with threads), plus a generated harness (/__bench__/index.html + worker.js, placed inside the dist
-// tree so the worker imports "../blipq.js"), and drives the system Chromium through
-// playwright-core (Playwright's launch gives it a fresh temporary profile). For each thread count
-// and model, in a fresh browser context and page with a fresh
-// dedicated module worker (one model per wasm instance, so memory figures don't mix), the worker
-//   1. init()s the wasm module from ../blipq_bg.wasm and, for more than one thread, starts the
-//      rayon pool (initThreadPool), as www/worker.js does,
-//   2. fetches the checkpoint's files into Uint8Arrays,
-//   3. reads wasmMemoryBytes() before and after `new Captioner(files)`; wasm memory only grows,
-//      so "after" is the peak while loading (the weight file itself stays in JS memory),
-//   4. captions the image --warmup times, then --runs times with `{fixedNewTokens: N}`,
+// memory with threads), plus a small harness page (/__bench__/index.html) that drives the
+// page's own inference worker (www/worker.js through www/worker-client.js, the page's client),
+// and drives the system Chromium through playwright-core. For each thread count, model and
+// build, in a fresh browser context (empty Cache) with a fresh worker (one model per wasm
+// instance, so memory figures don't mix), the harness sends the page's requests:
+//   1. hello: the worker loads its build (relaxed SIMD where the engine has it, or simd128 with
+//      `?simd=simd128`) and starts its thread pool (`?threads=N`), exactly as for the page,
+//   2. load: the worker downloads the checkpoint by the engine's file names and builds the model;
+//      "fetch s" runs to the end of the download, "load s" from there until the model is ready
+//      (including the page's Cache store); wasm memory before and after building (it only grows,
+//      so "after" is the peak while loading; the weight file itself stays in JS memory),
+//   3. caption, --warmup times untimed, then --runs times with `{fixedNewTokens: N}`,
 // and posts the results back. Prints one Markdown table (a row per model, build and thread count)
 // and checks issue 10's browser targets (meant for the `blipq synth --preset base` checkpoints):
 // INT8 <= 2.0 s per caption on 2 threads and <= 3.5 s on one, INT8 at least 2x faster than FP32
@@ -56,49 +57,19 @@
 // tools/node_modules:   npm install --no-save --prefix tools playwright-core
 // No browser is downloaded: the system Chromium is driven (never run `npx playwright install`).
 
-import { createServer } from "node:http";
-import { createReadStream, existsSync, statSync, writeFileSync } from "node:fs";
-import { basename, dirname, extname, join, resolve, sep } from "node:path";
+import { existsSync, statSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 import { CHROMIUM_ARGS } from "../tests/e2e/chromium.mjs";
+import { serveStatic } from "../tests/e2e/server.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, "..");
 
-// Checkpoint files the worker fetches when the model directory has them.
-const MODEL_FILES = [
-  "config.json",
-  "model.safetensors",
-  "tokenizer.json",
-  "preprocessor_config.json",
-  "processor_config.json",
-  "tokenizer_config.json",
-  "generation_config.json",
-];
-const REQUIRED_FILES = ["config.json", "model.safetensors", "tokenizer.json"];
 /** Each wasm build's folder in the dist tree (scripts/web.sh puts the relaxed one in relaxed/). */
 const BUILDS = { simd128: "", "relaxed-simd": "relaxed" };
 
-
-const CONTENT_TYPES = {
-  ".html": "text/html; charset=utf-8",
-  ".js": "text/javascript; charset=utf-8",
-  ".mjs": "text/javascript; charset=utf-8",
-  ".css": "text/css; charset=utf-8",
-  ".json": "application/json",
-  ".wasm": "application/wasm",
-  ".ts": "text/plain; charset=utf-8",
-  ".png": "image/png",
-  ".jpg": "image/jpeg",
-  ".jpeg": "image/jpeg",
-  ".webp": "image/webp",
-  ".gif": "image/gif",
-  ".bmp": "image/bmp",
-  ".svg": "image/svg+xml",
-  ".txt": "text/plain; charset=utf-8",
-  ".md": "text/plain; charset=utf-8",
-};
 
 const USAGE = `usage: node tools/browser_bench.mjs --dist DIR --model DIR [--model DIR]... --image FILE
        [--tokens 20] [--warmup 1] [--runs 3] [--threads auto] [--builds simd128,relaxed-simd]
@@ -201,8 +172,11 @@ async function loadPlaywright() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The harness served at /__bench__/ and /relaxed/__bench__/ (inside the dist tree, so
-// "../blipq.js" is dist/blipq.js or dist/relaxed/blipq.js: the build under test).
+// The harness page served at /__bench__/index.html: it drives the page's own inference worker
+// (www/worker.js, through www/worker-client.js) with the page's requests — hello, load, caption —
+// so what is timed is exactly what a user of the page gets: the worker picks the build (relaxed
+// SIMD where the engine has it; `?simd=simd128` forces simd128) and starts the thread pool
+// (`?threads=N`) as it does for the page, and downloads the checkpoint with the page's rules.
 
 const HARNESS_HTML = `<!doctype html>
 <html lang="en">
@@ -210,184 +184,87 @@ const HARNESS_HTML = `<!doctype html>
 <body>
 <pre id="log"></pre>
 <script type="module">
-const params = new URLSearchParams(location.search);
-const job = JSON.parse(params.get("job"));
+import { WorkerClient } from "../www/worker-client.js";
+
+const job = JSON.parse(new URLSearchParams(location.search).get("job"));
+const now = () => performance.now() / 1000;
 const log = (text) => {
   document.getElementById("log").textContent += text + "\\n";
   console.log("[bench] " + text);
 };
-window.benchResult = new Promise((resolve) => {
-  const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-  worker.onmessage = (event) => {
-    const msg = event.data;
-    if (msg.type === "progress") log(msg.text);
-    else resolve(msg);
-  };
-  worker.onerror = (event) => {
-    resolve({ type: "result", ok: false, error: "worker error: " + (event.message || "failed to start (module load error?)") });
-  };
-  worker.postMessage(job);
-});
+window.benchResult = (async () => {
+  const out = { ok: false, stage: "init" };
+  try {
+    let fatal = null;
+    const client = new WorkerClient((message) => { fatal = message; });
+    let t = now();
+    const hello = await client.request("hello");
+    out.init_s = now() - t;
+    out.version = hello.version;
+    out.wasm_build = hello.wasmBuild;
+    out.threads = hello.threads;
+    out.threads_note = hello.threadsNote;
+    out.cross_origin_isolated = hello.crossOriginIsolated;
+    out.wasm_bytes_after_init = hello.wasmMemoryBytes;
+    log("worker ready (blipq " + out.version + ", " + out.wasm_build + ", " + out.threads + " thread(s)) in " + out.init_s.toFixed(2) + " s");
+
+    out.stage = "load";
+    t = now();
+    let building = null;
+    const loaded = await client.request("load", { key: "m", source: { kind: "url", base: job.modelUrl } }, (ev) => {
+      if (ev.type === "progress" && ev.stage === "building" && building === null) building = now();
+    });
+    const done = now();
+    out.fetch_s = (building ?? done) - t;
+    out.load_s = done - (building ?? t);
+    out.safetensors_bytes = loaded.weightBytes;
+    out.fetched_bytes = loaded.totalBytes;
+    out.wasm_bytes_before_load = loaded.memBefore;
+    out.wasm_bytes_after_load = loaded.memAfter;
+    out.info = loaded.info;
+    log("downloaded in " + out.fetch_s.toFixed(2) + " s, built in " + out.load_s.toFixed(2) + " s; wasm memory " + (out.wasm_bytes_after_load / 2 ** 20).toFixed(1) + " MiB");
+
+    out.stage = "caption";
+    const res = await fetch(job.imageUrl, { cache: "no-store" });
+    if (!res.ok) throw new Error("GET " + job.imageUrl + ": HTTP " + res.status);
+    const image = await res.arrayBuffer();
+    const one = async (label) => {
+      let callbacks = 0;
+      const t0 = now();
+      const r = await client.request("caption", { key: "m", image: image.slice(0), options: { fixedNewTokens: job.tokens } }, (ev) => {
+        if (ev.type === "token") callbacks++;
+      });
+      const wall = now() - t0;
+      out.wasm_bytes_after_caption = r.wasmMemoryBytes;
+      log(label + ": " + r.timings.total_s.toFixed(2) + " s (vision " + r.timings.vision_s.toFixed(2) + ", decode " + r.timings.decode_s.toFixed(2) + "), " + r.newTokens + " tokens: " + JSON.stringify(r.caption));
+      return { caption: r.caption, tokenIds: r.tokenIds, newTokens: r.newTokens, timings: r.timings, wall_s: wall, callbacks };
+    };
+    out.warmup = [];
+    for (let i = 0; i < job.warmup; i++) out.warmup.push(await one("warm-up " + (i + 1) + "/" + job.warmup));
+    out.runs = [];
+    for (let i = 0; i < job.runs; i++) out.runs.push(await one("run " + (i + 1) + "/" + job.runs));
+    client.terminate();
+    out.stage = "done";
+    out.ok = true;
+  } catch (e) {
+    out.error = String(e && e.message ? e.message : e);
+  }
+  return out;
+})();
 </script>
 </body>
 </html>
 `;
 
-const HARNESS_WORKER = `// Generated by tools/browser_bench.mjs.
-import init, * as blipq from "../blipq.js";
-
-const { Captioner, version, wasmMemoryBytes } = blipq;
-
-const now = () => performance.now() / 1000;
-const progress = (text) => postMessage({ type: "progress", text });
-
-async function fetchBytes(url) {
-  const res = await fetch(url, { cache: "no-store" });
-  if (!res.ok) throw new Error("GET " + url + ": HTTP " + res.status);
-  return new Uint8Array(await res.arrayBuffer());
-}
-
-async function run(job) {
-  const out = { type: "result", ok: false, stage: "init" };
-  try {
-    let t = now();
-    await init({ module_or_path: new URL("../blipq_bg.wasm", import.meta.url) });
-    out.init_s = now() - t;
-    out.version = version();
-    out.wasm_build = blipq.wasmBuild();
-    out.wasm_bytes_after_init = wasmMemoryBytes();
-    out.stage = "threads";
-    out.cross_origin_isolated = !!self.crossOriginIsolated;
-    out.hardware_concurrency = navigator.hardwareConcurrency || 1;
-    const wanted = job.threads || Math.max(1, Math.min(out.hardware_concurrency, 8));
-    if (wanted > 1) {
-      if (typeof blipq.initThreadPool !== "function") throw new Error("this build has no initThreadPool: build it with scripts/web.sh build --release");
-      if (!self.crossOriginIsolated) throw new Error("the harness is not cross-origin isolated");
-      t = now();
-      await blipq.initThreadPool(wanted);
-      out.pool_s = now() - t;
-    }
-    out.threads = blipq.rayonThreads ? blipq.rayonThreads() : 1;
-    progress("wasm ready (blipq " + out.version + ", " + (out.wasm_bytes_after_init / 2 ** 20).toFixed(1) + " MiB, " + out.threads + " thread(s)) in " + out.init_s.toFixed(2) + " s");
-
-    out.stage = "fetch";
-    t = now();
-    let files = {};
-    let fetched = 0;
-    for (const name of job.files) {
-      files[name] = await fetchBytes(job.modelUrl + name);
-      fetched += files[name].byteLength;
-    }
-    out.fetch_s = now() - t;
-    out.fetched_bytes = fetched;
-    out.safetensors_bytes = files["model.safetensors"].byteLength;
-    progress("fetched " + job.files.length + " files, " + (fetched / 1e6).toFixed(1) + " MB in " + out.fetch_s.toFixed(2) + " s");
-
-    out.stage = "load";
-    out.wasm_bytes_before_load = wasmMemoryBytes();
-    t = now();
-    let captioner = new Captioner(files);
-    out.load_s = now() - t;
-    out.wasm_bytes_after_load = wasmMemoryBytes();
-    files = null; // the weight file lives in JS memory; let it go
-    out.info = captioner.info();
-    progress("loaded in " + out.load_s.toFixed(2) + " s; wasm memory " + (out.wasm_bytes_after_load / 2 ** 20).toFixed(1) + " MiB");
-
-    out.stage = "caption";
-    const image = await fetchBytes(job.imageUrl);
-    const options = { fixedNewTokens: job.tokens };
-    const one = (label) => {
-      let callbacks = 0;
-      const t0 = now();
-      const r = captioner.caption(image, options, () => { callbacks++; });
-      const wall = now() - t0;
-      progress(label + ": " + r.timings.total_s.toFixed(2) + " s (vision " + r.timings.vision_s.toFixed(2) + ", decode " + r.timings.decode_s.toFixed(2) + "), " + r.newTokens + " tokens: " + JSON.stringify(r.caption));
-      return { caption: r.caption, tokenIds: r.tokenIds, newTokens: r.newTokens, timings: r.timings, wall_s: wall, callbacks };
-    };
-    out.warmup = [];
-    for (let i = 0; i < job.warmup; i++) out.warmup.push(one("warm-up " + (i + 1) + "/" + job.warmup));
-    out.runs = [];
-    for (let i = 0; i < job.runs; i++) out.runs.push(one("run " + (i + 1) + "/" + job.runs));
-    out.wasm_bytes_after_caption = wasmMemoryBytes();
-    captioner.free();
-    captioner = null;
-    out.stage = "done";
-    out.ok = true;
-  } catch (e) {
-    out.error = String(e && e.message ? e.message : e);
-    try { out.wasm_bytes_at_error = wasmMemoryBytes(); } catch (_) {}
-  }
-  postMessage(out);
-}
-
-onmessage = (event) => run(event.data);
-`;
-
 // ---------------------------------------------------------------------------------------------
-// Static server on 127.0.0.1.
-
-/** Cross-origin isolation (SharedArrayBuffer, hence wasm threads), as Trunkfile.toml serves. */
-const ISOLATION = {
-  "Cross-Origin-Opener-Policy": "same-origin",
-  "Cross-Origin-Embedder-Policy": "require-corp",
-};
+// The loopback host (tests/e2e/server.mjs, the e2e test's): dist/ at the root, each model folder
+// at /__models__/<i>/, the image's folder at /__image__/, the harness at /__bench__/.
 
 function startServer(opts) {
-  const modelDirs = opts.models;
-  const server = createServer((req, res) => {
-    const send = (status, body, type = "text/plain; charset=utf-8") => {
-      res.writeHead(status, { "Content-Type": type, "Cache-Control": "no-store", "Content-Length": Buffer.byteLength(body), ...ISOLATION });
-      res.end(req.method === "HEAD" ? undefined : body);
-    };
-    if (req.method !== "GET" && req.method !== "HEAD") return send(405, "method not allowed\n");
-    let path;
-    try {
-      path = decodeURIComponent(new URL(req.url, "http://127.0.0.1").pathname);
-    } catch {
-      return send(400, "bad path\n");
-    }
-    const harness = path.replace(/^\/relaxed\/__bench__\//, "/__bench__/");
-    if (harness === "/__bench__/index.html" || harness === "/__bench__/") return send(200, HARNESS_HTML, CONTENT_TYPES[".html"]);
-    if (harness === "/__bench__/worker.js") return send(200, HARNESS_WORKER, CONTENT_TYPES[".js"]);
-
-    let root;
-    let rel;
-    let m;
-    if ((m = /^\/__models__\/(\d+)\/(.*)$/.exec(path))) {
-      root = modelDirs[Number(m[1])];
-      rel = m[2];
-    } else if (path === "/__image__/" + basename(opts.image)) {
-      root = dirname(opts.image);
-      rel = basename(opts.image);
-    } else {
-      root = opts.dist;
-      rel = path.slice(1) || "index.html";
-    }
-    if (!root) return send(404, "not found\n");
-    const file = resolve(root, rel);
-    if (file !== root && !file.startsWith(root + sep)) return send(403, "forbidden\n");
-    let st;
-    try {
-      st = statSync(file);
-    } catch {
-      return send(404, "not found\n");
-    }
-    if (!st.isFile()) return send(404, "not found\n");
-    res.writeHead(200, {
-      "Content-Type": CONTENT_TYPES[extname(file).toLowerCase()] || "application/octet-stream",
-      "Content-Length": st.size,
-      "Cache-Control": "no-store",
-      ...ISOLATION,
-    });
-    if (req.method === "HEAD") return res.end();
-    const stream = createReadStream(file);
-    stream.on("error", () => res.destroy());
-    stream.pipe(res);
-  });
-  return new Promise((resolveListen, reject) => {
-    server.once("error", reject);
-    server.listen(opts.port, "127.0.0.1", () => resolveListen(server));
-  });
+  const mounts = Object.fromEntries(opts.models.map((dir, i) => [`/__models__/${i}/`, dir]));
+  mounts["/__image__/"] = dirname(opts.image);
+  const pages = { "/__bench__/index.html": HARNESS_HTML, "/__bench__/": HARNESS_HTML };
+  return serveStatic(opts.dist, { mounts, pages, port: opts.port });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -403,20 +280,12 @@ const stamp = (t0) => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s]`
 
 async function benchModel(browser, baseUrl, opts, index, threads, build, t0) {
   const dir = opts.models[index];
-  const files = MODEL_FILES.filter((f) => existsSync(join(dir, f)));
-  const result = { model: dir, label: basename(dir), requested_threads: threads || "auto", build, files, ok: false };
-  const missing = REQUIRED_FILES.filter((f) => !files.includes(f));
-  if (!files.includes("preprocessor_config.json") && !files.includes("processor_config.json")) {
-    missing.push("preprocessor_config.json (or processor_config.json)");
-  }
-  if (missing.length) {
-    result.error = `missing ${missing.join(", ")}`;
-    return result;
-  }
-  result.file_bytes = statSync(join(dir, "model.safetensors")).size;
+  const result = { model: dir, label: basename(dir), requested_threads: threads || "auto", build, ok: false };
+  // The worker fetches the files it needs by the engine's own names (a missing one is its error).
+  const weights = join(dir, "model.safetensors");
+  if (existsSync(weights)) result.file_bytes = statSync(weights).size;
 
   const job = {
-    files,
     modelUrl: `${baseUrl}/__models__/${index}/`,
     imageUrl: `${baseUrl}/__image__/${encodeURIComponent(basename(opts.image))}`,
     tokens: opts.tokens,
@@ -445,13 +314,18 @@ async function benchModel(browser, baseUrl, opts, index, threads, build, t0) {
     timer = setTimeout(() => resolveTimeout({ ok: false, error: `timed out after ${opts.timeoutMin} min` }), timeoutMs);
   });
   try {
-    const folder = BUILDS[build] ? `/${BUILDS[build]}` : "";
-    const url = `${baseUrl}${folder}/__bench__/index.html?job=${encodeURIComponent(JSON.stringify(job))}`;
+    // The page's own parameters: `threads` sizes the worker's pool, `simd=simd128` forces that
+    // build (else the worker takes relaxed SIMD where the engine validates it).
+    const params = new URLSearchParams({ job: JSON.stringify(job) });
+    if (threads) params.set("threads", String(threads));
+    if (build === "simd128") params.set("simd", "simd128");
+    const url = `${baseUrl}/__bench__/index.html?${params}`;
     await page.goto(url, { waitUntil: "load" });
     const wall0 = Date.now();
     const out = await Promise.race([page.evaluate(() => window.benchResult), crash, timeout]);
     result.page_wall_s = (Date.now() - wall0) / 1000;
-    Object.assign(result, out, { label: result.label, model: dir, files, file_bytes: result.file_bytes, requested_threads: result.requested_threads, build });
+    Object.assign(result, out, { label: result.label, model: dir, requested_threads: result.requested_threads, build });
+    result.file_bytes ??= result.safetensors_bytes;
     if (result.ok && result.wasm_build !== build) {
       result.ok = false;
       result.error = `asked for the ${build} build, the module says it is ${result.wasm_build}`;

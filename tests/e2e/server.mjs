@@ -1,7 +1,9 @@
-// Loopback HTTP servers for the end-to-end test (tests/e2e/run.mjs): the static host of dist/,
-// and a fault-injecting checkpoint host. Both listen on 127.0.0.1 only, on a port the system
+// Loopback HTTP servers for the end-to-end test (tests/e2e/run.mjs) and tools/browser_bench.mjs:
+// the static host of dist/ (with extra folders and pages mounted), and a fault-injecting
+// checkpoint host. Both listen on 127.0.0.1 only, on a port the system
 // picks, and are bounded: GET/HEAD only, a few connections at a time, short time-outs, and
 // close() drops every open connection.
+import { createReadStream } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { createServer } from "node:http";
 import { extname, join, normalize, sep } from "node:path";
@@ -15,6 +17,13 @@ export const TYPES = {
   ".json": "application/json",
   ".png": "image/png",
   ".jpg": "image/jpeg",
+  ".jpeg": "image/jpeg",
+  ".webp": "image/webp",
+  ".gif": "image/gif",
+  ".bmp": "image/bmp",
+  ".svg": "image/svg+xml",
+  ".txt": "text/plain; charset=utf-8",
+  ".md": "text/plain; charset=utf-8",
   ".safetensors": "application/octet-stream",
 };
 
@@ -25,7 +34,7 @@ export const ISOLATION = {
 };
 
 /** Limits every server here: loopback only, few connections, nothing hangs for long. */
-function bounded(server) {
+function bounded(server, port = 0) {
   server.maxConnections = 32;
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
@@ -38,35 +47,56 @@ function bounded(server) {
   };
   return new Promise((ok, fail) => {
     server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => ok(server));
+    server.listen(port, "127.0.0.1", () => ok(server));
   });
 }
 
-/** Serves `dir`; with `isolate`, every response carries the COOP/COEP headers. */
-export function serveStatic(dir, { isolate = true } = {}) {
+/**
+ * Serves `dir` (a folder's `index.html` for the folder); with `isolate`, every response carries
+ * the COOP/COEP headers. `mounts` maps URL prefixes (ending in "/") to more folders, `pages` exact
+ * URL paths to generated HTML, and `port` 0 lets the system pick. Files are streamed, so a
+ * checkpoint of any size is served without holding it in memory.
+ */
+export function serveStatic(dir, { isolate = true, mounts = {}, pages = {}, port = 0 } = {}) {
   const server = createServer(async (req, res) => {
+    const headers = { "Cache-Control": "no-store", ...(isolate ? ISOLATION : {}) };
+    const notFound = () => res.writeHead(404, { "Content-Type": "text/plain", ...headers }).end("not found");
     try {
       if (req.method !== "GET" && req.method !== "HEAD") {
         res.writeHead(405, { Allow: "GET, HEAD" }).end();
         return;
       }
       const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
-      let file = join(dir, path);
-      if (!file.startsWith(dir + sep) && file !== dir) throw new Error("outside");
-      if ((await stat(file)).isDirectory()) file = join(file, "index.html");
-      const body = await readFile(file);
+      if (path in pages) {
+        const body = Buffer.from(pages[path]);
+        res.writeHead(200, { "Content-Type": TYPES[".html"], "Content-Length": body.length, ...headers });
+        res.end(req.method === "HEAD" ? undefined : body);
+        return;
+      }
+      const mount = Object.keys(mounts).find((prefix) => path.startsWith(prefix));
+      const root = mount ? mounts[mount] : dir;
+      let file = join(root, mount ? path.slice(mount.length) : path);
+      if (!file.startsWith(root + sep) && file !== root) return notFound();
+      let st = await stat(file);
+      if (st.isDirectory()) {
+        file = join(file, "index.html");
+        st = await stat(file);
+      }
       res.writeHead(200, {
-        "Content-Type": TYPES[extname(file)] ?? "application/octet-stream",
-        "Content-Length": body.length,
-        "Cache-Control": "no-store",
-        ...(isolate ? ISOLATION : {}),
+        "Content-Type": TYPES[extname(file).toLowerCase()] ?? "application/octet-stream",
+        "Content-Length": st.size,
+        ...headers,
       });
-      res.end(req.method === "HEAD" ? undefined : body);
+      if (req.method === "HEAD") return res.end();
+      const stream = createReadStream(file);
+      stream.on("error", () => res.destroy());
+      stream.pipe(res);
     } catch {
-      res.writeHead(404, { "Content-Type": "text/plain" }).end("not found");
+      if (!res.headersSent) notFound();
+      else res.destroy();
     }
   });
-  return bounded(server);
+  return bounded(server, port);
 }
 
 // ------------------------------------------------------------------ faulty files
