@@ -18,7 +18,7 @@ use common::median;
 
 use std::path::PathBuf;
 
-use blipq::bench::{bytes_per_weight, Work};
+use blipq::eval::bench::{bytes_per_weight, Work};
 use blipq::kernels::ceiling;
 use blipq::{CaptionOptions, Captioner};
 

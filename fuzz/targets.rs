@@ -143,7 +143,7 @@ const MAX_RAW_TOKENIZE: usize = 1 << 10;
 /// BLEU-4, as the page shows it); without a NUL byte the input is tried as either file, and
 /// annotations are evaluated against themselves (each image's first reference as its result).
 pub fn coco(data: &[u8]) {
-    use blipq::metrics::{self, CocoCaption};
+    use blipq::eval::metrics::{self, CocoCaption};
     let text = String::from_utf8_lossy(data);
     let head: String = text.chars().take(MAX_RAW_TOKENIZE).collect();
     let _ = metrics::tokenize::ptb_tokenize(&head);
@@ -227,7 +227,7 @@ pub fn join_entries(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
 /// files, then the model built from them as the page does next.
 pub fn files(data: &[u8]) {
     let entries = split_entries(data);
-    if let Ok(files) = blipq::files::model_files_from_entries(entries) {
+    if let Ok(files) = blipq::checkpoint::files::model_files_from_entries(entries) {
         let _ = files.weights.names();
         let _ = blipq::Captioner::load(files);
     }

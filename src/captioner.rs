@@ -85,7 +85,7 @@ pub struct Captioner {
     pub max_pixels: u64,
 }
 
-pub use crate::files::{
+pub use crate::checkpoint::files::{
     ModelFiles, CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILES, PTH_FILE, SAFETENSORS_FILE,
     TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
 };

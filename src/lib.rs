@@ -4,21 +4,18 @@
 //! safetensors, `pytorch_model.bin`, or blipq's INT8 safetensors) and captions images exactly as
 //! `transformers` does; [`quantize`] writes INT8 checkpoints.
 
-pub mod bench;
 pub mod captioner;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod error;
-pub mod files;
+pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fsio;
 pub mod generate;
 pub mod kernels;
-pub mod metrics;
 pub mod model;
 pub mod preprocess;
-pub mod pth;
 pub mod quantize;
 pub mod synth;
 #[cfg(not(target_arch = "wasm32"))]

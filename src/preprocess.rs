@@ -414,9 +414,13 @@ pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage>
     if bytes.is_empty() {
         return Err(Error::image(name, "empty file (0 bytes)"));
     }
-    let max = crate::files::MAX_IMAGE_BYTES;
+    let max = crate::checkpoint::files::MAX_IMAGE_BYTES;
     if bytes.len() as u64 > max {
-        return Err(crate::files::too_large(name, bytes.len() as u64, max));
+        return Err(crate::checkpoint::files::too_large(
+            name,
+            bytes.len() as u64,
+            max,
+        ));
     }
     // Reading from memory cannot fail with an I/O error, but do not unwrap on principle.
     let reader = ImageReader::new(Cursor::new(bytes))

@@ -135,7 +135,7 @@ pub fn quantize_checkpoint(
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| {
         Error::checkpoint(
-            crate::files::SAFETENSORS_FILE,
+            crate::checkpoint::files::SAFETENSORS_FILE,
             format!("cannot serialize: {e}"),
         )
     })?;
@@ -359,7 +359,7 @@ pub fn quantize_dir(
     out: &crate::fsio::OutputDir,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<ModelMetrics> {
-    use crate::files::{copied_files, SAFETENSORS_FILE};
+    use crate::checkpoint::files::{copied_files, SAFETENSORS_FILE};
     let sw = crate::clock::Stopwatch::start();
     let files = crate::ModelFiles::from_dir(model_dir)?;
     crate::captioner::Parts::check(&files)?;

@@ -200,7 +200,7 @@ pub fn random_weights(
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize(views, None).map_err(|e| {
         Error::checkpoint(
-            crate::files::SAFETENSORS_FILE,
+            crate::checkpoint::files::SAFETENSORS_FILE,
             format!("cannot serialize: {e}"),
         )
     })
@@ -256,7 +256,7 @@ pub fn write_dir(
     out.write("tokenizer.json", TOKENIZER_JSON)?;
     out.write("tokenizer_config.json", TOKENIZER_CONFIG_JSON)?;
     out.write(
-        crate::files::SAFETENSORS_FILE,
+        crate::checkpoint::files::SAFETENSORS_FILE,
         &random_weights(&cfg, on_tensor)?,
     )?;
     Ok(parameter_count(&cfg))

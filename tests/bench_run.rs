@@ -1,4 +1,4 @@
-//! The benchmark core in the library (`blipq::bench::run`, `model_results`), which `blipq bench`
+//! The benchmark core in the library (`blipq::eval::bench::run`, `model_results`), which `blipq bench`
 //! and the page's benchmark worker both call: samples in item order with the captions of
 //! `Captioner::caption`, unreadable images recorded as failures with their message while the run
 //! goes on, the same outcome one at a time and in batches, progress per item, and the results
@@ -6,14 +6,14 @@
 
 mod common;
 
-use blipq::bench::{self, Item, ModelInfoReport, Outcome, RunOptions};
+use blipq::eval::bench::{self, Item, ModelInfoReport, Outcome, RunOptions};
 use blipq::{CaptionOptions, Captioner};
 use common::*;
 
 fn item(file: &str, id: i64, references: &[&str]) -> Item {
     Item {
         file: file.into(),
-        image_id: Some(blipq::metrics::ImageId::Int(id)),
+        image_id: Some(blipq::eval::metrics::ImageId::Int(id)),
         references: references.iter().map(|r| r.to_string()).collect(),
     }
 }

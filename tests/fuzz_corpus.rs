@@ -222,7 +222,7 @@ fn files() {
 fn files_seed_builds_a_model() {
     let path = fuzz_dir().join("corpus/files/demo-int8-1layer.bin");
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let files = blipq::files::model_files_from_entries(targets::split_entries(&data))
+    let files = blipq::checkpoint::files::model_files_from_entries(targets::split_entries(&data))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if let Err(e) = blipq::Captioner::load(files) {
         panic!("{}: {e}", path.display());

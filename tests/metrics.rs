@@ -3,7 +3,7 @@
 //! equal, BLEU within 1e-6, ROUGE-L and CIDEr within 1e-4. Run with `--nocapture` to see the
 //! largest deviations measured.
 
-use blipq::metrics::{
+use blipq::eval::metrics::{
     self, bleu4, evaluate, evaluate_coco, evaluate_coco_detailed, score_tokenized, tokenize,
     CaptionScores, ImageCaptions, ImageId,
 };

@@ -1,12 +1,12 @@
-//! blipq's own `torch.save` reader (`src/pth.rs`) on archives built here byte by byte: strided
+//! blipq's own `torch.save` reader (`src/checkpoint/pth.rs`) on archives built here byte by byte: strided
 //! and shared storages read as PyTorch lays them out, zip64 archives, and hostile archives and
 //! pickles refused with a message (never a panic or an allocation the file does not justify).
 //! Real `torch.save` files are covered by `tests/loading.rs` (the `tiny-bin` fixture).
 
 use std::io::Write;
 
+use blipq::checkpoint::pth::Pth;
 use blipq::checkpoint::{Checkpoint, StoredDType};
-use blipq::pth::Pth;
 use candle_core::Device;
 
 /// A pickle written opcode by opcode.

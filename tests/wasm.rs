@@ -382,7 +382,7 @@ fn bad_options_raise_errors() {
     assert!(error_message(err).contains("caption options"));
 }
 
-/// `Captioner.bench`: the library's benchmark loop ([`blipq::bench::run`]) behind the page's
+/// `Captioner.bench`: the library's benchmark loop ([`blipq::eval::bench::run`]) behind the page's
 /// benchmark worker: samples equal `caption()`'s, a fetch failure is recorded with its message
 /// and the run goes on, `onItem` follows every item, and bad input is refused by name.
 #[wasm_bindgen_test]
@@ -449,7 +449,7 @@ fn bench_runs_the_librarys_loop() {
     assert!(error_message(err).contains("numBeans"));
 }
 
-/// The page fetches the files the engine reads, by the engine's names (`blipq::files`).
+/// The page fetches the files the engine reads, by the engine's names (`blipq::checkpoint::files`).
 #[wasm_bindgen_test]
 fn checkpoint_file_names_are_the_engines() {
     let names: Value =
@@ -457,7 +457,7 @@ fn checkpoint_file_names_are_the_engines() {
     assert_eq!(
         names,
         serde_json::json!({
-            "weights": blipq::files::SAFETENSORS_FILE,
+            "weights": blipq::checkpoint::files::SAFETENSORS_FILE,
             "required": ["config.json", "model.safetensors", "tokenizer.json"],
             "preprocessor": ["preprocessor_config.json", "processor_config.json"],
             "optional": ["tokenizer_config.json", "generation_config.json"],
@@ -539,7 +539,7 @@ fn bleu4_export_is_the_metrics_bleu4() {
         "",
     ] {
         let got = blipq::web::bleu4_js(hyp, js_refs.clone()).unwrap();
-        assert_eq!(got, blipq::metrics::bleu4(hyp, &refs), "{hyp}");
+        assert_eq!(got, blipq::eval::metrics::bleu4(hyp, &refs), "{hyp}");
         assert!((0.0..=1.0).contains(&got), "{hyp}: {got}");
     }
     assert!(
@@ -565,9 +565,9 @@ const ANNOTATIONS: &str = r#"{
 #[wasm_bindgen_test]
 fn bench_items_reads_coco_annotations_like_the_cli() {
     let items = blipq::web::bench_items(ANNOTATIONS, None).unwrap();
-    let items: Vec<blipq::bench::Item> = serde_wasm_bindgen::from_value(items).unwrap();
-    let ann = blipq::metrics::parse_annotations(ANNOTATIONS, "x").unwrap();
-    assert_eq!(items, blipq::bench::items_from_annotations(&ann));
+    let items: Vec<blipq::eval::bench::Item> = serde_wasm_bindgen::from_value(items).unwrap();
+    let ann = blipq::eval::metrics::parse_annotations(ANNOTATIONS, "x").unwrap();
+    assert_eq!(items, blipq::eval::bench::items_from_annotations(&ann));
     assert_eq!(items[0].file, "b.png");
     assert_eq!(items[0].references.len(), 2);
     let err =
@@ -601,8 +601,8 @@ fn run_json(label: &str, quantized: bool, scale: f64) -> String {
 fn bench_report_matches_the_cli_report() {
     let input = format!(
         r#"{{"items": {}, "models": [{}, {}]}}"#,
-        serde_json::to_string(&blipq::bench::items_from_annotations(
-            &blipq::metrics::parse_annotations(ANNOTATIONS, "x").unwrap()
+        serde_json::to_string(&blipq::eval::bench::items_from_annotations(
+            &blipq::eval::metrics::parse_annotations(ANNOTATIONS, "x").unwrap()
         ))
         .unwrap(),
         run_json("demo", false, 1.0),
@@ -612,7 +612,7 @@ fn bench_report_matches_the_cli_report() {
     let get = |v: &JsValue, k: &str| js_sys::Reflect::get(v, &k.into()).unwrap();
     let models = js_sys::Array::from(&get(&out, "models"));
     assert_eq!(models.length(), 2);
-    let results: Vec<blipq::bench::ModelResults> = models
+    let results: Vec<blipq::eval::bench::ModelResults> = models
         .iter()
         .map(|m| serde_json::from_str(&get(&m, "resultsJson").as_string().unwrap()).unwrap())
         .collect();
@@ -628,21 +628,21 @@ fn bench_report_matches_the_cli_report() {
     assert!(results[1].model_info.is_quantized);
     // The files' text is exactly what `blipq bench` would write for the same samples: results
     // assembled with the library's `bench::model_results`, as src/bin/blipq/bench.rs does.
-    let items = blipq::bench::items_from_annotations(
-        &blipq::metrics::parse_annotations(ANNOTATIONS, "x").unwrap(),
+    let items = blipq::eval::bench::items_from_annotations(
+        &blipq::eval::metrics::parse_annotations(ANNOTATIONS, "x").unwrap(),
     );
     let run: Value = serde_json::from_str(&run_json("demo", false, 1.0)).unwrap();
-    let samples: Vec<blipq::bench::Sample> =
+    let samples: Vec<blipq::eval::bench::Sample> =
         serde_json::from_value(run["samples"].clone()).unwrap();
-    let failures: Vec<blipq::bench::Failure> =
+    let failures: Vec<blipq::eval::bench::Failure> =
         serde_json::from_value(run["failures"].clone()).unwrap();
-    let expected = blipq::bench::model_results(
+    let expected = blipq::eval::bench::model_results(
         "demo",
         &items,
-        blipq::bench::Run { samples, failures },
+        blipq::eval::bench::Run { samples, failures },
         1,
         Some(20.0),
-        blipq::bench::ModelInfoReport {
+        blipq::eval::bench::ModelInfoReport {
             total_parameters: 1000,
             model_size_mb: 3.0,
             device: blipq::web::browser_device(),
@@ -659,10 +659,11 @@ fn bench_report_matches_the_cli_report() {
     );
     assert_eq!(
         get(&models.get(1), "captionsJson").as_string().unwrap(),
-        serde_json::to_string_pretty(&blipq::bench::coco_results(&results[1].samples)).unwrap()
+        serde_json::to_string_pretty(&blipq::eval::bench::coco_results(&results[1].samples))
+            .unwrap()
     );
     let md = get(&out, "comparisonMarkdown").as_string().unwrap();
-    assert_eq!(md, blipq::bench::comparison_markdown(&results));
+    assert_eq!(md, blipq::eval::bench::comparison_markdown(&results));
     assert!(
         md.contains("| Inference speed (s/image) | 0.025 | 0.013 | 2.00x faster |"),
         "{md}"
@@ -673,7 +674,7 @@ fn bench_report_matches_the_cli_report() {
     );
     assert_eq!(
         get(&out, "comparisonJson").as_string().unwrap(),
-        serde_json::to_string_pretty(&blipq::bench::comparison_json(&results)).unwrap()
+        serde_json::to_string_pretty(&blipq::eval::bench::comparison_json(&results)).unwrap()
     );
 }
 

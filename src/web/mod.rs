@@ -36,9 +36,9 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
+use crate::checkpoint::files::{model_files_from_entries, FileData, SAFETENSORS_FILE};
 use crate::checkpoint::{ByteSource, Checkpoint, SafetensorsHeader, StoredDType};
-use crate::files::{model_files_from_entries, FileData, SAFETENSORS_FILE};
+use crate::eval::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
 use crate::{CaptionOptions, Captioner, Error, ModelFiles, ModelInfo, Result, Timings};
 
 /// Name the image is given in error messages.
@@ -233,7 +233,7 @@ impl FileData for JsBytes {
 }
 
 /// Collects a checkpoint's files from a JS object `{fileName: bytes}` by the same rule as a
-/// directory on disk ([`crate::files`]), then checks that the weights fit in wasm memory before
+/// directory on disk ([`crate::checkpoint::files`]), then checks that the weights fit in wasm memory before
 /// any of them is copied in.
 fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
     if !files.is_object() {
@@ -503,12 +503,12 @@ impl WasmCaptioner {
 }
 
 /// `checkpointFileNames()` → `{weights, required, preprocessor, optional}`: the names of a
-/// checkpoint's files as the engine reads them ([`crate::files`]), so the page fetches exactly
+/// checkpoint's files as the engine reads them ([`crate::checkpoint::files`]), so the page fetches exactly
 /// those: `weights` (`model.safetensors`, the only weights the page reads), `required` (fetched
 /// first, in order), `preprocessor` (the first present wins) and `optional` (a 404 is fine).
 #[wasm_bindgen(js_name = checkpointFileNames, unchecked_return_type = "CheckpointFileNames")]
 pub fn checkpoint_file_names() -> std::result::Result<JsValue, JsValue> {
-    use crate::files::{OPTIONAL_FILES, PREPROCESSOR_FILES, REQUIRED_FILES};
+    use crate::checkpoint::files::{OPTIONAL_FILES, PREPROCESSOR_FILES, REQUIRED_FILES};
     let mut required = vec![REQUIRED_FILES[0], SAFETENSORS_FILE];
     required.extend(&REQUIRED_FILES[1..]);
     to_js(&serde_json::json!({
@@ -647,7 +647,7 @@ pub fn check_fits_in_wasm_memory(file: &str, needed: f64, in_use: f64) -> Result
 
 /// `bleu4(caption: string, references: string[])` → BLEU-4 (0..1) of one caption against its
 /// references, tokenized and scored as `pycocoevalcap` does for a one-image set (the same
-/// [`crate::metrics::bleu4`] the native reports use). 0 when `references` is empty.
+/// [`crate::eval::metrics::bleu4`] the native reports use). 0 when `references` is empty.
 #[wasm_bindgen(js_name = bleu4)]
 pub fn bleu4_js(
     caption: &str,
@@ -655,7 +655,7 @@ pub fn bleu4_js(
 ) -> std::result::Result<f64, JsValue> {
     let refs: Vec<String> = serde_wasm_bindgen::from_value(references)
         .map_err(|_| arg_err("bleu4: references must be an array of strings"))?;
-    Ok(crate::metrics::bleu4(caption, &refs))
+    Ok(crate::eval::metrics::bleu4(caption, &refs))
 }
 
 /// `benchItems(annotationsJson: string, fileName?: string)` → the benchmark items of a COCO
@@ -667,7 +667,7 @@ pub fn bench_items(
     #[wasm_bindgen(js_name = fileName)] file_name: Option<String>,
 ) -> std::result::Result<JsValue, JsValue> {
     let file = file_name.unwrap_or_else(|| "captions.json".into());
-    let ann = crate::metrics::parse_annotations(annotations_json, &file).map_err(js_err)?;
+    let ann = crate::eval::metrics::parse_annotations(annotations_json, &file).map_err(js_err)?;
     to_js(&bench::items_from_annotations(&ann))
 }
 

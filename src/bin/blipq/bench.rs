@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
-use blipq::bench::{self, Item, ModelInfoReport, ModelResults, Outcome, RunOptions};
-use blipq::files::{MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES, PTH_FILE, SAFETENSORS_FILE};
+use blipq::checkpoint::files::{
+    MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES, PTH_FILE, SAFETENSORS_FILE,
+};
+use blipq::eval::bench::{self, Item, ModelInfoReport, ModelResults, Outcome, RunOptions};
 use blipq::fsio::{read_file, read_text};
 use blipq::{CaptionOptions, Captioner, MAX_BATCH};
 
@@ -262,7 +264,7 @@ fn load_items(o: &Options) -> anyhow::Result<(Vec<Item>, PathBuf)> {
         Some(a) => {
             let text = read_text(a, MAX_ANNOTATIONS_BYTES)
                 .with_context(|| format!("annotations {}", a.display()))?;
-            let ann = blipq::metrics::parse_annotations(&text, &a.display().to_string())?;
+            let ann = blipq::eval::metrics::parse_annotations(&text, &a.display().to_string())?;
             bench::items_from_annotations(&ann)
         }
         None => {

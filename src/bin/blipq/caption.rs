@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use blipq::files::MAX_IMAGE_BYTES;
+use blipq::checkpoint::files::MAX_IMAGE_BYTES;
 use blipq::fsio::read_file;
 use blipq::{BatchImage, CaptionOptions, Captioner, MAX_BATCH};
 use serde::Serialize;

@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let eval = blipq::metrics::evaluate_coco_files(&args.annotations, &args.results)?;
+    let eval = blipq::eval::metrics::evaluate_coco_files(&args.annotations, &args.results)?;
     println!("{}", serde_json::to_string_pretty(&eval.scores)?);
     Ok(ExitCode::SUCCESS)
 }

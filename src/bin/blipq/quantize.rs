@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use blipq::files::MAX_IMAGE_BYTES;
+use blipq::checkpoint::files::MAX_IMAGE_BYTES;
 use blipq::fsio::{read_file, OutputDir};
 use blipq::preprocess::{decode_rgb, has_image_extension, DEFAULT_MAX_PIXELS};
 use blipq::quantize::{self, Validation};

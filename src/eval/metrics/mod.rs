@@ -188,7 +188,9 @@ pub fn evaluate_coco_files(
     annotations: &std::path::Path,
     results: &std::path::Path,
 ) -> Result<Evaluation> {
-    let read = |p: &std::path::Path| crate::fsio::read_text(p, crate::files::MAX_ANNOTATIONS_BYTES);
+    let read = |p: &std::path::Path| {
+        crate::fsio::read_text(p, crate::checkpoint::files::MAX_ANNOTATIONS_BYTES)
+    };
     evaluate_named(
         &read(annotations)?,
         &annotations.display().to_string(),

@@ -1,11 +1,14 @@
 //! Weight files: safetensors (F32, F16, BF16, F64 and blipq's INT8 layout) read from a path
 //! (memory-mapped) or from bytes, and PyTorch `pytorch_model.bin` archives
-//! ([`crate::pth`]).
+//! ([`crate::checkpoint::pth`]).
 //!
 //! The safetensors header is parsed here rather than by the `safetensors` crate so that every
 //! problem (truncation, bad offsets, unknown dtypes) is reported with the file and tensor it is in,
 //! and so that tensor bytes can come from any [`ByteSource`] — a memory map, an owned buffer, or a
 //! buffer living outside wasm memory that is copied in one tensor at a time.
+
+pub mod files;
+pub mod pth;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -411,7 +414,7 @@ impl Safetensors {
 /// The weights of a model, from whichever file format held them.
 pub enum Checkpoint {
     Safetensors(Safetensors),
-    Pth(crate::pth::Pth),
+    Pth(crate::checkpoint::pth::Pth),
 }
 
 /// A weight matrix as stored: full precision, or INT8 `Q8_0` blocks packed for blipq's GEMM
@@ -446,7 +449,7 @@ impl Checkpoint {
             .extension()
             .is_some_and(|e| e == "bin" || e == "pt" || e == "pth")
         {
-            return Ok(Checkpoint::Pth(crate::pth::Pth::open(path)?));
+            return Ok(Checkpoint::Pth(crate::checkpoint::pth::Pth::open(path)?));
         }
         Ok(Checkpoint::Safetensors(Safetensors::open(path)?))
     }

@@ -2,7 +2,7 @@
 //! files to load from what is present — shared by the native loader (a directory on disk) and the
 //! page (files keyed by name, [`model_files_from_entries`]).
 //!
-//! Depends on [`crate::checkpoint`] and [`crate::pth`] (weights from bytes) and, natively, on
+//! Depends on [`crate::checkpoint`] and [`crate::checkpoint::pth`] (weights from bytes) and, natively, on
 //! [`crate::fsio`] (bounded reads).
 
 use std::collections::HashSet;
@@ -63,7 +63,7 @@ pub struct ModelFiles {
 #[cfg(not(target_arch = "wasm32"))]
 impl ModelFiles {
     /// Reads a Hugging Face checkpoint directory (weights memory-mapped; text files bounded by
-    /// [`crate::files::max_bytes`]).
+    /// [`crate::checkpoint::files::max_bytes`]).
     pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
         use crate::fsio::{exists, read_file, read_text};
         let folder = dir.display().to_string();

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::captioner::{BatchImage, Caption, CaptionOptions, Captioner, ModelInfo};
-use crate::metrics::{self, Annotations, ImageCaptions, ImageId};
+use crate::eval::metrics::{self, Annotations, ImageCaptions, ImageId};
 use crate::{Result, Timings};
 
 /// One benchmark item: an image and, when annotated, its id and reference captions.

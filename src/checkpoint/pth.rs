@@ -174,8 +174,8 @@ impl Pth {
             return Err(err(format!(
                 "its pickle {} is {}, over the limit of {}",
                 pkl.name,
-                crate::files::mb(pkl.size as u64),
-                crate::files::mb(MAX_PICKLE_BYTES as u64)
+                crate::checkpoint::files::mb(pkl.size as u64),
+                crate::checkpoint::files::mb(MAX_PICKLE_BYTES as u64)
             )));
         }
         let (s, e) = zip.data(bytes.as_ref(), pkl).map_err(|e| err(e.msg()))?;

@@ -1,0 +1,6 @@
+//! Judging captions and runs: caption-quality metrics with the COCO caption evaluation's rules
+//! ([`metrics`]) and the benchmark core ([`bench`]: the run loop, per-model results and the
+//! comparison), shared by `blipq bench` / `blipq eval`, the page and the tests.
+
+pub mod bench;
+pub mod metrics;
