@@ -17,30 +17,8 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// The tiny checkpoint's files, by name.
-const TINY: [(&str, &[u8]); 6] = [
-    ("config.json", include_bytes!("fixtures/tiny/config.json")),
-    (
-        "generation_config.json",
-        include_bytes!("fixtures/tiny/generation_config.json"),
-    ),
-    (
-        "model.safetensors",
-        include_bytes!("fixtures/tiny/model.safetensors"),
-    ),
-    (
-        "processor_config.json",
-        include_bytes!("fixtures/tiny/processor_config.json"),
-    ),
-    (
-        "tokenizer.json",
-        include_bytes!("fixtures/tiny/tokenizer.json"),
-    ),
-    (
-        "tokenizer_config.json",
-        include_bytes!("fixtures/tiny/tokenizer_config.json"),
-    ),
-];
+mod web_fixture;
+use web_fixture::{files_object, TINY};
 
 const IMAGES: [(&str, &[u8]); 7] = [
     (
@@ -69,17 +47,6 @@ const EXPECTED_TENSORS: &[u8] = include_bytes!("fixtures/expected.safetensors");
 
 /// The cases whose ids must match.
 const CASES: [&str; 4] = ["greedy", "beam3", "prompt", "min_length_10"];
-
-/// The JS object `{fileName: Uint8Array}` that `new Captioner(files)` takes.
-fn files_object(skip: Option<&str>) -> JsValue {
-    let obj = js_sys::Object::new();
-    for (name, bytes) in TINY {
-        if Some(name) != skip {
-            js_sys::Reflect::set(&obj, &name.into(), &js_sys::Uint8Array::from(bytes)).unwrap();
-        }
-    }
-    obj.into()
-}
 
 thread_local! {
     static MODEL: OnceCell<WasmCaptioner> = const { OnceCell::new() };

@@ -10,29 +10,9 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
-const TINY: [(&str, &[u8]); 6] = [
-    ("config.json", include_bytes!("fixtures/tiny/config.json")),
-    (
-        "generation_config.json",
-        include_bytes!("fixtures/tiny/generation_config.json"),
-    ),
-    (
-        "model.safetensors",
-        include_bytes!("fixtures/tiny/model.safetensors"),
-    ),
-    (
-        "processor_config.json",
-        include_bytes!("fixtures/tiny/processor_config.json"),
-    ),
-    (
-        "tokenizer.json",
-        include_bytes!("fixtures/tiny/tokenizer.json"),
-    ),
-    (
-        "tokenizer_config.json",
-        include_bytes!("fixtures/tiny/tokenizer_config.json"),
-    ),
-];
+mod web_fixture;
+use web_fixture::{files_object, TINY};
+
 const IMAGE: &[u8] = include_bytes!("fixtures/images/coffee.jpg");
 const EXPECTED: &str = include_str!("fixtures/expected.json");
 
@@ -42,12 +22,9 @@ fn captions_in_a_dedicated_worker() {
         js_sys::global().is_instance_of::<web_sys::WorkerGlobalScope>(),
         "not running in a worker"
     );
-    let files = js_sys::Object::new();
-    for (name, bytes) in TINY {
-        js_sys::Reflect::set(&files, &name.into(), &js_sys::Uint8Array::from(bytes)).unwrap();
-    }
+    let files = files_object(None);
     let before = wasm_memory_bytes();
-    let model = WasmCaptioner::new(files.into()).expect("tiny fixture loads");
+    let model = WasmCaptioner::new(files).expect("tiny fixture loads");
     let grown = wasm_memory_bytes() - before;
     // Linear memory never shrinks, so this bounds everything loading allocated (tokenizer
     // included). The weights themselves stayed in the JS Uint8Array until copied tensor by tensor.
@@ -55,8 +32,8 @@ fn captions_in_a_dedicated_worker() {
     web_sys::console::log_1(
         &format!(
             "wasm memory grew by {:.1} MB loading {:.1} MB of weights",
-            grown / 1e6,
-            weights / 1e6
+            grown / blipq::MB,
+            weights / blipq::MB
         )
         .into(),
     );
