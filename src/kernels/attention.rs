@@ -322,16 +322,7 @@ mod tests {
     use candle_core::{Device, D};
 
     use super::*;
-
-    fn assert_close(ours: &Tensor, reference: &Tensor, tol: f32) -> Result<()> {
-        assert_eq!(ours.dims(), reference.dims());
-        let a = ours.flatten_all()?.to_vec1::<f32>()?;
-        let b = reference.flatten_all()?.to_vec1::<f32>()?;
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() <= tol * y.abs().max(1.0), "{x} vs {y}");
-        }
-        Ok(())
-    }
+    use crate::kernels::matmul::tests::assert_close;
 
     /// The reference: candle's matmul/softmax path on the same fused projection.
     fn reference_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {

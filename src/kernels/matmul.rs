@@ -214,12 +214,13 @@ pub fn linear_f32(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use candle_core::Device;
 
     use super::*;
 
-    fn assert_close(ours: &Tensor, reference: &Tensor, tol: f32) -> Result<()> {
+    /// Element-wise `|ours - reference| <= tol · max(|reference|, 1)`, same shapes.
+    pub(crate) fn assert_close(ours: &Tensor, reference: &Tensor, tol: f32) -> Result<()> {
         assert_eq!(ours.dims(), reference.dims());
         let a = ours.flatten_all()?.to_vec1::<f32>()?;
         let b = reference.flatten_all()?.to_vec1::<f32>()?;
