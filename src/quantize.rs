@@ -1,10 +1,8 @@
-//! FP32 -> INT8 checkpoints (blipq's safetensors layout: README, "INT8 checkpoint format") and the
-//! validation that compares the two models on a few images.
+//! FP32 -> INT8 checkpoints (the format is [`crate::checkpoint::int8`]'s) and the validation that
+//! compares the two models on a few images.
 //!
 //! Blocks are quantized by candle's own `Q8_0` quantizer and then split into int8 values and f16
 //! scales, so loading the INT8 file repacks the very same blocks: quantize -> load is exact.
-
-use std::collections::HashMap;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -12,40 +10,18 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde::Serialize;
 
-use crate::checkpoint::{Checkpoint, StoredDType, BLOCK};
+use crate::checkpoint::int8::{self, split_q8_0, BLOCK};
+use crate::checkpoint::{Checkpoint, StoredDType};
 use crate::{Caption, CaptionOptions, Captioner, Error, Result};
 
-/// `__metadata__` values identifying a blipq INT8 file.
-pub use crate::checkpoint::{INT8_FORMAT as FORMAT, INT8_FORMAT_VERSION as FORMAT_VERSION};
-
-/// Whether `name` (of shape `shape`) becomes INT8: every linear weight whose input size is a
-/// multiple of the block, and the word embeddings; never position/patch embeddings or norms.
-pub fn is_quantizable(name: &str, shape: &[usize]) -> bool {
-    let [_, cols] = shape else {
-        return false;
-    };
-    name.ends_with(".weight")
-        && cols.is_multiple_of(BLOCK)
-        && (!name.contains("embedding") || name.contains("word_embeddings"))
-}
+/// The format this writes (`crate::checkpoint::int8`, its one home).
+pub use crate::checkpoint::int8::{is_quantizable, FORMAT, FORMAT_VERSION};
 
 /// One output tensor: its dtype, shape and little-endian bytes.
 struct OutTensor {
     dtype: Dtype,
     shape: Vec<usize>,
     data: Vec<u8>,
-}
-
-/// Splits `Q8_0` blocks (f16 scale + 32 int8) into the int8 matrix and the `[rows, cols/32]` scales.
-fn split_q8_0(blocks: &[u8], rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>) {
-    let per_row = cols / BLOCK;
-    let mut q = Vec::with_capacity(rows * cols);
-    let mut scales = Vec::with_capacity(rows * per_row * 2);
-    for block in blocks.chunks_exact(2 + BLOCK) {
-        scales.extend_from_slice(&block[..2]);
-        q.extend_from_slice(&block[2..]);
-    }
-    (q, scales)
 }
 
 /// What the quantizer did.
@@ -94,7 +70,7 @@ pub fn quantize_checkpoint(
                 },
             ));
             out.push((
-                format!("{name}_scale"),
+                int8::scale_name(name),
                 OutTensor {
                     dtype: Dtype::F16,
                     shape: vec![rows, cols / BLOCK],
@@ -115,16 +91,7 @@ pub fn quantize_checkpoint(
         }
     }
     on_tensor(names.len(), names.len(), "");
-    let block = BLOCK.to_string();
-    let metadata: HashMap<String, String> = [
-        ("format", FORMAT),
-        ("version", FORMAT_VERSION),
-        ("block_size", block.as_str()),
-        ("source", source_sha256),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let metadata = int8::metadata(source_sha256);
     let views = out
         .iter()
         .map(|(n, t)| {
@@ -150,7 +117,7 @@ fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
 
 /// Whether a checkpoint's metadata marks it as a blipq INT8 file.
 pub fn is_blipq_int8(ckpt: &Checkpoint) -> bool {
-    ckpt.metadata().get("format").map(String::as_str) == Some(FORMAT)
+    int8::claims_int8(&ckpt.metadata())
 }
 
 /// FP32-vs-INT8 agreement on a set of images (`quantized_results.json`'s `validation`).

@@ -8,6 +8,7 @@
 //! buffer living outside wasm memory that is copied in one tensor at a time.
 
 pub mod files;
+pub mod int8;
 pub mod pth;
 
 use std::borrow::Cow;
@@ -21,13 +22,7 @@ use crate::kernels::q8::Q8Matrix;
 use crate::kernels::sgemm::F32Matrix;
 use crate::{Error, Result};
 
-/// Width of one INT8 quantization block along a weight's input dimension (candle's `Q8_0`):
-/// the kernels' block, defined once there.
-pub use crate::kernels::q8::BLOCK;
-/// `__metadata__` `format` of a blipq INT8 file.
-pub const INT8_FORMAT: &str = "blipq-int8";
-/// `__metadata__` `version` of the blipq INT8 files this build reads and writes.
-pub const INT8_FORMAT_VERSION: &str = "1";
+pub use int8::{BLOCK, FORMAT as INT8_FORMAT, FORMAT_VERSION as INT8_FORMAT_VERSION};
 
 /// Random access to the bytes of a weight file.
 pub trait ByteSource: Send + Sync {
@@ -530,35 +525,14 @@ impl Checkpoint {
     /// `format`, `version` and `block_size` must be what `blipq quantize` writes.
     pub fn check_format(&self) -> Result<()> {
         let meta = self.metadata();
-        let claims = meta.get("format").map(String::as_str) == Some(INT8_FORMAT);
         let has_i8 = self
             .names()
             .iter()
             .any(|n| matches!(self.info(n), Some((StoredDType::I8, _))));
-        if !claims && !has_i8 {
+        if !int8::claims_int8(&meta) && !has_i8 {
             return Ok(());
         }
-        let block = BLOCK.to_string();
-        for (key, want) in [
-            ("format", INT8_FORMAT),
-            ("version", INT8_FORMAT_VERSION),
-            ("block_size", block.as_str()),
-        ] {
-            match meta.get(key) {
-                Some(v) if v == want => {}
-                found => {
-                    let found = found.map_or("nothing".to_string(), |v| format!("{:?}", short(v)));
-                    return Err(Error::checkpoint(
-                        self.file(),
-                        format!(
-                            "blipq INT8 checkpoints need __metadata__ {key} = {want:?} (this \
-                             blipq reads version {INT8_FORMAT_VERSION}, blocks of {BLOCK}); found {found}"
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(())
+        int8::check_metadata(&meta, self.file())
     }
 
     /// Loads a floating-point tensor as f32 and checks its shape.
@@ -619,7 +593,7 @@ impl Checkpoint {
                 format!("is int8 but its input size {cols} is not a multiple of {BLOCK}"),
             ));
         }
-        let scale_name = format!("{name}_scale");
+        let scale_name = int8::scale_name(name);
         let scale_entry = s.header.tensors.get(&scale_name).ok_or_else(|| {
             Error::tensor(
                 &scale_name,

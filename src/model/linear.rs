@@ -4,28 +4,18 @@
 //! weights packed at load for the widest kernel the CPU has ([`crate::kernels::sgemm`]). Both start
 //! the output from the bias.
 
-use std::sync::Arc;
-
 use candle_core::Tensor;
 
 use crate::checkpoint::{Matrix, Weights};
-use crate::kernels::q8::Q8Matrix;
-use crate::kernels::sgemm::F32Matrix;
 use crate::Result;
 
 /// `nn.Linear`: `y = x W^T + b` with `W` f32 or INT8.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    inner: LinearInner,
+    /// f32 packed for the f32 kernels, or INT8; shared (a tied LM head and the word embeddings
+    /// hold the same packed table).
+    weight: Matrix,
     bias: Option<Tensor>,
-}
-
-#[derive(Debug, Clone)]
-enum LinearInner {
-    /// `[out, in]`, packed for the f32 kernels; shared like the INT8 one.
-    F32(Arc<F32Matrix>),
-    /// Shared: a tied LM head and the word embeddings hold the same packed table.
-    Q8(Arc<Q8Matrix>),
 }
 
 impl Linear {
@@ -37,21 +27,17 @@ impl Linear {
     }
 
     pub fn from_matrix(weight: Matrix, bias: Option<Tensor>) -> Result<Self> {
-        let inner = match weight {
-            Matrix::F32(w) => LinearInner::F32(w),
-            Matrix::Q8(q) => LinearInner::Q8(q),
-        };
-        Ok(Self { inner, bias })
+        Ok(Self { weight, bias })
     }
 
     pub fn is_quantized(&self) -> bool {
-        matches!(self.inner, LinearInner::Q8(_))
+        matches!(self.weight, Matrix::Q8(_))
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match &self.inner {
-            LinearInner::F32(w) => w.forward_with_bias(xs, self.bias.as_ref()),
-            LinearInner::Q8(q) => q.forward_with_bias(xs, self.bias.as_ref()),
+        match &self.weight {
+            Matrix::F32(w) => w.forward_with_bias(xs, self.bias.as_ref()),
+            Matrix::Q8(q) => q.forward_with_bias(xs, self.bias.as_ref()),
         }
     }
 }
