@@ -206,6 +206,9 @@ window.benchResult = (async () => {
     out.threads_note = hello.threadsNote;
     out.cross_origin_isolated = hello.crossOriginIsolated;
     out.wasm_bytes_after_init = hello.wasmMemoryBytes;
+    if (job.threads && out.threads !== job.threads) {
+      throw new Error("asked for " + job.threads + " thread(s), the worker runs " + out.threads + (hello.threadsNote ? " (" + hello.threadsNote + ")" : ""));
+    }
     log("worker ready (blipq " + out.version + ", " + out.wasm_build + ", " + out.threads + " thread(s)) in " + out.init_s.toFixed(2) + " s");
 
     out.stage = "load";

@@ -13,8 +13,9 @@
 //! partial sums), Rust never reassociates or contracts float arithmetic, and the one fused
 //! operation (`mul_add`, see [`crate::kernels::ops`]) is an exact FMA at every level. So captions do
 //! not depend on the CPU's vector width, and tests compare every level with [`Level::Base`]
-//! ([`with_level`]). `BLIPQ_ISA=base|v3` ([`ENV_CAP`]) runs the whole program as on a CPU of that
-//! level, GEMM kernels included.
+//! ([`with_level`]). `BLIPQ_ISA=base|v3` ([`ENV_CAP`]) runs blipq's own loops and GEMM kernels as
+//! on a CPU of that level (the `gemm` crate, blipq's f32 fallback, and the machine-limit probes
+//! detect the CPU for themselves).
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -36,17 +37,21 @@ thread_local! {
 }
 
 /// The environment variable that caps [`detected`] for the whole process: `base`, `v3` or `v4`
-/// (run a binary as it would run on an older CPU). It caps the GEMM kernels' choice too.
+/// (run blipq's loops and kernels as on an older CPU). It caps the GEMM kernels' choice too.
 pub const ENV_CAP: &str = "BLIPQ_ISA";
 
-/// The highest level this CPU supports, detected once, capped by [`ENV_CAP`] when that holds a
-/// valid level (an invalid one is ignored here; [`env_cap`] reports it).
+/// The highest level this CPU supports, detected once, capped by [`cap`].
 pub fn detected() -> Level {
     static DETECTED: OnceLock<Level> = OnceLock::new();
-    *DETECTED.get_or_init(|| match env_cap() {
-        Ok(Some(cap)) => detect().min(cap),
-        _ => detect(),
-    })
+    *DETECTED.get_or_init(|| detect().min(cap()))
+}
+
+/// The level [`ENV_CAP`] allows ([`Level::V4`] when unset or invalid: an invalid value is ignored
+/// here, [`env_cap`] reports it). The GEMM kernels check it next to their own CPU features, so a
+/// kernel needing only part of a level (AVX2 + FMA) still runs where the CPU lacks the rest.
+pub fn cap() -> Level {
+    static CAP_LEVEL: OnceLock<Level> = OnceLock::new();
+    *CAP_LEVEL.get_or_init(|| env_cap().ok().flatten().unwrap_or(Level::V4))
 }
 
 /// The cap [`ENV_CAP`] sets, if any; an error names a value that is not a level.
@@ -103,10 +108,15 @@ pub fn level() -> Level {
 /// Runs `f` with this thread's `multiversion!` functions capped at `cap` (work `f` hands to other
 /// threads is not capped): for tests that compare the levels.
 pub fn with_level<R>(cap: Level, f: impl FnOnce() -> R) -> R {
-    let before = CAP.with(|c| c.replace(cap));
-    let result = f();
-    CAP.with(|c| c.set(before));
-    result
+    /// Puts the previous cap back, also when `f` panics.
+    struct Restore(Level);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CAP.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CAP.with(|c| c.replace(cap)));
+    f()
 }
 
 /// `fn name(args) -> ret = body;` defines `name`, which runs `body` (an `#[inline(always)]`

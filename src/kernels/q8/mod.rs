@@ -135,19 +135,19 @@ impl Kernel {
             Kernel::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
-                isa::detected() >= Level::V3
+                isa::cap() >= Level::V3
                     && is_x86_feature_detected!("avx2")
                     && is_x86_feature_detected!("fma")
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => {
-                isa::detected() >= Level::V4
+                isa::cap() >= Level::V4
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => isa::detected() >= Level::V4 && amx::available(),
+            Kernel::Amx => isa::cap() >= Level::V4 && amx::available(),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => true,
             #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]

@@ -71,9 +71,7 @@ impl Kernel {
         match self {
             Kernel::Scalar | Kernel::Gemm => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => {
-                isa::detected() >= isa::Level::V4 && is_x86_feature_detected!("avx512f")
-            }
+            Kernel::Avx512 => isa::cap() >= isa::Level::V4 && is_x86_feature_detected!("avx512f"),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Kernel::Simd128 => true,
             #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
