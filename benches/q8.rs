@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{median, secs};
+use common::{median, secs, VISION_SHAPES};
 
 use blipq::kernels::q8::{Kernel, Q8Matrix};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -19,16 +19,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<18} {:>10} {:>10} {:>8}  per kernel (ms)",
         "(m, k, n)", "candle ms", "ours ms", "speedup"
     );
-    for (m, k, n) in [
-        (577, 768, 2304),
-        (577, 768, 768),
-        (577, 768, 3072),
-        (577, 3072, 768),
+    // Then decoding: one or three rows (beams) through the text decoder's layers and LM head.
+    for (m, k, n) in VISION_SHAPES.into_iter().chain([
         (1, 768, 768),
         (3, 768, 3072),
         (1, 768, 30524),
         (3, 768, 30524),
-    ] {
+    ]) {
         let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
         let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
         let ours = Q8Matrix::from_qtensor(&q)?;

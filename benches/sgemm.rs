@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{median, secs};
+use common::{median, secs, VISION_SHAPES};
 
 use blipq::kernels::ceiling;
 use blipq::kernels::sgemm::{F32Matrix, Kernel};
@@ -23,17 +23,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "| (m, k, n) | gemm crate ms | blipq ms | blipq GFLOP/s | % of peak | blipq GB/s |\n|---|---|---|---|---|---|"
     );
-    for (m, k, n) in [
-        (577, 768, 2304),
-        (577, 768, 768),
-        (577, 768, 3072),
-        (577, 3072, 768),
+    // Then decoding: one or three rows (beams) through the text decoder's layers and LM head.
+    for (m, k, n) in VISION_SHAPES.into_iter().chain([
         (1, 768, 768),
         (1, 768, 3072),
         (1, 3072, 768),
         (3, 768, 3072),
         (1, 768, 30524),
-    ] {
+    ]) {
         let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
         let ours = F32Matrix::new(w.clone())?;
         let theirs = F32Matrix::with_kernel(w, Kernel::Gemm)?;

@@ -1,5 +1,8 @@
 //! The engine's front door: a loaded BLIP checkpoint (model, tokenizer, image processor and
 //! generation defaults) that turns image bytes into captions, with per-stage timings.
+//!
+//! May use: `checkpoint`, `config`, `tokenizer`, `preprocess`, `model`, `generate`, `clock` (the
+//! layers below it; nothing of `eval`, `quantize`, `web` or the CLI).
 
 use candle_core::{Device, Tensor};
 

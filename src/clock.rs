@@ -1,4 +1,6 @@
 //! Wall-clock timing that works natively and in a browser (where `std::time::Instant` panics).
+//!
+//! May use: nothing of the crate.
 
 /// Milliseconds since an arbitrary origin.
 #[cfg(not(target_arch = "wasm32"))]

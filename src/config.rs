@@ -2,6 +2,8 @@
 //!
 //! Every dimension comes from `config.json`; only values that `transformers` itself defaults and that
 //! are not sizes (epsilons, activation, special token ids) fall back to Hugging Face's defaults.
+//!
+//! May use: `error` only.
 
 use serde::Deserialize;
 use serde_json::Value;

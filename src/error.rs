@@ -1,4 +1,6 @@
 //! The library's typed error: every variant names the thing (file, tensor, image, field) and the problem.
+//!
+//! May use: nothing of the crate (every module uses it).
 
 use std::fmt;
 

@@ -9,13 +9,14 @@
 //!   the sources (after resolving symlinks and `..`), and a non-empty one unless forced; a failed
 //!   or killed run leaves nothing at the output path.
 //!
-//! Depends on [`crate::checkpoint::files`]' size rules and [`crate::Error`]; the loaders, the quantizer, `synth` and the CLI use it.
+//! May use: `limits` (the size caps and their error) and `error` only; the loaders, the
+//! quantizer, `synth` and the CLI use it.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use crate::checkpoint::files::too_large;
+use crate::limits::too_large;
 use crate::{Error, Result};
 
 /// Opens `path` for reading if it is a regular file (symlinks followed).

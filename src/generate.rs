@@ -10,6 +10,8 @@
 //! [`crate::model::DecoderState`] and the kernels' notes), so an image's tokens are the same
 //! whichever images share its batch — with blipq's own kernels; the `gemm` crate's f32 fallback
 //! (CPUs without AVX-512) sums one row and many rows in different orders.
+//!
+//! May use: `model` (the decoder's step and state) and `error`.
 
 use candle_core::{Device, Tensor, D};
 
@@ -119,11 +121,44 @@ pub fn generate_batch(
     if images == 0 {
         return Ok(Vec::new());
     }
+    let search = Search {
+        model,
+        images,
+        prefix,
+        opts,
+        tokens,
+    };
     let mut state = model.start_decoding(image_embeds)?;
     if opts.num_beams == 1 {
-        greedy(model, &mut state, images, prefix, opts, tokens, on_step)
+        greedy(&search, &mut state, on_step)
     } else {
-        beam_search(model, &mut state, images, prefix, opts, tokens, on_step)
+        beam_search(&search, &mut state, on_step)
+    }
+}
+
+/// What a search is given: the model, the number of images, the prompt's tokens (every image's
+/// sequence starts with them), the options and the special tokens.
+#[derive(Clone, Copy)]
+struct Search<'a> {
+    model: &'a BlipForConditionalGeneration,
+    images: usize,
+    prefix: &'a [u32],
+    opts: &'a GenerationOptions,
+    tokens: SpecialTokens,
+}
+
+/// A [`Search`]'s fields, in their order.
+type SearchParts<'a> = (
+    &'a BlipForConditionalGeneration,
+    usize,
+    &'a [u32],
+    &'a GenerationOptions,
+    SpecialTokens,
+);
+
+impl<'a> Search<'a> {
+    fn parts(&self) -> SearchParts<'a> {
+        (self.model, self.images, self.prefix, self.opts, self.tokens)
     }
 }
 
@@ -144,15 +179,11 @@ fn shrink(state: &mut DecoderState, rows: &[u32], images: &[u32], before: usize)
 }
 
 fn greedy(
-    model: &BlipForConditionalGeneration,
+    search: &Search,
     state: &mut DecoderState,
-    images: usize,
-    prefix: &[u32],
-    opts: &GenerationOptions,
-    tokens: SpecialTokens,
     on_step: &mut dyn FnMut(usize, &[u32]),
 ) -> Result<Vec<Vec<u32>>> {
-    let device = state.device();
+    let (model, images, prefix, opts, tokens) = search.parts();
     let mut seqs = vec![prefix.to_vec(); images];
     let max_length = match opts.fixed_new_tokens {
         Some(n) => prefix.len() + n,
@@ -162,6 +193,7 @@ fn greedy(
     let mut active: Vec<usize> = (0..images).collect();
     let mut input: Vec<u32> = seqs.iter().flatten().copied().collect();
     let mut len = prefix.len();
+    let device = state.device();
     while len < max_length {
         let logits = model.decode_step(&ids_tensor(input, active.len(), &device)?, state)?;
         let rows: Vec<Vec<f32>> = logits.to_vec2()?;
@@ -392,14 +424,11 @@ impl Beams {
 }
 
 fn beam_search(
-    model: &BlipForConditionalGeneration,
+    search: &Search,
     state: &mut DecoderState,
-    images: usize,
-    prefix: &[u32],
-    opts: &GenerationOptions,
-    tokens: SpecialTokens,
     on_step: &mut dyn FnMut(usize, &[u32]),
 ) -> Result<Vec<Vec<u32>>> {
+    let (model, images, prefix, opts, tokens) = search.parts();
     let device = state.device();
     let nb = opts.num_beams;
     let prompt_len = prefix.len();

@@ -8,12 +8,14 @@ pub mod captioner;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod eval;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fsio;
 pub mod generate;
 pub mod kernels;
+pub mod limits;
 pub mod model;
 pub mod preprocess;
 pub mod quantize;

@@ -18,6 +18,8 @@
 //! There is no crop. The result is bit-identical to transformers' PIL backend for every
 //! format except JPEG, where the `image` crate's decoder (zune-jpeg) and libjpeg-turbo round
 //! the IDCT / chroma upsampling slightly differently (a few levels on some pixels).
+//!
+//! May use: `limits` and `error` only.
 
 use std::io::Cursor;
 
@@ -414,13 +416,9 @@ pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage>
     if bytes.is_empty() {
         return Err(Error::image(name, "empty file (0 bytes)"));
     }
-    let max = crate::checkpoint::files::MAX_IMAGE_BYTES;
+    let max = crate::limits::MAX_IMAGE_BYTES;
     if bytes.len() as u64 > max {
-        return Err(crate::checkpoint::files::too_large(
-            name,
-            bytes.len() as u64,
-            max,
-        ));
+        return Err(crate::limits::too_large(name, bytes.len() as u64, max));
     }
     // Reading from memory cannot fail with an I/O error, but do not unwrap on principle.
     let reader = ImageReader::new(Cursor::new(bytes))

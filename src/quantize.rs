@@ -3,6 +3,9 @@
 //!
 //! Blocks are quantized by candle's own `Q8_0` quantizer and then split into int8 values and f16
 //! scales, so loading the INT8 file repacks the very same blocks: quantize -> load is exact.
+//!
+//! May use: `checkpoint` (the INT8 format, `checkpoint::int8`), `captioner` (the FP32-vs-INT8
+//! validation), `fsio`, `clock`, `error`.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -326,7 +329,6 @@ pub fn quantize_dir(
     out: &crate::fsio::OutputDir,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<ModelMetrics> {
-    use crate::checkpoint::files::{copied_files, SAFETENSORS_FILE};
     let sw = crate::clock::Stopwatch::start();
     let files = crate::ModelFiles::from_dir(model_dir)?;
     crate::captioner::Parts::check(&files)?;
@@ -338,18 +340,11 @@ pub fn quantize_dir(
             "is already a blipq INT8 checkpoint",
         ));
     }
+    // A sharded checkpoint is named by its index file: its hash stands for the shards'.
     let sha = sha256_file(&src)?;
     let (bytes, summary) = quantize_checkpoint(ckpt, &sha, on_tensor)?;
-    out.write(SAFETENSORS_FILE, &bytes)?;
-    for name in copied_files() {
-        let from = model_dir.join(name);
-        if crate::fsio::exists(&from) {
-            out.copy(&from, name)?;
-        }
-    }
-    let original = std::fs::metadata(&src)
-        .map_err(|e| Error::io(src.display(), e))?
-        .len() as f64;
+    crate::checkpoint::files::write_derived(model_dir, out, &bytes)?;
+    let original = ckpt.stored_bytes() as f64;
     let quantized = bytes.len() as f64;
     Ok(ModelMetrics {
         original_size_mb: original / crate::MB,

@@ -1,5 +1,7 @@
 //! Random-init BLIP checkpoints with the real models' configs and tensor names, so that speed and
 //! memory can be measured at true size without downloading weights.
+//!
+//! May use: `checkpoint`, `config`, `fsio`, `error`.
 
 use candle_core::{Device, Tensor};
 use serde_json::json;

@@ -11,6 +11,8 @@
 //! `use_current_thread`): its parallel operations start on that thread, which works on them
 //! and steals their pieces back while it waits, and with one thread no other thread exists.
 //! Call it once, early, from the thread that will run the model (the CLI's `main` does).
+//!
+//! May use: nothing of the crate.
 
 use crate::{Error, Result};
 

@@ -1,5 +1,7 @@
 //! The caption tokenizer: Hugging Face `tokenizer.json` (BERT WordPiece for BLIP), with prompts
 //! prepared and captions decoded exactly as `BlipProcessor` and `generate` do.
+//!
+//! May use: `error` only.
 
 use crate::{Error, Result};
 

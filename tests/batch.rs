@@ -2,6 +2,10 @@
 //! for greedy and beam search, FP32 and INT8, with images that finish at different steps, a bad
 //! image failing alone, and batch sizes out of range refused.
 
+// Native only: it reads fixtures from disk (or runs the CLI); `wasm-pack test` builds every
+// test target for wasm32, where this one compiles to nothing.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -52,25 +56,21 @@ fn batch<'a>(items: &'a [(String, Vec<u8>)]) -> Vec<BatchImage<'a>> {
 /// The option sets every model is checked with: greedy, greedy with a prompt and a minimum
 /// length, beam search (3 beams) with and without a prompt and length limits.
 fn option_sets() -> Vec<CaptionOptions> {
+    let prompted = |num_beams, min_length, max_length| CaptionOptions {
+        num_beams,
+        prompt: Some("a picture of".into()),
+        min_length: Some(min_length),
+        max_length: Some(max_length),
+        ..Default::default()
+    };
     vec![
         CaptionOptions::default(),
-        CaptionOptions {
-            prompt: Some("a picture of".into()),
-            min_length: Some(8),
-            max_length: Some(18),
-            ..Default::default()
-        },
+        prompted(None, 8, 18),
         CaptionOptions {
             num_beams: Some(3),
             ..Default::default()
         },
-        CaptionOptions {
-            num_beams: Some(3),
-            prompt: Some("a picture of".into()),
-            min_length: Some(9),
-            max_length: Some(16),
-            ..Default::default()
-        },
+        prompted(Some(3), 9, 16),
         CaptionOptions {
             num_beams: Some(2),
             max_new_tokens: Some(6),

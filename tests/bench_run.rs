@@ -4,6 +4,10 @@
 //! goes on, the same outcome one at a time and in batches, progress per item, and the results
 //! assembled from the run.
 
+// Native only: it reads fixtures from disk (or runs the CLI); `wasm-pack test` builds every
+// test target for wasm32, where this one compiles to nothing.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use blipq::eval::bench::{self, Item, ModelInfoReport, Outcome, RunOptions};

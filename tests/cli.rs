@@ -1,8 +1,13 @@
 //! The `blipq` command line end to end: caption --json, quantize's report, eval, bench.
 
+// Native only: it reads fixtures from disk (or runs the CLI); `wasm-pack test` builds every
+// test target for wasm32, where this one compiles to nothing.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use common::*;
 use serde_json::Value;
@@ -11,27 +16,74 @@ fn blipq() -> Command {
     Command::new(env!("CARGO_BIN_EXE_blipq"))
 }
 
-fn temp(tag: &str) -> std::path::PathBuf {
+fn temp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("blipq-cli-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
+}
+
+/// A fixture image (`tests/fixtures/images/<name>`).
+fn image(name: &str) -> PathBuf {
+    fixtures().join("images").join(name)
+}
+
+/// `blipq caption --json <flags> --model <model>` of the fixture images `names`.
+fn caption_json(model: &Path, flags: &[&str], names: &[&str]) -> Command {
+    let mut cmd = blipq();
+    cmd.args(["caption", "--json"])
+        .args(flags)
+        .arg("--model")
+        .arg(model)
+        .args(names.iter().map(|n| image(n)));
+    cmd
+}
+
+/// Runs `cmd` and checks that it succeeds (`what` and its stderr otherwise).
+fn succeeds(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The token ids of each row of `blipq caption --json`'s output.
+fn rows_ids(stdout: &[u8]) -> Vec<Vec<u32>> {
+    let rows: Value = serde_json::from_slice(stdout).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| ids(&r["token_ids"]))
+        .collect()
+}
+
+/// `blipq bench <flags> --model <each of models> --annotations <ann> --images <images> --out <out>`.
+fn bench(flags: &[&str], models: &[&Path], ann: &Path, images: &Path, out: &Path) -> Command {
+    let mut cmd = blipq();
+    cmd.arg("bench").args(flags);
+    for model in models {
+        cmd.arg("--model").arg(model);
+    }
+    cmd.arg("--annotations")
+        .arg(ann)
+        .arg("--images")
+        .arg(images)
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]
 fn caption_json_gives_generate_token_ids() {
     let expected = expected();
     let names = ["camera.png", "rocket_rgba.png"];
-    let out = blipq()
-        .args(["caption", "--json", "--model"])
-        .arg(tiny_dir())
-        .args(names.iter().map(|n| fixtures().join("images").join(n)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeds(&mut caption_json(&tiny_dir(), &[], &names), "caption");
     let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
     for (row, name) in rows.as_array().unwrap().iter().zip(names) {
         let want = &expected["images"][name]["default"];
@@ -44,61 +96,34 @@ fn caption_json_gives_generate_token_ids() {
 #[test]
 fn caption_with_prompt_and_beams() {
     let expected = expected();
-    let image = fixtures().join("images/camera.png");
-    let out = blipq()
-        .args([
-            "caption",
-            "--json",
-            "--num-beams",
-            "3",
-            "--max-length",
-            "20",
-            "--model",
-        ])
-        .arg(tiny_dir())
-        .arg(&image)
-        .output()
-        .unwrap();
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        ids(&rows[0]["token_ids"]),
-        ids(&expected["images"]["camera.png"]["beam3"]["ids"])
-    );
-    let out = blipq()
-        .args([
-            "caption",
-            "--json",
-            "--prompt",
-            "a picture of",
-            "--max-length",
-            "20",
-            "--model",
-        ])
-        .arg(tiny_dir())
-        .arg(&image)
-        .output()
-        .unwrap();
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        ids(&rows[0]["token_ids"]),
-        ids(&expected["images"]["camera.png"]["prompt"]["ids"])
-    );
+    for (flags, case) in [
+        (["--num-beams", "3"], "beam3"),
+        (["--prompt", "a picture of"], "prompt"),
+    ] {
+        let mut cmd = caption_json(
+            &tiny_dir(),
+            &[flags[0], flags[1], "--max-length", "20"],
+            &["camera.png"],
+        );
+        let out = succeeds(&mut cmd, case);
+        assert_eq!(
+            rows_ids(&out.stdout)[0],
+            ids(&expected["images"]["camera.png"][case]["ids"]),
+            "{case}"
+        );
+    }
 }
 
 /// `blipq quantize` of the tiny fixture model into a fresh temporary folder.
-fn quantize_tiny(tag: &str) -> std::path::PathBuf {
+fn quantize_tiny(tag: &str) -> PathBuf {
     let out_dir = temp(tag);
-    let out = blipq()
-        .args(["quantize", "--model"])
-        .arg(tiny_dir())
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        blipq()
+            .args(["quantize", "--model"])
+            .arg(tiny_dir())
+            .arg("--out")
+            .arg(&out_dir),
+        "quantize",
     );
     out_dir
 }
@@ -106,10 +131,7 @@ fn quantize_tiny(tag: &str) -> std::path::PathBuf {
 #[test]
 fn quantize_writes_checkpoint_and_report() {
     let out_dir = quantize_tiny("quantize");
-    let report: Value = serde_json::from_str(
-        &std::fs::read_to_string(out_dir.join("quantized_results.json")).unwrap(),
-    )
-    .unwrap();
+    let report = read_json(&out_dir.join("quantized_results.json"));
     for key in ["method", "timestamp", "device", "model_path"] {
         assert!(
             report["quantization_info"][key].is_string(),
@@ -134,7 +156,7 @@ fn quantize_writes_checkpoint_and_report() {
     let out = blipq()
         .args(["caption", "--model"])
         .arg(&out_dir)
-        .arg(fixtures().join("images/camera.png"))
+        .arg(image("camera.png"))
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -157,17 +179,13 @@ fn eval_prints_the_six_metrics() {
         r#"[{"image_id":1,"caption":"a red circle on the left"}]"#,
     )
     .unwrap();
-    let out = blipq()
-        .args(["eval", "--annotations"])
-        .arg(&ann)
-        .arg("--results")
-        .arg(&res)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        blipq()
+            .args(["eval", "--annotations"])
+            .arg(&ann)
+            .arg("--results")
+            .arg(&res),
+        "eval",
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"] {
@@ -196,16 +214,9 @@ fn bench_reports_failures_and_keeps_going() {
     let dir = temp("bench");
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    std::fs::copy(
-        fixtures().join("images/camera.png"),
-        images.join("camera.png"),
-    )
-    .unwrap();
-    std::fs::copy(
-        fixtures().join("images/chelsea.png"),
-        images.join("chelsea.png"),
-    )
-    .unwrap();
+    for name in ["camera.png", "chelsea.png"] {
+        std::fs::copy(image(name), images.join(name)).unwrap();
+    }
     let ann = dir.join("captions.json");
     std::fs::write(
         &ann,
@@ -214,26 +225,15 @@ fn bench_reports_failures_and_keeps_going() {
     )
     .unwrap();
     let out_dir = dir.join("out");
-    let out = blipq()
-        .args([
-            "bench",
-            "--warmup",
-            "1",
-            "--fixed-new-tokens",
-            "5",
-            "--model",
-        ])
-        .arg(tiny_dir())
-        .arg("--model")
-        .arg(fixtures().join("tiny-bin"))
-        .arg("--annotations")
-        .arg(&ann)
-        .arg("--images")
-        .arg(&images)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let out = bench(
+        &["--warmup", "1", "--fixed-new-tokens", "5"],
+        &[&tiny_dir(), &fixtures().join("tiny-bin")],
+        &ann,
+        &images,
+        &out_dir,
+    )
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // A failed image makes the exit code non-zero, after the reports are written.
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -252,9 +252,7 @@ fn bench_reports_failures_and_keeps_going() {
     ] {
         assert!(table.contains(row), "{row} missing from\n{table}");
     }
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("tiny_results.json")).unwrap())
-            .unwrap();
+    let r = read_json(&out_dir.join("tiny_results.json"));
     let p = &r["performance_metrics"];
     assert_eq!(p["total_samples"], 2);
     assert_eq!(p["failed_samples"], 1);
@@ -269,9 +267,7 @@ fn bench_reports_failures_and_keeps_going() {
     );
     assert!(r["quality_metrics"]["bleu_score"].is_number());
     assert!(r["model_info"]["total_parameters"].as_u64().unwrap() > 1_000_000);
-    let caps: Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("tiny_captions.json")).unwrap())
-            .unwrap();
+    let caps = read_json(&out_dir.join("tiny_captions.json"));
     assert_eq!(caps.as_array().unwrap().len(), 2);
     assert!(out_dir.join("comparison.md").exists() && out_dir.join("comparison.json").exists());
 }
@@ -282,7 +278,7 @@ fn bench_demo(tag: &str, limit: usize, extra: &[&str]) -> Value {
     let dir = temp(tag);
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    let eval = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo-eval");
+    let eval = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo-eval");
     let mut entries = Vec::new();
     for i in 0..limit {
         let name = format!("scene_{:06}.png", i * 5);
@@ -302,16 +298,8 @@ fn bench_demo(tag: &str, limit: usize, extra: &[&str]) -> Value {
     )
     .unwrap();
     let out_dir = dir.join("out");
-    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo-int8");
-    let out = blipq()
-        .args(["bench", "--warmup", "1", "--model"])
-        .arg(&model)
-        .arg("--annotations")
-        .arg(&ann)
-        .arg("--images")
-        .arg(&images)
-        .arg("--out")
-        .arg(&out_dir)
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo-int8");
+    let out = bench(&["--warmup", "1"], &[&model], &ann, &images, &out_dir)
         .args(extra)
         .output()
         .unwrap();
@@ -319,8 +307,7 @@ fn bench_demo(tag: &str, limit: usize, extra: &[&str]) -> Value {
     // The missing image fails alone (exit code 1 after the reports).
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("missing.png"), "{stderr}");
-    serde_json::from_str(&std::fs::read_to_string(out_dir.join("demo-int8_results.json")).unwrap())
-        .unwrap()
+    read_json(&out_dir.join("demo-int8_results.json"))
 }
 
 #[test]
@@ -406,7 +393,7 @@ fn bench_refuses_bad_batch_sizes() {
     let out = blipq()
         .args(["caption", "--batch-size", "0", "--model"])
         .arg(tiny_dir())
-        .arg(fixtures().join("images/camera.png"))
+        .arg(image("camera.png"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -421,23 +408,16 @@ fn caption_batch_size_gives_the_same_json() {
         "chelsea.png",
         "coffee.jpg",
         "astronaut.jpg",
+        "missing.png",
     ];
     let run = |batch: &str| -> Value {
-        let out = blipq()
-            .args([
-                "caption",
-                "--json",
-                "--num-beams",
-                "2",
-                "--batch-size",
-                batch,
-            ])
-            .arg("--model")
-            .arg(tiny_dir())
-            .args(names.iter().map(|n| fixtures().join("images").join(n)))
-            .arg(fixtures().join("images/missing.png"))
-            .output()
-            .unwrap();
+        let out = caption_json(
+            &tiny_dir(),
+            &["--num-beams", "2", "--batch-size", batch],
+            &names,
+        )
+        .output()
+        .unwrap();
         assert_eq!(out.status.code(), Some(1), "one image is missing");
         serde_json::from_slice(&out.stdout).unwrap()
     };
@@ -456,27 +436,13 @@ fn captions_are_the_same_at_every_instruction_set_level() {
     let expected = expected();
     let names = ["camera.png", "rocket_rgba.png"];
     let int8 = quantize_tiny("isa-int8");
-    let caption = |model: &std::path::Path, level: Option<&str>| -> Vec<Vec<u32>> {
-        let mut cmd = blipq();
-        cmd.args(["caption", "--json", "--model"])
-            .arg(model)
-            .args(names.iter().map(|n| fixtures().join("images").join(n)));
+    let caption = |model: &Path, level: Option<&str>| -> Vec<Vec<u32>> {
+        let mut cmd = caption_json(model, &[], &names);
         match level {
             Some(level) => cmd.env("BLIPQ_ISA", level),
             None => cmd.env_remove("BLIPQ_ISA"),
         };
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{level:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| ids(&r["token_ids"]))
-            .collect()
+        rows_ids(&succeeds(&mut cmd, &format!("{level:?}")).stdout)
     };
     let want: Vec<Vec<u32>> = names
         .iter()
@@ -490,7 +456,7 @@ fn captions_are_the_same_at_every_instruction_set_level() {
     let out = blipq()
         .args(["caption", "--model"])
         .arg(tiny_dir())
-        .arg(fixtures().join("images/camera.png"))
+        .arg(image("camera.png"))
         .env("BLIPQ_ISA", "avx9")
         .output()
         .unwrap();
@@ -501,4 +467,43 @@ fn captions_are_the_same_at_every_instruction_set_level() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&int8);
+}
+
+#[test]
+fn convert_writes_a_checkpoint_that_captions_like_its_source() {
+    let out = temp("convert");
+    let src = fixtures().join("tiny-bin");
+    let run = succeeds(
+        blipq()
+            .args(["convert", "--dtype", "f32", "--model"])
+            .arg(&src)
+            .arg("--out")
+            .arg(&out),
+        "convert",
+    );
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(said.contains("tied duplicates left out"), "{said}");
+    let names = ["astronaut.jpg", "coffee.jpg"];
+    let want = succeeds(&mut caption_json(&src, &[], &names), "caption source");
+    let got = succeeds(&mut caption_json(&out, &[], &names), "caption converted");
+    assert_eq!(rows_ids(&got.stdout), rows_ids(&want.stdout));
+    // Never over a non-empty folder without --force, and a bad dtype is named.
+    let again = blipq()
+        .args(["convert", "--model"])
+        .arg(&src)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    let bad = blipq()
+        .args(["convert", "--dtype", "int4", "--model"])
+        .arg(&src)
+        .arg("--out")
+        .arg(temp("convert-bad"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"int4\""));
 }

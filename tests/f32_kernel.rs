@@ -46,7 +46,9 @@ fn every_kernel_matches_the_reference() {
         (5, 300, 40),
         (13, 257, 33),
         (4, 768, 130),
+        (12, 64, 160),
         (25, 96, 129),
+        (25, 513, 129),
     ] {
         let w = rand_vec(n * k, (m * 7 + k * 13 + n) as u32);
         let x = rand_vec(m * k, (m + k + n) as u32 + 99);
@@ -62,6 +64,18 @@ fn every_kernel_matches_the_reference() {
                         .sum::<f64>()
             })
             .collect();
+        // The reference sums in k order onto the starting value: exactly the f32 definition.
+        let reference = F32Matrix::with_kernel(wt.clone(), Kernel::Scalar).unwrap();
+        let mut got = start.clone();
+        reference.matmul_acc(&x, m, &mut got).unwrap();
+        for (i, g) in got.iter().enumerate() {
+            let (r, c) = (i / n, i % n);
+            let mut s = start[i];
+            for kk in 0..k {
+                s += x[r * k + kk] * w[c * k + kk];
+            }
+            assert_eq!(*g, s, "reference ({m},{k},{n}) at {r},{c}");
+        }
         for &kernel in &available {
             let ours = F32Matrix::with_kernel(wt.clone(), kernel).unwrap();
             assert_eq!(ours.kernel(), kernel);

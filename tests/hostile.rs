@@ -1,6 +1,10 @@
 //! Hostile and careless input: nothing the user has is lost, nothing is unbounded, formats are
 //! checked strictly, bad values get short errors that name the thing, exit codes tell the truth.
 
+// Native only: it reads fixtures from disk (or runs the CLI); `wasm-pack test` builds every
+// test target for wasm32, where this one compiles to nothing.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +30,14 @@ fn temp(tag: &str) -> PathBuf {
     d
 }
 
+/// `root/dir`, created, holding one file `name` with `bytes`.
+fn folder_with(root: &Path, dir: &str, name: &str, bytes: &[u8]) -> PathBuf {
+    let d = root.join(dir);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join(name), bytes).unwrap();
+    d
+}
+
 fn run(cmd: &mut Command) -> (Output, String) {
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -48,6 +60,42 @@ fn assert_fails(cmd: &mut Command, parts: &[&str]) -> String {
         err.len()
     );
     err
+}
+
+/// `blipq quantize <flags> --model <model> --out <out>`.
+fn quantize(flags: &[&str], model: impl AsRef<Path>, out: &Path) -> Command {
+    let mut cmd = blipq();
+    cmd.arg("quantize")
+        .args(flags)
+        .arg("--model")
+        .arg(model.as_ref())
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
+/// Sets every element of the F32 tensors in `model`'s weights whose names `pick` accepts to
+/// `value`, then checks that quantizing it into `out` fails naming `parts` and leaves nothing at
+/// `out`.
+fn assert_quantize_refuses_weights(
+    model: &Path,
+    pick: impl Fn(&str) -> bool,
+    value: f32,
+    out: &Path,
+    parts: &[&str],
+) {
+    rewrite_weights(
+        model,
+        |name, mut raw| {
+            if pick(name) {
+                raw.data = value.to_le_bytes().repeat(raw.data.len() / 4);
+            }
+            Some(raw)
+        },
+        vec![],
+    );
+    assert_fails(&mut quantize(&[], model, out), parts);
+    assert!(!out.exists());
 }
 
 /// sha256 of every file under `dir`, by relative name.
@@ -98,11 +146,7 @@ fn quantize_never_writes_over_its_source() {
     ];
     for (out, why) in outs {
         for force in [false, true] {
-            let mut cmd = blipq();
-            cmd.args(["quantize", "--no-validate", "--model"])
-                .arg(&src)
-                .arg("--out")
-                .arg(&out);
+            let mut cmd = quantize(&["--no-validate"], &src, &out);
             if force {
                 cmd.arg("--force");
             }
@@ -121,9 +165,7 @@ fn quantize_never_writes_over_its_source() {
 #[test]
 fn writers_refuse_non_empty_outputs_unless_forced() {
     let root = temp("nonempty");
-    let out = root.join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let out = folder_with(&root, "out", "notes.txt", b"mine");
     for args in [
         vec!["quantize", "--no-validate", "--model", DEMO],
         vec!["synth", "--preset", "base"],
@@ -145,16 +187,7 @@ fn writers_refuse_non_empty_outputs_unless_forced() {
     );
     assert_eq!(digests(&ckpt), before);
     // --force replaces the contents, once the new checkpoint is complete.
-    let (o, err) = run(blipq()
-        .args([
-            "quantize",
-            "--no-validate",
-            "--force",
-            "--model",
-            DEMO,
-            "--out",
-        ])
-        .arg(&out));
+    let (o, err) = run(&mut quantize(&["--no-validate", "--force"], DEMO, &out));
     assert!(o.status.success(), "{err}");
     assert!(!out.join("notes.txt").exists());
     assert!(Captioner::load_dir(&out).unwrap().info().is_quantized);
@@ -172,40 +205,24 @@ fn writers_refuse_non_empty_outputs_unless_forced() {
 #[test]
 fn quantize_checks_every_input_before_writing() {
     let root = temp("inputs");
-    let images = root.join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    std::fs::write(images.join("notes.png"), b"not an image").unwrap();
+    let images = folder_with(&root, "images", "notes.png", b"not an image");
     let out = root.join("out");
     assert_fails(
-        blipq()
-            .args(["quantize", "--model", DEMO, "--validation-images"])
-            .arg(&images)
-            .arg("--out")
-            .arg(&out),
+        quantize(&[], DEMO, &out)
+            .arg("--validation-images")
+            .arg(&images),
         &["notes.png", "--validation-images"],
     );
     assert!(!out.exists());
     // A broken model: NaN weights are refused before anything is written.
     let nan = demo_copy("nan");
-    rewrite_weights(
+    assert_quantize_refuses_weights(
         &nan,
-        |name, mut raw| {
-            if name.ends_with("text_decoder.cls.predictions.bias") {
-                raw.data = f32::NAN.to_le_bytes().repeat(raw.data.len() / 4);
-            }
-            Some(raw)
-        },
-        vec![],
-    );
-    assert_fails(
-        blipq()
-            .args(["quantize", "--model"])
-            .arg(&nan)
-            .arg("--out")
-            .arg(&out),
+        |name| name.ends_with("text_decoder.cls.predictions.bias"),
+        f32::NAN,
+        &out,
         &["text_decoder.cls.predictions.bias", "NaN"],
     );
-    assert!(!out.exists());
 }
 
 #[test]
@@ -213,16 +230,7 @@ fn a_killed_quantize_leaves_nothing_at_out() {
     let root = temp("killed");
     let out = root.join("out");
     // Validation on the 250 eval images keeps the run busy after the weights are written.
-    let mut child = blipq()
-        .args([
-            "quantize",
-            "--model",
-            DEMO,
-            "--validation-images",
-            EVAL,
-            "--out",
-        ])
-        .arg(&out)
+    let mut child = quantize(&["--validation-images", EVAL], DEMO, &out)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -252,9 +260,7 @@ fn a_killed_quantize_leaves_nothing_at_out() {
     );
     assert!(!out.exists(), "a killed run left {}", out.display());
     // The next run cleans up the dead run's temporary folder and completes.
-    let (o, err) = run(blipq()
-        .args(["quantize", "--no-validate", "--model", DEMO, "--out"])
-        .arg(&out));
+    let (o, err) = run(&mut quantize(&["--no-validate"], DEMO, &out));
     assert!(o.status.success(), "{err}");
     assert!(!seen.unwrap().exists());
 }
@@ -385,9 +391,7 @@ fn decoding_options_are_checked_against_the_model() {
 #[test]
 fn bench_exits_non_zero_when_images_fail() {
     let root = temp("bench");
-    let images = root.join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    std::fs::write(images.join("a.png"), b"not a png").unwrap();
+    let images = folder_with(&root, "images", "a.png", b"not a png");
     std::fs::copy(
         Path::new(EVAL).join("scene_000000.png"),
         images.join("b.png"),
@@ -574,13 +578,6 @@ fn non_finite_weights_and_scales_are_refused_at_load() {
     );
 }
 
-fn edit_json(dir: &Path, file: &str, edit: impl FnOnce(&mut serde_json::Value)) {
-    let p = dir.join(file);
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    edit(&mut v);
-    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
-}
-
 #[test]
 fn config_semantics_are_checked_at_load() {
     let dir = copy_dir(Path::new(DEMO), "eps");
@@ -696,9 +693,7 @@ fn a_full_disk_leaves_nothing_at_out() {
         return;
     }
     let out = mnt.join("out");
-    let result = run(blipq()
-        .args(["quantize", "--no-validate", "--model", DEMO, "--out"])
-        .arg(&out));
+    let result = run(&mut quantize(&["--no-validate"], DEMO, &out));
     let left: Vec<_> = std::fs::read_dir(&mnt)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -715,26 +710,13 @@ fn quantize_validation_fails_on_non_finite_outputs() {
     // Finite but huge patch weights (kept F32 by the quantizer) overflow the vision encoder to
     // infinity and NaN: validation must refuse the result rather than report agreement.
     let src = demo_copy("overflow");
-    rewrite_weights(
+    assert_quantize_refuses_weights(
         &src,
-        |name, mut raw| {
-            if name == "vision_model.embeddings.patch_embedding.weight" {
-                raw.data = 3.0e38f32.to_le_bytes().repeat(raw.data.len() / 4);
-            }
-            Some(raw)
-        },
-        vec![],
-    );
-    let out = src.parent().unwrap().join("out");
-    assert_fails(
-        blipq()
-            .args(["quantize", "--model"])
-            .arg(&src)
-            .arg("--out")
-            .arg(&out),
+        |name| name == "vision_model.embeddings.patch_embedding.weight",
+        3.0e38,
+        &src.parent().unwrap().join("out"),
         &["validation failed on 6 of 6 images", "not finite"],
     );
-    assert!(!out.exists());
 }
 
 #[test]

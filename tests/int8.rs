@@ -1,6 +1,10 @@
 //! INT8: quantizing the tiny fixture, the file layout, the exact quantize -> load round trip, and
 //! logits close to FP32.
 
+// Native only: it reads fixtures from disk (or runs the CLI); `wasm-pack test` builds every
+// test target for wasm32, where this one compiles to nothing.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use blipq::checkpoint::{Checkpoint, Matrix};

@@ -1,6 +1,10 @@
 //! Image preprocessing against PIL and transformers, using the reference outputs recorded by
 //! `tools/make_resize_fixtures.py` in `tests/fixtures/resize/` (see its `manifest.json`).
 
+// Native only: it reads fixtures from disk (or runs the CLI); `wasm-pack test` builds every
+// test target for wasm32, where this one compiles to nothing.
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::path::PathBuf;
 
 use blipq::preprocess::{
@@ -205,23 +209,21 @@ fn assert_image_error<T>(result: blipq::Result<T>, name: &str, needle: &str) {
     }
 }
 
+/// Asserts that decoding `bytes` as `name` (default pixel limit) is an `Error::Image` for `name`
+/// whose message contains `needle`.
+fn assert_decode_error(bytes: &[u8], name: &str, needle: &str) {
+    assert_image_error(decode_rgb(bytes, name, DEFAULT_MAX_PIXELS), name, needle);
+}
+
 #[test]
 fn empty_bytes_is_an_error() {
-    assert_image_error(
-        decode_rgb(&[], "empty.png", DEFAULT_MAX_PIXELS),
-        "empty.png",
-        "empty",
-    );
+    assert_decode_error(&[], "empty.png", "empty");
 }
 
 #[test]
 fn not_an_image_is_an_error() {
     let text = b"a photo of a cat, in words rather than pixels";
-    assert_image_error(
-        decode_rgb(text, "cat.txt", DEFAULT_MAX_PIXELS),
-        "cat.txt",
-        "not a recognised image",
-    );
+    assert_decode_error(text, "cat.txt", "not a recognised image");
     let err = decode_rgb(text, "cat.txt", DEFAULT_MAX_PIXELS)
         .unwrap_err()
         .to_string();
@@ -232,11 +234,7 @@ fn not_an_image_is_an_error() {
 fn unsupported_format_is_an_error() {
     // A TIFF header: recognised by its magic bytes, but no TIFF decoder is built in.
     let tiff = b"II*\0\x08\0\0\0\0\0\0\0\0\0\0\0";
-    assert_image_error(
-        decode_rgb(tiff, "scan.tif", DEFAULT_MAX_PIXELS),
-        "scan.tif",
-        "unsupported",
-    );
+    assert_decode_error(tiff, "scan.tif", "unsupported");
 }
 
 #[test]
@@ -259,11 +257,7 @@ fn truncated_images_are_errors() {
         );
     }
     // Cut inside the PNG header too.
-    assert_image_error(
-        decode_rgb(&read("astronaut.png")[..20], "head.png", DEFAULT_MAX_PIXELS),
-        "head.png",
-        "PNG",
-    );
+    assert_decode_error(&read("astronaut.png")[..20], "head.png", "PNG");
 }
 
 /// A PNG whose header (IHDR) says `width` x `height` RGB, followed by the start of an IDAT
@@ -312,11 +306,7 @@ fn over_the_pixel_budget_is_refused_from_the_header() {
     // A 100000 x 100000 header with no pixel data behind it: refused by its size, before any
     // attempt to decode (which would fail differently).
     let bomb = png_header_only(100_000, 100_000);
-    assert_image_error(
-        decode_rgb(&bomb, "bomb.png", DEFAULT_MAX_PIXELS),
-        "bomb.png",
-        "over the limit",
-    );
+    assert_decode_error(&bomb, "bomb.png", "over the limit");
     let cfg = ImageProcessorConfig::default();
     assert_image_error(
         preprocess(&bomb, "bomb.png", &cfg, DEFAULT_MAX_PIXELS),
@@ -331,11 +321,7 @@ fn jpeg_without_its_end_is_truncated() {
     // zune-jpeg alone would fill the rest with gray.
     let bytes = read("coffee.jpg");
     for cut in [bytes.len() / 2, bytes.len() - 2] {
-        assert_image_error(
-            decode_rgb(&bytes[..cut], "cut.jpg", DEFAULT_MAX_PIXELS),
-            "cut.jpg",
-            "truncated",
-        );
+        assert_decode_error(&bytes[..cut], "cut.jpg", "truncated");
     }
     // Trailing bytes after the end marker are fine, as in PIL.
     let mut padded = bytes.clone();
@@ -355,11 +341,7 @@ fn zero_sized_images_are_errors() {
     gif.extend_from_slice(&[
         0x2c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
     ]);
-    assert_image_error(
-        decode_rgb(&gif, "zero.gif", DEFAULT_MAX_PIXELS),
-        "zero.gif",
-        "empty",
-    );
+    assert_decode_error(&gif, "zero.gif", "empty");
 }
 
 #[test]

@@ -3,6 +3,10 @@
 //! pickles refused with a message (never a panic or an allocation the file does not justify).
 //! Real `torch.save` files are covered by `tests/loading.rs` (the `tiny-bin` fixture).
 
+// Native only: it reads fixtures from disk (or runs the CLI); `wasm-pack test` builds every
+// test target for wasm32, where this one compiles to nothing.
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::io::Write;
 
 use blipq::checkpoint::pth::Pth;

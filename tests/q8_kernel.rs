@@ -195,6 +195,18 @@ fn random_weights(rng: &mut Rng, n: usize, k: usize) -> QTensor {
     QTensor::quantize(&w, GgmlDType::Q8_0).unwrap()
 }
 
+/// Random `Q8_0` weights `[n, k]` (candle's), with blipq's packed copy.
+fn random_matrix(rng: &mut Rng, n: usize, k: usize) -> (QTensor, Q8Matrix) {
+    let q = random_weights(rng, n, k);
+    let mat = Q8Matrix::from_qtensor(&q).unwrap();
+    (q, mat)
+}
+
+/// `t [..]` as a flat f32 vector.
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
 fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0f32, |a, &b| a.max(b.abs()))
 }
@@ -204,8 +216,7 @@ fn max_abs(v: &[f32]) -> f32 {
 fn kernels_match_scalar_and_candle_on_real_valued_data() {
     let mut rng = Rng(42);
     for &(n, k) in &SHAPES {
-        let q = random_weights(&mut rng, n, k);
-        let mat = Q8Matrix::from_qtensor(&q).unwrap();
+        let (q, mat) = random_matrix(&mut rng, n, k);
         let candle = QMatMul::from_qtensor(q).unwrap();
         for m in MS {
             let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
@@ -221,13 +232,7 @@ fn kernels_match_scalar_and_candle_on_real_valued_data() {
                 }
             }
             let x = Tensor::from_vec(xs.clone(), (m, k), &Device::Cpu).unwrap();
-            let want = candle
-                .forward(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let want = values(&candle.forward(&x).unwrap());
             for (a, b) in reference.iter().zip(&want) {
                 assert!(
                     (a - b).abs() <= 1e-5 * scale,
@@ -237,7 +242,7 @@ fn kernels_match_scalar_and_candle_on_real_valued_data() {
             // The tensor entry point, with a leading batch dimension.
             let got = mat.forward(&x.unsqueeze(0).unwrap()).unwrap();
             assert_eq!(got.dims(), &[1, m, n]);
-            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = values(&got);
             for (a, b) in got.iter().zip(&want) {
                 assert!(
                     (a - b).abs() <= 1e-5 * scale,
@@ -307,25 +312,12 @@ fn large_m_matches_candle() {
     } else {
         (131, 72, 256)
     };
-    let q = random_weights(&mut rng, n, k);
-    let mat = Q8Matrix::from_qtensor(&q).unwrap();
+    let (q, mat) = random_matrix(&mut rng, n, k);
     let candle = QMatMul::from_qtensor(q).unwrap();
     let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
     let x = Tensor::from_vec(xs, (m, k), &Device::Cpu).unwrap();
-    let want = candle
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let got = mat
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let want = values(&candle.forward(&x).unwrap());
+    let got = values(&mat.forward(&x).unwrap());
     let scale = max_abs(&want);
     for (a, b) in got.iter().zip(&want) {
         assert!((a - b).abs() <= 1e-5 * scale, "{a} vs {b}");
@@ -337,8 +329,7 @@ fn large_m_matches_candle() {
 fn repacking_round_trips_and_dequantizes_like_candle() {
     let mut rng = Rng(11);
     for &(n, k) in &SHAPES {
-        let q = random_weights(&mut rng, n, k);
-        let mat = Q8Matrix::from_qtensor(&q).unwrap();
+        let (q, mat) = random_matrix(&mut rng, n, k);
         assert_eq!((mat.n(), mat.k()), (n, k));
         assert_eq!(mat.to_q8_0_bytes(), q.data().unwrap().to_vec());
         // One copy, about the size of the Q8_0 blocks (f32 instead of f16 scales, padded panel).

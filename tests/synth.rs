@@ -1,5 +1,9 @@
 //! `blipq synth`: tensor names and shapes are Hugging Face's, and the base preset has the real size.
 
+// Native only: it reads fixtures from disk (or runs the CLI); `wasm-pack test` builds every
+// test target for wasm32, where this one compiles to nothing.
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use blipq::config::BlipConfig;

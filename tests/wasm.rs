@@ -19,6 +19,9 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 mod web_fixture;
 use web_fixture::{files_object, TINY};
+#[path = "common/case.rs"]
+mod case;
+use case::{case_options, ids};
 
 const IMAGES: [(&str, &[u8]); 7] = [
     (
@@ -79,7 +82,7 @@ struct Timings {
 }
 
 /// JS options object for a fixture case, built from its recorded generate kwargs.
-fn case_options(case: &Value) -> JsValue {
+fn js_case_options(case: &Value) -> JsValue {
     let obj = js_sys::Object::new();
     let kw = &case["generate_kwargs"];
     let set = |k: &str, v: JsValue| js_sys::Reflect::set(&obj, &k.into(), &v).unwrap();
@@ -96,14 +99,6 @@ fn case_options(case: &Value) -> JsValue {
         }
     }
     obj.into()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids array")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
 }
 
 fn error_message(e: JsValue) -> String {
@@ -141,7 +136,7 @@ fn captions_from_image_bytes_match_transformers() {
             for case in CASES {
                 let want = &expected["images"][name][case];
                 let out = model
-                    .caption(bytes, case_options(want), None)
+                    .caption(bytes, js_case_options(want), None)
                     .unwrap_or_else(|e| panic!("{name}/{case}: {}", error_message(e)));
                 let out: CaptionOut = serde_wasm_bindgen::from_value(out).unwrap();
                 let want_ids = ids(&want["ids"]);
@@ -232,23 +227,7 @@ fn ids_from_fixture_pixel_values_match_transformers() {
         let embeds = engine.encode_image(&pixels).unwrap();
         for case in CASES {
             let want = &expected["images"][name][case];
-            let kw = &want["generate_kwargs"];
-            let opts = blipq::CaptionOptions {
-                prompt: want.get("text").and_then(Value::as_str).map(str::to_string),
-                max_length: kw
-                    .get("max_length")
-                    .and_then(Value::as_u64)
-                    .map(|x| x as usize),
-                min_length: kw
-                    .get("min_length")
-                    .and_then(Value::as_u64)
-                    .map(|x| x as usize),
-                num_beams: kw
-                    .get("num_beams")
-                    .and_then(Value::as_u64)
-                    .map(|x| x as usize),
-                ..Default::default()
-            };
+            let opts = case_options(want);
             let (got, _) = engine.generate_ids(&embeds, &opts, &mut |_| {}).unwrap();
             assert_eq!(got, ids(&want["ids"]), "{name}/{case}");
         }

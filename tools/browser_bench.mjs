@@ -225,7 +225,7 @@ window.benchResult = (async () => {
     out.wasm_bytes_before_load = loaded.memBefore;
     out.wasm_bytes_after_load = loaded.memAfter;
     out.info = loaded.info;
-    log("downloaded in " + out.fetch_s.toFixed(2) + " s, built in " + out.load_s.toFixed(2) + " s; wasm memory " + (out.wasm_bytes_after_load / 2 ** 20).toFixed(1) + " MiB");
+    log("downloaded in " + out.fetch_s.toFixed(2) + " s, built in " + out.load_s.toFixed(2) + " s; wasm memory " + (out.wasm_bytes_after_load / MB).toFixed(1) + " MB");
 
     out.stage = "caption";
     const res = await fetch(job.imageUrl, { cache: "no-store" });
@@ -272,8 +272,8 @@ function startServer(opts) {
 
 // ---------------------------------------------------------------------------------------------
 
-const MB = 1e6;
-const MiB = 2 ** 20;
+// blipq's one size unit (`blipq::MB`): every size this tool reports is in MB of 2^20 bytes.
+const MB = 2 ** 20;
 const fmt = (x, digits = 2) => (x === undefined || x === null || Number.isNaN(x) ? "–" : x.toFixed(digits));
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -347,9 +347,9 @@ async function benchModel(browser, baseUrl, opts, index, threads, build, t0) {
     const total = runs.reduce((a, r) => a + r.timings.total_s, 0);
     result.summary = {
       file_mb: result.file_bytes / MB,
-      wasm_mib_before_load: result.wasm_bytes_before_load / MiB,
-      wasm_mib_after_load: result.wasm_bytes_after_load / MiB,
-      wasm_mib_after_caption: result.wasm_bytes_after_caption / MiB,
+      wasm_mb_before_load: result.wasm_bytes_before_load / MB,
+      wasm_mb_after_load: result.wasm_bytes_after_load / MB,
+      wasm_mb_after_caption: result.wasm_bytes_after_caption / MB,
       ratio_after_load_to_file: result.wasm_bytes_after_load / result.file_bytes,
       load_s: result.load_s,
       fetch_s: result.fetch_s,
@@ -377,20 +377,20 @@ function markdown(results, opts) {
   );
   lines.push("");
   lines.push(
-    "| model | dtype | build | threads | file MB | wasm MiB after load | wasm / file | load s | caption s (preprocess / vision / decode / total) | tokens/s | caption |",
+    "| model | dtype | build | threads | file MB | wasm MB after load | wasm / file | load s | caption s (preprocess / vision / decode / total) | tokens/s | caption |",
   );
   lines.push("|---|---|---|---|---|---|---|---|---|---|---|");
   const dtypeOf = (r) => (r.info ? (r.info.is_quantized ? "INT8" : r.info.dtype || "FP32") : "?");
   for (const r of results) {
     if (!r.ok) {
       const file = r.file_bytes ? fmt(r.file_bytes / MB, 1) : "–";
-      lines.push(`| ${r.label} | – | ${r.build} | ${r.threads ?? r.requested_threads} | ${file} | ${r.wasm_bytes_at_error ? fmt(r.wasm_bytes_at_error / MiB, 1) + " (at error)" : "–"} | – | – | FAILED at ${r.stage || "?"}: ${String(r.error).replace(/\|/g, "\\|")} | – | – |`);
+      lines.push(`| ${r.label} | – | ${r.build} | ${r.threads ?? r.requested_threads} | ${file} | ${r.wasm_bytes_at_error ? fmt(r.wasm_bytes_at_error / MB, 1) + " (at error)" : "–"} | – | – | FAILED at ${r.stage || "?"}: ${String(r.error).replace(/\|/g, "\\|")} | – | – |`);
       continue;
     }
     const s = r.summary;
     const range = opts.runs > 1 ? ` (${fmt(s.total_range[0])}–${fmt(s.total_range[1])})` : "";
     lines.push(
-      `| ${r.label} | ${dtypeOf(r)} | ${r.build} | ${r.threads} | ${fmt(s.file_mb, 1)} | ${fmt(s.wasm_mib_after_load, 1)} | ${fmt(s.ratio_after_load_to_file, 2)} | ` +
+      `| ${r.label} | ${dtypeOf(r)} | ${r.build} | ${r.threads} | ${fmt(s.file_mb, 1)} | ${fmt(s.wasm_mb_after_load, 1)} | ${fmt(s.ratio_after_load_to_file, 2)} | ` +
         `${fmt(s.load_s)} | ${fmt(s.preprocess_s, 3)} / ${fmt(s.vision_s)} / ${fmt(s.decode_s)} / **${fmt(s.total_s)}**${range} | ` +
         `${fmt(s.tokens_per_s, 1)} | ${s.caption.replace(/\|/g, "\\|")} |`,
     );
@@ -426,7 +426,7 @@ function markdown(results, opts) {
     parts.push(`wasm ${fmt(s.ratio_after_load_to_file, 2)}× file (${verdict(s.ratio_after_load_to_file <= 1.3)} ≤ 1.3×)`);
     lines.push(
       `- ${r.label} (${r.build}, ${r.threads} thread(s)): ${parts.join("; ")} ` +
-        `(wasm ${fmt(s.wasm_mib_before_load, 1)} MiB before load, ${fmt(s.wasm_mib_after_caption, 1)} MiB after captioning; ` +
+        `(wasm ${fmt(s.wasm_mb_before_load, 1)} MB before load, ${fmt(s.wasm_mb_after_caption, 1)} MB after captioning; ` +
         `fetch ${fmt(s.fetch_s)} s; ${fmt(s.new_tokens, 0)} new tokens; JS wall ${fmt(s.wall_s)} s/caption)`,
     );
   }

@@ -109,26 +109,16 @@ VOCAB_SIZE = 30524
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
-VISION_CONFIG = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    patch_size=16,
-    image_size=IMAGE_SIZE,
-    initializer_range=INIT_STD,
-)
-TEXT_CONFIG = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    vocab_size=VOCAB_SIZE,
-    initializer_range=INIT_STD,
-    bos_token_id=BOS_ID,
-    sep_token_id=SEP_ID,
-    pad_token_id=PAD_ID,
-)
+
+def _tower_config(hidden_size, intermediate_size, num_attention_heads, **extra) -> dict:
+    """Config of the vision or the text transformer: two layers, weights drawn with INIT_STD."""
+    return dict(hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=2,
+                num_attention_heads=num_attention_heads, initializer_range=INIT_STD, **extra)
+
+
+VISION_CONFIG = _tower_config(64, 128, 4, patch_size=16, image_size=IMAGE_SIZE)
+TEXT_CONFIG = _tower_config(32, 64, 2, vocab_size=VOCAB_SIZE, bos_token_id=BOS_ID, sep_token_id=SEP_ID,
+                            pad_token_id=PAD_ID)
 
 # Generation cases: name -> (uses the prompt?, kwargs passed to model.generate besides the inputs)
 CASES = {

@@ -271,26 +271,73 @@ def _np(o: Obj, size_word: str, art: str = "a") -> str:
     return f"{art} {size_word} {o.colour} {o.shape}"
 
 
+class _Slots(dict):
+    """``str.format_map`` slots of a caption template: a callable slot is called at each use, so every
+    use draws its own synonyms, in the template's left-to-right order."""
+
+    def __getitem__(self, key):
+        v = dict.__getitem__(self, key)
+        return v() if callable(v) else v
+
+
+# Rephrasing templates per scene kind. Slots: {o} (single and count), {a} {b} (pair), {s} {g}
+# (group) are the objects (``{a.colour}``, ``{a.shape}``); {np}, {np_a}, {np_b}, {np_s} their noun
+# phrase with a size synonym; {sz} a size synonym of the single/count object, {sz_s} of the group's
+# odd one out; {bg} a background synonym; {pos} an alternative position phrase; the rest see
+# captions_for.
+POOLS = {
+    "single": [
+        "{np} {pos} of a {bg} background",
+        "a {bg} background with {np} {pos}",
+        "{pos}, {np} on {bg}",
+        "a {o.colour} {o.shape}, {sz}, {pos}",
+        "one {sz} {o.colour} {o.shape} {pos} of the image",
+        "there is {np} {pos}",
+        "{np} on a {bg} background",
+        "a single {o.colour} {o.shape} {pos} of the picture",
+    ],
+    "pair": [
+        "{np_a} {rel} {np_b}",
+        "{np_b} {inv} {np_a}",
+        "{np_a} {pa} and {np_b} {pb}",
+        "{np_a} and {np_b} on a {bg} background",
+        "a {a.colour} {a.shape} and a {b.colour} {b.shape}",
+        "two shapes: {np_a} and {np_b}",
+        "{np_a} {rel2} {np_b}",
+        "{np_b} {inv2} {np_a}",
+    ],
+    "count": [
+        "{num} {sz} {o.colour} {pl} on a {bg} background",
+        "{num} {o.colour} {pl}, all {sz}",
+        "a group of {num} {sz} {o.colour} {pl}",
+        "there are {num} {sz} {o.colour} {pl} on a {bg} background",
+        "{num} {sz} {o.colour} {pl}",
+        "a {bg} background with {num} {sz} {o.colour} {pl}",
+        "{some} {sz} {o.colour} {pl}",
+    ],
+    "group": [
+        "{grp} and {np_s}",
+        "{np_s} and {grp}",
+        "{grp} next to {np_s}",
+        "{np_s} with {grp}",
+        "{grp} and one {sz_s} {s.colour} {s.shape} on a {bg} background",
+        "{num} {g.colour} {pl} and a {s.colour} {s.shape} on a {bg} background",
+    ],
+}
+
+
 def captions_for(scene: dict, rng: random.Random, k: int = 5) -> list[str]:
     """Canonical caption first, then k-1 distinct rephrasings sampled from the scene's pool."""
     kind, bg, objs = scene["kind"], scene["bg"], scene["objs"]
     sz = lambda o: rng.choice(SIZE_SYN[o.size])  # noqa: E731
-    bgw = lambda: rng.choice(BG_SYN[bg])  # noqa: E731
+    np_ = lambda o: lambda: _np(o, sz(o))  # noqa: E731
+    slots = _Slots(bg=lambda: rng.choice(BG_SYN[bg]))
 
     if kind == "single":
         o = objs[0]
         canon_pos, alt_pos = POSITIONS[scene["pos"]]
         canon = f"{_np(o, o.size)} {canon_pos} of a {bg} background"
-        pool = [
-            lambda: f"{_np(o, sz(o))} {rng.choice(alt_pos)} of a {bgw()} background",
-            lambda: f"a {bgw()} background with {_np(o, sz(o))} {rng.choice(alt_pos)}",
-            lambda: f"{rng.choice(alt_pos)}, {_np(o, sz(o))} on {bgw()}",
-            lambda: f"a {o.colour} {o.shape}, {sz(o)}, {rng.choice(alt_pos)}",
-            lambda: f"one {sz(o)} {o.colour} {o.shape} {rng.choice(alt_pos)} of the image",
-            lambda: f"there is {_np(o, sz(o))} {rng.choice(alt_pos)}",
-            lambda: f"{_np(o, sz(o))} on a {bgw()} background",
-            lambda: f"a single {o.colour} {o.shape} {rng.choice(alt_pos)} of the picture",
-        ]
+        slots.update(o=o, np=np_(o), sz=lambda: sz(o), pos=lambda: rng.choice(alt_pos))
     elif kind == "pair":
         a, b = objs
         if scene["axis"] == "h":
@@ -300,42 +347,20 @@ def captions_for(scene: dict, rng: random.Random, k: int = 5) -> list[str]:
             rel, inv, pa, pb = "above", "below", "at the top", "at the bottom"
             rel2, inv2 = "over", "under"
         canon = f"{_np(a, a.size)} {rel} {_np(b, b.size)}"
-        pool = [
-            lambda: f"{_np(a, sz(a))} {rel} {_np(b, sz(b))}",
-            lambda: f"{_np(b, sz(b))} {inv} {_np(a, sz(a))}",
-            lambda: f"{_np(a, sz(a))} {pa} and {_np(b, sz(b))} {pb}",
-            lambda: f"{_np(a, sz(a))} and {_np(b, sz(b))} on a {bgw()} background",
-            lambda: f"a {a.colour} {a.shape} and a {b.colour} {b.shape}",
-            lambda: f"two shapes: {_np(a, sz(a))} and {_np(b, sz(b))}",
-            lambda: f"{_np(a, sz(a))} {rel2} {_np(b, sz(b))}",
-            lambda: f"{_np(b, sz(b))} {inv2} {_np(a, sz(a))}",
-        ]
+        slots.update(a=a, b=b, np_a=np_(a), np_b=np_(b), rel=rel, inv=inv, pa=pa, pb=pb, rel2=rel2, inv2=inv2)
     elif kind == "count":
         o, n = objs[0], scene["n"]
         num, pl = NUMBERS[n], PLURAL[o.shape]
         canon = f"{num} {o.size} {o.colour} {pl} on a {bg} background"
-        pool = [
-            lambda: f"{num} {sz(o)} {o.colour} {pl} on a {bgw()} background",
-            lambda: f"{num} {o.colour} {pl}, all {sz(o)}",
-            lambda: f"a group of {num} {sz(o)} {o.colour} {pl}",
-            lambda: f"there are {num} {sz(o)} {o.colour} {pl} on a {bgw()} background",
-            lambda: f"{num} {sz(o)} {o.colour} {pl}",
-            lambda: f"a {bgw()} background with {num} {sz(o)} {o.colour} {pl}",
-            lambda: (f"a pair of {sz(o)} {o.colour} {pl}" if n == 2 else f"several {sz(o)} {o.colour} {pl}"),
-        ]
+        some = "a pair of" if n == 2 else "several"
+        slots.update(o=o, sz=lambda: sz(o), num=num, pl=pl, some=some)
     else:  # group
         s, g, n = objs[0], objs[1], scene["n"]
         num, pl = NUMBERS[n], PLURAL[g.shape]
-        grp = lambda: f"{num} {sz(g)} {g.colour} {pl}"  # noqa: E731
         canon = f"{num} small {g.colour} {pl} and {_np(s, s.size)}"
-        pool = [
-            lambda: f"{grp()} and {_np(s, sz(s))}",
-            lambda: f"{_np(s, sz(s))} and {grp()}",
-            lambda: f"{grp()} next to {_np(s, sz(s))}",
-            lambda: f"{_np(s, sz(s))} with {grp()}",
-            lambda: f"{grp()} and one {sz(s)} {s.colour} {s.shape} on a {bgw()} background",
-            lambda: f"{num} {g.colour} {pl} and a {s.colour} {s.shape} on a {bgw()} background",
-        ]
+        grp = lambda: f"{num} {sz(g)} {g.colour} {pl}"  # noqa: E731
+        slots.update(s=s, g=g, np_s=np_(s), sz_s=lambda: sz(s), grp=grp, num=num, pl=pl)
+    pool = POOLS[kind]
 
     caps = [canon]
     order = list(range(len(pool)))
@@ -344,7 +369,7 @@ def captions_for(scene: dict, rng: random.Random, k: int = 5) -> list[str]:
         for i in order:
             if len(caps) == k:
                 break
-            c = " ".join(pool[i]().split())
+            c = " ".join(pool[i].format_map(slots).split())
             if c not in caps:
                 caps.append(c)
         if len(caps) == k:

@@ -120,31 +120,27 @@ def build_config(args, tok):
                     ("text-mlp", args.text_mlp)]:
         assert v % 32 == 0, f"--{name} must be a multiple of 32 (INT8 blocks)"
     assert args.image_size % args.patch_size == 0
-    text = dict(
+
+    def tower(dim, mlp, layers, **extra) -> dict:
+        """What the text and vision configs share: width, MLP, depth, heads of --head-dim, GELU."""
+        return dict(hidden_size=dim, intermediate_size=mlp, projection_dim=dim, num_hidden_layers=layers,
+                    num_attention_heads=dim // args.head_dim, hidden_act="gelu", **extra)
+
+    text = tower(
+        args.text_dim, args.text_mlp, args.text_layers,
         vocab_size=len(tok),
-        hidden_size=args.text_dim,
         encoder_hidden_size=args.vision_dim,
-        intermediate_size=args.text_mlp,
-        projection_dim=args.text_dim,
-        num_hidden_layers=args.text_layers,
-        num_attention_heads=args.text_dim // args.head_dim,
         max_position_embeddings=args.max_positions,
-        hidden_act="gelu",
         bos_token_id=tok.convert_tokens_to_ids(BOS),
         sep_token_id=tok.sep_token_id,
         eos_token_id=tok.sep_token_id,
         pad_token_id=tok.pad_token_id,
         label_smoothing=args.label_smoothing,
     )
-    vision = dict(
-        hidden_size=args.vision_dim,
-        intermediate_size=args.vision_mlp,
-        projection_dim=args.vision_dim,
-        num_hidden_layers=args.vision_layers,
-        num_attention_heads=args.vision_dim // args.head_dim,
+    vision = tower(
+        args.vision_dim, args.vision_mlp, args.vision_layers,
         image_size=args.image_size,
         patch_size=args.patch_size,
-        hidden_act="gelu",
         initializer_range=0.02,  # BLIP's default (1e-10) is meant for loading pretrained weights
     )
     cfg = BlipConfig(text_config=text, vision_config=vision, projection_dim=args.vision_dim,

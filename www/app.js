@@ -535,7 +535,11 @@ async function runBenchmark() {
       const worker = new WorkerClient(null);
       try {
         const out = await worker.request("bench", { source: def.source, items, imagesBase: EVAL_BASE.href, options, warmup }, (ev) => {
-          if (ev.type === "bench-progress") {
+          if (ev.type === "bench-fetch") {
+            status.textContent = `${def.title}: fetching images, ${ev.done} of ${ev.total}`;
+          } else if (ev.type === "bench-warmup") {
+            status.textContent = `${def.title}: warm-up (${ev.warmup} caption${ev.warmup === 1 ? "" : "s"}, not timed)…`;
+          } else if (ev.type === "bench-progress") {
             bar.value = m * items.length + ev.done;
             status.textContent = `${def.title}: ${ev.done} of ${ev.total} images`;
           }

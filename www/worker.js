@@ -583,12 +583,22 @@ const handlers = {
       if (!res.ok) throw new HttpError(url, res.status, res.statusText);
       return new Uint8Array(await res.arrayBuffer());
     };
-    // The images first (a failed fetch becomes that item's failure message), then the library's
-    // benchmark loop, the one `blipq bench` runs: warm-up captions, samples, failures.
-    const images = [];
-    for (const item of items) {
-      images.push(await fetchImage(item).catch((e) => errorMessage(e)));
-    }
+    // The images first, a few at a time, with progress (a failed fetch becomes that item's
+    // failure message), then the library's benchmark loop, the one `blipq bench` runs: warm-up
+    // captions, samples, failures.
+    const images = new Array(items.length);
+    let fetched = 0;
+    let next = 0;
+    const fetcher = async () => {
+      while (next < items.length) {
+        const i = next++;
+        images[i] = await fetchImage(items[i]).catch((e) => errorMessage(e));
+        fetched += 1;
+        emit({ type: "bench-fetch", done: fetched, total: items.length });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(BENCH_FETCHES, items.length) }, fetcher));
+    if (warmup) emit({ type: "bench-warmup", warmup });
     const { samples, failures } = m.captioner.bench(items, images, options ?? null, warmup ?? 0, (done, outcome) =>
       emit({ type: "bench-progress", done, total: items.length, ...outcome }),
     );
@@ -608,6 +618,9 @@ const handlers = {
     };
   },
 };
+
+/** Image downloads in flight at once while a benchmark fetches its images. */
+const BENCH_FETCHES = 6;
 
 function errorMessage(e) {
   if (e instanceof Error) return e.message || String(e);

@@ -5,6 +5,7 @@
 //! Depends on [`crate::checkpoint`] and [`crate::checkpoint::pth`] (weights from bytes) and, natively, on
 //! [`crate::fsio`] (bounded reads).
 
+use crate::limits::{too_large, MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES};
 use std::collections::HashSet;
 
 use crate::checkpoint::{ByteSource, Checkpoint, Safetensors};
@@ -13,6 +14,8 @@ use crate::{Error, Result};
 pub const CONFIG_FILE: &str = "config.json";
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
 pub const PTH_FILE: &str = "pytorch_model.bin";
+/// The index of a sharded safetensors checkpoint ([`crate::checkpoint::sharded`]).
+pub const SAFETENSORS_INDEX_FILE: &str = crate::checkpoint::sharded::INDEX_FILE;
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 /// `preprocessor_config.json` wins over transformers 5's `processor_config.json`.
@@ -25,9 +28,10 @@ pub const OPTIONAL_FILES: [&str; 2] = [TOKENIZER_CONFIG_FILE, GENERATION_FILE];
 /// Files a checkpoint folder may carry that blipq copies along but does not read.
 pub const EXTRA_FILES: [&str; 2] = ["special_tokens_map.json", "vocab.txt"];
 /// Every file blipq may read from a checkpoint folder.
-pub const CHECKPOINT_FILES: [&str; 8] = [
+pub const CHECKPOINT_FILES: [&str; 9] = [
     CONFIG_FILE,
     SAFETENSORS_FILE,
+    SAFETENSORS_INDEX_FILE,
     PTH_FILE,
     TOKENIZER_FILE,
     TOKENIZER_CONFIG_FILE,
@@ -41,7 +45,7 @@ pub const CHECKPOINT_FILES: [&str; 8] = [
 pub fn copied_files() -> impl Iterator<Item = &'static str> {
     CHECKPOINT_FILES
         .into_iter()
-        .filter(|f| *f != SAFETENSORS_FILE && *f != PTH_FILE)
+        .filter(|f| ![SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, PTH_FILE].contains(f))
         .chain(EXTRA_FILES)
 }
 
@@ -91,33 +95,23 @@ impl ModelFiles {
     }
 }
 
-/// Largest `config.json`, preprocessor, generation or tokenizer config accepted (real ones are a
-/// few KB).
-pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
-/// Largest `tokenizer.json` accepted (BERT's is 0.7 MB; big multilingual ones are ~20 MB).
-pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
-/// Largest image file accepted; the pixel budget of `preprocess` applies on top of it.
-pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
-/// Largest COCO annotations / results / benchmark results JSON accepted (COCO's whole train
-/// captions file is 90 MB).
-pub const MAX_ANNOTATIONS_BYTES: u64 = 512 << 20;
-
-/// A byte count in the unit every report of blipq uses ([`crate::MB`]: 2^20 bytes).
-pub fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / crate::MB)
-}
-
-/// The error for a file over its cap (in bytes where MB would round both to the same figure).
-pub fn too_large(file: &str, len: u64, max: u64) -> Error {
-    let (len, max) = if mb(len) == mb(max) {
-        (format!("{len} bytes"), format!("{max} bytes"))
-    } else {
-        (mb(len), mb(max))
-    };
-    Error::file(
-        file,
-        format!("is {len}, over the limit of {max} for this kind of file"),
-    )
+/// Writes a checkpoint derived from the one in `model_dir` (INT8, converted) into `out`:
+/// `weights` as `model.safetensors`, and unchanged copies of the other files present
+/// ([`copied_files`]). Nothing appears at the output before `out` is committed.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn write_derived(
+    model_dir: &std::path::Path,
+    out: &crate::fsio::OutputDir,
+    weights: &[u8],
+) -> Result<()> {
+    out.write(SAFETENSORS_FILE, weights)?;
+    for name in copied_files() {
+        let from = model_dir.join(name);
+        if crate::fsio::exists(&from) {
+            out.copy(&from, name)?;
+        }
+    }
+    Ok(())
 }
 
 /// The cap of a text file of a checkpoint, by name.
@@ -133,6 +127,8 @@ pub fn max_bytes(name: &str) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightsFormat {
     Safetensors,
+    /// `model.safetensors.index.json` and the shards it names.
+    ShardedSafetensors,
     Pth,
 }
 
@@ -146,16 +142,20 @@ pub struct Plan {
 }
 
 /// Chooses the files to load from the base names present: `model.safetensors` over
-/// `pytorch_model.bin`, `preprocessor_config.json` over `processor_config.json`; `config.json` and
+/// `model.safetensors.index.json` (sharded) over `pytorch_model.bin`, `preprocessor_config.json` over `processor_config.json`; `config.json` and
 /// `tokenizer.json` are required.
 pub fn plan(present: &HashSet<&str>, folder: &str) -> Result<Plan> {
     let missing = |what: String| Error::file(folder, format!("missing checkpoint file {what}"));
     let weights = if present.contains(SAFETENSORS_FILE) {
         (SAFETENSORS_FILE, WeightsFormat::Safetensors)
+    } else if present.contains(SAFETENSORS_INDEX_FILE) {
+        (SAFETENSORS_INDEX_FILE, WeightsFormat::ShardedSafetensors)
     } else if present.contains(PTH_FILE) {
         (PTH_FILE, WeightsFormat::Pth)
     } else {
-        return Err(missing(format!("{SAFETENSORS_FILE} (or {PTH_FILE})")));
+        return Err(missing(format!(
+            "{SAFETENSORS_FILE} (or {SAFETENSORS_INDEX_FILE} and its shards, or {PTH_FILE})"
+        )));
     };
     for required in REQUIRED_FILES {
         if !present.contains(required) {
@@ -269,9 +269,9 @@ pub fn model_files_from_entries<D: FileData>(entries: Vec<(String, D)>) -> Resul
         WeightsFormat::Safetensors => {
             Checkpoint::Safetensors(Safetensors::new(weights.into_source(), SAFETENSORS_FILE)?)
         }
-        WeightsFormat::Pth => {
+        WeightsFormat::Pth | WeightsFormat::ShardedSafetensors => {
             return Err(Error::file(
-                PTH_FILE,
+                plan.weights.0,
                 format!("is read from a folder on disk only; here, use {SAFETENSORS_FILE}"),
             ))
         }

@@ -6,10 +6,14 @@
 //! problem (truncation, bad offsets, unknown dtypes) is reported with the file and tensor it is in,
 //! and so that tensor bytes can come from any [`ByteSource`] — a memory map, an owned buffer, or a
 //! buffer living outside wasm memory that is copied in one tensor at a time.
+//!
+//! May use: `kernels` (the packed `Q8Matrix` / `F32Matrix` built while reading), `limits`, `fsio`
+//! (native reads), `error`; never `model` or anything above.
 
 pub mod files;
 pub mod int8;
 pub mod pth;
+pub mod sharded;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -110,6 +114,8 @@ pub struct TensorEntry {
     /// Absolute byte range in the file.
     pub start: usize,
     pub end: usize,
+    /// Which file of a sharded checkpoint holds it ([`Safetensors::shards`]; 0 for one file).
+    pub shard: usize,
 }
 
 /// Largest safetensors header accepted: real BLIP-large INT8 headers are about 0.2 MB.
@@ -363,14 +369,18 @@ fn parse_entry(name: &str, v: RawEntry, data_start: usize, file: &str) -> Result
         shape,
         start,
         end,
+        shard: 0,
     })
 }
 
-/// A safetensors file: its header plus a source for the tensor bytes.
+/// A safetensors checkpoint: one file, or the shards of a `model.safetensors.index.json`
+/// ([`sharded`]) read as one. `header` holds every tensor, each naming its shard.
 pub struct Safetensors {
+    /// The file errors name: the weights file, or a sharded checkpoint's index.
     pub file: String,
     pub header: SafetensorsHeader,
-    bytes: Box<dyn ByteSource>,
+    /// The files' names and bytes, in shard order.
+    shards: Vec<(String, Box<dyn ByteSource>)>,
 }
 
 impl Safetensors {
@@ -391,7 +401,7 @@ impl Safetensors {
         Ok(Self {
             file: file.to_string(),
             header,
-            bytes,
+            shards: vec![(file.to_string(), bytes)],
         })
     }
 
@@ -401,10 +411,34 @@ impl Safetensors {
         Self::new(Box::new(map_file(path)?), &path.display().to_string())
     }
 
+    /// The files the tensors are read from, in shard order (one for a single file).
+    pub fn shards(&self) -> impl Iterator<Item = &str> {
+        self.shards.iter().map(|(f, _)| f.as_str())
+    }
+
     pub fn raw(&self, entry: &TensorEntry) -> Result<Cow<'_, [u8]>> {
-        self.bytes.read(entry.start, entry.end)
+        let (file, bytes) = self
+            .shards
+            .get(entry.shard)
+            .ok_or_else(|| Error::Internal(format!("{}: no shard {}", self.file, entry.shard)))?;
+        if entry.start > entry.end || entry.end > bytes.len() {
+            return Err(Error::Internal(format!(
+                "{file}: tensor bytes {}..{} beyond the file ({} bytes)",
+                entry.start,
+                entry.end,
+                bytes.len()
+            )));
+        }
+        bytes.read(entry.start, entry.end)
     }
 }
+
+/// transformers' `_tied_weights_keys` of BLIP's captioning model: the names it leaves out of a
+/// saved file when they share storage with another tensor (the loader ties them again).
+pub const TIED_KEYS: [&str; 2] = [
+    "text_decoder.cls.predictions.decoder.weight",
+    "text_decoder.cls.predictions.decoder.bias",
+];
 
 /// The weights of a model, from whichever file format held them.
 pub enum Checkpoint {
@@ -437,9 +471,16 @@ impl Matrix {
 }
 
 impl Checkpoint {
-    /// Opens `model.safetensors` or `pytorch_model.bin` by extension.
+    /// Opens `model.safetensors`, `pytorch_model.bin` or a sharded checkpoint's
+    /// `model.safetensors.index.json` (with its shards, from the same folder), by name.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &std::path::Path) -> Result<Self> {
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".index.json"))
+        {
+            return Ok(Checkpoint::Safetensors(sharded::open(path)?));
+        }
         if path
             .extension()
             .is_some_and(|e| e == "bin" || e == "pt" || e == "pth")
@@ -454,6 +495,34 @@ impl Checkpoint {
             Checkpoint::Safetensors(s) => &s.file,
             Checkpoint::Pth(p) => p.file(),
         }
+    }
+
+    /// Bytes of the weight files (every shard of a sharded checkpoint).
+    pub fn stored_bytes(&self) -> usize {
+        match self {
+            Checkpoint::Safetensors(s) => s.shards.iter().map(|(_, b)| b.len()).sum(),
+            Checkpoint::Pth(p) => p.file_len(),
+        }
+    }
+
+    /// Names that repeat another tensor of the file (tied weights `torch.save` stored once) and
+    /// that a Hugging Face safetensors file leaves out, as transformers does when it saves:
+    /// of each tied group, the names in [`TIED_KEYS`] (or, in a group without one, all but the
+    /// first name). Safetensors files cannot hold tied tensors.
+    pub fn tied_duplicates(&self) -> Vec<String> {
+        let Checkpoint::Pth(p) = self else {
+            return Vec::new();
+        };
+        let mut drop = Vec::new();
+        for group in p.tied_groups() {
+            let keep = group
+                .iter()
+                .find(|n| !TIED_KEYS.contains(&n.as_str()))
+                .unwrap_or(&group[0]);
+            drop.extend(group.iter().filter(|n| *n != keep).cloned());
+        }
+        drop.sort();
+        drop
     }
 
     /// The `__metadata__` of a safetensors file (empty for pickles).

@@ -31,7 +31,7 @@ pub const MAX_VALUES: usize = 1 << 20;
 pub const MAX_ENTRIES: usize = MAX_TENSORS + 64;
 
 /// Element types of PyTorch storages (`torch.<Name>Storage`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PthDType {
     F64,
     F32,
@@ -174,8 +174,8 @@ impl Pth {
             return Err(err(format!(
                 "its pickle {} is {}, over the limit of {}",
                 pkl.name,
-                crate::checkpoint::files::mb(pkl.size as u64),
-                crate::checkpoint::files::mb(MAX_PICKLE_BYTES as u64)
+                crate::limits::mb(pkl.size as u64),
+                crate::limits::mb(MAX_PICKLE_BYTES as u64)
             )));
         }
         let (s, e) = zip.data(bytes.as_ref(), pkl).map_err(|e| err(e.msg()))?;
@@ -243,6 +243,31 @@ impl Pth {
 
     pub fn tensors(&self) -> &HashMap<String, PthTensor> {
         &self.tensors
+    }
+
+    /// Size of the file in bytes.
+    pub fn file_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Groups of two or more names that are the same tensor (one storage, same offset, shape,
+    /// strides and dtype): how `torch.save` stores tied weights. Each group sorted, groups sorted.
+    pub fn tied_groups(&self) -> Vec<Vec<String>> {
+        let mut by_view: HashMap<_, Vec<String>> = HashMap::new();
+        for (name, t) in &self.tensors {
+            let key = (t.start, t.end, t.offset, &t.shape, &t.stride, t.dtype);
+            by_view.entry(key).or_default().push(name.clone());
+        }
+        let mut groups: Vec<Vec<String>> = by_view
+            .into_values()
+            .filter(|g| g.len() > 1)
+            .map(|mut g| {
+                g.sort();
+                g
+            })
+            .collect();
+        groups.sort();
+        groups
     }
 
     /// The tensor's elements in row-major order, as little-endian bytes of its dtype.

@@ -117,6 +117,23 @@ pub(crate) fn bias_rows(bias: Option<&Tensor>, m: usize, n: usize) -> Result<Vec
     Ok(y)
 }
 
+/// Checks the slices of `y [m, n] (+)= x [m, k] · Wᵀ`: `what` names the product in the error.
+pub(crate) fn check_product(
+    what: &str,
+    (m, k, n): (usize, usize, usize),
+    x: &[f32],
+    y: &[f32],
+) -> Result<()> {
+    if x.len() == m * k && y.len() == m * n {
+        return Ok(());
+    }
+    Err(Error::Internal(format!(
+        "{what} of [{m}, {k}] by [{n}, {k}]ᵀ into {} values (input has {})",
+        y.len(),
+        x.len()
+    )))
+}
+
 /// The frame of a `Linear` on blipq's kernels: checks `xs [.., k]`, starts the output `[.., n]`
 /// from the bias rows, and hands `product(x, m, y)` the input's f32 values in place (`m × k`) to
 /// accumulate `x Wᵀ` onto `y` (`m × n`). `what` names the layer kind in errors.

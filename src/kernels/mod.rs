@@ -3,6 +3,9 @@
 //! vision encoder's and the decoder's), element-wise ops ([`ops`]), the run-time choice of instruction set ([`isa`]) and
 //! this machine's measured limits ([`ceiling`]). Kernels know nothing of the model: they take
 //! slices, shapes and candle tensors. Every SIMD kernel is tested against a portable reference.
+//!
+//! May use: nothing above it: no model, checkpoint or configuration; only `error` and candle's
+//! tensors.
 
 pub mod attention;
 pub mod ceiling;

@@ -26,7 +26,7 @@ const CHUNK: usize = 2048;
 /// `hidden_act` applied to `xs`; the exact (erf) GELU runs as [`gelu_erf`] on f32 CPU tensors.
 pub fn activation(xs: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
-        Activation::Gelu if is_cpu_f32(xs) => Ok(xs.contiguous()?.apply_op1_no_bwd(&GeluErf)?),
+        Activation::Gelu if is_cpu_f32(xs) => Ok(xs.contiguous()?.apply_op1_no_bwd(&GELU_ERF)?),
         _ => Ok(xs.apply(&act)?),
     }
 }
@@ -46,7 +46,7 @@ pub fn activation_in_place(xs: Tensor, act: Activation) -> Result<Tensor> {
 /// Softmax over the last dimension (`candle_nn::ops::softmax_last_dim` on other devices/dtypes).
 pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
     if is_cpu_f32(xs) {
-        Ok(xs.contiguous()?.apply_op1_no_bwd(&SoftmaxLastDim)?)
+        Ok(xs.contiguous()?.apply_op1_no_bwd(&SOFTMAX_LAST_DIM)?)
     } else {
         Ok(candle_nn::ops::softmax_last_dim(xs)?)
     }
@@ -175,11 +175,16 @@ multiversion! {
     fn gelu_slice(xs: &mut [f32]) = gelu_slice_body;
 }
 
-struct GeluErf;
+/// An f32 CPU op as a candle op: `map(values, last_dim)` computes the output values of a
+/// contiguous input.
+struct MapF32 {
+    name: &'static str,
+    map: fn(&[f32], usize) -> Vec<f32>,
+}
 
-impl CustomOp1 for GeluErf {
+impl CustomOp1 for MapF32 {
     fn name(&self) -> &'static str {
-        "blipq-gelu-erf"
+        self.name
     }
 
     fn cpu_fwd(
@@ -187,11 +192,19 @@ impl CustomOp1 for GeluErf {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(self.name(), storage, layout)?;
-        let dst = par_map_chunks(src, CHUNK, |s, d| gelu_into(d, s));
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
+        let src = contiguous_f32(self.name, storage, layout)?;
+        let dim = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+        Ok((
+            CpuStorage::F32((self.map)(src, dim)),
+            layout.shape().clone(),
+        ))
     }
 }
+
+const GELU_ERF: MapF32 = MapF32 {
+    name: "blipq-gelu-erf",
+    map: |src, _| par_map_chunks(src, CHUNK, |s, d| gelu_into(d, s)),
+};
 
 struct GeluErfInPlace;
 
@@ -213,8 +226,6 @@ impl candle_core::InplaceOp1 for GeluErfInPlace {
         Ok(())
     }
 }
-
-struct SoftmaxLastDim;
 
 /// Lanes of the independent accumulators in the row reductions: lets the compiler keep a full
 /// SIMD register per partial result instead of a serial chain.
@@ -258,29 +269,19 @@ pub(crate) fn softmax_row(row: &mut [f32]) {
     }
 }
 
-impl CustomOp1 for SoftmaxLastDim {
-    fn name(&self) -> &'static str {
-        "blipq-softmax-last-dim"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(self.name(), storage, layout)?;
-        let dim = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+const SOFTMAX_LAST_DIM: MapF32 = MapF32 {
+    name: "blipq-softmax-last-dim",
+    map: |src, dim| {
         // Several short rows per task (decoder self-attention rows are a few elements long).
         let rows_per_task = CHUNK.div_ceil(dim).max(1);
-        let dst = par_map_chunks(src, rows_per_task * dim, |s, d| {
+        par_map_chunks(src, rows_per_task * dim, |s, d| {
             d.copy_from_slice(s);
             for row in d.chunks_mut(dim) {
                 softmax_in_place(row);
             }
-        });
-        Ok((CpuStorage::F32(dst), layout.shape().clone()))
-    }
-}
+        })
+    },
+};
 
 #[cfg(test)]
 mod tests {

@@ -29,6 +29,10 @@
 //! [`JsBytes`] keeps the JS `Uint8Array` and hands the loader one tensor's bytes at a time, so
 //! loading holds the converted weights plus, transiently, two copies of the tensor being loaded
 //! (its raw bytes and candle's buffer), not two copies of the whole file.
+//!
+//! May use: the library's public API (`Captioner`, `checkpoint::files`, `eval`, `kernels` for the
+//! build's kernel names); it converts JS values to and from library types and holds no logic of its
+//! own.
 
 use std::borrow::Cow;
 

@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
+// Shared with the browser tests (tests/wasm.rs), which include the file by path.
+mod case;
+#[allow(unused_imports)] // Not every test crate uses both.
+pub use case::{case_options, ids};
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -55,14 +60,6 @@ pub fn expected_tensor(image: &str, field: &str) -> Tensor {
         .unwrap()
 }
 
-pub fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
     (a - b)
@@ -91,31 +88,6 @@ pub fn copy_dir(src: &Path, tag: &str) -> PathBuf {
         std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
     }
     dst
-}
-
-/// Generate kwargs of a fixture case as `CaptionOptions`.
-pub fn case_options(case: &Value) -> blipq::CaptionOptions {
-    let kw = &case["generate_kwargs"];
-    blipq::CaptionOptions {
-        prompt: case.get("text").and_then(Value::as_str).map(str::to_string),
-        max_length: kw
-            .get("max_length")
-            .and_then(Value::as_u64)
-            .map(|x| x as usize),
-        max_new_tokens: kw
-            .get("max_new_tokens")
-            .and_then(Value::as_u64)
-            .map(|x| x as usize),
-        min_length: kw
-            .get("min_length")
-            .and_then(Value::as_u64)
-            .map(|x| x as usize),
-        num_beams: kw
-            .get("num_beams")
-            .and_then(Value::as_u64)
-            .map(|x| x as usize),
-        fixed_new_tokens: None,
-    }
 }
 
 pub type Json = HashMap<String, Value>;
@@ -161,6 +133,14 @@ pub fn rewrite_weights(
         })
         .collect();
     safetensors::serialize_to_file(views, meta, &path).unwrap();
+}
+
+/// Rewrites the JSON file `dir/file` through `edit`.
+pub fn edit_json(dir: &Path, file: &str, edit: impl FnOnce(&mut Value)) {
+    let p = dir.join(file);
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
 }
 
 /// Converts little-endian f32 bytes with `f`.

@@ -282,9 +282,23 @@ async function benchmarkScenario({ page, native, shot }) {
   log(`benchmark view on ${BENCH_IMAGES} images`);
   await page.fill("#bench-count", String(BENCH_IMAGES));
   await page.fill("#bench-warmup", "1");
+  // Every status line the run shows, to check that fetching and warm-up report progress too.
+  await page.evaluate(() => {
+    window.__benchStatus = [];
+    const status = document.getElementById("bench-status");
+    new MutationObserver(() => window.__benchStatus.push(status.textContent)).observe(status, {
+      childList: true,
+      characterData: true,
+      subtree: true,
+    });
+  });
   await page.click("#bench-run");
   await page.waitForSelector("#bench-section[data-status=done], #bench-section[data-status=error]", { timeout: 300_000 });
   check((await page.getAttribute("#bench-section", "data-status")) === "done", "benchmark finished");
+  const statuses = await page.evaluate(() => window.__benchStatus);
+  for (const stage of [`fetching images, ${BENCH_IMAGES} of ${BENCH_IMAGES}`, "warm-up (1 caption", `${BENCH_IMAGES} of ${BENCH_IMAGES} images`]) {
+    check(statuses.some((s) => s.includes(stage)), `benchmark status showed "${stage}"`);
+  }
   const table = await page.$$eval("#bench-table tr", (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
   console.log(table.map((r) => `  | ${r.join(" | ")} |`).join("\n"));
   check(table[0]?.join("|") === "Metric|demo|demo-int8|Improvement (demo-int8 vs demo)", "comparison header", table[0]);

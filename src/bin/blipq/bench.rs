@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
-use blipq::checkpoint::files::{
-    MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES, PTH_FILE, SAFETENSORS_FILE,
-};
+use blipq::checkpoint::files::{PTH_FILE, SAFETENSORS_FILE};
 use blipq::eval::bench::{self, Item, ModelInfoReport, ModelResults, Outcome, RunOptions};
 use blipq::fsio::{read_file, read_text};
-use blipq::{CaptionOptions, Captioner, MAX_BATCH};
+use blipq::limits::{MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES};
+use blipq::{CaptionOptions, MAX_BATCH};
 
 use crate::progress;
 
@@ -319,8 +318,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         crate::malloc::keep_large_blocks();
     }
     let (items, images_dir) = load_items(o)?;
-    let model = Captioner::load_dir(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let model = crate::load_model(&args.model)?;
     let opts = CaptionOptions {
         prompt: o.prompt.clone(),
         max_length: o.max_length,

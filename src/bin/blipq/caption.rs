@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use blipq::checkpoint::files::MAX_IMAGE_BYTES;
 use blipq::fsio::read_file;
+use blipq::limits::MAX_IMAGE_BYTES;
 use blipq::{BatchImage, CaptionOptions, Captioner, MAX_BATCH};
 use serde::Serialize;
 
@@ -88,8 +87,7 @@ fn caption_batch(
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let model = Captioner::load_dir(&args.model)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let model = crate::load_model(&args.model)?;
     let opts = CaptionOptions {
         prompt: args.prompt.clone(),
         max_length: args.max_length,

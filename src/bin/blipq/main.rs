@@ -2,6 +2,7 @@
 
 mod bench;
 mod caption;
+mod convert;
 mod eval;
 mod malloc;
 mod progress;
@@ -29,6 +30,9 @@ enum Command {
     Caption(caption::Args),
     /// Write an INT8 copy of an FP32 checkpoint and validate it against the original.
     Quantize(quantize::Args),
+    /// Write any checkpoint blipq reads (pytorch_model.bin, sharded or single safetensors) as
+    /// one model.safetensors in F32, F16 or BF16.
+    Convert(convert::Args),
     /// Measure speed, memory, size and caption quality of models side by side.
     /// With no arguments: the bundled demo model, FP32 vs INT8, on the bundled eval set.
     Bench(bench::Args),
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Caption(args) => caption::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchWorker(args) => bench::run_worker(args),
         Command::Eval(args) => eval::run(args),
@@ -67,5 +72,32 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Loads the model folder `dir`, an error naming it if that fails.
+fn load_model(dir: &std::path::Path) -> anyhow::Result<blipq::Captioner> {
+    use anyhow::Context;
+    blipq::Captioner::load_dir(dir).with_context(|| format!("loading model {}", dir.display()))
+}
+
+/// The output folder of a command that writes a checkpoint.
+#[derive(clap::Args)]
+pub struct OutputArgs {
+    /// Output directory: new or empty, never a source or inside one. It appears only once
+    /// complete (written into a temporary sibling, then renamed).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Replace the contents of a non-empty --out (never a source).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl OutputArgs {
+    /// Prepares the folder (see [`blipq::fsio::OutputDir::create`]), refusing any of `sources`.
+    pub fn create(&self, sources: &[&std::path::Path]) -> anyhow::Result<blipq::fsio::OutputDir> {
+        Ok(blipq::fsio::OutputDir::create(
+            &self.out, sources, self.force,
+        )?)
     }
 }

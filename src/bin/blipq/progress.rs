@@ -13,3 +13,12 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb.set_prefix(what.to_string());
     pb
 }
+
+/// A `(done, total, name)` callback of the library's per-tensor work, shown on `pb`.
+pub fn per_tensor(pb: &ProgressBar) -> impl FnMut(usize, usize, &str) + '_ {
+    |done, total, name| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        pb.set_message(name.to_string());
+    }
+}

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use blipq::checkpoint::files::MAX_IMAGE_BYTES;
-use blipq::fsio::{read_file, OutputDir};
+use blipq::fsio::read_file;
+use blipq::limits::MAX_IMAGE_BYTES;
 use blipq::preprocess::{decode_rgb, has_image_extension, DEFAULT_MAX_PIXELS};
 use blipq::quantize::{self, Validation};
 use blipq::Captioner;
@@ -16,16 +16,13 @@ use crate::progress;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// FP32 checkpoint directory (model.safetensors or pytorch_model.bin).
+    /// FP32 checkpoint directory (model.safetensors, a sharded model.safetensors.index.json
+    /// with its shards, or pytorch_model.bin).
     #[arg(long)]
     model: PathBuf,
-    /// Output directory for the INT8 checkpoint: new or empty, never the source or inside it. It
-    /// appears only once complete (written into a temporary sibling, then renamed).
-    #[arg(long)]
-    out: PathBuf,
-    /// Replace the contents of a non-empty --out (never a source).
-    #[arg(long)]
-    force: bool,
+    /// Where the INT8 checkpoint goes.
+    #[command(flatten)]
+    output: crate::OutputArgs,
     /// Extra images to validate on (the image files of a directory, each checked before anything
     /// is written); the built-in photos and synthetic images are always used.
     #[arg(long)]
@@ -130,14 +127,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         validation_images(args.validation_images.as_deref())?
     };
-    let out = OutputDir::create(&args.out, &[&args.model], args.force)?;
+    let out = args.output.create(&[&args.model])?;
     let pb = progress::bar(0, "quantizing");
-    let metrics = quantize::quantize_dir(&args.model, &out, &mut |done, total, name| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-        pb.set_message(name.to_string());
-    })
-    .with_context(|| format!("quantizing {}", args.model.display()))?;
+    let metrics = quantize::quantize_dir(&args.model, &out, &mut progress::per_tensor(&pb))
+        .with_context(|| format!("quantizing {}", args.model.display()))?;
     pb.finish_and_clear();
     eprintln!(
         "quantized {} ({:.2} MB -> {:.2} MB, {:.2}x smaller, {} tensors INT8, {} kept F32)",
@@ -170,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "validation failed on {} of {} images, so nothing was written to {}:\n  {}",
                 failed.len(),
                 v.total_samples,
-                args.out.display(),
+                args.output.out.display(),
                 failed.join("\n  ")
             );
         }
@@ -182,7 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "timestamp": timestamp_utc(),
             "device": "cpu",
             "model_path": args.model.display().to_string(),
-            "output_path": args.out.display().to_string(),
+            "output_path": args.output.out.display().to_string(),
         },
         "model_metrics": metrics,
         "validation": validation,

@@ -188,9 +188,8 @@ pub fn evaluate_coco_files(
     annotations: &std::path::Path,
     results: &std::path::Path,
 ) -> Result<Evaluation> {
-    let read = |p: &std::path::Path| {
-        crate::fsio::read_text(p, crate::checkpoint::files::MAX_ANNOTATIONS_BYTES)
-    };
+    let read =
+        |p: &std::path::Path| crate::fsio::read_text(p, crate::limits::MAX_ANNOTATIONS_BYTES);
     evaluate_named(
         &read(annotations)?,
         &annotations.display().to_string(),

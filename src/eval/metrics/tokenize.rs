@@ -225,11 +225,15 @@ fn latex_quotes(text: &str, probably_left: bool) -> String {
 
 /// CoreNLP spells out these five composed fractions and leaves the others (`⅛`, ...) alone.
 fn normalize_fraction(text: &str) -> String {
-    text.replace('\u{00BC}', "1/4")
-        .replace('\u{00BD}', "1/2")
-        .replace('\u{00BE}', "3/4")
-        .replace('\u{2153}', "1/3")
-        .replace('\u{2154}', "2/3")
+    [
+        ('\u{00BC}', "1/4"),
+        ('\u{00BD}', "1/2"),
+        ('\u{00BE}', "3/4"),
+        ('\u{2153}', "1/3"),
+        ('\u{2154}', "2/3"),
+    ]
+    .iter()
+    .fold(text.to_string(), |t, &(from, to)| t.replace(from, to))
 }
 
 /// `&amp;` (in any letter case, like CoreNLP's `(?i:&amp;)`) -> `&`.
@@ -267,6 +271,44 @@ struct Rule {
     action: Action,
 }
 
+impl Rule {
+    /// This rule's longest match at `pos` among its main pattern's match `ends` (longest first),
+    /// counting the trailing context: `(token length, total length)`. Among equal totals the
+    /// longest token (JFlex keeps r1 as long as possible).
+    fn longest(
+        &self,
+        text: &[char],
+        pos: usize,
+        mut ends: impl Iterator<Item = usize>,
+        scratch: &mut Scratch,
+        trail_buf: &mut Vec<usize>,
+    ) -> Option<(usize, usize)> {
+        let Some(trail) = &self.trail else {
+            return ends.next().map(|e| (e - pos, e - pos));
+        };
+        let mut found: Option<(usize, usize)> = None;
+        for end in ends {
+            if let Some(extra) = trail.longest(text, end, scratch, trail_buf) {
+                let total = end - pos + extra;
+                if found.is_none_or(|(_, t)| total > t) {
+                    found = Some((end - pos, total));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// Keeps rule `i`'s match `(token length, total length)` in `best` (rule, token length, total)
+/// if it is longer in total: ties go to the earlier rule.
+fn keep_longest(best: &mut Option<(usize, usize, usize)>, i: usize, found: Option<(usize, usize)>) {
+    if let Some((len, total)) = found {
+        if best.is_none_or(|(_, _, t)| total > t) {
+            *best = Some((i, len, total));
+        }
+    }
+}
+
 struct Lexer {
     rules: Vec<Rule>,
     /// The rules' patterns, rule i as pattern i: one scan finds where each of them matches.
@@ -293,28 +335,8 @@ impl Lexer {
                 continue;
             }
             let ends = matches.iter().rev().filter(|(_, m)| m & bit != 0);
-            let found = match &rule.trail {
-                None => ends.map(|&(e, _)| (e - pos, e - pos)).next(),
-                // Longest total; among equal totals the longest token (JFlex keeps r1 as long as
-                // possible).
-                Some(trail) => {
-                    let mut found: Option<(usize, usize)> = None;
-                    for &(end, _) in ends {
-                        if let Some(extra) = trail.longest(text, end, scratch, trail_buf) {
-                            let total = end - pos + extra;
-                            if found.is_none_or(|(_, t)| total > t) {
-                                found = Some((end - pos, total));
-                            }
-                        }
-                    }
-                    found
-                }
-            };
-            if let Some((len, total)) = found {
-                if best.is_none_or(|(_, _, t)| total > t) {
-                    best = Some((i, len, total));
-                }
-            }
+            let found = rule.longest(text, pos, ends.map(|&(e, _)| e), scratch, trail_buf);
+            keep_longest(&mut best, i, found);
         }
         // The last rule matches any single character, so `best` is always set.
         match best {
@@ -642,30 +664,9 @@ mod tests {
         let mut best: Option<(usize, usize, usize)> = None;
         for (i, (main, rule)) in mains.iter().zip(&lexer.rules).enumerate() {
             main.ends(text, pos, &mut scratch, &mut ends);
-            let found = match &rule.trail {
-                None => ends
-                    .last()
-                    .filter(|&&e| e > pos)
-                    .map(|&e| (e - pos, e - pos)),
-                Some(trail) => {
-                    let mut found: Option<(usize, usize)> = None;
-                    for &end in ends.iter().rev().filter(|&&e| e > pos) {
-                        if let Some(extra) = trail.longest(text, end, &mut scratch, &mut trail_buf)
-                        {
-                            let total = end - pos + extra;
-                            if found.is_none_or(|(_, t)| total > t) {
-                                found = Some((end - pos, total));
-                            }
-                        }
-                    }
-                    found
-                }
-            };
-            if let Some((len, total)) = found {
-                if best.is_none_or(|(_, _, t)| total > t) {
-                    best = Some((i, len, total));
-                }
-            }
+            let ends = ends.iter().rev().copied().filter(|&e| e > pos);
+            let found = rule.longest(text, pos, ends, &mut scratch, &mut trail_buf);
+            keep_longest(&mut best, i, found);
         }
         best.map_or((lexer.rules.len() - 1, 1), |(i, len, _)| (i, len))
     }

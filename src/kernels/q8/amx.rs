@@ -21,8 +21,7 @@
 //!
 //! Safety contract of [`gemm_amx`]: as for the other x86 kernels (see `x86.rs`): the CPU has
 //! AVX-512 F/BW/VNNI and AMX-TILE/INT8 with the tile state granted ([`available`]), and the
-//! caller ([`super::Q8Matrix::gemm_block`]) has checked the bounds of
-//! [`super::debug_assert_block_fits`]. The tile instructions are inline assembly (no stable
+//! caller ([`super::Q8Matrix::gemm_block`]) has checked the bounds of [`super::Job::fits`]. The tile instructions are inline assembly (no stable
 //! intrinsics); each reads or writes only the memory its operands name, at most `rows` lines of
 //! `colsb` bytes at the given stride, which the `SAFETY:` comments bound.
 
@@ -31,7 +30,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
+use super::{panel_width, Job, QuantRows, TileAt, BLOCK, PANEL};
 
 /// Rows of one tile (and of one row tile of the kernel).
 const TILE_ROWS: usize = 16;
@@ -151,75 +150,54 @@ impl RowScales {
     }
 }
 
-/// Walks the block: panels outside (a panel's weights stay in L1/L2 while the rows pass), row
+/// Walks the job: panels outside (a panel's weights stay in L1/L2 while the rows pass), row
 /// tiles of 16 inside, all k-blocks of a tile at once with the sums in registers.
 ///
 /// # Safety
 /// See the module documentation: AMX available ([`available`]) and the bounds of
-/// [`super::debug_assert_block_fits`].
+/// [`super::Job::fits`] for `out`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn gemm_amx(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
-    let scales = RowScales::new(xq, &rows, w.nb);
+pub(super) unsafe fn gemm_amx(job: &Job, out: &mut [f32]) {
+    job.debug_assert_fits(out.len());
+    let scales = RowScales::new(job.xq, &job.rows, job.w.nb);
     let mut configured = 0;
     let mut tiles = [TileOut([[0; PANEL]; TILE_ROWS]); DEPTH];
-    for p in panels.clone() {
-        let col = (p - panels.start) * PANEL;
-        let mut r = rows.start;
-        while r < rows.end {
-            let mr = (rows.end - r).min(TILE_ROWS);
-            if configured != mr {
-                let cfg = TileConfig::new(mr);
-                // SAFETY: `ldtilecfg` reads the 64 bytes of `cfg`, a valid palette-1
-                // configuration (every used tile within 16 rows × 64 bytes).
-                unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
-                configured = mr;
-            }
-            // SAFETY: `r < rows.end` and `col` is below the block's width, so the offset is
-            // below `(rows.len() - 1) * ldo + width <= out.len()`.
-            let o = unsafe { out.as_mut_ptr().add((r - rows.start) * ldo + col) };
-            let t = Tile {
-                w,
-                xq,
-                scales: &scales,
-                r0: r,
-                i0: r - rows.start,
-                mr,
-                p,
-                out: o,
-                ldo,
-            };
-            // SAFETY: this function's target features are those of `tile`; rows `r .. r + mr`
-            // lie within `rows` (`i0 + 16 <= scales.stride`), panel `p` within `panels`, `o` is
-            // the tile's corner in `out` (module documentation), and the loaded configuration
-            // is `TileConfig::new(mr)`.
-            unsafe { tile(&t, &mut tiles) };
-            r += mr;
+    for at in job.tiles(TILE_ROWS, 1) {
+        if configured != at.mr {
+            let cfg = TileConfig::new(at.mr);
+            // SAFETY: `ldtilecfg` reads the 64 bytes of `cfg`, a valid palette-1 configuration
+            // (every used tile within 16 rows × 64 bytes).
+            unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
+            configured = at.mr;
         }
+        // SAFETY: `at.at` is a tile's corner in the job's output, within `out`
+        // ([`super::TileAt`]).
+        let o = unsafe { out.as_mut_ptr().add(at.at) };
+        let t = Tile {
+            job,
+            scales: &scales,
+            i0: at.r - job.rows.start,
+            at,
+            out: o,
+        };
+        // SAFETY: this function's target features are those of `tile`; the tile's rows lie
+        // within the job's (`i0 + 16 <= scales.stride`), its panel too, `o` is the tile's corner
+        // in `out` (module documentation), and the loaded configuration is
+        // `TileConfig::new(at.mr)`.
+        unsafe { tile(&t, &mut tiles) };
     }
     // SAFETY: `tilerelease` only resets the tile state this thread configured above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// One kernel tile: weights, activations, their transposed scales, first row (in `xq` and in
-/// `scales`), rows, panel, output corner and row stride.
+/// One kernel tile: the job, its activations' transposed scales, the tile's first row in
+/// `scales`, the tile, and the output pointer at its corner.
 struct Tile<'a> {
-    w: &'a Q8Matrix,
-    xq: &'a QuantRows,
+    job: &'a Job<'a>,
     scales: &'a RowScales,
-    r0: usize,
     i0: usize,
-    mr: usize,
-    p: usize,
+    at: TileAt,
     out: *mut f32,
-    ldo: usize,
 }
 
 /// The scaling of one block, as the VNNI kernel's: `facc += f32(Σ + corr) · (d_w · d_x)` for
@@ -261,16 +239,13 @@ unsafe fn scale_block(
 #[inline]
 unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
     let Tile {
-        w,
-        xq,
+        job,
         scales,
-        r0,
         i0,
-        mr,
-        p,
+        at,
         out,
-        ldo,
     } = *t;
+    let (w, xq, ldo, r0, mr, p) = (job.w, job.xq, job.ldo, at.r, at.mr, at.p);
     let (k, nb) = (w.k, w.nb);
     debug_assert!((1..=TILE_ROWS).contains(&mr));
     debug_assert!((r0 + mr) * k <= xq.qs.len() && (p + 1) * nb <= w.blocks.len());

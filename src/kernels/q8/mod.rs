@@ -49,7 +49,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::isa::{self, Level};
-use crate::kernels::matmul::linear_frame;
+use crate::kernels::matmul::{check_product, linear_frame};
 use crate::{Error, Result};
 
 /// Values per quantization block along `k` (candle's `QK8_0`).
@@ -226,16 +226,7 @@ impl Q8Matrix {
                 "INT8 kernel {kernel:?} is not supported here"
             )));
         }
-        if x.len() != m * self.k || y.len() != m * self.n {
-            return Err(Error::Internal(format!(
-                "INT8 matmul of [{m}, {}] by [{}, {}]^T into {} values (input has {})",
-                self.k,
-                self.n,
-                self.k,
-                y.len(),
-                x.len()
-            )));
-        }
+        check_product("INT8 matmul", (m, self.k, self.n), x, y)?;
         if m == 0 {
             return Ok(());
         }
@@ -270,7 +261,7 @@ impl Q8Matrix {
                 .enumerate()
                 .try_for_each(|(i, slab)| {
                     let ps = i * per..((i + 1) * per).min(panels);
-                    self.gemm_block(kernel, &xq, 0..m, ps, slab, SMALL_M_CHUNK)
+                    self.gemm_block(kernel, &xq, (0..m, ps), slab, SMALL_M_CHUNK)
                 })?;
             for (i, slab) in slabs.chunks_exact(m * SMALL_M_CHUNK).enumerate() {
                 let (c0, w) = slab_columns(i);
@@ -287,68 +278,157 @@ impl Q8Matrix {
                 .try_for_each(|(i, out)| {
                     let r0 = i * ROW_CHUNK;
                     let rows = r0..r0 + out.len() / self.n;
-                    self.gemm_block(kernel, &xq, rows, 0..panels, out, self.n)
+                    self.gemm_block(kernel, &xq, (rows, 0..panels), out, self.n)
                 })
         }
     }
 
-    /// Adds rows `rows` × the columns of `panels` of the product onto `out`, where output `(r, c)`
-    /// is `out[(r - rows.start) * ldo + c - panels.start * PANEL]` (columns `>= n` are untouched).
+    /// Adds rows `rows` × the columns of `panels` of the product onto `out` (see [`Job`]).
     fn gemm_block(
         &self,
         kernel: Kernel,
         xq: &QuantRows,
-        rows: Range<usize>,
-        panels: Range<usize>,
+        (rows, panels): (Range<usize>, Range<usize>),
         out: &mut [f32],
         ldo: usize,
     ) -> Result<()> {
-        let width = (self.n.min(panels.end * PANEL)).saturating_sub(panels.start * PANEL);
-        if rows.is_empty() || width == 0 {
+        let job = Job {
+            w: self,
+            xq,
+            rows,
+            panels,
+            ldo,
+        };
+        if job.rows.is_empty() || job.width() == 0 {
             return Ok(());
         }
         // The SIMD kernels store through raw pointers: this check is what keeps them in bounds.
-        if width > ldo
-            || out.len() < (rows.len() - 1) * ldo + width
-            || rows.end * self.k > xq.qs.len()
-            || panels.end * self.nb > self.blocks.len()
-        {
-            return Err(Error::Internal(format!(
-                "INT8 tile rows {rows:?} panels {panels:?} does not fit its output ({} values, stride {ldo})",
-                out.len()
-            )));
-        }
+        job.check(out.len())?;
         // `matmul_acc`, the only caller, returned an error for a kernel this CPU lacks.
         debug_assert!(kernel.is_available());
         match kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `matmul_acc` checked `is_available`, i.e. detected AMX-TILE/INT8 (with the
             // tile state granted) and AVX-512 F/BW/VNNI at run time; the bounds as below.
-            Kernel::Amx if rows.len() >= AMX_MIN_ROWS => unsafe {
-                amx::gemm_amx(self, xq, rows, panels, out, ldo)
-            },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Kernel::Amx` implies AVX-512 F/BW/VNNI (`amx::available`); as below.
-            Kernel::Amx => unsafe { x86::gemm_avx512(self, xq, rows, panels, out, ldo) },
+            Kernel::Amx if job.rows.len() >= AMX_MIN_ROWS => unsafe { amx::gemm_amx(&job, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `matmul_acc` checked `is_available`, i.e. detected AVX-512 F/BW/VNNI at run
-            // time, and the bounds of the kernels' contract (`debug_assert_block_fits`) were
-            // checked above: rows and panels are in `xq` and `self`, and the output tile in
-            // `out`, which is borrowed mutably for the call.
-            Kernel::Avx512Vnni => unsafe { x86::gemm_avx512(self, xq, rows, panels, out, ldo) },
+            // time (`Kernel::Amx` implies them, `amx::available`), and `job.check` above verified
+            // the bounds of the kernels' contract: rows and panels are in `xq` and `self`, and
+            // the output tile in `out`, which is borrowed mutably for the call.
+            Kernel::Amx | Kernel::Avx512Vnni => unsafe { x86::gemm_avx512(&job, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, with AVX2 and FMA detected at run time.
-            Kernel::Avx2 => unsafe { x86::gemm_avx2(self, xq, rows, panels, out, ldo) },
+            Kernel::Avx2 => unsafe { x86::gemm_avx2(&job, out) },
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            Kernel::Simd128 => wasm::gemm_simd128(self, xq, rows, panels, out, ldo),
+            Kernel::Simd128 => wasm::gemm_simd128(&job, out),
             #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
             Kernel::RelaxedSimd | Kernel::RelaxedSimdU8 => {
-                let single_dot = kernel == Kernel::RelaxedSimdU8;
-                wasm_relaxed::gemm_relaxed(self, xq, rows, panels, out, ldo, single_dot)
+                wasm_relaxed::gemm_relaxed(&job, out, kernel == Kernel::RelaxedSimdU8)
             }
-            _ => gemm_scalar(self, xq, rows, panels, out, ldo),
+            _ => gemm_scalar(&job, out),
         }
         Ok(())
+    }
+}
+
+/// One kernel call: rows `rows` × the columns of panels `panels` of `xq · w^T`, added onto an
+/// output whose element `(r, c)` is `out[(r - rows.start) * ldo + c - panels.start * PANEL]`
+/// (columns `>= n` are untouched).
+pub(crate) struct Job<'a> {
+    pub(crate) w: &'a Q8Matrix,
+    pub(crate) xq: &'a QuantRows,
+    pub(crate) rows: Range<usize>,
+    pub(crate) panels: Range<usize>,
+    pub(crate) ldo: usize,
+}
+
+/// A tile of a [`Job`]: rows `r .. r + mr` × panels `p .. p + np`, whose first output value is
+/// `out[at]`. For a job that [`Job::fits`] its output, `r < rows.end` and the tile's column
+/// `col` is below the job's width, so `at = (r - rows.start) * ldo + col` is below
+/// `(rows.len() - 1) * ldo + width <= out.len()`, and every row `i < mr` of the tile has its
+/// valid columns of each panel within `out[at + i * ldo ..]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TileAt {
+    pub(crate) r: usize,
+    pub(crate) mr: usize,
+    pub(crate) p: usize,
+    pub(crate) np: usize,
+    pub(crate) at: usize,
+}
+
+impl Job<'_> {
+    /// Output columns the job touches.
+    fn width(&self) -> usize {
+        (self.w.n.min(self.panels.end * PANEL)).saturating_sub(self.panels.start * PANEL)
+    }
+
+    /// Whether the job's rows and panels exist and its output tile lies within `out_len`
+    /// values: the bounds contract of every kernel (`gemm_*`).
+    fn fits(&self, out_len: usize) -> bool {
+        let (w, xq) = (self.w, self.xq);
+        let width = self.width();
+        !self.rows.is_empty()
+            && width > 0
+            && width <= self.ldo
+            && out_len >= (self.rows.len() - 1) * self.ldo + width
+            && self.rows.end * w.k <= xq.qs.len()
+            && self.rows.end * w.nb <= xq.d.len()
+            && self.rows.end * w.nb <= xq.corr.len()
+            && self.panels.end <= w.n.div_ceil(PANEL)
+            && self.panels.end * w.nb <= w.blocks.len()
+    }
+
+    /// [`Job::fits`] as an error naming the tile.
+    fn check(&self, out_len: usize) -> Result<()> {
+        if self.fits(out_len) {
+            return Ok(());
+        }
+        Err(Error::Internal(format!(
+            "INT8 tile rows {:?} panels {:?} does not fit its output ({out_len} values, stride {})",
+            self.rows, self.panels, self.ldo
+        )))
+    }
+
+    /// The contract, re-checked in debug builds at each kernel's entry (once per call), with
+    /// the shape invariants of [`Q8Matrix`] the SIMD kernels' pointer arithmetic relies on.
+    #[inline]
+    pub(crate) fn debug_assert_fits(&self, out_len: usize) {
+        let w = self.w;
+        debug_assert!(
+            w.nb > 0 && w.k == w.nb * BLOCK,
+            "k = {} is not whole blocks",
+            w.k
+        );
+        debug_assert_eq!(
+            w.blocks.len(),
+            w.n.div_ceil(PANEL) * w.nb,
+            "packed panel count"
+        );
+        debug_assert!(
+            self.fits(out_len),
+            "INT8 tile rows {:?} panels {:?} beyond its operands or output ({out_len} values, stride {})",
+            self.rows,
+            self.panels,
+            self.ldo
+        );
+    }
+
+    /// The job's tiles: groups of up to `np` panels outside (their weights stay in cache while
+    /// the rows pass), tiles of up to `mr` rows inside.
+    pub(crate) fn tiles(&self, mr: usize, np: usize) -> impl Iterator<Item = TileAt> + '_ {
+        let (rows, panels) = (self.rows.clone(), self.panels.clone());
+        panels.clone().step_by(np).flat_map(move |p| {
+            let col = (p - panels.start) * PANEL;
+            let rows = rows.clone();
+            rows.clone().step_by(mr).map(move |r| TileAt {
+                r,
+                mr: (rows.end - r).min(mr),
+                p,
+                np: (panels.end - p).min(np),
+                at: (r - rows.start) * self.ldo + col,
+            })
+        })
     }
 }
 
@@ -356,48 +436,4 @@ impl Q8Matrix {
 #[inline]
 pub(crate) fn panel_width(w: &Q8Matrix, p: usize) -> usize {
     PANEL.min(w.n - p * PANEL)
-}
-
-/// The bounds contract of every kernel (`gemm_*`), checked in debug builds at each kernel's
-/// entry (once per call): what [`Q8Matrix::gemm_block`] verifies before calling one, plus the
-/// shape invariants of [`Q8Matrix`] and [`QuantRows`] the SIMD kernels' pointer arithmetic
-/// relies on. `out_len` is the length of the output slice, `ldo` its row stride.
-#[inline]
-pub(crate) fn debug_assert_block_fits(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    rows: &Range<usize>,
-    panels: &Range<usize>,
-    out_len: usize,
-    ldo: usize,
-) {
-    let nb = w.nb;
-    debug_assert!(
-        nb > 0 && w.k == nb * BLOCK,
-        "k = {} is not whole blocks",
-        w.k
-    );
-    debug_assert_eq!(
-        w.blocks.len(),
-        w.n.div_ceil(PANEL) * nb,
-        "packed panel count"
-    );
-    debug_assert!(!rows.is_empty() && !panels.is_empty(), "empty tile");
-    debug_assert!(
-        panels.end <= w.n.div_ceil(PANEL),
-        "panels {panels:?} of n = {}",
-        w.n
-    );
-    debug_assert!(
-        rows.end * w.k <= xq.qs.len()
-            && rows.end * nb <= xq.d.len()
-            && rows.end * nb <= xq.corr.len(),
-        "rows {rows:?} beyond the quantized activations"
-    );
-    let width = w.n.min(panels.end * PANEL) - panels.start * PANEL;
-    debug_assert!(width <= ldo, "tile width {width} exceeds the stride {ldo}");
-    debug_assert!(
-        (rows.len() - 1) * ldo + width <= out_len,
-        "rows {rows:?} × {width} columns at stride {ldo} exceed the output ({out_len} values)"
-    );
 }

@@ -1,26 +1,18 @@
 //! The portable reference INT8 kernel, which every SIMD kernel equals exactly in the tests.
 
-use std::ops::Range;
-
-use super::{debug_assert_block_fits, panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
+use super::{panel_width, Job, BLOCK, PANEL};
 
 /// The reference kernel: same arithmetic as the SIMD ones (exact i32 block sums, then
 /// `acc += (d_w · d_x) · sum` in f32, block after block), unfused so it is exact on every target.
-pub(super) fn gemm_scalar(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
+pub(super) fn gemm_scalar(job: &Job, out: &mut [f32]) {
+    job.debug_assert_fits(out.len());
+    let (w, xq) = (job.w, job.xq);
     let (k, nb) = (w.k, w.nb);
-    for (ri, r) in rows.enumerate() {
-        let x = &xq.qs[r * k..(r + 1) * k];
-        let dx = &xq.d[r * nb..(r + 1) * nb];
-        for (pi, p) in panels.clone().enumerate() {
-            let at = ri * ldo + pi * PANEL;
+    for t in job.tiles(1, 1) {
+        let x = &xq.qs[t.r * k..(t.r + 1) * k];
+        let dx = &xq.d[t.r * nb..(t.r + 1) * nb];
+        for j in 0..t.np {
+            let (p, at) = (t.p + j, t.at + j * PANEL);
             let width = panel_width(w, p);
             // Start from `out`, like the SIMD kernels, so the f32 sums happen in the same order.
             let mut acc = [0f32; PANEL];

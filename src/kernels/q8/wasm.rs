@@ -6,80 +6,45 @@
 //! so per block the pairs are summed once with two shuffles. Tiles are 4 rows × 16 columns, one
 //! column quad at a time, to stay within the 16 xmm registers that engines map v128 onto.
 
+use super::{panel_width, Job, PanelBlock, BLOCK, PANEL};
 use core::arch::wasm32::*;
-use std::ops::Range;
-
-use super::{panel_width, PanelBlock, Q8Matrix, QuantRows, BLOCK, PANEL};
 
 const MR: usize = 4;
 
 // The last 16-byte weight load of a block (`s = BLOCK / 4 - 1`, `q = 3`) ends within `qs`.
 const _: () = assert!(64 * (BLOCK / 4 - 1) + 16 * 3 + 16 <= BLOCK * PANEL);
 
-pub(super) fn gemm_simd128(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    drive::<Simd128>(w, xq, rows, panels, out, ldo);
+pub(super) fn gemm_simd128(job: &Job, out: &mut [f32]) {
+    drive::<Simd128>(job, out);
 }
 
-/// A wasm tile kernel: rows `r0 .. r0 + R` (`R <= 4`) × panel `p`, accumulated onto `out`.
+/// A wasm tile kernel: rows `r0 .. r0 + R` (`R <= 4`) × panel `p`, accumulated onto `out`
+/// (the tile's corner, at the job's stride).
 pub(super) trait Tile {
-    fn tile<const R: usize>(
-        w: &Q8Matrix,
-        xq: &QuantRows,
-        r0: usize,
-        p: usize,
-        out: &mut [f32],
-        ldo: usize,
-    );
+    fn tile<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]);
 }
 
 struct Simd128;
 
 impl Tile for Simd128 {
     #[inline(always)]
-    fn tile<const R: usize>(
-        w: &Q8Matrix,
-        xq: &QuantRows,
-        r0: usize,
-        p: usize,
-        out: &mut [f32],
-        ldo: usize,
-    ) {
-        tile::<R>(w, xq, r0, p, out, ldo)
+    fn tile<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+        tile::<R>(job, r0, p, out)
     }
 }
 
 /// The walk both wasm kernels share: panels outside, tiles of up to 4 rows inside.
-pub(super) fn drive<T: Tile>(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    out: &mut [f32],
-    ldo: usize,
-) {
+pub(super) fn drive<T: Tile>(job: &Job, out: &mut [f32]) {
     // Safe indexing throughout (the one raw load reads a fixed-size array at a constant-bounded
     // offset), so this only states the contract, as the x86 kernels do.
-    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
-    for p in panels.clone() {
-        let col = (p - panels.start) * PANEL;
-        let mut r = rows.start;
-        while r < rows.end {
-            let mr = (rows.end - r).min(MR);
-            let o = &mut out[(r - rows.start) * ldo + col..];
-            match mr {
-                4 => T::tile::<4>(w, xq, r, p, o, ldo),
-                3 => T::tile::<3>(w, xq, r, p, o, ldo),
-                2 => T::tile::<2>(w, xq, r, p, o, ldo),
-                _ => T::tile::<1>(w, xq, r, p, o, ldo),
-            }
-            r += mr;
+    job.debug_assert_fits(out.len());
+    for t in job.tiles(MR, 1) {
+        let o = &mut out[t.at..];
+        match t.mr {
+            4 => T::tile::<4>(job, t.r, t.p, o),
+            3 => T::tile::<3>(job, t.r, t.p, o),
+            2 => T::tile::<2>(job, t.r, t.p, o),
+            _ => T::tile::<1>(job, t.r, t.p, o),
         }
     }
 }
@@ -154,14 +119,8 @@ pub(super) fn add_block(acc: v128, sum: v128, ws: v128, dx: v128) -> v128 {
 // The loops index several per-row / per-quad arrays at once: clearer with indices.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn tile<const R: usize>(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    r0: usize,
-    p: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
+fn tile<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+    let (w, xq, ldo) = (job.w, job.xq, job.ldo);
     let (k, nb) = (w.k, w.nb);
     let flip = u8x16_splat(0x80);
     let width = panel_width(w, p);

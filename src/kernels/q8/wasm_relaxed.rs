@@ -27,30 +27,21 @@
 //! simd128 kernel's code (`super::wasm::drive`).
 
 use core::arch::wasm32::*;
-use std::ops::Range;
 use std::sync::OnceLock;
 
 use super::wasm::{add_block, drive, load_acc, quad_scales, store_acc, x_splat, Tile};
-use super::{panel_width, Q8Matrix, QuantRows, BLOCK, PANEL};
+use super::{panel_width, Job, BLOCK, PANEL};
 
 // The last 16-byte weight load of a block (`s = BLOCK / 4 - 1`, `q = 3`) ends within `qs`.
 const _: () = assert!(64 * (BLOCK / 4 - 1) + 16 * 3 + 16 <= BLOCK * PANEL);
 
 /// The 7-bit planes, or with `single_dot` the single-dot kernel (only where [`unsigned_dot`]
 /// holds: the caller checks).
-pub(super) fn gemm_relaxed(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    out: &mut [f32],
-    ldo: usize,
-    single_dot: bool,
-) {
+pub(super) fn gemm_relaxed(job: &Job, out: &mut [f32], single_dot: bool) {
     if single_dot {
-        drive::<Relaxed<true>>(w, xq, rows, panels, out, ldo);
+        drive::<Relaxed<true>>(job, out);
     } else {
-        drive::<Relaxed<false>>(w, xq, rows, panels, out, ldo);
+        drive::<Relaxed<false>>(job, out);
     }
 }
 
@@ -60,15 +51,8 @@ struct Relaxed<const U8: bool>;
 
 impl<const U8: bool> Tile for Relaxed<U8> {
     #[inline(always)]
-    fn tile<const R: usize>(
-        w: &Q8Matrix,
-        xq: &QuantRows,
-        r0: usize,
-        p: usize,
-        out: &mut [f32],
-        ldo: usize,
-    ) {
-        tile::<R, U8>(w, xq, r0, p, out, ldo)
+    fn tile<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+        tile::<R, U8>(job, r0, p, out)
     }
 }
 
@@ -128,14 +112,8 @@ fn relaxed_dot(a: [i8; 16], b: [u8; 16], c: [i32; 4]) -> [i32; 4] {
 // The loops index several per-row / per-quad arrays at once: clearer with indices.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "simd128,relaxed-simd")]
-fn tile<const R: usize, const U8: bool>(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    r0: usize,
-    p: usize,
-    out: &mut [f32],
-    ldo: usize,
-) {
+fn tile<const R: usize, const U8: bool>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+    let (w, xq, ldo) = (job.w, job.xq, job.ldo);
     let (k, nb) = (w.k, w.nb);
     let low7 = u8x16_splat(0x7f);
     let width = panel_width(w, p);

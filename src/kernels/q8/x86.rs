@@ -3,9 +3,9 @@
 //! with `#[target_feature]` and chosen at run time by [`super::Kernel::is_available`].
 //!
 //! Safety contract of the entry points (`gemm_*`): the CPU has the features and the caller
-//! ([`super::Q8Matrix::gemm_block`]) has checked that `rows`, `panels` and `out`/`ldo` are in
-//! bounds (see [`super::debug_assert_block_fits`] for the exact conditions, which the entry
-//! points re-check in debug builds). Inside, the only `unsafe` operations are the intrinsics'
+//! ([`super::Q8Matrix::gemm_block`]) has checked that the job's rows, panels and output are in
+//! bounds (see [`super::Job::fits`] for the exact conditions, which the entry points re-check in
+//! debug builds). Inside, the only `unsafe` operations are the intrinsics'
 //! loads and stores through pointers derived from those checked slices, and calls of the
 //! `#[target_feature]` tile functions.
 //!
@@ -22,7 +22,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{panel_width, PanelBlock, Q8Matrix, QuantRows, BLOCK, PANEL};
+use super::{panel_width, Job, PanelBlock, TileAt, BLOCK, PANEL};
 
 /// Rows per AVX-512 tile: 6 rows × 2 panels = 12 i32 + 12 f32 accumulators and 2 weight vectors
 /// fit the 32 zmm registers; each 64-byte weight load feeds 6 `vpdpbusd`.
@@ -44,75 +44,52 @@ unsafe fn x4(x: *const i8, b: usize, s: usize) -> i32 {
     unsafe { (x.add(b * BLOCK + 4 * s) as *const i32).read_unaligned() }
 }
 
-/// Walks the block: panel pairs (kept in L1) outside, row tiles inside.
+/// Walks the job: k-chunks outside, then panel pairs (kept in L1), row tiles inside.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F, BW and VNNI, and `rows`, `panels`, `out` and `ldo` must
-/// satisfy the bounds of [`super::debug_assert_block_fits`] (see the module documentation).
+/// The CPU must support AVX-512 F, BW and VNNI, and the job must satisfy the bounds of
+/// [`super::Job::fits`] for `out` (see the module documentation).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn gemm_avx512(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
+pub(super) unsafe fn gemm_avx512(job: &Job, out: &mut [f32]) {
+    job.debug_assert_fits(out.len());
+    let nb = job.w.nb;
     // Long rows are cut into k-chunks so a panel pair's weights (2 × KC_512 × 576 bytes) stay in
     // L1 while every row tile of the chunk passes; partial sums go through `out`.
     let mut b0 = 0;
-    while b0 < w.nb {
-        let bs = b0..(b0 + KC_512).min(w.nb);
-        let mut p = panels.start;
-        while p < panels.end {
-            let np = (panels.end - p).min(2);
-            let col = (p - panels.start) * PANEL;
-            let mut r = rows.start;
-            while r < rows.end {
-                let mr = (rows.end - r).min(MR_512);
-                // SAFETY: `r < rows.end` and `col` is below the block's width, so the offset is
-                // below `(rows.len() - 1) * ldo + width <= out.len()`.
-                let o = unsafe { out.as_mut_ptr().add((r - rows.start) * ldo + col) };
-                let t = (w, xq, r, p, o, ldo, bs.clone());
-                // SAFETY: this function's target features are those of `tile512`. The tile's rows
-                // `r .. r + mr` and panels `p .. p + np` lie within `rows` and `panels`, `bs`
-                // within `0..nb`, and `o` is the tile's corner in `out` (module documentation).
-                unsafe {
-                    match (mr, np) {
-                        (6, 2) => tile512::<6, 2>(t),
-                        (5, 2) => tile512::<5, 2>(t),
-                        (4, 2) => tile512::<4, 2>(t),
-                        (3, 2) => tile512::<3, 2>(t),
-                        (2, 2) => tile512::<2, 2>(t),
-                        (1, 2) => tile512::<1, 2>(t),
-                        (6, _) => tile512::<6, 1>(t),
-                        (5, _) => tile512::<5, 1>(t),
-                        (4, _) => tile512::<4, 1>(t),
-                        (3, _) => tile512::<3, 1>(t),
-                        (2, _) => tile512::<2, 1>(t),
-                        _ => tile512::<1, 1>(t),
-                    }
+    while b0 < nb {
+        let bs = b0..(b0 + KC_512).min(nb);
+        for t in job.tiles(MR_512, 2) {
+            // SAFETY: `t.at` is a tile's corner in the job's output, within `out`
+            // ([`super::TileAt`]).
+            let o = unsafe { out.as_mut_ptr().add(t.at) };
+            let a = (job, t, o, bs.clone());
+            // SAFETY: this function's target features are those of `tile512`. The tile's rows
+            // and panels lie within the job's, `bs` within `0..nb`, and `o` is the tile's corner
+            // in `out` (module documentation).
+            unsafe {
+                match (t.mr, t.np) {
+                    (6, 2) => tile512::<6, 2>(a),
+                    (5, 2) => tile512::<5, 2>(a),
+                    (4, 2) => tile512::<4, 2>(a),
+                    (3, 2) => tile512::<3, 2>(a),
+                    (2, 2) => tile512::<2, 2>(a),
+                    (1, 2) => tile512::<1, 2>(a),
+                    (6, _) => tile512::<6, 1>(a),
+                    (5, _) => tile512::<5, 1>(a),
+                    (4, _) => tile512::<4, 1>(a),
+                    (3, _) => tile512::<3, 1>(a),
+                    (2, _) => tile512::<2, 1>(a),
+                    _ => tile512::<1, 1>(a),
                 }
-                r += mr;
             }
-            p += np;
         }
         b0 = bs.end;
     }
 }
 
-/// Arguments of a tile: weights, activations, first row, first panel, output pointer (first row,
-/// first column of the tile), output row stride, k-blocks to sum (always added onto `out`).
-type TileArgs<'a> = (
-    &'a Q8Matrix,
-    &'a QuantRows,
-    usize,
-    usize,
-    *mut f32,
-    usize,
-    Range<usize>,
-);
+/// Arguments of a tile: the job, the tile, the output pointer at its corner (first row, first
+/// column) and the k-blocks to sum (always added onto `out`).
+type TileArgs<'a> = (&'a Job<'a>, TileAt, *mut f32, Range<usize>);
 
 /// `MR` rows × `NP` panels. Per block: i32 accumulators start at the +128-offset correction,
 /// 8 `vpdpbusd` steps of 4 k, then one f32 FMA by `d_w · d_x`.
@@ -124,7 +101,8 @@ type TileArgs<'a> = (
 /// of the `NP` panels (`panel_width` of each, `PANEL` apart), with no other live reference to them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs): TileArgs) {
+unsafe fn tile512<const MR: usize, const NP: usize>((job, t, out, bs): TileArgs) {
+    let (w, xq, r0, p0, ldo) = (job.w, job.xq, t.r, t.p, job.ldo);
     let (k, nb) = (w.k, w.nb);
     debug_assert!((r0 + MR) * k <= xq.qs.len() && (p0 + NP) * nb <= w.blocks.len());
     debug_assert!(bs.end <= nb);
@@ -208,37 +186,24 @@ unsafe fn tile512<const MR: usize, const NP: usize>((w, xq, r0, p0, out, ldo, bs
 /// AVX2 walk: one panel at a time, row tiles inside.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA, and `rows`, `panels`, `out` and `ldo` must satisfy the
-/// bounds of [`super::debug_assert_block_fits`] (see the module documentation).
+/// The CPU must support AVX2 and FMA, and the job must satisfy the bounds of
+/// [`super::Job::fits`] for `out` (see the module documentation).
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn gemm_avx2(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    rows: Range<usize>,
-    panels: Range<usize>,
-    out: &mut [f32],
-    ldo: usize,
-) {
-    super::debug_assert_block_fits(w, xq, &rows, &panels, out.len(), ldo);
-    for p in panels.clone() {
-        let col = (p - panels.start) * PANEL;
-        let mut r = rows.start;
-        while r < rows.end {
-            let mr = (rows.end - r).min(MR_256);
-            // SAFETY: `r < rows.end` and `col` is below the block's width, so the offset is
-            // below `(rows.len() - 1) * ldo + width <= out.len()`.
-            let o = unsafe { out.as_mut_ptr().add((r - rows.start) * ldo + col) };
-            // SAFETY: this function's target features are those of `tile256`. Rows
-            // `r .. r + mr` lie within `rows`, panel `p` within `panels`, and `o` is the tile's
-            // corner in `out` (module documentation).
-            unsafe {
-                match mr {
-                    3 => tile256::<3>(w, xq, r, p, o, ldo),
-                    2 => tile256::<2>(w, xq, r, p, o, ldo),
-                    _ => tile256::<1>(w, xq, r, p, o, ldo),
-                }
+pub(super) unsafe fn gemm_avx2(job: &Job, out: &mut [f32]) {
+    job.debug_assert_fits(out.len());
+    for t in job.tiles(MR_256, 1) {
+        // SAFETY: `t.at` is a tile's corner in the job's output, within `out`
+        // ([`super::TileAt`]).
+        let o = unsafe { out.as_mut_ptr().add(t.at) };
+        // SAFETY: this function's target features are those of `tile256`. The tile's rows lie
+        // within the job's, its panel too, and `o` is the tile's corner in `out` (module
+        // documentation).
+        unsafe {
+            match t.mr {
+                3 => tile256::<3>(job, t.r, t.p, o),
+                2 => tile256::<2>(job, t.r, t.p, o),
+                _ => tile256::<1>(job, t.r, t.p, o),
             }
-            r += mr;
         }
     }
 }
@@ -253,14 +218,8 @@ pub(super) unsafe fn gemm_avx2(
 /// of `panel_width(w, p)` values, with no other live reference to them.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn tile256<const MR: usize>(
-    w: &Q8Matrix,
-    xq: &QuantRows,
-    r0: usize,
-    p: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
+unsafe fn tile256<const MR: usize>(job: &Job, r0: usize, p: usize, out: *mut f32) {
+    let (w, xq, ldo) = (job.w, job.xq, job.ldo);
     let (k, nb) = (w.k, w.nb);
     debug_assert!((r0 + MR) * k <= xq.qs.len() && (p + 1) * nb <= w.blocks.len());
     let flip = _mm256_set1_epi8(0x80u8 as i8);
