@@ -4,7 +4,7 @@
 # anywhere; needs the tools `.ci/run` installs (wasm32 target, the nightly toolchain with
 # rust-src, wasm-bindgen-cli matching Cargo.lock, chromium + chromedriver, trunk 0.21,
 # Node.js, binaryen 132 from npm in target/tools, and tests/e2e/node_modules from
-# `npm ci --prefix tests/e2e`, cargo-fuzz).
+# `npm ci --prefix tests/e2e`, cargo-fuzz, wasm-pack).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,8 +39,12 @@ cargo test
 # wasm test build, with the `relaxed-simd` feature: it holds both wasm INT8 kernels (simd128 and
 # relaxed SIMD, each tested against the scalar one) and captions with the relaxed one; the
 # simd128 build's captions are checked in the page by the end-to-end test.
-section "cargo test (wasm32, relaxed-simd feature: headless Chromium main thread and dedicated worker)"
-cargo test --target wasm32-unknown-unknown --no-default-features --features relaxed-simd --test wasm --test wasm_worker --test q8_kernel --test f32_kernel
+section "wasm-pack test (wasm32, relaxed-simd feature: headless Chromium main thread and dedicated worker)"
+# wasm-pack builds every test target for wasm32 (the native-only ones compile to nothing) and
+# runs them with the installed wasm-bindgen-test-runner (`--mode no-install`: it downloads
+# nothing; the runner must match Cargo.lock's wasm-bindgen, which .ci/run installs).
+wasm-pack test --headless --chrome --chromedriver "$CHROMEDRIVER" --mode no-install . \
+  --no-default-features --features relaxed-simd
 
 section "scripts/web.sh build --release (the page: threaded simd128 and relaxed-SIMD wasm, nightly, wasm-opt)"
 scripts/web.sh build --release
