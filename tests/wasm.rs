@@ -403,8 +403,8 @@ fn checkpoint_file_names_are_the_engines() {
     assert_eq!(
         names,
         serde_json::json!({
-            "weights": blipq::checkpoint::files::SAFETENSORS_FILE,
-            "required": ["config.json", "model.safetensors", "tokenizer.json"],
+            "weights": ["model.safetensors", "pytorch_model.bin"],
+            "required": ["config.json", "tokenizer.json"],
             "preprocessor": ["preprocessor_config.json", "processor_config.json"],
             "optional": ["tokenizer_config.json", "generation_config.json"],
         })
@@ -453,13 +453,21 @@ fn missing_or_bad_files_raise_errors() {
     assert!(msg.contains("config.json"), "{msg}");
     let msg = with("tokenizer.json", JsValue::from("a string")).expect("non-bytes fail");
     assert!(msg.contains("Uint8Array"), "{msg}");
-    // pytorch_model.bin is not read in the browser (with model.safetensors beside it, that wins,
-    // by the same rule as a folder on disk).
+    // A pytorch_model.bin that is not a torch.save zip is refused by name.
     let files = files_object(Some("model.safetensors"));
     let pth = js_sys::Uint8Array::new_with_length(4);
     js_sys::Reflect::set(&files, &"pytorch_model.bin".into(), &pth).unwrap();
-    let msg = error_message(WasmCaptioner::new(files).err().expect("pth refused"));
-    assert!(msg.contains("safetensors"), "{msg}");
+    let msg = error_message(WasmCaptioner::new(files).err().expect("bad pth refused"));
+    assert!(msg.contains("pytorch_model.bin"), "{msg}");
+    // A sharded checkpoint's index is read from a folder on disk only.
+    let files = files_object(Some("model.safetensors"));
+    let index = js_sys::Uint8Array::from(&b"{}"[..]);
+    js_sys::Reflect::set(&files, &"model.safetensors.index.json".into(), &index).unwrap();
+    let msg = error_message(WasmCaptioner::new(files).err().expect("index refused"));
+    assert!(
+        msg.contains("model.safetensors.index.json") && msg.contains("on disk"),
+        "{msg}"
+    );
     // A path prefix and an ArrayBuffer are fine.
     let files = files_object(Some("config.json"));
     let buf = js_sys::Uint8Array::from(TINY[0].1).buffer();
@@ -711,4 +719,25 @@ fn build_and_device_name_the_int8_kernel() {
         blipq::web::browser_device(),
         format!("wasm32 {build} (browser, 1 thread)")
     );
+}
+
+/// The tiny fixture's weights as `torch.save` wrote them (`tests/fixtures/tiny-bin`, tied tensors
+/// sharing storage) load through the JS API from their bytes and caption exactly as the
+/// safetensors copy does.
+#[wasm_bindgen_test]
+fn pytorch_model_bin_loads_from_its_bytes() {
+    let files = files_object(Some("model.safetensors"));
+    let pth = js_sys::Uint8Array::from(&include_bytes!("fixtures/tiny-bin/pytorch_model.bin")[..]);
+    js_sys::Reflect::set(&files, &"pytorch_model.bin".into(), &pth).unwrap();
+    let bin = WasmCaptioner::new(files).unwrap_or_else(|e| panic!("{}", error_message(e)));
+    for (name, bytes) in IMAGES.iter().take(2) {
+        let got: CaptionOut =
+            serde_wasm_bindgen::from_value(bin.caption(bytes, JsValue::UNDEFINED, None).unwrap())
+                .unwrap();
+        let want: CaptionOut = serde_wasm_bindgen::from_value(
+            with_model(|m| m.caption(bytes, JsValue::UNDEFINED, None)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(got.token_ids, want.token_ids, "{name}");
+    }
 }

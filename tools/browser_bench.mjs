@@ -225,7 +225,7 @@ window.benchResult = (async () => {
     out.wasm_bytes_before_load = loaded.memBefore;
     out.wasm_bytes_after_load = loaded.memAfter;
     out.info = loaded.info;
-    log("downloaded in " + out.fetch_s.toFixed(2) + " s, built in " + out.load_s.toFixed(2) + " s; wasm memory " + (out.wasm_bytes_after_load / MB).toFixed(1) + " MB");
+    log("downloaded in " + out.fetch_s.toFixed(2) + " s, built in " + out.load_s.toFixed(2) + " s; wasm memory " + (out.wasm_bytes_after_load / 2 ** 20).toFixed(1) + " MB (2^20 bytes)");
 
     out.stage = "caption";
     const res = await fetch(job.imageUrl, { cache: "no-store" });

@@ -391,7 +391,8 @@ async function fetchFile(url, cache, onProgress, optional, onDamaged) {
     if (optional && response.status === 404) return null;
     throw new HttpError(url, response.status, response.statusText);
   }
-  const inspect = name === FILES.weights ? weightsFitCheck() : null;
+  // The safetensors header says early whether the weights can fit; a pickle is judged once read.
+  const inspect = name === FILES.weights[0] ? weightsFitCheck() : null;
   const bytes = await readBody(response, name, onProgress, inspect);
   return { bytes, fromCache: false, contentType: response.headers.get("Content-Type") };
 }
@@ -433,6 +434,16 @@ async function downloadCheckpoint(base, emit) {
   };
   // config.json first: a wrong URL fails fast, before the big download.
   for (const name of FILES.required) await get(name, false);
+  // The first weights file present (model.safetensors, else pytorch_model.bin): a 404 on one is
+  // not an error while another may follow.
+  let weights = null;
+  for (const name of FILES.weights) {
+    weights = await get(name, true);
+    if (weights) break;
+  }
+  if (!weights) {
+    throw new Error(`${base} has no weights: ${FILES.weights.join(" and ")} are both not found (HTTP 404)`);
+  }
   let pre = null;
   for (const name of FILES.preprocessor) {
     pre = await get(name, true);
@@ -465,22 +476,28 @@ async function readLocalFiles(list, emit) {
     sizes[f.name] = f.size;
     emit({ type: "progress", file: f.name, loaded: f.size, total: f.size, done: true });
   }
-  if (!files[FILES.weights]) {
+  if (!weightsName(files)) {
     const names = Object.keys(files).join(", ") || "nothing";
     throw new Error(
-      `not a checkpoint: ${FILES.weights} is missing (got ${names}). Pick the folder's ` +
-        `${FILES.required.join(", ")} and ${FILES.preprocessor[0]} together.`,
+      `not a checkpoint: ${FILES.weights.join(" or ")} is missing (got ${names}). Pick the folder's ` +
+        `${FILES.required.join(", ")}, ${FILES.weights[0]} and ${FILES.preprocessor[0]} together.`,
     );
   }
   return { files, sizes, fromCache: false };
 }
 
+/** The weights file among `files` the engine reads (the first of FILES.weights present). */
+function weightsName(files) {
+  return FILES.weights.find((name) => files[name]);
+}
+
 async function loadModel(source, emit) {
   const got =
     source.kind === "url" ? await downloadCheckpoint(source.base, emit) : await readLocalFiles(source.files, emit);
-  const weightBytes = got.files[FILES.weights].length;
+  const weights = weightsName(got.files);
+  const weightBytes = got.files[weights].length;
   const totalBytes = Object.values(got.sizes).reduce((a, b) => a + b, 0);
-  emit({ type: "progress", stage: "building", file: FILES.weights, loaded: weightBytes, total: weightBytes });
+  emit({ type: "progress", stage: "building", file: weights, loaded: weightBytes, total: weightBytes });
   const memBefore = wasmMemoryBytes();
   let captioner;
   try {

@@ -142,7 +142,8 @@ pub struct Plan {
 }
 
 /// Chooses the files to load from the base names present: `model.safetensors` over
-/// `model.safetensors.index.json` (sharded) over `pytorch_model.bin`, `preprocessor_config.json` over `processor_config.json`; `config.json` and
+/// `model.safetensors.index.json` (sharded) over `pytorch_model.bin`, `preprocessor_config.json`
+/// over `processor_config.json`; `config.json` and
 /// `tokenizer.json` are required.
 pub fn plan(present: &HashSet<&str>, folder: &str) -> Result<Plan> {
     let missing = |what: String| Error::file(folder, format!("missing checkpoint file {what}"));
@@ -269,10 +270,18 @@ pub fn model_files_from_entries<D: FileData>(entries: Vec<(String, D)>) -> Resul
         WeightsFormat::Safetensors => {
             Checkpoint::Safetensors(Safetensors::new(weights.into_source(), SAFETENSORS_FILE)?)
         }
-        WeightsFormat::Pth | WeightsFormat::ShardedSafetensors => {
+        // Read from its bytes like a file on disk: the zip's directory and the pickle first,
+        // then one tensor at a time.
+        WeightsFormat::Pth => Checkpoint::Pth(crate::checkpoint::pth::Pth::new(
+            weights.into_source(),
+            PTH_FILE,
+        )?),
+        WeightsFormat::ShardedSafetensors => {
             return Err(Error::file(
                 plan.weights.0,
-                format!("is read from a folder on disk only; here, use {SAFETENSORS_FILE}"),
+                format!(
+                    "is read from a folder on disk only; here, use {SAFETENSORS_FILE} or {PTH_FILE}"
+                ),
             ))
         }
     };

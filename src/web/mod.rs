@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::checkpoint::files::{model_files_from_entries, FileData, SAFETENSORS_FILE};
+use crate::checkpoint::files::{model_files_from_entries, FileData, PTH_FILE, SAFETENSORS_FILE};
 use crate::checkpoint::{ByteSource, Checkpoint, SafetensorsHeader, StoredDType};
 use crate::eval::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
 use crate::{CaptionOptions, Captioner, Error, ModelFiles, ModelInfo, Result, Timings};
@@ -260,23 +260,24 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
         entries.push((key, bytes));
     }
     let files = model_files_from_entries(entries).map_err(js_err)?;
-    // The page hands over safetensors only (`model_files_from_entries`).
-    let Checkpoint::Safetensors(weights) = &files.weights else {
-        return Err(arg_err("the page reads model.safetensors weights only"));
+    let needed = match &files.weights {
+        Checkpoint::Safetensors(weights) => loaded_bytes_estimate(&weights.header),
+        // Every float tensor becomes f32 (4 bytes a value); other dtypes are not loaded.
+        Checkpoint::Pth(p) => p
+            .tensors()
+            .values()
+            .filter(|t| t.dtype.stored().is_some())
+            .map(|t| t.elem_count() as f64 * 4.0)
+            .sum(),
     };
-    check_fits_in_wasm_memory(
-        SAFETENSORS_FILE,
-        loaded_bytes_estimate(&weights.header),
-        wasm_memory_bytes(),
-    )
-    .map_err(js_err)?;
+    check_fits_in_wasm_memory(files.weights.file(), needed, wasm_memory_bytes()).map_err(js_err)?;
     Ok(files)
 }
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
 /** What `checkpointFileNames()` returns. */
-export interface CheckpointFileNames { weights: string; required: string[]; preprocessor: string[]; optional: string[]; }
+export interface CheckpointFileNames { weights: string[]; required: string[]; preprocessor: string[]; optional: string[]; }
 /** A checkpoint directory's files, keyed by file name. */
 export type CheckpointFiles = Record<string, Uint8Array | ArrayBuffer>;
 /** One benchmark image: file name, COCO image id, reference captions. */
@@ -507,17 +508,16 @@ impl WasmCaptioner {
 }
 
 /// `checkpointFileNames()` → `{weights, required, preprocessor, optional}`: the names of a
-/// checkpoint's files as the engine reads them ([`crate::checkpoint::files`]), so the page fetches exactly
-/// those: `weights` (`model.safetensors`, the only weights the page reads), `required` (fetched
-/// first, in order), `preprocessor` (the first present wins) and `optional` (a 404 is fine).
+/// checkpoint's files as the engine reads them ([`crate::checkpoint::files`]), so the page fetches
+/// exactly those: `required` (fetched first, in order), `weights` (the weights the page reads, the
+/// first present wins: `model.safetensors`, else `pytorch_model.bin`), `preprocessor` (the first
+/// present wins) and `optional` (a 404 is fine).
 #[wasm_bindgen(js_name = checkpointFileNames, unchecked_return_type = "CheckpointFileNames")]
 pub fn checkpoint_file_names() -> std::result::Result<JsValue, JsValue> {
     use crate::checkpoint::files::{OPTIONAL_FILES, PREPROCESSOR_FILES, REQUIRED_FILES};
-    let mut required = vec![REQUIRED_FILES[0], SAFETENSORS_FILE];
-    required.extend(&REQUIRED_FILES[1..]);
     to_js(&serde_json::json!({
-        "weights": SAFETENSORS_FILE,
-        "required": required,
+        "weights": [SAFETENSORS_FILE, PTH_FILE],
+        "required": REQUIRED_FILES,
         "preprocessor": PREPROCESSOR_FILES,
         "optional": OPTIONAL_FILES,
     }))

@@ -277,6 +277,32 @@ async function optionsScenario({ page, bin }) {
   await page.fill("#opt-beams", "1");
 }
 
+/**
+ * A folder with pytorch_model.bin and no model.safetensors (`tests/fixtures/tiny-bin`, mounted at
+ * /fixtures/tiny-bin/): loaded by URL, the page skips the 404 on model.safetensors without an
+ * error message, reads the pickle in the worker and captions as `blipq caption` does.
+ */
+async function pytorchBinScenario({ page, base, bin }) {
+  log("pytorch_model.bin by URL (no model.safetensors in the folder)");
+  const folder = `${base}fixtures/tiny-bin/`;
+  const image = IMAGES[0];
+  const want = JSON.parse(
+    execFileSync(bin, ["caption", "--json", "--model", "tests/fixtures/tiny-bin", `data/demo-eval/${image}`], {
+      cwd: root,
+      encoding: "utf8",
+    }),
+  )[0];
+  const errorsBefore = await page.$$eval("#messages .msg.error", (m) => m.length);
+  await page.fill("#model-url", folder);
+  await page.click("#load-url");
+  const key = `url:${folder}`;
+  await page.waitForSelector(`.model-item[data-key="${key}"]`, { timeout: 120_000 });
+  const errorsAfter = await page.$$eval("#messages .msg.error", (m) => m.length);
+  check(errorsAfter === errorsBefore, "pytorch_model.bin by URL: the 404 on model.safetensors is no error", `${errorsAfter - errorsBefore} new`);
+  const r = await captionGallery(page, key, image);
+  check(r.tokenIds === want.token_ids.join(" "), "pytorch_model.bin by URL: caption = native", `${r.tokenIds} vs ${want.token_ids.join(" ")}`);
+}
+
 /** The benchmark view: table, chart, downloads, and samples equal to the CLI's captions. */
 async function benchmarkScenario({ page, native, shot }) {
   log(`benchmark view on ${BENCH_IMAGES} images`);
@@ -427,7 +453,7 @@ async function main() {
     for (const i of IMAGES) console.log(`  ${m} ${i}: "${native[m][i].caption}" ${JSON.stringify(native[m][i].token_ids)}`);
   }
 
-  const server = await serve(dist);
+  const server = await serve(dist, { mounts: { "/fixtures/tiny-bin/": join(root, "tests/fixtures/tiny-bin") } });
   const base = `http://127.0.0.1:${server.address().port}/`;
   const userDataDir = await mkdtemp(join(tmpdir(), "blipq-e2e-"));
   const context = await chromium.launchPersistentContext(userDataDir, {
@@ -458,6 +484,7 @@ async function main() {
     await simd128BuildScenario(context, base, native, pageErrors);
     await faultScenario(t);
     await optionsScenario(t);
+    await pytorchBinScenario(t);
     await benchmarkScenario(t);
     await cacheScenario(t);
     await noHeadersScenarios(t);
