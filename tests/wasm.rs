@@ -403,7 +403,8 @@ fn checkpoint_file_names_are_the_engines() {
     assert_eq!(
         names,
         serde_json::json!({
-            "weights": ["model.safetensors", "pytorch_model.bin"],
+            "weights": ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"],
+            "shardedIndex": "model.safetensors.index.json",
             "required": ["config.json", "tokenizer.json"],
             "preprocessor": ["preprocessor_config.json", "processor_config.json"],
             "optional": ["tokenizer_config.json", "generation_config.json"],
@@ -459,13 +460,13 @@ fn missing_or_bad_files_raise_errors() {
     js_sys::Reflect::set(&files, &"pytorch_model.bin".into(), &pth).unwrap();
     let msg = error_message(WasmCaptioner::new(files).err().expect("bad pth refused"));
     assert!(msg.contains("pytorch_model.bin"), "{msg}");
-    // A sharded checkpoint's index is read from a folder on disk only.
+    // A sharded checkpoint's index that names no tensors is refused by name.
     let files = files_object(Some("model.safetensors"));
-    let index = js_sys::Uint8Array::from(&b"{}"[..]);
+    let index = js_sys::Uint8Array::from(&br#"{"weight_map": {}}"#[..]);
     js_sys::Reflect::set(&files, &"model.safetensors.index.json".into(), &index).unwrap();
     let msg = error_message(WasmCaptioner::new(files).err().expect("index refused"));
     assert!(
-        msg.contains("model.safetensors.index.json") && msg.contains("on disk"),
+        msg.contains("model.safetensors.index.json") && msg.contains("no tensors"),
         "{msg}"
     );
     // A path prefix and an ArrayBuffer are fine.
@@ -740,4 +741,60 @@ fn pytorch_model_bin_loads_from_its_bytes() {
         .unwrap();
         assert_eq!(got.token_ids, want.token_ids, "{name}");
     }
+}
+
+/// The tiny fixture split into two shards plus `model.safetensors.index.json`, handed over by
+/// name as the page does: `shardNames` lists the shards to fetch, and the model captions exactly
+/// as the single file does; a missing shard is an error naming it.
+#[wasm_bindgen_test]
+fn sharded_safetensors_load_from_their_files() {
+    let st = safetensors::SafeTensors::deserialize(TINY[2].1).unwrap();
+    let mut tensors = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let names = [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ];
+    let mut map = serde_json::Map::new();
+    let mut shards = Vec::new();
+    for (s, shard) in names.iter().enumerate() {
+        let part: Vec<_> = tensors.iter().skip(s).step_by(2).cloned().collect();
+        for (n, _) in &part {
+            map.insert(n.clone(), serde_json::json!(shard));
+        }
+        shards.push((*shard, safetensors::serialize(part, None).unwrap()));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({ "weight_map": map })).unwrap();
+    assert_eq!(blipq::web::shard_names(&index).unwrap(), names);
+    // The files, with the shards up to `upto`.
+    let files = |upto: usize| {
+        let files = files_object(Some("model.safetensors"));
+        let set = |name: &str, data: &[u8]| {
+            js_sys::Reflect::set(&files, &name.into(), &js_sys::Uint8Array::from(data)).unwrap();
+        };
+        set("model.safetensors.index.json", &index);
+        for (name, data) in &shards[..upto] {
+            set(name, data);
+        }
+        files
+    };
+    let sharded = WasmCaptioner::new(files(2)).unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let image = IMAGES[0].1;
+    let got: CaptionOut =
+        serde_wasm_bindgen::from_value(sharded.caption(image, JsValue::UNDEFINED, None).unwrap())
+            .unwrap();
+    let want: CaptionOut = serde_wasm_bindgen::from_value(
+        with_model(|m| m.caption(image, JsValue::UNDEFINED, None)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(got.token_ids, want.token_ids);
+    let msg = error_message(
+        WasmCaptioner::new(files(1))
+            .err()
+            .expect("a shard is missing"),
+    );
+    assert!(
+        msg.contains("model-00002-of-00002.safetensors") && msg.contains("missing"),
+        "{msg}"
+    );
 }

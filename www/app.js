@@ -269,6 +269,22 @@ function urlModelDef(url) {
   return { label, title: label, modelPath: u.href, source: { kind: "url", base: u.href } };
 }
 
+/**
+ * Where Hub names resolve: https://huggingface.co, or the `?hub=` page parameter (a mirror, or
+ * the end-to-end test's loopback Hub).
+ */
+const HUB_ENDPOINT = new URLSearchParams(location.search).get("hub") ?? undefined;
+
+/**
+ * The model field: a Hub name (`owner/name`, `owner/name@revision`; resolved by the engine's
+ * `hubModel`, which throws for a malformed name) or any checkpoint folder URL.
+ */
+function fieldModelDef(text) {
+  const hub = bindings.hubModel(text, HUB_ENDPOINT);
+  if (!hub) return urlModelDef(text);
+  return { label: hub.label, title: hub.label, modelPath: hub.label, source: { kind: "url", base: hub.url } };
+}
+
 function localModelDef(files) {
   const first = files[0];
   const folder = first?.webkitRelativePath?.split("/")[0];
@@ -613,10 +629,11 @@ function wire() {
   $("url-form").addEventListener("submit", (e) => {
     e.preventDefault();
     let def;
+    const text = $("model-url").value;
     try {
-      def = urlModelDef($("model-url").value);
-    } catch {
-      return showMessage(`"${$("model-url").value}" is not a URL.`);
+      def = fieldModelDef(text);
+    } catch (e) {
+      return showMessage(e instanceof TypeError ? `"${text}" is neither a Hub name (owner/name) nor a URL.` : e.message);
     }
     loadModel(`url:${def.source.base}`, def);
   });

@@ -439,10 +439,13 @@ async function downloadCheckpoint(base, emit) {
   let weights = null;
   for (const name of FILES.weights) {
     weights = await get(name, true);
-    if (weights) break;
+    if (!weights) continue;
+    // A sharded checkpoint: its index names the shards, each one required.
+    if (name === FILES.shardedIndex) for (const shard of blipq.shardNames(weights.bytes)) await get(shard, false);
+    break;
   }
   if (!weights) {
-    throw new Error(`${base} has no weights: ${FILES.weights.join(" and ")} are both not found (HTTP 404)`);
+    throw new Error(`${base} has no weights: ${FILES.weights.join(", ")} are all not found (HTTP 404)`);
   }
   let pre = null;
   for (const name of FILES.preprocessor) {

@@ -6,8 +6,9 @@
 //! [`crate::fsio`] (bounded reads).
 
 use crate::limits::{too_large, MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use crate::checkpoint::sharded::Index;
 use crate::checkpoint::{ByteSource, Checkpoint, Safetensors};
 use crate::{Error, Result};
 
@@ -209,7 +210,8 @@ impl FileData for Vec<u8> {
 }
 
 /// Collects a checkpoint from files keyed by name (a leading directory is ignored; unknown names
-/// are skipped), as the page hands them over. Text files are checked against their caps before
+/// are skipped, but for the `.safetensors` shards of a sharded checkpoint), as the page hands
+/// them over. Text files are checked against their caps before
 /// they are copied; two files with the same base name are an error.
 pub fn model_files_from_entries<D: FileData>(entries: Vec<(String, D)>) -> Result<ModelFiles> {
     const FOLDER: &str = "model folder";
@@ -227,10 +229,16 @@ pub fn model_files_from_entries<D: FileData>(entries: Vec<(String, D)>) -> Resul
     let mut texts: Vec<(&'static str, String)> = Vec::new();
     let mut tokenizer = None;
     let mut weights = None;
+    // A sharded checkpoint's shards, by name (kept only for an index; checked against it).
+    let mut shards: HashMap<String, D> = HashMap::new();
     for (key, data) in entries {
         let name = base_name(&key);
         if name == plan.weights.0 {
             weights = Some(data);
+            continue;
+        }
+        if plan.weights.1 == WeightsFormat::ShardedSafetensors && name.ends_with(".safetensors") {
+            shards.insert(name.to_string(), data);
             continue;
         }
         let wanted = [CONFIG_FILE, TOKENIZER_FILE, plan.preprocessor]
@@ -277,12 +285,31 @@ pub fn model_files_from_entries<D: FileData>(entries: Vec<(String, D)>) -> Resul
             PTH_FILE,
         )?),
         WeightsFormat::ShardedSafetensors => {
-            return Err(Error::file(
-                plan.weights.0,
-                format!(
-                    "is read from a folder on disk only; here, use {SAFETENSORS_FILE} or {PTH_FILE}"
-                ),
-            ))
+            let index = weights.into_bytes();
+            if index.len() as u64 > MAX_CONFIG_BYTES {
+                return Err(too_large(
+                    SAFETENSORS_INDEX_FILE,
+                    index.len() as u64,
+                    MAX_CONFIG_BYTES,
+                ));
+            }
+            let text = String::from_utf8(index)
+                .map_err(|_| Error::checkpoint(SAFETENSORS_INDEX_FILE, "is not UTF-8 text"))?;
+            let index = Index::parse(&text, SAFETENSORS_INDEX_FILE)?;
+            let parts = index
+                .shards
+                .iter()
+                .map(|name| {
+                    let data = shards.remove(name).ok_or_else(|| {
+                        Error::file(
+                            name,
+                            format!("is missing (a shard named by {SAFETENSORS_INDEX_FILE})"),
+                        )
+                    })?;
+                    Safetensors::new(data.into_source(), name)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Checkpoint::Safetensors(index.merge(SAFETENSORS_INDEX_FILE, parts)?)
         }
     };
     Ok(ModelFiles {

@@ -11,6 +11,7 @@
 //! (native reads), `error`; never `model` or anything above.
 
 pub mod files;
+pub mod hub;
 pub mod int8;
 pub mod pth;
 pub mod sharded;

@@ -40,7 +40,9 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::checkpoint::files::{model_files_from_entries, FileData, PTH_FILE, SAFETENSORS_FILE};
+use crate::checkpoint::files::{
+    model_files_from_entries, FileData, PTH_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE,
+};
 use crate::checkpoint::{ByteSource, Checkpoint, SafetensorsHeader, StoredDType};
 use crate::eval::bench::{self, Failure, Item, ModelInfoReport, ModelResults, Sample};
 use crate::{CaptionOptions, Captioner, Error, ModelFiles, ModelInfo, Result, Timings};
@@ -276,8 +278,10 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
+/** What `hubModel()` returns for a Hub name. */
+export interface HubModel { url: string; label: string; }
 /** What `checkpointFileNames()` returns. */
-export interface CheckpointFileNames { weights: string[]; required: string[]; preprocessor: string[]; optional: string[]; }
+export interface CheckpointFileNames { weights: string[]; shardedIndex: string; required: string[]; preprocessor: string[]; optional: string[]; }
 /** A checkpoint directory's files, keyed by file name. */
 export type CheckpointFiles = Record<string, Uint8Array | ArrayBuffer>;
 /** One benchmark image: file name, COCO image id, reference captions. */
@@ -507,20 +511,64 @@ impl WasmCaptioner {
     }
 }
 
-/// `checkpointFileNames()` → `{weights, required, preprocessor, optional}`: the names of a
+/// `checkpointFileNames()` → `{weights, shardedIndex, required, preprocessor, optional}`: the names of a
 /// checkpoint's files as the engine reads them ([`crate::checkpoint::files`]), so the page fetches
 /// exactly those: `required` (fetched first, in order), `weights` (the weights the page reads, the
-/// first present wins: `model.safetensors`, else `pytorch_model.bin`), `preprocessor` (the first
-/// present wins) and `optional` (a 404 is fine).
+/// first present wins: `model.safetensors`, a sharded checkpoint's index — then the shards it
+/// names, [`shard_names`] — or `pytorch_model.bin`), `preprocessor` (the first present wins) and
+/// `optional` (a 404 is fine).
 #[wasm_bindgen(js_name = checkpointFileNames, unchecked_return_type = "CheckpointFileNames")]
 pub fn checkpoint_file_names() -> std::result::Result<JsValue, JsValue> {
     use crate::checkpoint::files::{OPTIONAL_FILES, PREPROCESSOR_FILES, REQUIRED_FILES};
     to_js(&serde_json::json!({
-        "weights": [SAFETENSORS_FILE, PTH_FILE],
+        "weights": [SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, PTH_FILE],
+        "shardedIndex": SAFETENSORS_INDEX_FILE,
         "required": REQUIRED_FILES,
         "preprocessor": PREPROCESSOR_FILES,
         "optional": OPTIONAL_FILES,
     }))
+}
+
+/// `shardNames(index: Uint8Array)` → the shard files a `model.safetensors.index.json` names, in
+/// order, so the page fetches exactly those (the engine checks them against the index again when
+/// it loads). Throws for an index that breaks the rules ([`crate::checkpoint::sharded`]).
+#[wasm_bindgen(js_name = shardNames)]
+pub fn shard_names(index: &[u8]) -> std::result::Result<Vec<String>, JsValue> {
+    use crate::checkpoint::sharded::Index;
+    let max = crate::limits::MAX_CONFIG_BYTES;
+    if index.len() as u64 > max {
+        return Err(js_err(crate::limits::too_large(
+            SAFETENSORS_INDEX_FILE,
+            index.len() as u64,
+            max,
+        )));
+    }
+    let text = std::str::from_utf8(index).map_err(|_| {
+        js_err(Error::checkpoint(
+            SAFETENSORS_INDEX_FILE,
+            "is not UTF-8 text",
+        ))
+    })?;
+    Ok(Index::parse(text, SAFETENSORS_INDEX_FILE)
+        .map_err(js_err)?
+        .shards)
+}
+
+/// `hubModel(spec, endpoint?)` → `{url, label}` for a Hugging Face Hub name (`owner/name` or
+/// `owner/name@revision`: a branch, a commit or `refs/pr/N`), or `null` when `spec` is a URL or
+/// path instead. `url` is the folder the Hub serves the files from (`endpoint`, default
+/// `https://huggingface.co`, then `/<owner>/<name>/resolve/<revision>/`); `label` is the name.
+/// Throws for a malformed name, saying what is wrong.
+#[wasm_bindgen(js_name = hubModel, unchecked_return_type = "HubModel | null")]
+pub fn hub_model(spec: &str, endpoint: Option<String>) -> std::result::Result<JsValue, JsValue> {
+    use crate::checkpoint::hub::{HubModel, HUB_ENDPOINT};
+    match HubModel::parse(spec).map_err(js_err)? {
+        None => Ok(JsValue::NULL),
+        Some(m) => to_js(&serde_json::json!({
+            "url": m.folder_url(endpoint.as_deref().unwrap_or(HUB_ENDPOINT)),
+            "label": m.label(),
+        })),
+    }
 }
 
 /// `version()` → the crate version, e.g. `"0.1.0"`.

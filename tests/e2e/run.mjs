@@ -31,7 +31,7 @@
 // (print the page's console).
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -39,7 +39,7 @@ import { chromium } from "playwright-core";
 
 import { CHROMIUM_ARGS } from "./chromium.mjs";
 import { runFaultScenarios } from "./faults.mjs";
-import { serveStatic as serve } from "./server.mjs";
+import { serveStatic as serve, startMockHub } from "./server.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const dist = resolve(root, process.env.BLIPQ_DIST ?? "dist");
@@ -303,6 +303,108 @@ async function pytorchBinScenario({ page, base, bin }) {
   check(r.tokenIds === want.token_ids.join(" "), "pytorch_model.bin by URL: caption = native", `${r.tokenIds} vs ${want.token_ids.join(" ")}`);
 }
 
+/**
+ * A Hub name in the model field: the page (opened with `?hub=` pointing at a loopback mock of the
+ * Hub's URL scheme, which redirects to a second origin with CORS) resolves
+ * `blipq-test/tiny-bin@refs/pr/1` to `.../resolve/refs%2Fpr%2F1/`, finds that the repository has
+ * pytorch_model.bin and no model.safetensors, and captions as `blipq caption` does; a malformed
+ * name gets a message saying what is wrong.
+ */
+async function hubNameScenario({ context, base, bin }) {
+  log("a Hub name (owner/name@refs/pr/1) against a loopback Hub");
+  const shardedDir = await mkdtemp(join(tmpdir(), "blipq-e2e-sharded-"));
+  await shardedCopy(join(root, "tests/fixtures/tiny"), shardedDir);
+  const hub = await startMockHub({
+    "blipq-test/tiny-bin": { dir: join(root, "tests/fixtures/tiny-bin"), revisions: ["main", "refs%2Fpr%2F1"] },
+    "blipq-test/tiny-sharded": { dir: shardedDir, revisions: ["main"] },
+  });
+  const page = await context.newPage();
+  try {
+    await page.goto(`${base}?hub=${encodeURIComponent(hub.endpoint)}`);
+    await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+    await page.waitForSelector(`#gallery [data-file="${IMAGES[0]}"]`, { timeout: 30_000 });
+    await page.fill("#model-url", "blipq-test/tiny-bin@refs/pr/1");
+    await page.click("#load-url");
+    const key = `url:${hub.endpoint}/blipq-test/tiny-bin/resolve/refs%2Fpr%2F1/`;
+    await page.waitForSelector(`.model-item[data-key="${key}"]`, { timeout: 120_000 });
+    const shown = await page.textContent(`.model-item[data-key="${key}"]`);
+    check(shown.includes("blipq-test/tiny-bin@refs/pr/1"), "Hub name: the model is shown by its name", shown);
+    check(
+      hub.requests.includes("/blipq-test/tiny-bin/resolve/refs%2Fpr%2F1/model.safetensors") &&
+        hub.requests.includes("/blipq-test/tiny-bin/resolve/refs%2Fpr%2F1/pytorch_model.bin"),
+      "Hub name: the revision is one encoded path segment; model.safetensors (404), then pytorch_model.bin",
+      hub.requests.join(" "),
+    );
+    const image = IMAGES[0];
+    const want = JSON.parse(
+      execFileSync(bin, ["caption", "--json", "--model", "tests/fixtures/tiny-bin", `data/demo-eval/${image}`], { cwd: root, encoding: "utf8" }),
+    )[0];
+    const r = await captionGallery(page, key, image);
+    check(r.tokenIds === want.token_ids.join(" "), "Hub name: caption = native", `${r.tokenIds} vs ${want.token_ids.join(" ")}`);
+    // A sharded checkpoint: model.safetensors is a 404, the index names two shards.
+    const shardedKey = `url:${hub.endpoint}/blipq-test/tiny-sharded/resolve/main/`;
+    await page.fill("#model-url", "blipq-test/tiny-sharded");
+    await page.click("#load-url");
+    await page.waitForSelector(`.model-item[data-key="${shardedKey}"]`, { timeout: 120_000 });
+    check(
+      ["model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"].every((f) =>
+        hub.requests.includes(`/blipq-test/tiny-sharded/resolve/main/${f}`),
+      ),
+      "Hub name: a sharded checkpoint's index, then each shard",
+      hub.requests.join(" "),
+    );
+    const s = await captionGallery(page, shardedKey, image);
+    check(s.tokenIds === want.token_ids.join(" "), "Hub name, sharded safetensors: caption = native", s.tokenIds);
+    await page.fill("#model-url", "blipq-test/tiny--bin");
+    await page.click("#load-url");
+    await page.waitForFunction(() => [...document.querySelectorAll("#messages .msg")].some((m) => m.textContent.includes("tiny--bin")), null, {
+      timeout: 10_000,
+    });
+    const said = await page.$$eval("#messages .msg", (m) => m.map((e) => e.textContent).join(" / "));
+    check(/Hub model "blipq-test\/tiny--bin"/.test(said) && /'--'/.test(said), "Hub name: a malformed one is refused, saying why", said);
+  } finally {
+    await page.close();
+    hub.close();
+    await rm(shardedDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Writes the checkpoint folder `src` into `dst` with its `model.safetensors` split into two
+ * shards (tensors alternating, by name) plus `model.safetensors.index.json`, as transformers
+ * saves a large model.
+ */
+async function shardedCopy(src, dst) {
+  for (const f of await readdir(src)) if (f !== "model.safetensors") await copyFile(join(src, f), join(dst, f));
+  const buf = await readFile(join(src, "model.safetensors"));
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8"));
+  const data = buf.subarray(8 + n);
+  const names = Object.keys(header)
+    .filter((k) => k !== "__metadata__")
+    .sort();
+  const shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+  const weightMap = {};
+  for (const [s, shard] of shards.entries()) {
+    const h = {};
+    const parts = [];
+    let at = 0;
+    for (const name of names.filter((_, i) => i % 2 === s)) {
+      const t = header[name];
+      const bytes = data.subarray(t.data_offsets[0], t.data_offsets[1]);
+      h[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [at, at + bytes.length] };
+      parts.push(bytes);
+      at += bytes.length;
+      weightMap[name] = shard;
+    }
+    const json = Buffer.from(JSON.stringify(h).padEnd(Math.ceil(JSON.stringify(h).length / 8) * 8, " "));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    await writeFile(join(dst, shard), Buffer.concat([len, json, ...parts]));
+  }
+  await writeFile(join(dst, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+}
+
 /** The benchmark view: table, chart, downloads, and samples equal to the CLI's captions. */
 async function benchmarkScenario({ page, native, shot }) {
   log(`benchmark view on ${BENCH_IMAGES} images`);
@@ -485,6 +587,7 @@ async function main() {
     await faultScenario(t);
     await optionsScenario(t);
     await pytorchBinScenario(t);
+    await hubNameScenario(t);
     await benchmarkScenario(t);
     await cacheScenario(t);
     await noHeadersScenarios(t);

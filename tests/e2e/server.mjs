@@ -346,3 +346,58 @@ function rawFaultyResponse(socket, mode, body, headers) {
     socket.end(body);
   }
 }
+
+// ------------------------------------------------------------------ a loopback Hugging Face Hub
+
+/**
+ * Mimics how the Hub serves files: `GET /<owner>/<name>/resolve/<revision>/<file>` on the "hub"
+ * origin answers with a 302 to the file on a second, "cdn" origin; both send CORS headers, and a
+ * missing repository, revision or file is a 404 (with CORS, as the Hub's are). `repos` maps
+ * `owner/name` to {dir, revisions}: the checkpoint folder served for each listed revision (as
+ * the Hub's URLs carry it, e.g. "main" or "refs%2Fpr%2F1"). Resolves to {endpoint, requests,
+ * close()}: `endpoint` is the hub origin, `requests` every hub path asked for.
+ */
+export async function startMockHub(repos) {
+  const cors = { "Access-Control-Allow-Origin": "*", "Cache-Control": "no-store" };
+  const requests = [];
+  const notFound = (res) => res.writeHead(404, { "Content-Type": "text/plain", ...cors }).end("Entry not found");
+  const cdn = await bounded(
+    createServer(async (req, res) => {
+      // /<owner>/<name>/<file>
+      const [owner, name, file, ...rest] = new URL(req.url, "http://x").pathname.split("/").filter(Boolean);
+      const repo = repos[`${owner}/${name}`];
+      if (!repo || !file || rest.length || file.includes("..")) return notFound(res);
+      try {
+        const body = await readFile(join(repo.dir, file));
+        res.writeHead(200, { "Content-Type": TYPES[extname(file)] ?? "application/octet-stream", "Content-Length": body.length, ...cors });
+        res.end(req.method === "HEAD" ? undefined : body);
+      } catch {
+        notFound(res);
+      }
+    }),
+  );
+  const cdnOrigin = `http://127.0.0.1:${cdn.address().port}`;
+  const hub = await bounded(
+    createServer(async (req, res) => {
+      const path = new URL(req.url, "http://x").pathname;
+      requests.push(path);
+      // Split on "/" before decoding: a revision's "%2F" stays inside its segment.
+      const [owner, name, resolve, revision, file, ...rest] = path.split("/").filter(Boolean);
+      const repo = repos[`${owner}/${name}`];
+      if (!repo || resolve !== "resolve" || !repo.revisions.includes(revision) || !file || rest.length || file.includes("..")) {
+        return notFound(res);
+      }
+      const present = await stat(join(repo.dir, file)).then((s) => s.isFile(), () => false);
+      if (!present) return notFound(res);
+      res.writeHead(302, { Location: `${cdnOrigin}/${owner}/${name}/${file}`, ...cors }).end();
+    }),
+  );
+  return {
+    endpoint: `http://127.0.0.1:${hub.address().port}`,
+    requests,
+    close() {
+      hub.close();
+      cdn.close();
+    },
+  };
+}

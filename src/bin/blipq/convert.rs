@@ -16,11 +16,11 @@ pub struct Args {
     /// pytorch_model.bin).
     #[arg(long)]
     model: PathBuf,
-    #[command(flatten)]
-    output: crate::OutputArgs,
     /// Weight dtype to write: f32, f16 (half the size) or bf16.
     #[arg(long, default_value = "f32")]
     dtype: OutDType,
+    #[command(flatten)]
+    output: crate::OutputArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
