@@ -15,7 +15,12 @@
 //     non-image upload, undecodable image bytes, a huge image, short and corrupt Cache entries)
 //     are shown in plain words, the Cache never keeps a partial or corrupt file, and the next
 //     action still works;
-//   - the benchmark view runs on a few images, shows the comparison table and chart, and its
+//   - a folder with pytorch_model.bin and no model.safetensors loads by URL and captions as the
+//     CLI does; a Hub name (owner/name@refs/pr/1, and a sharded safetensors repository) loads
+//     from a loopback mock of the Hub's URL scheme (302 to a CORS origin, 404s), captions as the
+//     CLI does, and a malformed name is refused saying why;
+//   - the benchmark view runs on a few images (with fetch and warm-up progress), shows the
+//     comparison table and chart, and its
 //     downloaded results JSON has `blipq bench`'s format, the native token ids, and a device
 //     string naming the build and its threads;
 //   - a second load comes from the Cache API, and "clear cache" empties it;
