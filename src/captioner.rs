@@ -93,12 +93,17 @@ pub use crate::checkpoint::files::{
     TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
 };
 
-/// Counts parameters and INT8 use from the checkpoint header (tied weights counted once).
-fn model_info(ckpt: &Checkpoint) -> ModelInfo {
+/// Counts parameters and INT8 use from the checkpoint header (tied weights counted once: a
+/// `torch.save` file's tied duplicates, [`Checkpoint::tied_duplicates`], are not counted).
+fn model_info(ckpt: &Checkpoint) -> Result<ModelInfo> {
     let mut total = 0usize;
     let mut bytes = 0usize;
     let mut quantized = false;
+    let tied = ckpt.tied_duplicates()?;
     for name in ckpt.names() {
+        if tied.contains(&name) {
+            continue;
+        }
         let Some((dtype, shape)) = ckpt.info(&name) else {
             continue;
         };
@@ -110,12 +115,12 @@ fn model_info(ckpt: &Checkpoint) -> ModelInfo {
         quantized |= dtype == crate::checkpoint::StoredDType::I8;
         total += n;
     }
-    ModelInfo {
+    Ok(ModelInfo {
         total_parameters: total,
         is_quantized: quantized,
         dtype: if quantized { "int8" } else { "float32" }.to_string(),
         weights_bytes: bytes,
-    }
+    })
 }
 
 /// A checkpoint's configuration files, parsed and checked against each other and the weights'
@@ -192,7 +197,7 @@ impl Captioner {
             defaults,
             tokenizer,
         } = Parts::check(&files)?;
-        let info = model_info(&files.weights);
+        let info = model_info(&files.weights)?;
         let model =
             BlipForConditionalGeneration::new(&config, Weights::new(&files.weights, &device))?;
         Ok(Self {

@@ -5,7 +5,8 @@
 //!
 //! What it writes is what transformers' `save_pretrained` would: every weight under its own
 //! name, tied duplicates left out (the names of [`crate::checkpoint::TIED_KEYS`] where they
-//! share storage with another tensor; the loader ties them again), integer buffers
+//! share storage with another tensor, or are stored apart with the same values as the tensor they
+//! are tied to; the loader ties them again), integer buffers
 //! (`position_ids`) left out, `{"format": "pt"}` as metadata. Every weight is read and checked
 //! (finite values) before the output exists. F16 / BF16 round each weight to the nearest
 //! representable value (a value beyond F16's range is an error naming the tensor, not an
@@ -99,7 +100,7 @@ pub fn convert_checkpoint(
         ));
     }
     let device = Device::Cpu;
-    let dropped_tied = ckpt.tied_duplicates();
+    let dropped_tied = ckpt.tied_duplicates()?;
     let mut dropped_buffers = Vec::new();
     let names = ckpt.names();
     let mut out: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(names.len());

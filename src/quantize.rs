@@ -9,7 +9,6 @@
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde::Serialize;
 
@@ -46,10 +45,14 @@ pub fn quantize_checkpoint(
     let names = ckpt.names();
     let mut out: Vec<(String, OutTensor)> = Vec::with_capacity(names.len() + 100);
     let mut summary = QuantizeSummary::default();
+    // Tied duplicates (a `torch.save` file's second name for the word embeddings or the LM-head
+    // bias) are left out, as `blipq convert` and transformers leave them out: the loader ties
+    // them again.
+    let tied = ckpt.tied_duplicates()?;
     for (i, name) in names.iter().enumerate() {
         on_tensor(i, names.len(), name);
         // `position_ids` is an integer buffer transformers rebuilds; it holds no weights.
-        if name.ends_with(".position_ids") && ckpt.info(name).is_none() {
+        if (name.ends_with(".position_ids") && ckpt.info(name).is_none()) || tied.contains(name) {
             continue;
         }
         let (dtype, shape) = ckpt.lookup(name)?;
@@ -94,23 +97,56 @@ pub fn quantize_checkpoint(
         }
     }
     on_tensor(names.len(), names.len(), "");
-    let metadata = int8::metadata(source_sha256);
-    let views = out
-        .iter()
-        .map(|(n, t)| {
-            TensorView::new(t.dtype, t.shape.clone(), &t.data)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::tensor(n, format!("cannot serialize: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| {
-        Error::checkpoint(
-            crate::checkpoint::files::SAFETENSORS_FILE,
-            format!("cannot serialize: {e}"),
-        )
-    })?;
+    let bytes = serialize(out, int8::metadata(source_sha256))?;
     summary.output_bytes = bytes.len();
     Ok((bytes, summary))
+}
+
+/// A safetensors file of `tensors`, the same bytes for the same input on every run and platform
+/// (`safetensors::serialize` writes the metadata in a `HashMap`'s random order): the header's
+/// keys sorted, the data ordered by element size, then name, so every tensor stays aligned to
+/// its element size.
+fn serialize(
+    mut tensors: Vec<(String, OutTensor)>,
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let size = |d: Dtype| match d {
+        Dtype::F32 => 4,
+        Dtype::F16 => 2,
+        _ => 1,
+    };
+    tensors.sort_by(|(a, x), (b, y)| size(y.dtype).cmp(&size(x.dtype)).then(a.cmp(b)));
+    let metadata: std::collections::BTreeMap<_, _> = metadata.into_iter().collect();
+    let mut header = std::collections::BTreeMap::new();
+    header.insert("__metadata__".to_string(), serde_json::json!(metadata));
+    let mut offset = 0usize;
+    for (name, t) in &tensors {
+        let end = offset + t.data.len();
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": format!("{:?}", t.dtype),
+                "shape": t.shape,
+                "data_offsets": [offset, end],
+            }),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&header).map_err(|e| {
+        Error::checkpoint(
+            crate::checkpoint::files::SAFETENSORS_FILE,
+            format!("cannot serialize the header: {e}"),
+        )
+    })?;
+    // The data starts 8-byte aligned, as the format asks.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, t) in tensors {
+        out.extend_from_slice(&t.data);
+    }
+    Ok(out)
 }
 
 fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
@@ -310,6 +346,28 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Bytes hashed per step by [`sha256_source`].
+const HASH_CHUNK: usize = 16 << 20;
+
+/// SHA-256 of a byte source (a file held by the page, a memory map), read in chunks of 16 MiB,
+/// lowercase hex; `on_bytes(done, total)` follows each chunk.
+pub fn sha256_source(
+    src: &dyn crate::checkpoint::ByteSource,
+    on_bytes: &mut dyn FnMut(usize, usize),
+) -> Result<String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let total = src.len();
+    let mut at = 0;
+    while at < total {
+        let end = (at + HASH_CHUNK).min(total);
+        h.update(&*src.read(at, end)?);
+        at = end;
+        on_bytes(at, total);
+    }
+    Ok(hex(&h.finalize()))
+}
+
 /// SHA-256 of a file, streamed, lowercase hex.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn sha256_file(path: &std::path::Path) -> Result<String> {
@@ -318,6 +376,28 @@ pub fn sha256_file(path: &std::path::Path) -> Result<String> {
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path.display(), e))?;
     Ok(hex(&h.finalize()))
+}
+
+/// The INT8 `model.safetensors` of a checkpoint's files: every input is checked first (configs
+/// parsed, weights present with the right shapes) and an INT8 input is refused; only then is
+/// `source_sha256()` asked for the SHA-256 of the weights file as stored (a sharded checkpoint's:
+/// of its index), which goes into the metadata. The one
+/// path of `blipq quantize` ([`quantize_dir`]) and the page's "Make INT8"
+/// (`quantizeCheckpoint`), so both write the same bytes.
+pub fn quantize_model(
+    files: &crate::ModelFiles,
+    source_sha256: &mut dyn FnMut() -> Result<String>,
+    on_tensor: &mut dyn FnMut(usize, usize, &str),
+) -> Result<(Vec<u8>, QuantizeSummary)> {
+    crate::captioner::Parts::check(files)?;
+    let ckpt = &files.weights;
+    if is_blipq_int8(ckpt) {
+        return Err(Error::checkpoint(
+            ckpt.file(),
+            "is already a blipq INT8 checkpoint",
+        ));
+    }
+    quantize_checkpoint(ckpt, &source_sha256()?, on_tensor)
 }
 
 /// Quantizes the checkpoint in `model_dir` into `out` (not yet committed): INT8
@@ -331,20 +411,11 @@ pub fn quantize_dir(
 ) -> Result<ModelMetrics> {
     let sw = crate::clock::Stopwatch::start();
     let files = crate::ModelFiles::from_dir(model_dir)?;
-    crate::captioner::Parts::check(&files)?;
-    let ckpt = &files.weights;
-    let src = std::path::PathBuf::from(ckpt.file());
-    if is_blipq_int8(ckpt) {
-        return Err(Error::checkpoint(
-            src.display(),
-            "is already a blipq INT8 checkpoint",
-        ));
-    }
     // A sharded checkpoint is named by its index file: its hash stands for the shards'.
-    let sha = sha256_file(&src)?;
-    let (bytes, summary) = quantize_checkpoint(ckpt, &sha, on_tensor)?;
+    let weights = std::path::PathBuf::from(files.weights.file());
+    let (bytes, summary) = quantize_model(&files, &mut || sha256_file(&weights), on_tensor)?;
     crate::checkpoint::files::write_derived(model_dir, out, &bytes)?;
-    let original = ckpt.stored_bytes() as f64;
+    let original = files.weights.stored_bytes() as f64;
     let quantized = bytes.len() as f64;
     Ok(ModelMetrics {
         original_size_mb: original / crate::MB,

@@ -23,6 +23,23 @@ fn quantized_tiny(tag: &str) -> std::path::PathBuf {
     dir.commit().unwrap()
 }
 
+/// The same FP32 file gives the same INT8 bytes every time (the page's "Make INT8" is checked
+/// against the CLI by SHA-256, so the header, metadata included, must not depend on hashing
+/// order); every tensor's data is aligned to its element size.
+#[test]
+fn quantizing_is_reproducible_byte_for_byte() {
+    let a = std::fs::read(quantized_tiny("again-a").join("model.safetensors")).unwrap();
+    let b = std::fs::read(quantized_tiny("again-b").join("model.safetensors")).unwrap();
+    assert!(a == b, "two runs wrote different files");
+    let n = u64::from_le_bytes(a[..8].try_into().unwrap()) as usize;
+    assert_eq!((8 + n) % 8, 0, "data starts 8-byte aligned");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&a).unwrap();
+    for (name, info) in meta.tensors() {
+        let size = info.dtype.bitsize() / 8;
+        assert_eq!(info.data_offsets.0 % size, 0, "{name} is aligned");
+    }
+}
+
 #[test]
 fn int8_file_follows_the_documented_layout() {
     let out = quantized_tiny("layout");

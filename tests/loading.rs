@@ -15,6 +15,8 @@ use common::*;
 fn pytorch_bin_checkpoint_gives_the_same_logits() {
     let st = Captioner::load_dir(&tiny_dir()).unwrap();
     let bin = Captioner::load_dir(&fixtures().join("tiny-bin")).unwrap();
+    // The .bin's `decoder.weight` shares the embeddings' storage: one table, as in safetensors.
+    assert!(st.model().lm_head_is_tied() && bin.model().lm_head_is_tied());
     for image in image_names() {
         let d = max_abs_diff(&first_logits(&st, &image), &first_logits(&bin, &image));
         assert!(d < 1e-6, "{image}: {d}");
@@ -112,6 +114,7 @@ fn an_explicit_lm_head_weight_is_used_instead_of_the_embeddings() {
     let image = &image_names()[0];
     let d = max_abs_diff(&first_logits(&base, image), &first_logits(&untied, image));
     assert!(d > 1e-3, "explicit LM head ignored (diff {d})");
+    assert!(!untied.model().lm_head_is_tied());
 }
 
 #[test]
@@ -139,4 +142,15 @@ fn saved_tokenizer_padding_is_ignored_for_prompts() {
         .caption(&image, "scene_000000.png", &opts, &mut |_| {})
         .unwrap();
     assert_eq!(out.token_ids, [159, 43, 7, 22, 44, 9, 5, 40, 10, 3]);
+}
+
+/// A `torch.save` file's tied duplicates (the LM-head weight and bias stored under a second
+/// name) are not parameters of their own: the counts equal the safetensors copy's, which
+/// leaves them out.
+#[test]
+fn tied_duplicates_are_counted_once() {
+    let st = blipq::Captioner::load_dir(&tiny_dir()).unwrap();
+    let bin = blipq::Captioner::load_dir(&fixtures().join("tiny-bin")).unwrap();
+    assert_eq!(bin.info().total_parameters, st.info().total_parameters);
+    assert_eq!(bin.info().weights_bytes, st.info().weights_bytes);
 }

@@ -136,6 +136,39 @@ fn strided_and_shared_storages_read_as_pytorch_lays_them_out() {
 }
 
 #[test]
+fn same_values_compares_elements_in_row_major_order() {
+    // `t` is the 2x3 transpose view of storage "0"; `c` holds the same elements stored
+    // contiguously, `d` differs in the last one, `ids` has the same shape but another dtype.
+    let pickle = Pickle::state_dict(|p| {
+        p.tensor("t", ("FloatStorage", "0", 6), 0, &[2, 3], &[1, 2]);
+        p.tensor("c", ("FloatStorage", "1", 6), 0, &[2, 3], &[3, 1]);
+        p.tensor("d", ("FloatStorage", "2", 6), 0, &[2, 3], &[3, 1]);
+        p.tensor("ids", ("LongStorage", "3", 6), 0, &[2, 3], &[3, 1]);
+    });
+    let ids: Vec<u8> = [0i64, 2, 4, 1, 3, 5]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let storages = [
+        ("0", f32_bytes(&[0., 1., 2., 3., 4., 5.])),
+        ("1", f32_bytes(&[0., 2., 4., 1., 3., 5.])),
+        ("2", f32_bytes(&[0., 2., 4., 1., 3., 6.])),
+        ("3", ids),
+    ];
+    let ckpt = open(archive(&pickle, &storages, false)).unwrap();
+    assert!(ckpt.same_values("t", "c").unwrap());
+    assert!(ckpt.same_values("c", "t").unwrap());
+    assert!(!ckpt.same_values("c", "d").unwrap());
+    assert!(!ckpt.same_values("t", "d").unwrap());
+    assert!(!ckpt.same_values("ids", "ids").unwrap(), "not a weight");
+    assert!(!ckpt.same_values("c", "missing").unwrap());
+    assert!(
+        ckpt.tied_duplicates().unwrap().is_empty(),
+        "not BLIP's tied names"
+    );
+}
+
+#[test]
 fn half_precision_and_integer_storages() {
     let pickle = Pickle::state_dict(|p| {
         p.tensor("h", ("HalfStorage", "0", 2), 0, &[2], &[1]);

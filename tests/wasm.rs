@@ -408,6 +408,7 @@ fn checkpoint_file_names_are_the_engines() {
             "required": ["config.json", "tokenizer.json"],
             "preprocessor": ["preprocessor_config.json", "processor_config.json"],
             "optional": ["tokenizer_config.json", "generation_config.json"],
+            "extra": ["special_tokens_map.json", "vocab.txt"],
         })
     );
 }
@@ -797,4 +798,69 @@ fn sharded_safetensors_load_from_their_files() {
         msg.contains("model-00002-of-00002.safetensors") && msg.contains("missing"),
         "{msg}"
     );
+}
+
+/// "Make INT8" in the page: `quantizeCheckpoint` gives the INT8 `model.safetensors` (its metadata
+/// naming the source file's SHA-256), the source's other files (the same objects), progress in
+/// two stages, and a checkpoint that loads as INT8 and captions; its own output is refused as a
+/// source. (That the bytes equal `blipq quantize`'s is checked by the e2e test against the CLI.)
+#[wasm_bindgen_test]
+fn quantize_checkpoint_makes_the_int8_files() {
+    let files = files_object(None);
+    let seen = js_sys::Array::new();
+    let on_progress =
+        js_sys::Function::new_with_args("stage, done, total", "this.push([stage, done, total])")
+            .bind0(&seen);
+    let out = blipq::web::quantize_checkpoint_js(files.clone(), Some(on_progress))
+        .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).unwrap();
+    let made = get(&out, "files");
+    let weights = get(&made, "model.safetensors")
+        .dyn_into::<js_sys::Uint8Array>()
+        .unwrap()
+        .to_vec();
+    let source = TINY
+        .iter()
+        .find(|(n, _)| *n == "model.safetensors")
+        .unwrap()
+        .1;
+    let source_sha = blipq::quantize::sha256_hex(source);
+    assert_eq!(get(&out, "sourceSha256").as_string().unwrap(), source_sha);
+    assert_eq!(
+        get(&out, "sha256").as_string().unwrap(),
+        blipq::quantize::sha256_hex(&weights)
+    );
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&weights).unwrap();
+    assert_eq!(meta.metadata().as_ref().unwrap()["source"], source_sha);
+    // The other files are passed through, not copied; the weights are new.
+    for name in ["config.json", "tokenizer.json", "processor_config.json"] {
+        assert!(
+            js_sys::Object::is(&get(&made, name), &get(&files, name)),
+            "{name} is the source's own object"
+        );
+    }
+    let stages: Vec<String> = seen
+        .iter()
+        .map(|e| js_sys::Array::from(&e).get(0).as_string().unwrap())
+        .collect();
+    let first_quantize = stages.iter().position(|s| s == "quantize").unwrap();
+    assert!(stages[..first_quantize].iter().all(|s| s == "hash") && first_quantize > 0);
+    let last = js_sys::Array::from(&seen.get(seen.length() - 1));
+    assert_eq!(last.get(1).as_f64(), last.get(2).as_f64(), "ends at total");
+    // The result loads as INT8 and captions.
+    let int8 = WasmCaptioner::new(made.clone()).unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let info: Value = serde_wasm_bindgen::from_value(int8.info().unwrap()).unwrap();
+    assert_eq!(info["is_quantized"], true, "{info}");
+    let out: CaptionOut = serde_wasm_bindgen::from_value(
+        int8.caption(IMAGES[0].1, JsValue::UNDEFINED, None).unwrap(),
+    )
+    .unwrap();
+    assert!(out.new_tokens > 0);
+    // An INT8 source is refused by name.
+    let msg = error_message(blipq::web::quantize_checkpoint_js(made, None).unwrap_err());
+    assert!(msg.contains("already a blipq INT8"), "{msg}");
+    // A throwing progress callback is rethrown.
+    let f = js_sys::Function::new_with_args("", "throw new TypeError('stop')");
+    let err = blipq::web::quantize_checkpoint_js(files, Some(f)).unwrap_err();
+    assert!(err.is_instance_of::<js_sys::TypeError>(), "{err:?}");
 }

@@ -54,7 +54,6 @@ import torch
 from PIL import Image
 
 import safetensors
-import skimage
 import transformers
 from safetensors.numpy import save_file as np_save_file
 from safetensors.torch import load_file as torch_load_file
@@ -155,6 +154,8 @@ CASE_DOCS = {
 # ---------------------------------------------------------------------------------------------
 # Images
 def _skimage_path(name: str) -> Path:
+    import skimage  # not at the top: see main()
+
     return Path(skimage.__file__).resolve().parent / "data" / name
 
 
@@ -283,26 +284,52 @@ def build_image_processor() -> BlipImageProcessorPil:
 
 # ---------------------------------------------------------------------------------------------
 # Model
-def build_model(seed: int = SEED, sep_bias: float = SEP_BIAS) -> BlipForConditionalGeneration:
-    cfg = BlipConfig(vision_config=dict(VISION_CONFIG), text_config=dict(TEXT_CONFIG))
-    assert cfg.text_config.encoder_hidden_size == VISION_CONFIG["hidden_size"]
-    model = BlipForConditionalGeneration(cfg)
+def init_weights(
+    model: BlipForConditionalGeneration,
+    seed: int,
+    sep_bias: float,
+    *,
+    init_std: float = INIT_STD,
+    bias_std: float = BIAS_STD,
+    ln_weight_std: float = LN_WEIGHT_STD,
+    ln_bias_std: float = LN_BIAS_STD,
+    std_overrides: dict[str, float] = STD_OVERRIDES,
+    ln_names: tuple[str, ...] = ("LayerNorm", "layer_norm", "post_layernorm"),
+    sep_id: int = SEP_ID,
+) -> None:
+    """Draws every parameter of `model` in place from a `torch.Generator` seeded with `seed`, in
+    sorted parameter-name order, then adds `sep_bias` to the LM-head bias of `sep_id`.
+
+    A parameter whose name contains one of `ln_names` is a LayerNorm: weight 1 + N(0, ln_weight_std),
+    bias N(0, ln_bias_std). Any other bias is N(0, bias_std); any other weight (Linear / conv
+    weights, embeddings, class & position embeddings) is N(0, std) with std the value of the first
+    `std_overrides` key found in its name, else `init_std`. The defaults are this script's knobs;
+    tools/make_real_layout.py passes its own (and leaves "post_layernorm" out of `ln_names`):
+    the draw order and arithmetic are part of both fixtures' bytes, change them only with a re-run.
+    """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         # named_parameters() de-duplicates the tied LM head (decoder.weight is the word embedding,
         # decoder.bias is predictions.bias), so every tensor is drawn exactly once.
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            if "LayerNorm" in name or "layer_norm" in name or "post_layernorm" in name:
+            if any(k in name for k in ln_names):
                 if name.endswith(".weight"):
-                    p.copy_(1.0 + LN_WEIGHT_STD * torch.randn(p.shape, generator=g))
+                    p.copy_(1.0 + ln_weight_std * torch.randn(p.shape, generator=g))
                 else:
-                    p.copy_(LN_BIAS_STD * torch.randn(p.shape, generator=g))
+                    p.copy_(ln_bias_std * torch.randn(p.shape, generator=g))
             elif name.endswith(".bias"):
-                p.copy_(BIAS_STD * torch.randn(p.shape, generator=g))
-            else:  # Linear / conv weights, embeddings, class & position embeddings
-                std = next((v for k, v in STD_OVERRIDES.items() if k in name), INIT_STD)
+                p.copy_(bias_std * torch.randn(p.shape, generator=g))
+            else:
+                std = next((v for k, v in std_overrides.items() if k in name), init_std)
                 p.copy_(std * torch.randn(p.shape, generator=g))
-        model.text_decoder.cls.predictions.bias[SEP_ID] += sep_bias
+        model.text_decoder.cls.predictions.bias[sep_id] += sep_bias
+
+
+def build_model(seed: int = SEED, sep_bias: float = SEP_BIAS) -> BlipForConditionalGeneration:
+    cfg = BlipConfig(vision_config=dict(VISION_CONFIG), text_config=dict(TEXT_CONFIG))
+    assert cfg.text_config.encoder_hidden_size == VISION_CONFIG["hidden_size"]
+    model = BlipForConditionalGeneration(cfg)
+    init_weights(model, seed, sep_bias)
     dec = model.text_decoder.cls.predictions.decoder
     assert dec.weight.data_ptr() == model.text_decoder.bert.embeddings.word_embeddings.weight.data_ptr()
     assert dec.bias is model.text_decoder.cls.predictions.bias
@@ -342,6 +369,10 @@ def generate_case(model, processor, image, case, dtype=torch.float32):
 
 
 def main() -> None:
+    # Imported here, not at the top: tools/make_real_layout.py imports this module for
+    # init_weights() and does not need scikit-image.
+    import skimage
+
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, Pillow {PIL.__version__}")
     OUT.mkdir(parents=True, exist_ok=True)
 

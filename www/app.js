@@ -8,12 +8,18 @@
 // data-vision-s, data-decode-s, data-total-s, data-tokens-per-s, data-wasm-bytes,
 // data-js-heap-bytes, data-bleu4 (when the image has references). Loaded models are
 // .model-item elements with data-key, data-weight-bytes, data-mem-before, data-mem-after,
-// data-load-ratio, data-from-cache. Errors go to #messages (role="alert"). body[data-wasm-build]
+// data-load-ratio, data-from-cache; a model that is not INT8 has a .make-int8 button. Checkpoints
+// made in this browser are .made-item elements with data-id, data-sha256 (of the INT8
+// model.safetensors) and data-source-sha256, and .load-made / .delete-made buttons and download
+// links a[data-file] once "Download files" is open. The benchmark's model checkboxes are
+// #bench-models input[data-key]. Errors go to #messages (role="alert"). body[data-wasm-build]
 // names the worker's build ("relaxed-simd" or "simd128"), body[data-threads] its threads.
+import { ownBenchSet, setupOwnImages, usingOwnImages } from "./bench-images.js";
 import { showReport } from "./bench-view.js";
-import { CACHE_NAME } from "./common.js";
+import { CACHE_NAME, fileLabel } from "./common.js";
 import { $, el, fmtInt, fmtMB, fmtMs, fmtSize, showMessage } from "./dom.js";
 import { ensureIsolation } from "./isolation.js";
+import { deleteMade, listMade, madeFileBlob } from "./store.js";
 import { WorkerClient } from "./worker-client.js";
 
 /** The page's own wasm module: trunk's loader sets window.wasmBindings and fires
@@ -162,6 +168,7 @@ async function loadModel(key, def) {
     }
     selectModel(key);
     updateCacheStatus();
+    if (def.source.kind === "made") renderMade();
     return entry;
   } catch (e) {
     $("progress").replaceChildren();
@@ -179,6 +186,7 @@ function selectModel(key) {
 }
 
 function renderModels() {
+  renderBenchModels();
   const list = $("model-list");
   list.replaceChildren();
   $("no-models").hidden = models.size > 0;
@@ -225,8 +233,183 @@ function renderModels() {
         ...fact("Load growth", `${fmtMB(grown)} = ${ratio.toFixed(2)}× the weights file`),
         ...fact("Source", m.modelPath),
       ),
+      info.is_quantized
+        ? null
+        : el(
+            "div",
+            { class: "buttons" },
+            el("button", {
+              type: "button",
+              class: "secondary make-int8",
+              "data-key": m.key,
+              text: "Make INT8",
+              title: "Quantize this model here (as blipq quantize) and keep the INT8 checkpoint in this browser",
+              disabled: making.has(m.key),
+              onclick: () => makeInt8(m),
+            }),
+          ),
     );
     list.append(item);
+  }
+}
+
+// ---------------------------------------------------------------- INT8 made in the page
+
+const making = new Set(); // keys of models being quantized
+
+/** A progress row for one stage of "Make INT8" (same look as the download rows). */
+function stageRow(key, stage, text, done, total) {
+  const row = progressRow(`make-${key}`, stage);
+  const [, bar, label] = row.children;
+  bar.max = total || 1;
+  bar.value = done;
+  label.textContent = text;
+  if (total && done >= total) row.classList.add("done");
+}
+
+const STAGE_NAMES = {
+  start: "reading the checkpoint",
+  hash: "SHA-256 of the source weights",
+  quantize: "quantizing tensors",
+  store: "keeping it in this browser",
+};
+
+/**
+ * "Make INT8": quantizes a loaded model's checkpoint in a fresh worker with the engine's
+ * quantizer (`quantizeCheckpoint`, the code of `blipq quantize`), keeps the result in this
+ * browser (www/store.js) and loads it.
+ */
+async function makeInt8(m) {
+  if (making.has(m.key)) return;
+  making.add(m.key);
+  renderModels();
+  $("progress").replaceChildren();
+  setBusy(1);
+  const worker = new WorkerClient(null);
+  try {
+    const out = await worker.request(
+      "quantize",
+      { source: m.source, label: m.label, title: m.title, from: m.modelPath },
+      (ev) => {
+        if (ev.type === "notice") showMessage(ev.message, "notice");
+        else if (ev.type === "progress") showProgress(`make-${m.key}`, ev);
+        else if (ev.type === "quantize-progress") {
+          const name = STAGE_NAMES[ev.stage] ?? ev.stage;
+          const amount =
+            ev.stage === "hash"
+              ? `${fmtSize(ev.done)} of ${fmtSize(ev.total)}`
+              : ev.stage === "quantize"
+                ? `${ev.done} of ${ev.total} tensors`
+                : "…";
+          stageRow(m.key, name, `${amount}`, ev.done, ev.total);
+        }
+      },
+    );
+    const made = out.manifest;
+    if (out.files) {
+      // The browser would not keep it: offer the files now, nothing is lost.
+      showMessage(`${made.title} was made but not kept in this browser (${out.storeError}); its files are offered for download below.`);
+      showUnkeptDownloads(made, out.files);
+      return;
+    }
+    stageRow(m.key, STAGE_NAMES.store, out.alreadyKept ? "already kept" : "kept", 1, 1);
+    showMessage(
+      `${made.title}: ${made.summary.quantized_tensors} tensors quantized in ${made.seconds.toFixed(1)} s, ` +
+        `${fmtMB(made.files?.["model.safetensors"] ?? made.summary.output_bytes)} (was ${fmtMB(made.sourceBytes)}); ` +
+        `peak wasm memory ${fmtMB(out.peakMemoryBytes)}.${out.alreadyKept ? " It was already kept here." : ""}`,
+      "notice",
+    );
+    await renderMade();
+    if (await loadModel(`made:${made.id}`, madeModelDef(made))) suggestBench([m.key, `made:${made.id}`]);
+  } catch (e) {
+    showMessage(`Could not make INT8 of ${m.title}: ${e.message}`);
+  } finally {
+    worker.terminate();
+    making.delete(m.key);
+    setBusy(-1);
+    renderModels();
+  }
+}
+
+function madeModelDef(made) {
+  return {
+    label: made.label,
+    title: made.title,
+    modelPath: `made in this browser from ${made.from}`,
+    source: { kind: "made", id: made.id },
+  };
+}
+
+/** Download links for files held in memory (a checkpoint the browser would not keep). */
+function showUnkeptDownloads(made, files) {
+  $("no-made").hidden = true;
+  const links = Object.entries(files).map(([name, bytes]) => fileLink(name, new Blob([bytes])));
+  $("made-list").append(
+    el("div", { class: "model-item unkept" }, el("strong", { text: `${made.title} (not kept)` }), el("div", { class: "buttons" }, ...links)),
+  );
+}
+
+function fileLink(name, blob) {
+  return el("a", { class: "button secondary", href: URL.createObjectURL(blob), download: name, "data-file": name, text: name });
+}
+
+/** The list of checkpoints made in this browser: load, download files, delete. */
+async function renderMade() {
+  const list = $("made-list");
+  const all = await listMade();
+  list.replaceChildren();
+  $("no-made").hidden = all.length > 0;
+  for (const made of all) {
+    const key = `made:${made.id}`;
+    const files = el("div", { class: "buttons made-files" });
+    const details = el("details", {}, el("summary", { text: "Download files" }), files);
+    details.addEventListener("toggle", async () => {
+      if (!details.open || files.childElementCount) return;
+      try {
+        for (const name of Object.keys(made.files)) files.append(fileLink(name, await madeFileBlob(made.id, name)));
+      } catch (e) {
+        showMessage(`${made.title}: ${e.message}`);
+      }
+    });
+    list.append(
+      el(
+        "div",
+        { class: "model-item made-item", "data-id": made.id, "data-sha256": made.sha256, "data-source-sha256": made.sourceSha256 },
+        el("div", { class: "made-head" }, el("strong", { text: made.title }), el("span", { class: "tag", text: "INT8" })),
+        el(
+          "dl",
+          { class: "facts" },
+          ...fact("Made from", made.from),
+          ...fact("Weights file", `${fmtMB(made.files["model.safetensors"])} (source ${fmtMB(made.sourceBytes)})`),
+          ...fact("Quantized", `${made.summary.quantized_tensors} tensors in ${made.seconds.toFixed(1)} s, ${new Date(made.createdAt).toLocaleString()}`),
+          ...fact("SHA-256", made.sha256),
+        ),
+        el(
+          "div",
+          { class: "buttons" },
+          el("button", {
+            type: "button",
+            class: "load-made",
+            text: models.has(key) ? "Loaded" : "Load",
+            disabled: models.has(key),
+            onclick: async () => {
+              await loadModel(key, madeModelDef(made));
+              renderMade();
+            },
+          }),
+          el("button", {
+            type: "button",
+            class: "secondary delete-made",
+            text: "Delete",
+            onclick: async () => {
+              await deleteMade(made.id).catch((e) => showMessage(`Could not delete ${made.title}: ${e.message}`));
+              renderMade();
+            },
+          }),
+        ),
+        details,
+      ),
+    );
   }
 }
 
@@ -521,24 +704,87 @@ function captionFiles(files) {
 
 // ---------------------------------------------------------------- benchmark
 
+/** Keys checked in the benchmark's model list; the bundled pair until the user chooses. */
+const benchChecked = new Set(["demo", "demo-int8"]);
+let benchTouched = false;
+
+/** Every model the benchmark can run: the bundled pair (loaded or not), then the loaded ones. */
+function benchChoices() {
+  const out = Object.entries(BUNDLED).map(([key, def]) => ({ key, ...def }));
+  for (const m of models.values()) if (!BUNDLED[m.key]) out.push(m);
+  return out;
+}
+
+function renderBenchModels() {
+  const box = $("bench-models");
+  box.replaceChildren(
+    ...benchChoices().map((m) => {
+      const id = `bench-model-${m.key}`.replace(/[^a-zA-Z0-9_-]/g, "_");
+      return el(
+        "label",
+        { class: "inline", for: id },
+        el("input", {
+          type: "checkbox",
+          id,
+          value: m.key,
+          "data-key": m.key,
+          checked: benchChecked.has(m.key),
+          onchange: (e) => {
+            benchTouched = true;
+            if (e.target.checked) benchChecked.add(m.key);
+            else benchChecked.delete(m.key);
+          },
+        }),
+        ` ${m.title}`,
+      );
+    }),
+  );
+}
+
+/** Checks exactly `keys` in the benchmark's list, unless the user already chose. */
+function suggestBench(keys) {
+  if (benchTouched) return;
+  benchChecked.clear();
+  for (const k of keys) benchChecked.add(k);
+  renderBenchModels();
+}
+
+/** Report labels name files (fileLabel) and must differ: a repeated one gets -2, -3, ... */
+function uniqueLabels(defs) {
+  const seen = new Map();
+  return defs.map((d) => {
+    const label = fileLabel(d.label);
+    const n = (seen.get(label) ?? 0) + 1;
+    seen.set(label, n);
+    return n === 1 ? label : `${label}-${n}`;
+  });
+}
+
 async function runBenchmark() {
   const n = Number($("bench-count").value);
   const warmup = Number($("bench-warmup").value);
-  if (!Number.isInteger(n) || n < 1) return showMessage("Images must be a whole number ≥ 1.");
   if (!Number.isInteger(warmup) || warmup < 0) return showMessage("Warm-up runs must be a whole number ≥ 0.");
-  if (!evalItems.length) return showMessage("The eval set is not loaded.");
+  const defs = benchChoices().filter((m) => benchChecked.has(m.key));
+  if (defs.length < 2) return showMessage("Check at least two models to compare (the first one checked is the reference).");
   let options;
+  let set;
   try {
     options = currentOptions();
+    if (usingOwnImages()) set = ownBenchSet();
+    else {
+      if (!Number.isInteger(n) || n < 1) throw new Error("Images must be a whole number ≥ 1.");
+      if (!evalItems.length) throw new Error("The eval set is not loaded.");
+      const items = evalItems.slice(0, n);
+      set = { items, files: null, description: `the bundled eval set (${items.length} images)` };
+    }
   } catch (e) {
     return showMessage(e.message);
   }
-  const items = evalItems.slice(0, n);
-  const defs = [BUNDLED.demo, BUNDLED["demo-int8"]];
+  const { items } = set;
+  const labels = uniqueLabels(defs);
   const bar = $("bench-progress");
   const status = $("bench-status");
-  const total = items.length * defs.length;
-  bar.max = total;
+  bar.max = items.length * defs.length;
   bar.value = 0;
   $("bench-run").disabled = true;
   $("bench-section").dataset.status = "running";
@@ -550,7 +796,8 @@ async function runBenchmark() {
       // A fresh worker per model: a new wasm instance, so its peak memory is this model's alone.
       const worker = new WorkerClient(null);
       try {
-        const out = await worker.request("bench", { source: def.source, items, imagesBase: EVAL_BASE.href, options, warmup }, (ev) => {
+        const request = { source: def.source, items, imagesBase: EVAL_BASE.href, images: set.files, options, warmup };
+        const out = await worker.request("bench", request, (ev) => {
           if (ev.type === "bench-fetch") {
             status.textContent = `${def.title}: fetching images, ${ev.done} of ${ev.total}`;
           } else if (ev.type === "bench-warmup") {
@@ -561,7 +808,7 @@ async function runBenchmark() {
           }
         });
         runs.push({
-          label: def.label,
+          label: labels[m],
           samples: out.samples,
           failures: out.failures,
           info: out.info,
@@ -575,7 +822,7 @@ async function runBenchmark() {
       }
     }
     const report = bindings.benchReport({ items, models: runs });
-    showReport(report);
+    showReport(report, `${labels.join(" vs ")} on ${set.description}`);
     status.textContent = `Done: ${items.length} image${items.length === 1 ? "" : "s"} per model.`;
     $("bench-section").dataset.status = "done";
   } catch (e) {
@@ -675,9 +922,12 @@ function onReady(b) {
   bindings = b;
   $("version").textContent = b.version();
   wire();
+  setupOwnImages(b);
+  renderBenchModels();
   startWorker();
   loadEvalSet();
   updateCacheStatus();
+  renderMade();
 }
 
 wasmBindings.then(onReady);

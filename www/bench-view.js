@@ -2,11 +2,12 @@
 // chart, and the report files to download, exactly the files `blipq bench` writes.
 import { $, download, el } from "./dom.js";
 
-export function showReport(report) {
+/** Shows a report; `title` says which models ran over which images (the table's caption). */
+export function showReport(report, title) {
   const results = report.models.map((m) => JSON.parse(m.resultsJson));
   $("bench-output").hidden = false;
   $("bench-markdown").textContent = report.comparisonMarkdown;
-  renderMarkdownTable(report.comparisonMarkdown, $("bench-table"));
+  renderMarkdownTable(report.comparisonMarkdown, $("bench-table"), title);
   renderChart(results);
   const downloads = $("bench-downloads");
   downloads.replaceChildren();
@@ -33,7 +34,7 @@ export function showReport(report) {
 }
 
 /** The table of a comparison.md (its `|` lines); the lines after it (the unit note) join the caption. */
-function renderMarkdownTable(md, table) {
+function renderMarkdownTable(md, table, title) {
   const lines = md.trim().split("\n").map((l) => l.trim());
   const rows = lines
     .filter((l) => l.startsWith("|") && !/^\|(-+\|)+$/.test(l))
@@ -41,7 +42,7 @@ function renderMarkdownTable(md, table) {
   const notes = lines.filter((l) => l && !l.startsWith("|")).join(" ");
   const [head, ...body] = rows;
   table.replaceChildren(
-    el("caption", { text: `FP32 vs INT8 on the bundled eval set (first model is the reference). ${notes}`.trim() }),
+    el("caption", { text: `${title} (the first model is the reference). ${notes}`.trim() }),
     el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col", text: h })))),
     el(
       "tbody",

@@ -21,12 +21,20 @@
 //                                              ("relaxed-simd" | "simd128"), wasmBuildNote}
 //   load {key, source}                      → {info, files, weightBytes, totalBytes, fromCache,
 //                                              memBefore, memAfter}
-//        source = {kind: "url", base} | {kind: "files", files: File[]}
+//        source = {kind: "url", base} | {kind: "files", files: File[]} | {kind: "made", id}
 //   unload {key}                            → {}
 //   caption {key, image: Blob|ArrayBuffer, options, references?}
 //                                           → token events {text}, then {caption, tokenIds,
 //                                              newTokens, timings, bleu4, wasmMemoryBytes, jsHeapBytes}
-//   bench {source, items, imagesBase, options, warmup}   (sent to a fresh worker per model)
+//   quantize {source, label, title, from}    (sent to a fresh worker)
+//                                           → progress and quantize-progress {stage: "start" |
+//                                              "hash" | "quantize" | "store", done, total}
+//                                              events, then {manifest, alreadyKept?,
+//                                              peakMemoryBytes, memBefore}; or, if the browser
+//                                              would not keep the files, {manifest, files,
+//                                              storeError}
+//   bench {source, items, imagesBase, images?, options, warmup}   (sent to a fresh worker per
+//        model; `images`: the items' image files, else they are fetched from imagesBase)
 //                                           → bench-progress events, then {samples, failures,
 //                                              info, weightBytes, peakMemoryBytes, device,
 //                                              memBefore, memAfter}
@@ -40,7 +48,18 @@
 // cached files deleted. A fetch() that throws (no HTTP answer: unreachable, or refused by CORS)
 // is explained in plain words.
 //
-import { CACHE_NAME } from "./common.js";
+import { CACHE_NAME, fileLabel } from "./common.js";
+import {
+  cachedFile,
+  errorMessage,
+  fileName,
+  fmtBytes,
+  listMade,
+  putMade,
+  readBody,
+  readMade,
+  storeInCache,
+} from "./store.js";
 
 /**
  * A module with one `i32x4.relaxed_dot_i8x16_i7x16_add_s`: it validates only in engines with
@@ -162,11 +181,6 @@ class HttpError extends Error {
   }
 }
 
-/** Header of every Cache entry: the body's size in bytes, checked whenever the entry is read. */
-const SIZE_HEADER = "X-Blipq-Size";
-
-const fmtBytes = (n) => n.toLocaleString("en-US");
-
 function jsHeapBytes() {
   return self.performance?.memory?.usedJSHeapSize ?? null;
 }
@@ -177,102 +191,6 @@ async function openCache() {
   } catch {
     return null; // e.g. an insecure origin or a browser with storage disabled
   }
-}
-
-/** The file name at the end of a URL, for messages. */
-const fileName = (url) => decodeURIComponent(new URL(url).pathname.split("/").at(-1) || url);
-
-/** A body that ended before its Content-Length, or whose stream broke off. */
-function cutOff(name, loaded, total) {
-  const got = total ? `got ${fmtBytes(loaded)} of ${fmtBytes(total)} bytes` : `got ${fmtBytes(loaded)} bytes`;
-  return new Error(
-    `the download of ${name} was cut off: ${got} (the server or the network closed the ` +
-      `connection early, or the server announced a wrong size). Nothing was cached; try again.`,
-  );
-}
-
-/** The Content-Length header as a number, or null when it is missing or not a number. */
-function contentLength(response) {
-  const v = response.headers.get("Content-Length");
-  return v !== null && /^\s*\d+\s*$/.test(v) ? Number(v) : null;
-}
-
-/**
- * Reads a response body with progress; one buffer when Content-Length is known and honest.
- *
- * A body that breaks off, or that ends short of its Content-Length, is an error naming the file
- * (`name`) and the byte counts, never a short file. A body longer than Content-Length is
- * accepted: that is a compressed response, whose Content-Length counts the compressed bytes (its
- * Content-Encoding is not always visible: cross-origin responses hide it unless exposed). For
- * the same reason a visibly compressed body is not held to its Content-Length at all.
- *
- * `inspect(prefix, total)`, if given, sees the start of the body before the one big buffer is
- * allocated: it returns how many bytes it needs to see (more than `prefix.length`), or 0 once it
- * is satisfied; if it throws, the download stops there and the error is passed on.
- */
-async function readBody(response, name, onProgress, inspect = null) {
-  const total = contentLength(response) ?? 0;
-  const encoding = response.headers.get("Content-Encoding");
-  const exact = total > 0 && (!encoding || /^\s*identity\s*$/i.test(encoding));
-  const reader = response.body.getReader();
-  let buffer = null;
-  let chunks = [];
-  let loaded = 0;
-  let need = inspect ? 1 : 0;
-  const concat = () => {
-    const out = new Uint8Array(loaded);
-    let at = 0;
-    for (const c of chunks) {
-      out.set(c, at);
-      at += c.length;
-    }
-    return out;
-  };
-  const allocate = () => {
-    if (!total || loaded > total) return;
-    try {
-      buffer = new Uint8Array(total);
-    } catch {
-      return; // a Content-Length too large to allocate (or a lie): keep collecting chunks
-    }
-    buffer.set(concat());
-    chunks = null;
-  };
-  if (!need) allocate();
-  onProgress(0, total);
-  for (;;) {
-    let step;
-    try {
-      step = await reader.read();
-    } catch (e) {
-      console.warn(`blipq worker: reading ${name} failed after ${loaded} bytes: ${e?.message ?? e}`);
-      throw cutOff(name, loaded, total);
-    }
-    const { done, value } = step;
-    if (done) break;
-    if (buffer && loaded + value.length > total) {
-      // Content-Length was the compressed size: fall back to collecting chunks.
-      chunks = [buffer.subarray(0, loaded)];
-      buffer = null;
-    }
-    if (buffer) buffer.set(value, loaded);
-    else chunks.push(value);
-    loaded += value.length;
-    if (need && loaded >= need) {
-      chunks = [concat()];
-      try {
-        need = inspect(chunks[0], total);
-      } catch (e) {
-        reader.cancel().catch(() => {});
-        throw e;
-      }
-      if (!need) allocate();
-    }
-    onProgress(loaded, total);
-  }
-  if (exact && loaded < total) throw cutOff(name, loaded, total);
-  if (buffer) return loaded === total ? buffer : buffer.slice(0, loaded);
-  return concat();
 }
 
 /**
@@ -295,68 +213,6 @@ function weightsFitCheck() {
   };
 }
 
-/**
- * A file from the Cache, or null. The entry's body must have the size recorded when it was
- * stored (SIZE_HEADER, or Content-Length for entries of older versions of this page); an entry
- * that does not, or cannot be read, is deleted (so the caller downloads the file again) and
- * `onDamaged` says why.
- */
-async function cachedFile(cache, url, onProgress, onDamaged) {
-  let response;
-  try {
-    response = await cache.match(url);
-  } catch {
-    return null;
-  }
-  if (!response) return null;
-  const name = fileName(url);
-  const recorded = response.headers.get(SIZE_HEADER) ?? response.headers.get("Content-Length");
-  const want = recorded !== null && /^\d+$/.test(recorded.trim()) ? Number(recorded) : null;
-  let problem;
-  try {
-    const blob = await response.blob();
-    if (want === null) problem = "it has no recorded size";
-    else if (blob.size !== want) problem = `it holds ${fmtBytes(blob.size)} of ${fmtBytes(want)} bytes`;
-    else {
-      // Streamed for progress, and held to the recorded size once more.
-      const bytes = await readBody(new Response(blob, { headers: { "Content-Length": String(want) } }), name, onProgress);
-      if (bytes.length === want) return bytes;
-      problem = `reading it gave ${fmtBytes(bytes.length)} of ${fmtBytes(want)} bytes`;
-    }
-  } catch (e) {
-    problem = "it could not be read completely";
-    console.warn(`blipq worker: reading the cached ${name} failed: ${errorMessage(e)}`);
-  }
-  await cache.delete(url).catch(() => {});
-  onDamaged(`The cached copy of ${name} was damaged (${problem}); it was deleted and is downloaded again.`);
-  return null;
-}
-
-/**
- * Stores a complete, verified download in the Cache: the entry records its size (SIZE_HEADER),
- * and is read back and deleted unless its body has that size. Best effort: a full quota only
- * means the file is not cached.
- */
-async function storeInCache(cache, url, bytes, contentType) {
-  const size = String(bytes.length);
-  const headers = {
-    "Content-Type": contentType || "application/octet-stream",
-    "Content-Length": size,
-    [SIZE_HEADER]: size,
-  };
-  try {
-    await cache.put(url, new Response(bytes, { headers }));
-    const back = await cache.match(url);
-    const stored = back ? (await back.blob()).size : -1;
-    if (stored !== bytes.length || back.headers.get(SIZE_HEADER) !== size) {
-      throw new Error(`the cache kept ${stored} of ${size} bytes`);
-    }
-  } catch (e) {
-    console.warn(`blipq worker: ${fileName(url)} was not cached: ${errorMessage(e)}`);
-    await cache.delete(url).catch(() => {});
-  }
-}
-
 /** Why a fetch() of `url` threw (it does so only when no HTTP response arrived), in plain words. */
 function networkFailure(url, e) {
   console.warn(`blipq worker: fetch ${url} failed: ${errorMessage(e)}`);
@@ -373,9 +229,11 @@ function networkFailure(url, e) {
 
 /**
  * Downloads one file, or takes it from the cache. Returns null for a 404 when `optional`, else
- * {bytes, fromCache, contentType}. Nothing is cached here: see downloadCheckpoint.
+ * {bytes, fromCache, contentType}. Nothing is cached here: see downloadCheckpoint. `fitCheck`:
+ * stop a model.safetensors download whose weights cannot load into wasm memory (not wanted
+ * when the file is only quantized, which never loads it whole).
  */
-async function fetchFile(url, cache, onProgress, optional, onDamaged) {
+async function fetchFile(url, cache, onProgress, optional, onDamaged, fitCheck = true) {
   const name = fileName(url);
   const cached = cache ? await cachedFile(cache, url, onProgress, onDamaged) : null;
   if (cached) return { bytes: cached, fromCache: true };
@@ -392,7 +250,7 @@ async function fetchFile(url, cache, onProgress, optional, onDamaged) {
     throw new HttpError(url, response.status, response.statusText);
   }
   // The safetensors header says early whether the weights can fit; a pickle is judged once read.
-  const inspect = name === FILES.weights[0] ? weightsFitCheck() : null;
+  const inspect = fitCheck && name === FILES.weights[0] ? weightsFitCheck() : null;
   const bytes = await readBody(response, name, onProgress, inspect);
   return { bytes, fromCache: false, contentType: response.headers.get("Content-Type") };
 }
@@ -402,9 +260,11 @@ async function fetchFile(url, cache, onProgress, optional, onDamaged) {
  * sizes, fromCache, store, forget}: `store()` puts the files just downloaded into the Cache and
  * `forget()` deletes every cached file of this folder. Nothing is stored before the model is
  * built (loadModel), so the Cache never keeps a file of a folder that failed to download or to
- * load; files taken from the Cache stay there when a later file fails to download.
+ * load; files taken from the Cache stay there when a later file fails to download. Options:
+ * `fitCheck` (see fetchFile) and `extras` (also fetch FILES.extra, optionally: the files a
+ * checkpoint made from this one carries along).
  */
-async function downloadCheckpoint(base, emit) {
+async function downloadCheckpoint(base, emit, { fitCheck = true, extras = false } = {}) {
   if (!/\/$/.test(base)) base += "/";
   const cache = await openCache();
   const files = {};
@@ -422,6 +282,7 @@ async function downloadCheckpoint(base, emit) {
       (loaded, total) => emit({ type: "progress", file: name, loaded, total }),
       optional,
       onDamaged,
+      fitCheck,
     );
     if (got) {
       files[name] = got.bytes;
@@ -454,6 +315,8 @@ async function downloadCheckpoint(base, emit) {
   }
   if (!pre) throw new Error(`${base} has neither ${FILES.preprocessor.join(" nor ")}`);
   for (const name of FILES.optional) await get(name, true);
+  // Files the engine does not read, carried along by a checkpoint made from this one.
+  if (extras) for (const name of FILES.extra) await get(name, true);
   return {
     files,
     sizes,
@@ -494,11 +357,51 @@ function weightsName(files) {
   return FILES.weights.find((name) => files[name]);
 }
 
+/** Bytes of the weights: the weights file's, or for a sharded checkpoint its shards' and index's. */
+function weightsBytes(files) {
+  const name = weightsName(files);
+  if (name !== FILES.shardedIndex) return files[name].length;
+  const shards = new Set(blipq.shardNames(files[name]));
+  return Object.entries(files)
+    .filter(([n]) => n === name || shards.has(n))
+    .reduce((sum, [, bytes]) => sum + bytes.length, 0);
+}
+
+/**
+ * A made checkpoint kept in this browser (www/store.js), read with progress events like a
+ * download from the cache. No network.
+ */
+async function readKept(id, emit) {
+  const done = new Set();
+  const got = await readMade(id, (file, loaded, total) => {
+    emit({ type: "progress", file, loaded, total, fromCache: true, done: loaded === total && !done.has(file) });
+    if (loaded === total) done.add(file);
+  });
+  return { files: got.files, sizes: got.sizes, fromCache: true };
+}
+
+/**
+ * A checkpoint's files from where `source` says: {kind: "url", base} (downloaded, or from the
+ * Cache), {kind: "files", files} (picked by the user) or {kind: "made", id} (made in this
+ * browser). `options` go to downloadCheckpoint.
+ */
+function checkpointFiles(source, emit, options) {
+  switch (source?.kind) {
+    case "url":
+      return downloadCheckpoint(source.base, emit, options);
+    case "files":
+      return readLocalFiles(source.files, emit);
+    case "made":
+      return readKept(source.id, emit);
+    default:
+      throw new Error(`unknown model source ${JSON.stringify(source?.kind)}`);
+  }
+}
+
 async function loadModel(source, emit) {
-  const got =
-    source.kind === "url" ? await downloadCheckpoint(source.base, emit) : await readLocalFiles(source.files, emit);
+  const got = await checkpointFiles(source, emit);
   const weights = weightsName(got.files);
-  const weightBytes = got.files[weights].length;
+  const weightBytes = weightsBytes(got.files);
   const totalBytes = Object.values(got.sizes).reduce((a, b) => a + b, 0);
   emit({ type: "progress", stage: "building", file: weights, loaded: weightBytes, total: weightBytes });
   const memBefore = wasmMemoryBytes();
@@ -567,6 +470,50 @@ const handlers = {
     return summary;
   },
 
+  quantize: async ({ source, label, title, from }, emit) => {
+    // Sent to a fresh worker (like bench): the source's files and the INT8 result occupy its
+    // wasm memory only, which is given back when the page ends that worker.
+    const memBefore = wasmMemoryBytes();
+    const got = await checkpointFiles(source, emit, { fitCheck: false, extras: true });
+    const weights = weightsName(got.files);
+    emit({ type: "quantize-progress", stage: "start", done: 0, total: 1 });
+    const started = performance.now();
+    const out = blipq.quantizeCheckpoint(got.files, (stage, done, total) =>
+      emit({ type: "quantize-progress", stage, done, total }),
+    );
+    const seconds = (performance.now() - started) / 1000;
+    const peakMemoryBytes = wasmMemoryBytes();
+    // The source made a model: keep what was downloaded for it, as a load would.
+    await got.store?.();
+    const slug = fileLabel(label);
+    const manifest = {
+      id: `${slug}-int8-${out.sourceSha256.slice(0, 12)}`,
+      label: `${slug}-int8`,
+      title: `${title} INT8`,
+      from,
+      format: "blipq INT8 (Q8_0)",
+      createdAt: new Date().toISOString(),
+      sha256: out.sha256,
+      sourceSha256: out.sourceSha256,
+      sourceWeights: weights,
+      sourceBytes: weightsBytes(got.files),
+      summary: out.summary,
+      seconds,
+    };
+    const kept = (await listMade()).find((m) => m.id === manifest.id);
+    if (kept) return { manifest: kept, alreadyKept: true, peakMemoryBytes, memBefore };
+    emit({ type: "quantize-progress", stage: "store", done: 0, total: 1 });
+    try {
+      const stored = await putMade(manifest, out.files);
+      return { manifest: stored, peakMemoryBytes, memBefore };
+    } catch (e) {
+      // Nothing lost: the files go to the page, which offers them for download.
+      const files = {};
+      for (const [name, bytes] of Object.entries(out.files)) files[name] = bytes;
+      return { manifest, files, storeError: errorMessage(e), peakMemoryBytes, memBefore };
+    }
+  },
+
   unload: async ({ key }) => {
     const m = models.get(key);
     if (m) {
@@ -593,11 +540,13 @@ const handlers = {
     };
   },
 
-  bench: async ({ source, items, imagesBase, options, warmup }, emit) => {
+  bench: async ({ source, items, imagesBase, images: given, options, warmup }, emit) => {
     const memBefore = wasmMemoryBytes();
     const m = await loadModel(source, () => {});
     const memAfterLoad = wasmMemoryBytes();
-    const fetchImage = async (item) => {
+    // The user's own images come as files (one per item); the eval set's are fetched.
+    const fetchImage = async (item, i) => {
+      if (given) return imageBytes(given[i]);
       const url = new URL(item.file, imagesBase).href;
       const res = await fetch(url);
       if (!res.ok) throw new HttpError(url, res.status, res.statusText);
@@ -612,7 +561,7 @@ const handlers = {
     const fetcher = async () => {
       while (next < items.length) {
         const i = next++;
-        images[i] = await fetchImage(items[i]).catch((e) => errorMessage(e));
+        images[i] = await fetchImage(items[i], i).catch((e) => errorMessage(e));
         fetched += 1;
         emit({ type: "bench-fetch", done: fetched, total: items.length });
       }
@@ -641,11 +590,6 @@ const handlers = {
 
 /** Image downloads in flight at once while a benchmark fetches its images. */
 const BENCH_FETCHES = 6;
-
-function errorMessage(e) {
-  if (e instanceof Error) return e.message || String(e);
-  return String(e);
-}
 
 // One request at a time, in arrival order (the model is not re-entrant and the CPU is shared).
 let queue = Promise.resolve();

@@ -441,6 +441,15 @@ pub const TIED_KEYS: [&str; 2] = [
     "text_decoder.cls.predictions.decoder.bias",
 ];
 
+/// The tensor each name of [`TIED_KEYS`] is tied to, in the same order. transformers 5 ties a
+/// name to its source also when the file stores the two apart with equal values (the released
+/// base checkpoint's `pytorch_model.bin` holds `decoder.weight` as a separate copy of the word
+/// embeddings), and keeps them apart when the values differ.
+pub const TIED_SOURCES: [&str; 2] = [
+    "text_decoder.bert.embeddings.word_embeddings.weight",
+    "text_decoder.cls.predictions.bias",
+];
+
 /// The weights of a model, from whichever file format held them.
 pub enum Checkpoint {
     Safetensors(Safetensors),
@@ -506,24 +515,99 @@ impl Checkpoint {
         }
     }
 
-    /// Names that repeat another tensor of the file (tied weights `torch.save` stored once) and
-    /// that a Hugging Face safetensors file leaves out, as transformers does when it saves:
-    /// of each tied group, the names in [`TIED_KEYS`] (or, in a group without one, all but the
-    /// first name). Safetensors files cannot hold tied tensors.
-    pub fn tied_duplicates(&self) -> Vec<String> {
-        let Checkpoint::Pth(p) = self else {
-            return Vec::new();
-        };
+    /// Names that repeat another tensor of the file and that a Hugging Face safetensors file
+    /// leaves out, as transformers does when it saves: of each group of names `torch.save` stored
+    /// once (tied weights), the names in [`TIED_KEYS`] (or, in a group without one, all but the
+    /// first name); and a name of [`TIED_KEYS`] stored apart from its [`TIED_SOURCES`] tensor
+    /// with the same values (transformers ties those on load).
+    pub fn tied_duplicates(&self) -> Result<Vec<String>> {
         let mut drop = Vec::new();
-        for group in p.tied_groups() {
-            let keep = group
-                .iter()
-                .find(|n| !TIED_KEYS.contains(&n.as_str()))
-                .unwrap_or(&group[0]);
-            drop.extend(group.iter().filter(|n| *n != keep).cloned());
+        if let Checkpoint::Pth(p) = self {
+            for group in p.tied_groups() {
+                let keep = group
+                    .iter()
+                    .find(|n| !TIED_KEYS.contains(&n.as_str()))
+                    .unwrap_or(&group[0]);
+                drop.extend(group.iter().filter(|n| *n != keep).cloned());
+            }
+        }
+        for (key, source) in TIED_KEYS.iter().zip(TIED_SOURCES) {
+            if !drop.iter().any(|n| n == key) && self.same_values(key, source)? {
+                drop.push(key.to_string());
+            }
         }
         drop.sort();
-        drop
+        Ok(drop)
+    }
+
+    /// Where the bytes of `name` lie when they are stored in row-major order in one piece: the
+    /// file's bytes and the absolute range. `None` if absent or a strided pickle view.
+    fn span(&self, name: &str) -> Option<(&dyn ByteSource, usize, usize)> {
+        match self {
+            Checkpoint::Safetensors(s) => {
+                let e = s.header.tensors.get(name)?;
+                Some((s.shards[e.shard].1.as_ref(), e.start, e.end))
+            }
+            Checkpoint::Pth(p) => {
+                let (start, end) = p.span(p.tensors().get(name)?)?;
+                Some((p.bytes(), start, end))
+            }
+        }
+    }
+
+    /// The stored elements of `name` in row-major order, as little-endian bytes of its dtype.
+    fn row_major_bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        match self {
+            Checkpoint::Safetensors(s) => match s.header.tensors.get(name) {
+                Some(e) => s.raw(e),
+                None => Err(self.missing(name)),
+            },
+            Checkpoint::Pth(p) => match p.tensors().get(name) {
+                Some(t) => p.contiguous_bytes(t),
+                None => Err(self.missing(name)),
+            },
+        }
+    }
+
+    /// Whether tensors `a` and `b` both exist and hold the same values: the same stored dtype,
+    /// shape and bytes (an INT8 weight's `_scale` too). Stored bytes are compared a megabyte at a
+    /// time, so a byte source that copies what it reads (the web page's) never holds two whole
+    /// copies of a large tensor.
+    pub fn same_values(&self, a: &str, b: &str) -> Result<bool> {
+        let info = match (self.info(a), self.info(b)) {
+            (Some(x), Some(y)) if x == y => x,
+            _ => return Ok(false),
+        };
+        if !self.same_bytes(a, b)? {
+            return Ok(false);
+        }
+        if info.0 != StoredDType::I8 {
+            return Ok(true);
+        }
+        let (sa, sb) = (int8::scale_name(a), int8::scale_name(b));
+        Ok(self.info(&sa).is_some()
+            && self.info(&sa) == self.info(&sb)
+            && self.same_bytes(&sa, &sb)?)
+    }
+
+    fn same_bytes(&self, a: &str, b: &str) -> Result<bool> {
+        const CHUNK: usize = 1 << 20;
+        let (Some((src_a, a0, a1)), Some((src_b, b0, b1))) = (self.span(a), self.span(b)) else {
+            // A strided pickle view: compared whole.
+            return Ok(self.row_major_bytes(a)? == self.row_major_bytes(b)?);
+        };
+        if a1 - a0 != b1 - b0 {
+            return Ok(false);
+        }
+        let mut at = 0;
+        while at < a1 - a0 {
+            let n = CHUNK.min(a1 - a0 - at);
+            if src_a.read(a0 + at, a0 + at + n)? != src_b.read(b0 + at, b0 + at + n)? {
+                return Ok(false);
+            }
+            at += n;
+        }
+        Ok(true)
     }
 
     /// The `__metadata__` of a safetensors file (empty for pickles).
@@ -624,10 +708,7 @@ impl Checkpoint {
                 ))
             }
         };
-        let raw = match self {
-            Checkpoint::Safetensors(s) => s.raw(&s.header.tensors[name])?,
-            Checkpoint::Pth(p) => p.contiguous_bytes(&p.tensors()[name])?,
-        };
+        let raw = self.row_major_bytes(name)?;
         let t = Tensor::from_raw_buffer(&raw, dt, shape, device)?;
         let t = t.to_dtype(DType::F32)?;
         check_finite(name, &t, self.file())?;
@@ -780,6 +861,12 @@ impl<'a> Weights<'a> {
 
     pub fn contains(&self, name: &str) -> bool {
         self.ckpt.contains(&self.path(name))
+    }
+
+    /// Whether `name` (under this prefix) holds the same values as the tensor whose full name is
+    /// `other` ([`Checkpoint::same_values`]).
+    pub fn same_values(&self, name: &str, other: &str) -> Result<bool> {
+        self.ckpt.same_values(&self.path(name), other)
     }
 
     /// An f32 tensor of the given shape.

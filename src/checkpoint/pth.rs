@@ -270,19 +270,36 @@ impl Pth {
         groups
     }
 
+    /// The bytes the file stores, for reading a tensor's bytes in pieces ([`Pth::span`]).
+    pub fn bytes(&self) -> &dyn ByteSource {
+        self.bytes.as_ref()
+    }
+
+    /// Where the tensor's elements lie in the file when they are stored in row-major order, one
+    /// after the other (what `torch.save` writes for a tensor that is not a strided view): the
+    /// absolute byte range. `None` for a strided view.
+    pub fn span(&self, t: &PthTensor) -> Option<(usize, usize)> {
+        let esize = t.dtype.size_in_bytes();
+        let n = t.elem_count();
+        if n == 0 {
+            // Its offset is unchecked (nothing is read).
+            return Some((t.start, t.start));
+        }
+        // In range: `Unpickler` checked offset + extent <= numel, and `new` checked that the
+        // storage holds numel elements.
+        let s = t.start + t.offset * esize;
+        t.is_contiguous().then_some((s, s + n * esize))
+    }
+
     /// The tensor's elements in row-major order, as little-endian bytes of its dtype.
     pub fn contiguous_bytes(&self, t: &PthTensor) -> Result<Cow<'_, [u8]>> {
         let esize = t.dtype.size_in_bytes();
         let n = t.elem_count();
         if n == 0 {
-            // Its offset is unchecked (nothing is read).
             return Ok(Cow::Owned(Vec::new()));
         }
-        if t.is_contiguous() {
-            // In range: `Unpickler` checked offset + extent <= numel, and `new` checked that the
-            // storage holds numel elements.
-            let s = t.start + t.offset * esize;
-            return self.bytes.read(s, s + n * esize);
+        if let Some((s, e)) = self.span(t) {
+            return self.bytes.read(s, e);
         }
         let storage = self.bytes.read(t.start, t.end)?;
         let mut out = Vec::with_capacity(n * esize);

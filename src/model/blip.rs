@@ -35,6 +35,13 @@ impl BlipForConditionalGeneration {
         self.text_decoder.start(image_embeds)
     }
 
+    /// Whether the decoder's language-model head is tied to its word embeddings (one table in
+    /// memory): when the checkpoint omits `text_decoder.cls.predictions.decoder.weight`, or stores
+    /// it with the embeddings' values, as transformers ties them.
+    pub fn lm_head_is_tied(&self) -> bool {
+        self.text_decoder.lm_head_is_tied()
+    }
+
     /// Logits `[batch, vocab]` of the next token after feeding `ids` `[batch, len]`.
     pub fn decode_step(&self, ids: &Tensor, state: &mut DecoderState) -> Result<Tensor> {
         self.text_decoder.forward(ids, state)

@@ -34,6 +34,15 @@ impl Linear {
         matches!(self.weight, Matrix::Q8(_))
     }
 
+    /// Whether the weight is `matrix` itself (one table in memory), not a copy.
+    pub fn shares_weight(&self, matrix: &Matrix) -> bool {
+        match (&self.weight, matrix) {
+            (Matrix::F32(a), Matrix::F32(b)) => std::sync::Arc::ptr_eq(a, b),
+            (Matrix::Q8(a), Matrix::Q8(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match &self.weight {
             Matrix::F32(w) => w.forward_with_bias(xs, self.bias.as_ref()),
@@ -46,6 +55,8 @@ impl Linear {
 #[derive(Debug, Clone)]
 pub struct Embedding {
     table: Matrix,
+    /// The table's tensor name in the checkpoint.
+    name: String,
 }
 
 impl Embedding {
@@ -53,12 +64,18 @@ impl Embedding {
     pub fn new(vocab: usize, hidden: usize, vb: Weights) -> Result<Self> {
         Ok(Self {
             table: vb.matrix(vocab, hidden, "weight")?,
+            name: vb.path("weight"),
         })
     }
 
     /// The table itself, for a language-model head tied to it.
     pub fn matrix(&self) -> &Matrix {
         &self.table
+    }
+
+    /// The table's tensor name in the checkpoint.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {

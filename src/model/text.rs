@@ -321,8 +321,13 @@ impl LmPredictionHead {
             "decoder.bias"
         };
         let bias = vb.get(&[cfg.vocab_size], bias_name)?;
-        // Recent transformers versions drop the tied decoder weight from the file.
-        let weight = if vb.contains("decoder.weight") {
+        // Recent transformers versions drop the tied decoder weight from the file. The released
+        // base checkpoint's pytorch_model.bin stores it apart from the word embeddings with the
+        // same values: transformers then ties the two, and so does this (one table in memory, not
+        // two). Only a decoder weight whose values differ is used as such (as transformers does).
+        let weight = if vb.contains("decoder.weight")
+            && !vb.same_values("decoder.weight", word_embeddings.name())?
+        {
             vb.matrix(cfg.vocab_size, h, "decoder.weight")?
         } else {
             word_embeddings.matrix().clone()
@@ -333,6 +338,11 @@ impl LmPredictionHead {
             layer_norm: layer_norm(h, cfg.layer_norm_eps, vb.pp("transform.LayerNorm"))?,
             decoder: Linear::from_matrix(weight, Some(bias))?,
         })
+    }
+
+    /// Whether the vocabulary projection is the word-embedding table itself (tied).
+    pub fn is_tied_to(&self, word_embeddings: &Embedding) -> bool {
+        self.decoder.shares_weight(word_embeddings.matrix())
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -362,6 +372,12 @@ impl TextLMHeadModel {
             layers,
             cls,
         })
+    }
+
+    /// Whether the language-model head uses the word-embedding table itself (tied weights: one
+    /// table in memory) rather than a weight of its own.
+    pub fn lm_head_is_tied(&self) -> bool {
+        self.cls.is_tied_to(&self.embeddings.word_embeddings)
     }
 
     /// Starts decoding for one or more images: computes every layer's cross-attention keys/values

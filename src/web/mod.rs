@@ -238,14 +238,13 @@ impl FileData for JsBytes {
     }
 }
 
-/// Collects a checkpoint's files from a JS object `{fileName: bytes}` by the same rule as a
-/// directory on disk ([`crate::checkpoint::files`]), then checks that the weights fit in wasm memory before
-/// any of them is copied in.
-fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
+/// A JS object `{fileName: bytes}` as entries (`null`/`undefined` values skipped); `call` names
+/// the function in the error for anything else.
+fn js_entries(files: &JsValue, call: &str) -> std::result::Result<Vec<(String, JsBytes)>, JsValue> {
     if !files.is_object() {
-        return Err(arg_err(
-            "new Captioner(files) expects an object mapping file names to Uint8Array",
-        ));
+        return Err(arg_err(format!(
+            "{call} expects an object mapping file names to Uint8Array"
+        )));
     }
     let mut entries = Vec::new();
     for entry in js_sys::Object::entries(files.unchecked_ref()).iter() {
@@ -261,6 +260,14 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
         let bytes = JsBytes::new(as_uint8_array(&key, &value)?);
         entries.push((key, bytes));
     }
+    Ok(entries)
+}
+
+/// Collects a checkpoint's files from a JS object `{fileName: bytes}` by the same rule as a
+/// directory on disk ([`crate::checkpoint::files`]), then checks that the weights fit in wasm memory before
+/// any of them is copied in.
+fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
+    let entries = js_entries(files, "new Captioner(files)")?;
     let files = model_files_from_entries(entries).map_err(js_err)?;
     let needed = match &files.weights {
         Checkpoint::Safetensors(weights) => loaded_bytes_estimate(&weights.header),
@@ -276,12 +283,143 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
     Ok(files)
 }
 
+/// Wasm memory `quantizeCheckpoint` needs beyond what is in use: the INT8 tensors (an int8 value
+/// and a 1/16 share of an f16 scale per quantized value, f32 for the rest) twice (the tensors,
+/// then the serialized file), plus the largest tensor as f32 while it is quantized.
+fn quantize_bytes_estimate(ckpt: &Checkpoint) -> f64 {
+    let (mut out, mut largest) = (0.0f64, 0.0f64);
+    for name in ckpt.names() {
+        let Some((_, shape)) = ckpt.info(&name) else {
+            continue;
+        };
+        let n = shape.iter().product::<usize>() as f64;
+        out += if crate::quantize::is_quantizable(&name, &shape) {
+            n * (1.0 + 2.0 / crate::checkpoint::BLOCK as f64)
+        } else {
+            n * 4.0
+        };
+        largest = largest.max(n * 4.0);
+    }
+    2.0 * out + largest
+}
+
+/// What `quantizeCheckpoint()` returns besides the files.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsQuantized {
+    /// SHA-256 of the INT8 `model.safetensors`.
+    sha256: String,
+    /// SHA-256 of the source weights file (recorded in the INT8 file's metadata).
+    source_sha256: String,
+    summary: crate::quantize::QuantizeSummary,
+}
+
+/// `quantizeCheckpoint(files, onProgress?)` → `{files, sha256, sourceSha256, summary}`: the INT8
+/// checkpoint of an FP32/F16/BF16 one, made by the code of `blipq quantize`
+/// ([`crate::quantize::quantize_model`]), so its `model.safetensors` is byte for byte the CLI's.
+/// `files` are the source's files keyed by name (as for `new Captioner`); the result's `files`
+/// holds the INT8 `model.safetensors` and the source's other files that a derived checkpoint
+/// keeps ([`crate::checkpoint::files::copied_files`]; the same objects, not copies).
+/// `onProgress(stage, done, total)` follows the work: `"hash"` (bytes of the source weights
+/// hashed), then `"quantize"` (tensors done). Throws for an INT8 source, a checkpoint that does
+/// not load, or one whose INT8 file cannot be made within wasm memory.
+#[wasm_bindgen(js_name = quantizeCheckpoint, unchecked_return_type = "QuantizedCheckpoint")]
+pub fn quantize_checkpoint_js(
+    #[wasm_bindgen(unchecked_param_type = "CheckpointFiles")] files: JsValue,
+    #[wasm_bindgen(
+        js_name = onProgress,
+        unchecked_optional_param_type = "((stage: string, done: number, total: number) => void) | null"
+    )]
+    on_progress: Option<js_sys::Function>,
+) -> std::result::Result<JsValue, JsValue> {
+    use crate::checkpoint::files::{base_name, copied_files};
+    console_error_panic_hook::set_once();
+    let entries = js_entries(&files, "quantizeCheckpoint(files)")?;
+    let kept: Vec<(String, js_sys::Uint8Array)> = entries
+        .iter()
+        .filter(|(k, _)| copied_files().any(|f| f == base_name(k)))
+        .map(|(k, b)| (base_name(k).to_string(), b.array.clone()))
+        .collect();
+    // The weights as stored, hashed for the metadata as `blipq quantize` hashes the file.
+    let weights_name = {
+        let present = entries.iter().map(|(k, _)| base_name(k)).collect();
+        crate::checkpoint::files::plan(&present, "model folder")
+            .map_err(js_err)?
+            .weights
+            .0
+    };
+    let weights_bytes = entries
+        .iter()
+        .find(|(k, _)| base_name(k) == weights_name)
+        .map(|(_, b)| JsBytes::new(b.array.clone()))
+        .ok_or_else(|| arg_err(format!("{weights_name} is missing")))?;
+    let model = model_files_from_entries(entries).map_err(js_err)?;
+    check_fits_in_wasm_memory(
+        model.weights.file(),
+        quantize_bytes_estimate(&model.weights),
+        wasm_memory_bytes(),
+    )
+    .map_err(js_err)?;
+    // The first exception `onProgress` throws, rethrown once the work is done.
+    let callback_error: std::cell::RefCell<Option<JsValue>> = Default::default();
+    let report = |stage: &str, done: usize, total: usize| {
+        let Some(f) = &on_progress else { return };
+        if callback_error.borrow().is_some() {
+            return;
+        }
+        let (stage, done, total) = (
+            JsValue::from_str(stage),
+            JsValue::from_f64(done as f64),
+            JsValue::from_f64(total as f64),
+        );
+        if let Err(e) = f.call3(&JsValue::NULL, &stage, &done, &total) {
+            *callback_error.borrow_mut() = Some(e);
+        }
+    };
+    let mut source_sha = String::new();
+    let (bytes, summary) = crate::quantize::quantize_model(
+        &model,
+        &mut || {
+            let sha = crate::quantize::sha256_source(&weights_bytes, &mut |done, total| {
+                report("hash", done, total)
+            })?;
+            source_sha = sha.clone();
+            Ok(sha)
+        },
+        &mut |done, total, _name| report("quantize", done, total),
+    )
+    .map_err(js_err)?;
+    if let Some(e) = callback_error.into_inner() {
+        return Err(e);
+    }
+    let out = js_sys::Object::new();
+    let set = |name: &str, value: &JsValue| {
+        js_sys::Reflect::set(&out, &JsValue::from_str(name), value).map(|_| ())
+    };
+    set(
+        SAFETENSORS_FILE,
+        &js_sys::Uint8Array::from(&bytes[..]).into(),
+    )?;
+    for (name, array) in &kept {
+        set(name, array)?;
+    }
+    let result = to_js(&JsQuantized {
+        sha256: crate::quantize::sha256_hex(&bytes),
+        source_sha256: source_sha,
+        summary,
+    })?;
+    js_sys::Reflect::set(&result, &JsValue::from_str("files"), &out)?;
+    Ok(result)
+}
+
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
+/** What `quantizeCheckpoint()` returns: the INT8 checkpoint's files and what was done. */
+export interface QuantizedCheckpoint { files: Record<string, Uint8Array>; sha256: string; sourceSha256: string; summary: { quantized_tensors: number; kept_tensors: number; output_bytes: number }; }
 /** What `hubModel()` returns for a Hub name. */
 export interface HubModel { url: string; label: string; }
 /** What `checkpointFileNames()` returns. */
-export interface CheckpointFileNames { weights: string[]; shardedIndex: string; required: string[]; preprocessor: string[]; optional: string[]; }
+export interface CheckpointFileNames { weights: string[]; shardedIndex: string; required: string[]; preprocessor: string[]; optional: string[]; extra: string[]; }
 /** A checkpoint directory's files, keyed by file name. */
 export type CheckpointFiles = Record<string, Uint8Array | ArrayBuffer>;
 /** One benchmark image: file name, COCO image id, reference captions. */
@@ -511,21 +649,25 @@ impl WasmCaptioner {
     }
 }
 
-/// `checkpointFileNames()` → `{weights, shardedIndex, required, preprocessor, optional}`: the names of a
+/// `checkpointFileNames()` → `{weights, shardedIndex, required, preprocessor, optional, extra}`: the names of a
 /// checkpoint's files as the engine reads them ([`crate::checkpoint::files`]), so the page fetches
 /// exactly those: `required` (fetched first, in order), `weights` (the weights the page reads, the
 /// first present wins: `model.safetensors`, a sharded checkpoint's index — then the shards it
 /// names, [`shard_names`] — or `pytorch_model.bin`), `preprocessor` (the first present wins) and
-/// `optional` (a 404 is fine).
+/// `optional` (a 404 is fine); `extra` are files a derived checkpoint carries along unread
+/// (fetched, optionally, only to make one: `quantizeCheckpoint`).
 #[wasm_bindgen(js_name = checkpointFileNames, unchecked_return_type = "CheckpointFileNames")]
 pub fn checkpoint_file_names() -> std::result::Result<JsValue, JsValue> {
-    use crate::checkpoint::files::{OPTIONAL_FILES, PREPROCESSOR_FILES, REQUIRED_FILES};
+    use crate::checkpoint::files::{
+        EXTRA_FILES, OPTIONAL_FILES, PREPROCESSOR_FILES, REQUIRED_FILES,
+    };
     to_js(&serde_json::json!({
         "weights": [SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, PTH_FILE],
         "shardedIndex": SAFETENSORS_INDEX_FILE,
         "required": REQUIRED_FILES,
         "preprocessor": PREPROCESSOR_FILES,
         "optional": OPTIONAL_FILES,
+        "extra": EXTRA_FILES,
     }))
 }
 

@@ -23,6 +23,15 @@
 //     comparison table and chart, and its
 //     downloaded results JSON has `blipq bench`'s format, the native token ids, and a device
 //     string naming the build and its threads;
+//   - the benchmark view runs over the user's own images, with reference captions typed next to
+//     one and from a COCO captions file for the other: BLEU-4 shows, samples = the CLI's;
+//   - Make INT8: Hub repositories with the released base checkpoint's layout
+//     (tests/fixtures/real-bin: pytorch_model.bin with the real key set; and a sharded
+//     safetensors conversion) load by name, caption as the CLI does, and quantize in the page
+//     to the bytes `blipq quantize` writes (sha256), with progress; the INT8 captions as the
+//     CLI's INT8 does, is benchmarked against its source (the pair is pre-selected), its files
+//     download; with the Hub stopped, a new page loads it from the browser's storage and
+//     captions; Delete removes it;
 //   - a second load comes from the Cache API, and "clear cache" empties it;
 //   - served WITHOUT the headers (a plain static host), the page isolates itself through its
 //     service worker (www/coi-sw.js, one reload) and still captions with several threads;
@@ -31,10 +40,11 @@
 // Screenshots go to tests/e2e/artifacts/.
 //
 // Usage: node tests/e2e/run.mjs   (after `npm ci --prefix tests/e2e` and scripts/web.sh build)
-// Env: BLIPQ_BIN (native binary; default target/debug/blipq, built with `cargo build` if
+// Env: BLIPQ_E2E_ONLY (comma-separated scenario names, see main(); default all), BLIPQ_BIN (native binary; default target/debug/blipq, built with `cargo build` if
 // missing), BLIPQ_DIST (default dist), CHROMIUM (default /usr/bin/chromium), BLIPQ_E2E_VERBOSE=1
 // (print the page's console).
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -55,6 +65,8 @@ const MODELS = ["demo", "demo-int8"];
 const MAX_LOAD_RATIO = 1.3;
 const PROMPT = "four small";
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+/** A tiny checkpoint with the real base layout (see tests/fixtures/README.md). */
+const REAL_FIXTURE = process.env.BLIPQ_REAL_FIXTURE ?? "tests/fixtures/real-bin";
 
 let failures = 0;
 function check(ok, what, detail = "") {
@@ -374,6 +386,191 @@ async function hubNameScenario({ context, base, bin }) {
   }
 }
 
+/** `blipq quantize` of a checkpoint folder into a new temporary folder; returns it and its sha256. */
+async function cliQuantize(bin, dir) {
+  const out = join(await mkdtemp(join(tmpdir(), "blipq-e2e-int8-")), "int8");
+  execFileSync(bin, ["quantize", "--no-validate", "--model", dir, "--out", out], { cwd: root, stdio: "ignore" });
+  const bytes = await readFile(join(out, "model.safetensors"));
+  return { dir: out, sha256: createHash("sha256").update(bytes).digest("hex") };
+}
+
+function cliCaption(bin, dir, image) {
+  return JSON.parse(execFileSync(bin, ["caption", "--json", "--model", dir, `data/demo-eval/${image}`], { cwd: root, encoding: "utf8" }))[0];
+}
+
+/** Waits for a loaded-model item and returns its data attributes. */
+async function loadedItem(page, key) {
+  await page.waitForSelector(`.model-item[data-key="${key}"]`, { timeout: 300_000 });
+  return page.evaluate((k) => ({ ...document.querySelector(`.model-item[data-key="${k}"]`).dataset }), key);
+}
+
+/**
+ * "Make INT8" on Hub checkpoints with the real base layout (tests/fixtures/real-bin: the real
+ * metadata files, a torch.save pytorch_model.bin with the real key set; and its sharded
+ * safetensors conversion): loaded by name from the loopback Hub, captioned (= CLI), quantized
+ * in the page (sha256 = `blipq quantize`, with progress), captioned as INT8 (= CLI), benchmarked
+ * FP32 vs the INT8 it made (results = CLI captions), its files downloaded (same bytes), and,
+ * with the Hub stopped, loaded again from the browser's storage on a new page and captioned.
+ */
+async function makeInt8Scenario({ context, base, bin, pageErrors }) {
+  log("Make INT8 in the page from Hub checkpoints with the real layout; reload it with the Hub stopped");
+  const image = IMAGES[1];
+  const binDir = join(root, REAL_FIXTURE);
+  const work = await mkdtemp(join(tmpdir(), "blipq-e2e-real-"));
+  const converted = join(work, "converted");
+  execFileSync(bin, ["convert", "--model", binDir, "--out", converted], { cwd: root, stdio: "ignore" });
+  const shardedDir = join(work, "sharded");
+  await mkdir(shardedDir);
+  await shardedCopy(converted, shardedDir);
+  const repos = {
+    bin: { name: "blipq-test/blip-real-bin", dir: binDir },
+    sharded: { name: "blipq-test/blip-real-sharded", dir: shardedDir },
+  };
+  const hub = await startMockHub(Object.fromEntries(Object.values(repos).map((r) => [r.name, { dir: r.dir, revisions: ["main"] }])));
+  const page = await context.newPage();
+  page.on("pageerror", (e) => pageErrors.push(`page error (make INT8): ${e.message}`));
+  const made = {};
+  try {
+    await page.goto(`${base}?hub=${encodeURIComponent(hub.endpoint)}`);
+    await page.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+    await page.waitForSelector(`#gallery [data-file="${image}"]`, { timeout: 30_000 });
+    for (const [kind, repo] of Object.entries(repos)) {
+      const key = `url:${hub.endpoint}/${repo.name}/resolve/main/`;
+      await page.fill("#model-url", repo.name);
+      await page.click("#load-url");
+      await loadedItem(page, key);
+      const want = cliCaption(bin, repo.dir, image);
+      const r = await captionGallery(page, key, image);
+      check(r.tokenIds === want.token_ids.join(" "), `${kind}: FP32 caption by Hub name = CLI`, `${r.tokenIds} vs ${want.token_ids.join(" ")}`);
+      const cli = await cliQuantize(bin, repo.dir);
+      const stages = [];
+      await page.evaluate(() => {
+        window.__progress = [];
+        new MutationObserver(() => window.__progress.push(document.getElementById("progress").textContent)).observe(
+          document.getElementById("progress"),
+          { childList: true, characterData: true, subtree: true },
+        );
+      });
+      await page.click(`.make-int8[data-key="${key}"]`);
+      const item = await page.waitForFunction(
+        (n) => [...document.querySelectorAll(".made-item")].find((e) => e.dataset.id.startsWith(n))?.dataset ?? null,
+        `${repo.name.replace("/", "-")}-int8-`,
+        { timeout: 300_000 },
+      );
+      const m = await item.jsonValue();
+      stages.push(...(await page.evaluate(() => window.__progress)));
+      check(m.sha256 === cli.sha256, `${kind}: the INT8 made in the page = blipq quantize, byte for byte (sha256)`, `${m.sha256} vs ${cli.sha256}`);
+      check(
+        ["SHA-256 of the source weights", "quantizing tensors", "tensors"].every((s) => stages.some((t) => t.includes(s))),
+        `${kind}: Make INT8 shows its progress (hashing, tensors)`,
+        stages.at(-1),
+      );
+      const madeKey = `made:${m.id}`;
+      await loadedItem(page, madeKey);
+      const wantInt8 = cliCaption(bin, cli.dir, image);
+      const q = await captionGallery(page, madeKey, image);
+      check(q.tokenIds === wantInt8.token_ids.join(" "), `${kind}: INT8 caption = CLI on the CLI's INT8`, `${q.tokenIds} vs ${wantInt8.token_ids.join(" ")}`);
+      made[kind] = { id: m.id, key, madeKey, sha256: m.sha256, cli, want, wantInt8 };
+    }
+
+    // The benchmark view: the source and the INT8 made from it are checked after Make INT8.
+    const { key, madeKey } = made.sharded;
+    const checked = await page.$$eval("#bench-models input:checked", (els) => els.map((e) => e.dataset.key));
+    check(JSON.stringify(checked) === JSON.stringify([key, madeKey]), "bench view: FP32 and the INT8 made from it are chosen", JSON.stringify(checked));
+    await page.fill("#bench-count", "2");
+    await page.fill("#bench-warmup", "0");
+    await page.click("#bench-run");
+    await page.waitForSelector("#bench-section[data-status=done], #bench-section[data-status=error]", { timeout: 300_000 });
+    check((await page.getAttribute("#bench-section", "data-status")) === "done", "bench view: FP32 vs the page's INT8 finished");
+    const report = await page.evaluate(() => window.blipqLastReport.models.map((r) => JSON.parse(r.resultsJson)));
+    const header = await page.$$eval("#bench-table thead th", (c) => c.map((e) => e.textContent));
+    check(header.length === 4 && header[0] === "Metric" && header[1] === "blipq-test-blip-real-sharded" && header[2] === "blipq-test-blip-real-sharded-int8", "bench view: table of FP32 vs INT8", header.join("|"));
+    const evalFirst = JSON.parse(await readFile(join(root, "data/demo-eval/captions.json"), "utf8")).images.slice(0, 2).map((i) => i.file_name);
+    for (const [k, r] of report.entries()) {
+      const ok = r.samples.every((s) => {
+        const dir = k === 0 ? repos.sharded.dir : made.sharded.cli.dir;
+        return s.token_ids.join(" ") === cliCaption(bin, dir, s.image).token_ids.join(" ");
+      });
+      check(ok && r.samples.length === 2 && evalFirst.includes(r.samples[0].image), `bench view: ${r.label} samples = CLI captions`);
+    }
+
+    // The files can be downloaded, and are the INT8 checkpoint's.
+    const itemSel = `.made-item[data-id="${made.sharded.id}"]`;
+    await page.click(`${itemSel} summary`);
+    await page.waitForSelector(`${itemSel} a[data-file="model.safetensors"]`, { timeout: 30_000 });
+    const names = await page.$$eval(`${itemSel} a[data-file]`, (a) => a.map((e) => e.dataset.file).sort());
+    // blipq quantize also writes its validation report, which the page does not make.
+    const cliNames = (await readdir(made.sharded.cli.dir)).filter((f) => f !== "quantized_results.json").sort();
+    check(JSON.stringify(names) === JSON.stringify(cliNames), "downloads: the same files as blipq quantize writes", `${names} vs ${cliNames}`);
+    const [dl] = await Promise.all([page.waitForEvent("download"), page.click(`${itemSel} a[data-file="model.safetensors"]`)]);
+    const got = createHash("sha256").update(await readFile(await dl.path())).digest("hex");
+    check(got === made.sharded.sha256, "downloads: model.safetensors has the sha256 shown", got);
+    await page.locator("#model-section").scrollIntoViewIfNeeded();
+    await page.screenshot({ path: join(artifacts, "08-made-int8.png"), fullPage: true });
+  } finally {
+    await page.close();
+    hub.close();
+  }
+
+  // The Hub is gone: a new visit lists the kept INT8 checkpoints and loads one with no network.
+  const again = await context.newPage();
+  again.on("pageerror", (e) => pageErrors.push(`page error (made, reload): ${e.message}`));
+  try {
+    const before = hub.requests.length;
+    await again.goto(base);
+    await again.waitForSelector("body[data-worker-ready]", { timeout: 60_000 });
+    await again.waitForSelector(`#gallery [data-file="${image}"]`, { timeout: 30_000 });
+    const m = made.bin;
+    await again.waitForSelector(`.made-item[data-id="${m.id}"] .load-made`, { timeout: 30_000 });
+    await again.click(`.made-item[data-id="${m.id}"] .load-made`);
+    const item = await loadedItem(again, m.madeKey);
+    check(item.fromCache === "true", "kept INT8: loaded from the browser's storage", item.fromCache);
+    const r = await captionGallery(again, m.madeKey, image);
+    check(r.tokenIds === m.wantInt8.token_ids.join(" "), "kept INT8, Hub stopped: caption = CLI", r.tokenIds);
+    check(hub.requests.length === before, "kept INT8: nothing was requested from the (stopped) Hub");
+    // Deleting removes it from the list and the storage.
+    await again.click(`.made-item[data-id="${made.sharded.id}"] .delete-made`);
+    await again.waitForFunction((id) => !document.querySelector(`.made-item[data-id="${id}"]`), made.sharded.id, { timeout: 10_000 });
+    check(true, "kept INT8: Delete removes it");
+  } finally {
+    await again.close();
+    await rm(work, { recursive: true, force: true });
+    for (const m of Object.values(made)) await rm(dirname(m.cli.dir), { recursive: true, force: true });
+  }
+}
+
+/**
+ * The benchmark over the user's own images: two uploaded images, one with captions typed next
+ * to it and one with them from a COCO captions file; BLEU-4 shows, and the samples are the CLI's.
+ */
+async function ownImagesBenchScenario({ page, native }) {
+  log("benchmark over your own images, references typed and from a COCO file");
+  const files = IMAGES.slice(0, 2).map((i) => join(root, "data/demo-eval", i));
+  await page.check("#bench-set-own");
+  await page.setInputFiles("#bench-images", files);
+  await page.waitForSelector(`#bench-own-list textarea[data-image="${IMAGES[1]}"]`);
+  await page.fill(`#bench-own-list textarea[data-image="${IMAGES[0]}"]`, "four small shapes on a plain background\na few shapes");
+  const coco = {
+    images: [{ id: 7, file_name: IMAGES[1] }],
+    annotations: [{ image_id: 7, caption: "three shapes on a background" }],
+  };
+  await page.setInputFiles("#bench-captions", { name: "mine.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(coco)) });
+  await page.waitForFunction((n) => document.querySelector(`#bench-own-list textarea[data-image="${n}"]`).value.includes("three shapes"), IMAGES[1]);
+  await page.fill("#bench-warmup", "0");
+  await page.click("#bench-run");
+  await page.waitForSelector("#bench-section[data-status=done], #bench-section[data-status=error]", { timeout: 300_000 });
+  check((await page.getAttribute("#bench-section", "data-status")) === "done", "own images: benchmark finished");
+  const report = await page.evaluate(() => window.blipqLastReport.models.map((r) => JSON.parse(r.resultsJson)));
+  for (const r of report) {
+    const same = r.samples.every((s) => s.token_ids.join(" ") === native[r.label][s.image].token_ids.join(" "));
+    check(r.samples.length === 2 && same, `own images: ${r.label} samples = CLI captions`);
+    check(r.quality_metrics && r.quality_metrics.bleu_score >= 0, `own images: ${r.label} has BLEU-4 from the user's references`);
+  }
+  const caption = await page.textContent("#bench-table caption");
+  check(/2 images of yours \(2 with reference captions\)/.test(caption), "own images: the table says which images", caption);
+  await page.check("#bench-set-eval");
+}
+
 /**
  * Writes the checkpoint folder `src` into `dst` with its `model.safetensors` split into two
  * shards (tensors alternating, by name) plus `model.safetensors.index.json`, as transformers
@@ -585,17 +782,26 @@ async function main() {
     const shot = (name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
 
     const t = { context, page, base, native, bin, pageErrors, shot };
-    await openPageScenario(t);
-    await captionScenario(t);
-    log("the simd128 build (?simd=simd128): same captions");
-    await simd128BuildScenario(context, base, native, pageErrors);
-    await faultScenario(t);
-    await optionsScenario(t);
-    await pytorchBinScenario(t);
-    await hubNameScenario(t);
-    await benchmarkScenario(t);
-    await cacheScenario(t);
-    await noHeadersScenarios(t);
+    // BLIPQ_E2E_ONLY=name,name runs only those scenarios (for development; CI runs them all).
+    const only = process.env.BLIPQ_E2E_ONLY?.split(",");
+    const scenarios = {
+      openPage: () => openPageScenario(t),
+      caption: () => captionScenario(t),
+      simd128: () => {
+        log("the simd128 build (?simd=simd128): same captions");
+        return simd128BuildScenario(context, base, native, pageErrors);
+      },
+      faults: () => faultScenario(t),
+      options: () => optionsScenario(t),
+      pytorchBin: () => pytorchBinScenario(t),
+      hubName: () => hubNameScenario(t),
+      benchmark: () => benchmarkScenario(t),
+      ownImages: () => ownImagesBenchScenario(t),
+      makeInt8: () => makeInt8Scenario(t),
+      cache: () => cacheScenario(t),
+      noHeaders: () => noHeadersScenarios(t),
+    };
+    for (const [name, run] of Object.entries(scenarios)) if (!only || only.includes(name)) await run();
 
     check(pageErrors.length === 0, "no uncaught errors in the page", pageErrors.join("\n"));
   } finally {
