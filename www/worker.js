@@ -42,10 +42,11 @@
 // Downloads and the Cache. A download is held to its Content-Length: a body that breaks off or
 // ends short is an error naming the file and the byte counts. Weights whose safetensors header
 // shows they cannot fit into wasm memory are refused as soon as that header has arrived. Files
-// go into the Cache (CACHE_NAME) only once the whole checkpoint built into a model, each entry
-// with its size (X-Blipq-Size) and read back to check it; an entry read later must still have
-// that size, else it is deleted and downloaded again. A checkpoint that fails to build has its
-// cached files deleted. A fetch() that throws (no HTTP answer: unreachable, or refused by CORS)
+// go into the Cache (CACHE_NAME) only once the whole checkpoint has downloaded, just before it
+// is built (so the store's copy is never made next to the built model), each entry with its
+// size (X-Blipq-Size) and read back to check it; an entry read later must still have that size,
+// else it is deleted and downloaded again. A checkpoint that fails to build has its cached files
+// deleted (unless memory was short, which says nothing about the files). A fetch() that throws (no HTTP answer: unreachable, or refused by CORS)
 // is explained in plain words.
 //
 import { CACHE_NAME, fileLabel } from "./common.js";
@@ -258,9 +259,10 @@ async function fetchFile(url, cache, onProgress, optional, onDamaged, fitCheck =
 /**
  * All files of a checkpoint folder at `base`, with progress events per file. Returns {files,
  * sizes, fromCache, store, forget}: `store()` puts the files just downloaded into the Cache and
- * `forget()` deletes every cached file of this folder. Nothing is stored before the model is
- * built (loadModel), so the Cache never keeps a file of a folder that failed to download or to
- * load; files taken from the Cache stay there when a later file fails to download. Options:
+ * `forget()` deletes every cached file of this folder. Nothing is stored before every file has
+ * downloaded, and loadModel forgets a checkpoint that does not build, so the Cache never keeps
+ * a file of a folder that failed to download or to load; files taken from the Cache stay there
+ * when a later file fails to download. Options:
  * `fitCheck` (see fetchFile) and `extras` (also fetch FILES.extra, optionally: the files a
  * checkpoint made from this one carries along).
  */
@@ -404,6 +406,10 @@ async function loadModel(source, emit) {
   const weightBytes = weightsBytes(got.files);
   const totalBytes = Object.values(got.sizes).reduce((a, b) => a + b, 0);
   emit({ type: "progress", stage: "building", file: weights, loaded: weightBytes, total: weightBytes });
+  // Into the Cache before the model is built, while only the download is in memory: storing
+  // copies each file once more, which next to the built model would put the file twice on top
+  // of it (the renderer's peak). A checkpoint that then fails to build is deleted again.
+  await got.store?.();
   const memBefore = wasmMemoryBytes();
   let captioner;
   try {
@@ -418,7 +424,6 @@ async function loadModel(source, emit) {
     throw e;
   }
   const memAfter = wasmMemoryBytes();
-  await got.store?.();
   return {
     captioner,
     info: captioner.info(),
