@@ -14,12 +14,10 @@
 //!
 //! May use: `checkpoint`, `fsio`, `clock`, `captioner` (the input check), `error`.
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device};
-use safetensors::tensor::TensorView;
 use serde::Serialize;
 
+use crate::checkpoint::writer::{self, OutTensor};
 use crate::checkpoint::{int8, Checkpoint, StoredDType};
 use crate::{Error, Result};
 
@@ -86,11 +84,12 @@ pub struct ConvertSummary {
     pub output_bytes: usize,
 }
 
-/// Serializes `ckpt` as one safetensors file of `dtype`. `on_tensor(done, total, name)` reports
-/// progress.
+/// Serializes `ckpt` as one safetensors file of `dtype`, with `{"format": "pt"}` and
+/// `extra_metadata` as its metadata. `on_tensor(done, total, name)` reports progress.
 pub fn convert_checkpoint(
     ckpt: &Checkpoint,
     dtype: OutDType,
+    extra_metadata: &[(&str, &str)],
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Vec<u8>, ConvertSummary)> {
     if int8::claims_int8(&ckpt.metadata()) {
@@ -140,24 +139,24 @@ pub fn convert_checkpoint(
         out.push((name.clone(), shape, tensor_bytes(&t)?));
     }
     on_tensor(names.len(), names.len(), "");
-    let views = out
-        .iter()
-        .map(|(n, shape, data)| {
-            TensorView::new(dtype.safetensors(), shape.clone(), data)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::tensor(n, format!("cannot serialize: {e}")))
+    let tensors = out.len();
+    let mut metadata = std::collections::BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    metadata.extend(
+        extra_metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let out = out
+        .into_iter()
+        .map(|(name, shape, data)| {
+            let dtype = dtype.safetensors();
+            (name, OutTensor { dtype, shape, data })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| {
-        Error::checkpoint(
-            crate::checkpoint::files::SAFETENSORS_FILE,
-            format!("cannot serialize: {e}"),
-        )
-    })?;
+        .collect();
+    let bytes = writer::serialize(out, metadata, crate::checkpoint::files::SAFETENSORS_FILE)?;
     let summary = ConvertSummary {
         dtype,
-        tensors: out.len(),
+        tensors,
         dropped_tied,
         dropped_buffers,
         input_bytes: ckpt.stored_bytes(),
@@ -202,7 +201,7 @@ pub fn convert_dir(
 ) -> Result<ConvertSummary> {
     let files = crate::ModelFiles::from_dir(model_dir)?;
     crate::captioner::Parts::check(&files)?;
-    let (bytes, summary) = convert_checkpoint(&files.weights, dtype, on_tensor)?;
+    let (bytes, summary) = convert_checkpoint(&files.weights, dtype, &[], on_tensor)?;
     crate::checkpoint::files::write_derived(model_dir, out, &bytes)?;
     Ok(summary)
 }

@@ -4,8 +4,9 @@
 //! Blocks are quantized by candle's own `Q8_0` quantizer and then split into int8 values and f16
 //! scales, so loading the INT8 file repacks the very same blocks: quantize -> load is exact.
 //!
-//! May use: `checkpoint` (the INT8 format, `checkpoint::int8`), `captioner` (the FP32-vs-INT8
-//! validation), `fsio`, `clock`, `error`.
+//! May use: `checkpoint` (the INT8 format, `checkpoint::int8`), `convert` (the F16 / BF16
+//! schemes), `captioner` (the FP32-vs-INT8 validation), `eval::metrics` (token agreement),
+//! `fsio`, `clock`, `error`.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -13,18 +14,70 @@ use safetensors::Dtype;
 use serde::Serialize;
 
 use crate::checkpoint::int8::{self, split_q8_0, BLOCK};
+use crate::checkpoint::writer::{self, OutTensor};
 use crate::checkpoint::{Checkpoint, StoredDType};
 use crate::{Caption, CaptionOptions, Captioner, Error, Result};
+
+/// Greedy token agreement ([`crate::eval::metrics::token_agreement`], shared with the benchmark
+/// report).
+pub use crate::eval::metrics::token_agreement;
 
 /// The format this writes (`crate::checkpoint::int8`, its one home).
 pub use crate::checkpoint::int8::{is_quantizable, FORMAT, FORMAT_VERSION};
 
-/// One output tensor: its dtype, shape and little-endian bytes.
-struct OutTensor {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
+/// How `blipq quantize` stores the weights (`--scheme`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    /// blipq's INT8 format ([`crate::checkpoint::int8`]): candle's `Q8_0` blocks of 32 int8
+    /// values with an f16 scale, for every quantizable `nn.Linear`; computed by the INT8 kernels.
+    #[default]
+    Q8_0,
+    /// Every weight rounded to IEEE half precision: half the size, computed in f32.
+    F16,
+    /// Every weight rounded to bfloat16: half the size, f32's range, computed in f32.
+    Bf16,
 }
+
+impl std::str::FromStr for Scheme {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "q8_0" | "int8" => Ok(Self::Q8_0),
+            "f16" | "fp16" => Ok(Self::F16),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(Error::InvalidArgument(format!(
+                "scheme \"{s}\": expected q8_0, f16 or bf16"
+            ))),
+        }
+    }
+}
+
+impl Scheme {
+    /// All schemes, in the order the docs and the page list them.
+    pub const ALL: [Scheme; 3] = [Scheme::Q8_0, Scheme::F16, Scheme::Bf16];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Q8_0 => "q8_0",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// The dtype a half-precision scheme writes; `None` for `Q8_0`.
+    fn half(self) -> Option<crate::convert::OutDType> {
+        match self {
+            Self::Q8_0 => None,
+            Self::F16 => Some(crate::convert::OutDType::F16),
+            Self::Bf16 => Some(crate::convert::OutDType::BF16),
+        }
+    }
+}
+
+/// The metadata key naming the scheme of a half-precision file `blipq quantize` wrote (next to
+/// `format: pt` and `source`, the SHA-256 of the file it was made from).
+pub const SCHEME_KEY: &str = "blipq_scheme";
 
 /// What the quantizer did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -97,56 +150,13 @@ pub fn quantize_checkpoint(
         }
     }
     on_tensor(names.len(), names.len(), "");
-    let bytes = serialize(out, int8::metadata(source_sha256))?;
+    let bytes = writer::serialize(
+        out,
+        int8::metadata(source_sha256).into_iter().collect(),
+        crate::checkpoint::files::SAFETENSORS_FILE,
+    )?;
     summary.output_bytes = bytes.len();
     Ok((bytes, summary))
-}
-
-/// A safetensors file of `tensors`, the same bytes for the same input on every run and platform
-/// (`safetensors::serialize` writes the metadata in a `HashMap`'s random order): the header's
-/// keys sorted, the data ordered by element size, then name, so every tensor stays aligned to
-/// its element size.
-fn serialize(
-    mut tensors: Vec<(String, OutTensor)>,
-    metadata: std::collections::HashMap<String, String>,
-) -> Result<Vec<u8>> {
-    let size = |d: Dtype| match d {
-        Dtype::F32 => 4,
-        Dtype::F16 => 2,
-        _ => 1,
-    };
-    tensors.sort_by(|(a, x), (b, y)| size(y.dtype).cmp(&size(x.dtype)).then(a.cmp(b)));
-    let metadata: std::collections::BTreeMap<_, _> = metadata.into_iter().collect();
-    let mut header = std::collections::BTreeMap::new();
-    header.insert("__metadata__".to_string(), serde_json::json!(metadata));
-    let mut offset = 0usize;
-    for (name, t) in &tensors {
-        let end = offset + t.data.len();
-        header.insert(
-            name.clone(),
-            serde_json::json!({
-                "dtype": format!("{:?}", t.dtype),
-                "shape": t.shape,
-                "data_offsets": [offset, end],
-            }),
-        );
-        offset = end;
-    }
-    let mut json = serde_json::to_vec(&header).map_err(|e| {
-        Error::checkpoint(
-            crate::checkpoint::files::SAFETENSORS_FILE,
-            format!("cannot serialize the header: {e}"),
-        )
-    })?;
-    // The data starts 8-byte aligned, as the format asks.
-    json.resize(json.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + offset);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    for (_, t) in tensors {
-        out.extend_from_slice(&t.data);
-    }
-    Ok(out)
 }
 
 fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
@@ -184,16 +194,6 @@ pub struct ValidationSample {
     pub token_agreement: Option<f64>,
     pub embedding_cosine: Option<f64>,
     pub error: Option<String>,
-}
-
-/// Fraction of positions (over the longer sequence) with equal tokens.
-pub fn token_agreement(a: &[u32], b: &[u32]) -> f64 {
-    let n = a.len().max(b.len());
-    if n == 0 {
-        return 1.0;
-    }
-    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
-    same as f64 / n as f64
 }
 
 /// Cosine similarity of two tensors, flattened.
@@ -324,6 +324,8 @@ pub fn synthetic_images(size: u32) -> Result<Vec<(String, Vec<u8>)>> {
 /// Result of quantizing a checkpoint directory (`quantized_results.json`'s `model_metrics`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelMetrics {
+    /// How the weights are stored (`--scheme`).
+    pub scheme: Scheme,
     /// The FP32 weights file, in MB of 2^20 bytes ([`crate::MB`], said by `size_unit`).
     pub original_size_mb: f64,
     /// The INT8 weights file, in MB of 2^20 bytes.
@@ -386,6 +388,7 @@ pub fn sha256_file(path: &std::path::Path) -> Result<String> {
 /// (`quantizeCheckpoint`), so both write the same bytes.
 pub fn quantize_model(
     files: &crate::ModelFiles,
+    scheme: Scheme,
     source_sha256: &mut dyn FnMut() -> Result<String>,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Vec<u8>, QuantizeSummary)> {
@@ -397,7 +400,20 @@ pub fn quantize_model(
             "is already a blipq INT8 checkpoint",
         ));
     }
-    quantize_checkpoint(ckpt, &source_sha256()?, on_tensor)
+    let sha = source_sha256()?;
+    let Some(dtype) = scheme.half() else {
+        return quantize_checkpoint(ckpt, &sha, on_tensor);
+    };
+    let metadata = [(SCHEME_KEY, scheme.as_str()), ("source", sha.as_str())];
+    let (bytes, s) = crate::convert::convert_checkpoint(ckpt, dtype, &metadata, on_tensor)?;
+    Ok((
+        bytes,
+        QuantizeSummary {
+            quantized_tensors: s.tensors,
+            kept_tensors: 0,
+            output_bytes: s.output_bytes,
+        },
+    ))
 }
 
 /// Quantizes the checkpoint in `model_dir` into `out` (not yet committed): INT8
@@ -407,17 +423,20 @@ pub fn quantize_model(
 pub fn quantize_dir(
     model_dir: &std::path::Path,
     out: &crate::fsio::OutputDir,
+    scheme: Scheme,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<ModelMetrics> {
     let sw = crate::clock::Stopwatch::start();
     let files = crate::ModelFiles::from_dir(model_dir)?;
     // A sharded checkpoint is named by its index file: its hash stands for the shards'.
     let weights = std::path::PathBuf::from(files.weights.file());
-    let (bytes, summary) = quantize_model(&files, &mut || sha256_file(&weights), on_tensor)?;
+    let (bytes, summary) =
+        quantize_model(&files, scheme, &mut || sha256_file(&weights), on_tensor)?;
     crate::checkpoint::files::write_derived(model_dir, out, &bytes)?;
     let original = files.weights.stored_bytes() as f64;
     let quantized = bytes.len() as f64;
     Ok(ModelMetrics {
+        scheme,
         original_size_mb: original / crate::MB,
         quantized_size_mb: quantized / crate::MB,
         size_unit: crate::MB_UNIT,

@@ -151,3 +151,55 @@ fn a_run_with_nothing_readable_records_only_failures() {
     assert_eq!(results.performance_metrics.failed_samples, 2);
     assert!(results.quality_metrics.is_none());
 }
+
+/// The comparison's rows against the first model: bytes per parameter, CIDEr retention, and the
+/// token agreement of each model's captions with the first's (over the images both captioned),
+/// which the first shows as 1 and has no improvement column.
+#[test]
+fn comparison_reports_bytes_per_parameter_and_token_agreement() {
+    let sample = |image: &str, ids: &[u32]| bench::Sample {
+        image: image.into(),
+        image_id: None,
+        caption: String::new(),
+        token_ids: ids.to_vec(),
+        new_tokens: ids.len(),
+        timings: Default::default(),
+    };
+    let results = |label: &str, mb: f64, samples: Vec<bench::Sample>| bench::ModelResults {
+        label: label.into(),
+        performance_metrics: Default::default(),
+        quality_metrics: None,
+        model_info: ModelInfoReport {
+            total_parameters: 1 << 20,
+            model_size_mb: mb,
+            ..Default::default()
+        },
+        failures: vec![],
+        samples,
+    };
+    let a = results(
+        "a",
+        4.0,
+        vec![sample("x", &[1, 2, 3, 4]), sample("y", &[1, 2])],
+    );
+    // x: 3 of 4 positions agree; y: 1 of 2 (over the longer); z is not in `a`.
+    let b = results(
+        "b",
+        1.0,
+        vec![
+            sample("x", &[1, 2, 3, 9]),
+            sample("y", &[1]),
+            sample("z", &[5]),
+        ],
+    );
+    let md = bench::comparison_markdown(&[a, b]);
+    assert!(
+        md.contains("| Bytes / parameter | 4.00 | 1.00 | -75.0% |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| Token agreement with the first | 1.0000 | 0.6250 | — |"),
+        "{md}"
+    );
+    assert!(md.contains("| CIDEr | n/a | n/a | n/a |"), "{md}");
+}

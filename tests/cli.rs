@@ -247,7 +247,10 @@ fn bench_reports_failures_and_keeps_going() {
         "Throughput (img/s)",
         "Memory (MB)",
         "Model size (MB)",
+        "Bytes / parameter",
         "BLEU-4",
+        "CIDEr",
+        "Token agreement with the first",
         "Tokens/s",
     ] {
         assert!(table.contains(row), "{row} missing from\n{table}");

@@ -296,7 +296,13 @@ fn an_index_that_disagrees_with_its_shards_is_refused_by_name() {
 fn int8_input_and_bad_outputs_are_refused() {
     let int8 = out_dir("int8-src");
     let dir = OutputDir::create(&int8, &[&tiny_dir()], false).unwrap();
-    blipq::quantize::quantize_dir(&tiny_dir(), &dir, &mut |_, _, _| {}).unwrap();
+    blipq::quantize::quantize_dir(
+        &tiny_dir(),
+        &dir,
+        blipq::quantize::Scheme::Q8_0,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
     dir.commit().unwrap();
     let out = out_dir("from-int8");
     let dir = OutputDir::create(&out, &[&int8], false).unwrap();

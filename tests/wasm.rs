@@ -811,7 +811,7 @@ fn quantize_checkpoint_makes_the_int8_files() {
     let on_progress =
         js_sys::Function::new_with_args("stage, done, total", "this.push([stage, done, total])")
             .bind0(&seen);
-    let out = blipq::web::quantize_checkpoint_js(files.clone(), Some(on_progress))
+    let out = blipq::web::quantize_checkpoint_js(files.clone(), Some(on_progress), None)
         .unwrap_or_else(|e| panic!("{}", error_message(e)));
     let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).unwrap();
     let made = get(&out, "files");
@@ -857,10 +857,31 @@ fn quantize_checkpoint_makes_the_int8_files() {
     .unwrap();
     assert!(out.new_tokens > 0);
     // An INT8 source is refused by name.
-    let msg = error_message(blipq::web::quantize_checkpoint_js(made, None).unwrap_err());
+    let msg = error_message(blipq::web::quantize_checkpoint_js(made, None, None).unwrap_err());
     assert!(msg.contains("already a blipq INT8"), "{msg}");
     // A throwing progress callback is rethrown.
     let f = js_sys::Function::new_with_args("", "throw new TypeError('stop')");
-    let err = blipq::web::quantize_checkpoint_js(files, Some(f)).unwrap_err();
+    let err = blipq::web::quantize_checkpoint_js(files.clone(), Some(f), None).unwrap_err();
     assert!(err.is_instance_of::<js_sys::TypeError>(), "{err:?}");
+    // The half-precision schemes: F16 weights (metadata naming the scheme), and an unknown
+    // scheme is refused by name.
+    let half = blipq::web::quantize_checkpoint_js(files.clone(), None, Some("f16".into()))
+        .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let weights = get(&get(&half, "files"), "model.safetensors")
+        .dyn_into::<js_sys::Uint8Array>()
+        .unwrap()
+        .to_vec();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&weights).unwrap();
+    assert_eq!(meta.metadata().as_ref().unwrap()["blipq_scheme"], "f16");
+    assert!(meta
+        .tensors()
+        .values()
+        .all(|t| t.dtype == safetensors::Dtype::F16));
+    let msg = error_message(
+        blipq::web::quantize_checkpoint_js(files, None, Some("q3".into())).unwrap_err(),
+    );
+    assert!(
+        msg.contains("q3") && msg.contains("q8_0, f16 or bf16"),
+        "{msg}"
+    );
 }

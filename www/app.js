@@ -8,15 +8,16 @@
 // data-vision-s, data-decode-s, data-total-s, data-tokens-per-s, data-wasm-bytes,
 // data-js-heap-bytes, data-bleu4 (when the image has references). Loaded models are
 // .model-item elements with data-key, data-weight-bytes, data-mem-before, data-mem-after,
-// data-load-ratio, data-from-cache; a model that is not INT8 has a .make-int8 button. Checkpoints
-// made in this browser are .made-item elements with data-id, data-sha256 (of the INT8
+// data-load-ratio, data-from-cache; a model that is not INT8 has .make-scheme buttons
+// (data-key, data-scheme: q8_0, f16, bf16). Checkpoints
+// made in this browser are .made-item elements with data-id, data-sha256 (of the made
 // model.safetensors) and data-source-sha256, and .load-made / .delete-made buttons and download
 // links a[data-file] once "Download files" is open. The benchmark's model checkboxes are
 // #bench-models input[data-key]. Errors go to #messages (role="alert"). body[data-wasm-build]
 // names the worker's build ("relaxed-simd" or "simd128"), body[data-threads] its threads.
 import { ownBenchSet, setupOwnImages, usingOwnImages } from "./bench-images.js";
 import { showReport } from "./bench-view.js";
-import { CACHE_NAME, fileLabel } from "./common.js";
+import { CACHE_NAME, fileLabel, SCHEMES } from "./common.js";
 import { $, el, fmtInt, fmtMB, fmtMs, fmtSize, showMessage } from "./dom.js";
 import { ensureIsolation } from "./isolation.js";
 import { deleteMade, listMade, madeFileBlob } from "./store.js";
@@ -219,7 +220,7 @@ function renderModels() {
         "label",
         { for: `model-${m.key}` },
         el("strong", { text: m.title }),
-        el("span", { class: "tag", text: info.is_quantized ? "INT8" : info.dtype.toUpperCase() }),
+        el("span", { class: "tag", text: m.tag ?? (info.is_quantized ? "INT8" : info.dtype.toUpperCase()) }),
         s.fromCache ? el("span", { class: "tag muted", text: "from cache" }) : null,
       ),
       el(
@@ -238,15 +239,18 @@ function renderModels() {
         : el(
             "div",
             { class: "buttons" },
-            el("button", {
-              type: "button",
-              class: "secondary make-int8",
-              "data-key": m.key,
-              text: "Make INT8",
-              title: "Quantize this model here (as blipq quantize) and keep the INT8 checkpoint in this browser",
-              disabled: making.has(m.key),
-              onclick: () => makeInt8(m),
-            }),
+            ...Object.entries(SCHEMES).map(([scheme, kind]) =>
+              el("button", {
+                type: "button",
+                class: "secondary make-scheme",
+                "data-key": m.key,
+                "data-scheme": scheme,
+                text: `Make ${kind.name}`,
+                title: `Make the ${kind.format} checkpoint of this model here (as blipq quantize --scheme ${scheme}) and keep it in this browser`,
+                disabled: making.has(m.key),
+                onclick: () => makeQuantized(m, scheme),
+              }),
+            ),
           ),
     );
     list.append(item);
@@ -275,11 +279,11 @@ const STAGE_NAMES = {
 };
 
 /**
- * "Make INT8": quantizes a loaded model's checkpoint in a fresh worker with the engine's
- * quantizer (`quantizeCheckpoint`, the code of `blipq quantize`), keeps the result in this
- * browser (www/store.js) and loads it.
+ * "Make INT8" (or F16, BF16: `scheme`): quantizes a loaded model's checkpoint in a fresh worker
+ * with the engine's quantizer (`quantizeCheckpoint`, the code of `blipq quantize --scheme`),
+ * keeps the result in this browser (www/store.js) and loads it.
  */
-async function makeInt8(m) {
+async function makeQuantized(m, scheme) {
   if (making.has(m.key)) return;
   making.add(m.key);
   renderModels();
@@ -289,7 +293,7 @@ async function makeInt8(m) {
   try {
     const out = await worker.request(
       "quantize",
-      { source: m.source, label: m.label, title: m.title, from: m.modelPath },
+      { source: m.source, label: m.label, title: m.title, from: m.modelPath, scheme },
       (ev) => {
         if (ev.type === "notice") showMessage(ev.message, "notice");
         else if (ev.type === "progress") showProgress(`make-${m.key}`, ev);
@@ -314,7 +318,7 @@ async function makeInt8(m) {
     }
     stageRow(m.key, STAGE_NAMES.store, out.alreadyKept ? "already kept" : "kept", 1, 1);
     showMessage(
-      `${made.title}: ${made.summary.quantized_tensors} tensors quantized in ${made.seconds.toFixed(1)} s, ` +
+      `${made.title}: ${made.summary.quantized_tensors} tensors ${SCHEMES[made.scheme ?? "q8_0"].name} in ${made.seconds.toFixed(1)} s, ` +
         `${fmtMB(made.files?.["model.safetensors"] ?? made.summary.output_bytes)} (was ${fmtMB(made.sourceBytes)}); ` +
         `peak wasm memory ${fmtMB(out.peakMemoryBytes)}.${out.alreadyKept ? " It was already kept here." : ""}`,
       "notice",
@@ -322,7 +326,7 @@ async function makeInt8(m) {
     await renderMade();
     if (await loadModel(`made:${made.id}`, madeModelDef(made))) suggestBench([m.key, `made:${made.id}`]);
   } catch (e) {
-    showMessage(`Could not make INT8 of ${m.title}: ${e.message}`);
+    showMessage(`Could not make ${SCHEMES[scheme].name} of ${m.title}: ${e.message}`);
   } finally {
     worker.terminate();
     making.delete(m.key);
@@ -335,6 +339,7 @@ function madeModelDef(made) {
   return {
     label: made.label,
     title: made.title,
+    tag: SCHEMES[made.scheme ?? "q8_0"].name,
     modelPath: `made in this browser from ${made.from}`,
     source: { kind: "made", id: made.id },
   };
@@ -375,13 +380,14 @@ async function renderMade() {
       el(
         "div",
         { class: "model-item made-item", "data-id": made.id, "data-sha256": made.sha256, "data-source-sha256": made.sourceSha256 },
-        el("div", { class: "made-head" }, el("strong", { text: made.title }), el("span", { class: "tag", text: "INT8" })),
+        el("div", { class: "made-head" }, el("strong", { text: made.title }), el("span", { class: "tag", text: SCHEMES[made.scheme ?? "q8_0"].name })),
         el(
           "dl",
           { class: "facts" },
           ...fact("Made from", made.from),
+          ...fact("Format", made.format),
           ...fact("Weights file", `${fmtMB(made.files["model.safetensors"])} (source ${fmtMB(made.sourceBytes)})`),
-          ...fact("Quantized", `${made.summary.quantized_tensors} tensors in ${made.seconds.toFixed(1)} s, ${new Date(made.createdAt).toLocaleString()}`),
+          ...fact("Made", `${made.summary.quantized_tensors} tensors in ${made.seconds.toFixed(1)} s, ${new Date(made.createdAt).toLocaleString()}`),
           ...fact("SHA-256", made.sha256),
         ),
         el(

@@ -17,3 +17,13 @@ export const MB = 1024 * 1024;
  * digits, ".", "_" and "-" become one "-" (a Hub name's "/" and "@" included).
  */
 export const fileLabel = (label) => label.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^-+|-+$/g, "") || "model";
+
+/**
+ * The schemes "Make" offers (the engine's `blipq quantize --scheme`, checked by
+ * `quantizeCheckpoint`): the name shown, and the suffix of a made model's label.
+ */
+export const SCHEMES = {
+  q8_0: { name: "INT8", suffix: "int8", format: "blipq INT8 (Q8_0: int8 blocks of 32, f16 scales)" },
+  f16: { name: "F16", suffix: "f16", format: "F16 (every weight in half precision; computed in f32)" },
+  bf16: { name: "BF16", suffix: "bf16", format: "BF16 (every weight in bfloat16; computed in f32)" },
+};

@@ -26,7 +26,8 @@
 //   caption {key, image: Blob|ArrayBuffer, options, references?}
 //                                           → token events {text}, then {caption, tokenIds,
 //                                              newTokens, timings, bleu4, wasmMemoryBytes, jsHeapBytes}
-//   quantize {source, label, title, from}    (sent to a fresh worker)
+//   quantize {source, label, title, from, scheme}   (sent to a fresh worker; scheme: "q8_0"
+//        (default), "f16" or "bf16", as `blipq quantize --scheme`)
 //                                           → progress and quantize-progress {stage: "start" |
 //                                              "hash" | "quantize" | "store", done, total}
 //                                              events, then {manifest, alreadyKept?,
@@ -49,7 +50,7 @@
 // deleted (unless memory was short, which says nothing about the files). A fetch() that throws (no HTTP answer: unreachable, or refused by CORS)
 // is explained in plain words.
 //
-import { CACHE_NAME, fileLabel } from "./common.js";
+import { CACHE_NAME, fileLabel, SCHEMES } from "./common.js";
 import {
   cachedFile,
   errorMessage,
@@ -475,7 +476,9 @@ const handlers = {
     return summary;
   },
 
-  quantize: async ({ source, label, title, from }, emit) => {
+  quantize: async ({ source, label, title, from, scheme = "q8_0" }, emit) => {
+    const kind = SCHEMES[scheme];
+    if (!kind) throw new Error(`unknown scheme "${scheme}" (expected ${Object.keys(SCHEMES).join(", ")})`);
     // Sent to a fresh worker (like bench): the source's files and the INT8 result occupy its
     // wasm memory only, which is given back when the page ends that worker.
     const memBefore = wasmMemoryBytes();
@@ -483,8 +486,10 @@ const handlers = {
     const weights = weightsName(got.files);
     emit({ type: "quantize-progress", stage: "start", done: 0, total: 1 });
     const started = performance.now();
-    const out = blipq.quantizeCheckpoint(got.files, (stage, done, total) =>
-      emit({ type: "quantize-progress", stage, done, total }),
+    const out = blipq.quantizeCheckpoint(
+      got.files,
+      (stage, done, total) => emit({ type: "quantize-progress", stage, done, total }),
+      scheme,
     );
     const seconds = (performance.now() - started) / 1000;
     const peakMemoryBytes = wasmMemoryBytes();
@@ -492,11 +497,12 @@ const handlers = {
     await got.store?.();
     const slug = fileLabel(label);
     const manifest = {
-      id: `${slug}-int8-${out.sourceSha256.slice(0, 12)}`,
-      label: `${slug}-int8`,
-      title: `${title} INT8`,
+      id: `${slug}-${kind.suffix}-${out.sourceSha256.slice(0, 12)}`,
+      label: `${slug}-${kind.suffix}`,
+      title: `${title} ${kind.name}`,
       from,
-      format: "blipq INT8 (Q8_0)",
+      scheme,
+      format: kind.format,
       createdAt: new Date().toISOString(),
       sha256: out.sha256,
       sourceSha256: out.sourceSha256,

@@ -15,6 +15,7 @@ pub mod hub;
 pub mod int8;
 pub mod pth;
 pub mod sharded;
+pub mod writer;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -408,10 +408,11 @@ pub fn coco_results(samples: &[Sample]) -> Vec<metrics::CocoCaption> {
         .collect()
 }
 
-/// One row of the comparison: how to read a value from results and how to compare two values.
+/// One row of the comparison: how to read a value from a model's results (given the first
+/// model's, the reference) and how to compare two values.
 struct Row {
     label: &'static str,
-    value: fn(&ModelResults) -> Option<f64>,
+    value: fn(&ModelResults, &ModelResults) -> Option<f64>,
     decimals: usize,
     compare: Compare,
 }
@@ -426,52 +427,104 @@ enum Compare {
     Reduction,
     /// Higher is better; shown as the share kept.
     Retention,
+    /// Already relative to the reference: no improvement column.
+    Relative,
 }
 
-const ROWS: [Row; 6] = [
+const ROWS: [Row; 9] = [
     Row {
         label: "Inference speed (s/image)",
-        value: |r| Some(r.performance_metrics.avg_inference_time),
+        value: |r, _| Some(r.performance_metrics.avg_inference_time),
         decimals: 3,
         compare: Compare::Speedup,
     },
     Row {
         label: "Throughput (img/s)",
-        value: |r| Some(r.performance_metrics.throughput_images_per_sec),
+        value: |r, _| Some(r.performance_metrics.throughput_images_per_sec),
         decimals: 2,
         compare: Compare::Ratio,
     },
     Row {
         label: "Memory (MB)",
-        value: |r| r.performance_metrics.memory_usage_mb,
+        value: |r, _| r.performance_metrics.memory_usage_mb,
         decimals: 1,
         compare: Compare::Reduction,
     },
     Row {
         label: "Model size (MB)",
-        value: |r| Some(r.model_info.model_size_mb),
+        value: |r, _| Some(r.model_info.model_size_mb),
         decimals: 1,
         compare: Compare::Reduction,
     },
     Row {
+        label: "Bytes / parameter",
+        value: |r, _| bytes_per_parameter(r),
+        decimals: 2,
+        compare: Compare::Reduction,
+    },
+    Row {
         label: "BLEU-4",
-        value: |r| r.quality_metrics.as_ref().map(|q| q.bleu_score),
+        value: |r, _| r.quality_metrics.as_ref().map(|q| q.bleu_score),
         decimals: 4,
         compare: Compare::Retention,
     },
     Row {
+        label: "CIDEr",
+        value: |r, _| r.quality_metrics.as_ref().map(|q| q.scores.cider),
+        decimals: 4,
+        compare: Compare::Retention,
+    },
+    Row {
+        label: "Token agreement with the first",
+        value: |r, base| token_agreement(r, base),
+        decimals: 4,
+        compare: Compare::Relative,
+    },
+    Row {
         label: "Tokens/s",
-        value: |r| Some(r.performance_metrics.tokens_per_second),
+        value: |r, _| Some(r.performance_metrics.tokens_per_second),
         decimals: 1,
         compare: Compare::Ratio,
     },
 ];
+
+/// Bytes of the weights file per parameter (4 for f32; 1 to 1.2 for blipq's INT8, by the share
+/// kept in f32).
+fn bytes_per_parameter(r: &ModelResults) -> Option<f64> {
+    let n = r.model_info.total_parameters;
+    (n > 0).then(|| r.model_info.model_size_mb * crate::MB / n as f64)
+}
+
+/// Mean, over the images both runs captioned, of the fraction of greedy token positions where
+/// `r`'s caption agrees with `base`'s ([`metrics::token_agreement`]); `None` when they share
+/// no image.
+fn token_agreement(r: &ModelResults, base: &ModelResults) -> Option<f64> {
+    let theirs: std::collections::HashMap<&str, &[u32]> = base
+        .samples
+        .iter()
+        .map(|s| (s.image.as_str(), s.token_ids.as_slice()))
+        .collect();
+    let agree: Vec<f64> = r
+        .samples
+        .iter()
+        .filter_map(|s| {
+            Some(metrics::token_agreement(
+                &s.token_ids,
+                theirs.get(s.image.as_str())?,
+            ))
+        })
+        .collect();
+    (!agree.is_empty()).then(|| agree.iter().sum::<f64>() / agree.len() as f64)
+}
 
 /// The improvement of `new` over `base` for one row, as text.
 fn improvement(compare: Compare, base: Option<f64>, new: Option<f64>) -> String {
     let (Some(b), Some(n)) = (base, new) else {
         return "n/a".into();
     };
+    if matches!(compare, Compare::Relative) {
+        return "—".into();
+    }
     if b == 0.0 || n == 0.0 {
         return "n/a".into();
     }
@@ -480,6 +533,7 @@ fn improvement(compare: Compare, base: Option<f64>, new: Option<f64>) -> String 
         Compare::Ratio => format!("{:.2}x", n / b),
         Compare::Reduction => format!("{:+.1}%", (n - b) / b * 100.0),
         Compare::Retention => format!("{:.1}% retained", n / b * 100.0),
+        Compare::Relative => "—".into(),
     }
 }
 
@@ -502,17 +556,17 @@ pub fn comparison_markdown(models: &[ModelResults]) -> String {
         "---|".repeat(header.len())
     );
     for row in &ROWS {
+        let Some(first) = models.first() else { break };
         let mut cells = vec![row.label.to_string()];
-        cells.extend(models.iter().map(|m| match (row.value)(m) {
+        cells.extend(models.iter().map(|m| match (row.value)(m, first) {
             Some(v) => format!("{v:.prec$}", prec = row.decimals),
             None => "n/a".into(),
         }));
         if let Some(base) = models.first() {
             cells.extend(
-                models
-                    .iter()
-                    .skip(1)
-                    .map(|m| improvement(row.compare, (row.value)(base), (row.value)(m))),
+                models.iter().skip(1).map(|m| {
+                    improvement(row.compare, (row.value)(base, base), (row.value)(m, base))
+                }),
             );
         }
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
@@ -530,7 +584,7 @@ pub fn comparison_json(models: &[ModelResults]) -> serde_json::Value {
             row.insert("label".into(), m.label.clone().into());
             row.insert("model_path".into(), m.model_info.model_path.clone().into());
             for r in &ROWS {
-                row.insert(r.label.into(), (r.value)(m).into());
+                row.insert(r.label.into(), (r.value)(m, &models[0]).into());
             }
             serde_json::Value::Object(row)
         })
@@ -549,7 +603,7 @@ pub fn comparison_json(models: &[ModelResults]) -> serde_json::Value {
                 for r in &ROWS {
                     row.insert(
                         r.label.into(),
-                        improvement(r.compare, (r.value)(base), (r.value)(m)).into(),
+                        improvement(r.compare, (r.value)(base, base), (r.value)(m, base)).into(),
                     );
                 }
                 serde_json::Value::Object(row)

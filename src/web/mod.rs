@@ -283,17 +283,20 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
     Ok(files)
 }
 
-/// Wasm memory `quantizeCheckpoint` needs beyond what is in use: the INT8 tensors (an int8 value
-/// and a 1/16 share of an f16 scale per quantized value, f32 for the rest) twice (the tensors,
-/// then the serialized file), plus the largest tensor as f32 while it is quantized.
-fn quantize_bytes_estimate(ckpt: &Checkpoint) -> f64 {
+/// Wasm memory `quantizeCheckpoint` needs beyond what is in use: the output tensors (for `q8_0`
+/// an int8 value and a 1/16 share of an f16 scale per quantized value, f32 for the rest; two
+/// bytes a value for the half schemes) twice (the tensors, then the serialized file), plus the
+/// largest tensor as f32 while it is converted.
+fn quantize_bytes_estimate(ckpt: &Checkpoint, scheme: crate::quantize::Scheme) -> f64 {
     let (mut out, mut largest) = (0.0f64, 0.0f64);
     for name in ckpt.names() {
         let Some((_, shape)) = ckpt.info(&name) else {
             continue;
         };
         let n = shape.iter().product::<usize>() as f64;
-        out += if crate::quantize::is_quantizable(&name, &shape) {
+        out += if scheme != crate::quantize::Scheme::Q8_0 {
+            n * 2.0
+        } else if crate::quantize::is_quantizable(&name, &shape) {
             n * (1.0 + 2.0 / crate::checkpoint::BLOCK as f64)
         } else {
             n * 4.0
@@ -314,9 +317,10 @@ struct JsQuantized {
     summary: crate::quantize::QuantizeSummary,
 }
 
-/// `quantizeCheckpoint(files, onProgress?)` → `{files, sha256, sourceSha256, summary}`: the INT8
-/// checkpoint of an FP32/F16/BF16 one, made by the code of `blipq quantize`
-/// ([`crate::quantize::quantize_model`]), so its `model.safetensors` is byte for byte the CLI's.
+/// `quantizeCheckpoint(files, onProgress?, scheme?)` → `{files, sha256, sourceSha256, summary}`:
+/// the INT8 (`scheme` `"q8_0"`, the default), F16 or BF16 checkpoint of an FP32/F16/BF16 one,
+/// made by the code of `blipq quantize --scheme` ([`crate::quantize::quantize_model`]), so its
+/// `model.safetensors` is byte for byte the CLI's.
 /// `files` are the source's files keyed by name (as for `new Captioner`); the result's `files`
 /// holds the INT8 `model.safetensors` and the source's other files that a derived checkpoint
 /// keeps ([`crate::checkpoint::files::copied_files`]; the same objects, not copies).
@@ -331,9 +335,15 @@ pub fn quantize_checkpoint_js(
         unchecked_optional_param_type = "((stage: string, done: number, total: number) => void) | null"
     )]
     on_progress: Option<js_sys::Function>,
+    #[wasm_bindgen(unchecked_optional_param_type = "\"q8_0\" | \"f16\" | \"bf16\" | null")]
+    scheme: Option<String>,
 ) -> std::result::Result<JsValue, JsValue> {
     use crate::checkpoint::files::{base_name, copied_files};
     console_error_panic_hook::set_once();
+    let scheme: crate::quantize::Scheme = match scheme {
+        Some(s) => s.parse().map_err(js_err)?,
+        None => Default::default(),
+    };
     let entries = js_entries(&files, "quantizeCheckpoint(files)")?;
     let kept: Vec<(String, js_sys::Uint8Array)> = entries
         .iter()
@@ -356,7 +366,7 @@ pub fn quantize_checkpoint_js(
     let model = model_files_from_entries(entries).map_err(js_err)?;
     check_fits_in_wasm_memory(
         model.weights.file(),
-        quantize_bytes_estimate(&model.weights),
+        quantize_bytes_estimate(&model.weights, scheme),
         wasm_memory_bytes(),
     )
     .map_err(js_err)?;
@@ -379,6 +389,7 @@ pub fn quantize_checkpoint_js(
     let mut source_sha = String::new();
     let (bytes, summary) = crate::quantize::quantize_model(
         &model,
+        scheme,
         &mut || {
             let sha = crate::quantize::sha256_source(&weights_bytes, &mut |done, total| {
                 report("hash", done, total)

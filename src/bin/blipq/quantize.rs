@@ -30,6 +30,11 @@ pub struct Args {
     /// Skip the FP32-vs-INT8 validation.
     #[arg(long)]
     no_validate: bool,
+    /// How to store the weights: q8_0 (blipq's INT8: int8 blocks of 32 with an f16 scale,
+    /// computed by the INT8 kernels), f16 or bf16 (every weight in half precision: half the
+    /// size, computed in f32).
+    #[arg(long, default_value = "q8_0")]
+    scheme: quantize::Scheme,
 }
 
 /// Photos compiled into the binary so validation always has real images.
@@ -129,23 +134,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let out = args.output.create(&[&args.model])?;
     let pb = progress::bar(0, "quantizing");
-    let metrics = quantize::quantize_dir(&args.model, &out, &mut progress::per_tensor(&pb))
-        .with_context(|| format!("quantizing {}", args.model.display()))?;
+    let metrics = quantize::quantize_dir(
+        &args.model,
+        &out,
+        args.scheme,
+        &mut progress::per_tensor(&pb),
+    )
+    .with_context(|| format!("quantizing {}", args.model.display()))?;
     pb.finish_and_clear();
     eprintln!(
-        "quantized {} ({:.2} MB -> {:.2} MB, {:.2}x smaller, {} tensors INT8, {} kept F32)",
+        "quantized {} ({:.2} MB -> {:.2} MB, {:.2}x smaller, {} tensors {}, {} kept F32)",
         args.model.display(),
         metrics.original_size_mb,
         metrics.quantized_size_mb,
         metrics.size_reduction_ratio,
         metrics.quantized_tensors,
+        args.scheme.as_str(),
         metrics.kept_tensors
     );
     let validation: Option<Validation> = if args.no_validate {
         None
     } else {
         let fp32 = Captioner::load_dir(&args.model).context("loading the FP32 model")?;
-        let int8 = Captioner::load_dir(out.path()).context("loading the INT8 model just made")?;
+        let int8 = Captioner::load_dir(out.path()).context("loading the model just made")?;
         let pb = progress::bar(images.len() as u64, "validating");
         let v = quantize::validate(&fp32, &int8, &images, &mut |i, _| pb.set_position(i as u64));
         pb.finish_and_clear();
@@ -171,7 +182,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let report = json!({
         "quantization_info": {
-            "method": "blipq-int8 (Q8_0: int8 weights, f16 scale per block of 32)",
+            "method": match args.scheme {
+                quantize::Scheme::Q8_0 => "blipq-int8 (Q8_0: int8 weights, f16 scale per block of 32)",
+                quantize::Scheme::F16 => "f16 (every weight in IEEE half precision; computed in f32)",
+                quantize::Scheme::Bf16 => "bf16 (every weight in bfloat16; computed in f32)",
+            },
             "timestamp": timestamp_utc(),
             "device": "cpu",
             "model_path": args.model.display().to_string(),

@@ -159,6 +159,16 @@ pub fn score_tokenized<S: AsRef<str>>(
     }
 }
 
+/// Fraction of positions (over the longer sequence) with equal tokens.
+pub fn token_agreement(a: &[u32], b: &[u32]) -> f64 {
+    let n = a.len().max(b.len());
+    if n == 0 {
+        return 1.0;
+    }
+    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    same as f64 / n as f64
+}
+
 /// BLEU-4 of one caption against its references, tokenized and scored as `pycocoevalcap` would for a
 /// one-image set (the web page shows it per image). 0 without references.
 pub fn bleu4<S: AsRef<str>>(hypothesis: &str, references: &[S]) -> f64 {
