@@ -54,9 +54,6 @@ impl std::str::FromStr for Scheme {
 }
 
 impl Scheme {
-    /// All schemes, in the order the docs and the page list them.
-    pub const ALL: [Scheme; 3] = [Scheme::Q8_0, Scheme::F16, Scheme::Bf16];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Q8_0 => "q8_0",

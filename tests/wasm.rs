@@ -732,15 +732,19 @@ fn pytorch_model_bin_loads_from_its_bytes() {
     let pth = js_sys::Uint8Array::from(&include_bytes!("fixtures/tiny-bin/pytorch_model.bin")[..]);
     js_sys::Reflect::set(&files, &"pytorch_model.bin".into(), &pth).unwrap();
     let bin = WasmCaptioner::new(files).unwrap_or_else(|e| panic!("{}", error_message(e)));
-    for (name, bytes) in IMAGES.iter().take(2) {
-        let got: CaptionOut =
-            serde_wasm_bindgen::from_value(bin.caption(bytes, JsValue::UNDEFINED, None).unwrap())
+    captions_like_the_tiny_model(&bin, &IMAGES[..2]);
+}
+
+/// `model` gives the tiny model's token ids for each of `images`.
+fn captions_like_the_tiny_model(model: &WasmCaptioner, images: &[(&str, &[u8])]) {
+    let ids = |m: &WasmCaptioner, bytes: &[u8]| {
+        let out: CaptionOut =
+            serde_wasm_bindgen::from_value(m.caption(bytes, JsValue::UNDEFINED, None).unwrap())
                 .unwrap();
-        let want: CaptionOut = serde_wasm_bindgen::from_value(
-            with_model(|m| m.caption(bytes, JsValue::UNDEFINED, None)).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(got.token_ids, want.token_ids, "{name}");
+        out.token_ids
+    };
+    for (name, bytes) in images {
+        assert_eq!(ids(model, bytes), with_model(|m| ids(m, bytes)), "{name}");
     }
 }
 
@@ -780,15 +784,7 @@ fn sharded_safetensors_load_from_their_files() {
         files
     };
     let sharded = WasmCaptioner::new(files(2)).unwrap_or_else(|e| panic!("{}", error_message(e)));
-    let image = IMAGES[0].1;
-    let got: CaptionOut =
-        serde_wasm_bindgen::from_value(sharded.caption(image, JsValue::UNDEFINED, None).unwrap())
-            .unwrap();
-    let want: CaptionOut = serde_wasm_bindgen::from_value(
-        with_model(|m| m.caption(image, JsValue::UNDEFINED, None)).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(got.token_ids, want.token_ids);
+    captions_like_the_tiny_model(&sharded, &IMAGES[..1]);
     let msg = error_message(
         WasmCaptioner::new(files(1))
             .err()
