@@ -47,6 +47,16 @@ pub struct Caption {
     /// Tokens generated after the prefix (bos + prompt).
     pub new_tokens: usize,
     pub timings: Timings,
+    /// The vision encoder's output for the image's class token (row 0 of `image_embeds`, the
+    /// image summary BLIP's retrieval heads use): what the benchmark compares between models
+    /// (embedding cosine). Not part of a caption's JSON.
+    #[serde(skip)]
+    pub image_cls: Vec<f32>,
+}
+
+/// Row 0 (the class token) of image `i` of `image_embeds` `[batch, tokens, hidden]`.
+fn class_token(image_embeds: &Tensor, i: usize) -> Result<Vec<f32>> {
+    Ok(image_embeds.get(i)?.get(0)?.to_vec1::<f32>()?)
 }
 
 /// Size facts about a loaded model.
@@ -375,6 +385,7 @@ impl Captioner {
             caption,
             new_tokens: token_ids.len() - prefix_len,
             token_ids,
+            image_cls: class_token(&image_embeds, 0)?,
             timings: Timings {
                 preprocess_s,
                 vision_s,
@@ -423,6 +434,7 @@ impl Captioner {
             .filter_map(|(p, _)| p.as_ref().ok().cloned())
             .collect();
         let mut captions = Vec::new().into_iter();
+        let mut classes = Vec::new().into_iter();
         let (mut vision_s, mut decode_s) = (0.0, 0.0);
         if !pixels.is_empty() {
             let sw = Stopwatch::start();
@@ -448,6 +460,10 @@ impl Captioner {
             let share = pixels.len() as f64;
             (vision_s, decode_s) = (vision_s / share, decode_s / share);
             captions = decoded.into_iter();
+            classes = (0..pixels.len())
+                .map(|i| class_token(&image_embeds, i))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter();
         }
         let mut out = Vec::with_capacity(images.len());
         for (values, preprocess_s) in prepared {
@@ -461,6 +477,7 @@ impl Captioner {
                         caption,
                         new_tokens: token_ids.len() - prefix.len(),
                         token_ids,
+                        image_cls: classes.next().unwrap_or_default(),
                         timings: Timings {
                             preprocess_s,
                             vision_s,

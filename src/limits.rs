@@ -17,6 +17,10 @@ pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
 /// captions file is 90 MB).
 pub const MAX_ANNOTATIONS_BYTES: u64 = 512 << 20;
 
+/// Most bytes of images the page's benchmark view takes at once from the user's own files (it
+/// holds them all while a run lasts).
+pub const MAX_BENCH_IMAGES_BYTES: u64 = 1 << 30;
+
 /// A byte count in the unit every report of blipq uses ([`crate::MB`]: 2^20 bytes).
 pub fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / crate::MB)

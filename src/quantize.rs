@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 use safetensors::Dtype;
 use serde::Serialize;
 
-use crate::checkpoint::int8::{self, split_q8_0, BLOCK};
+use crate::checkpoint::int8::{self, split_q8_0, Layout, BLOCK};
 use crate::checkpoint::writer::{self, OutTensor};
 use crate::checkpoint::{Checkpoint, StoredDType};
 use crate::{Caption, CaptionOptions, Captioner, Error, Result};
@@ -33,6 +33,11 @@ pub enum Scheme {
     /// values with an f16 scale, for every quantizable `nn.Linear`; computed by the INT8 kernels.
     #[default]
     Q8_0,
+    /// Symmetric int8 weights with one f32 scale per output channel, activations quantized per
+    /// token at run time (the recipe of PyTorch's `quantize_dynamic` and ONNX Runtime's dynamic
+    /// quantization): the INT8 kernels sum whole rows in int32 and scale once.
+    #[serde(rename = "int8-channel")]
+    Int8Channel,
     /// Every weight rounded to IEEE half precision: half the size, computed in f32.
     F16,
     /// Every weight rounded to bfloat16: half the size, f32's range, computed in f32.
@@ -44,10 +49,11 @@ impl std::str::FromStr for Scheme {
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "q8_0" | "int8" => Ok(Self::Q8_0),
+            "int8-channel" | "int8_channel" => Ok(Self::Int8Channel),
             "f16" | "fp16" => Ok(Self::F16),
             "bf16" => Ok(Self::Bf16),
             _ => Err(Error::InvalidArgument(format!(
-                "scheme \"{s}\": expected q8_0, f16 or bf16"
+                "scheme \"{s}\": expected q8_0, int8-channel, f16 or bf16"
             ))),
         }
     }
@@ -57,24 +63,30 @@ impl Scheme {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Q8_0 => "q8_0",
+            Self::Int8Channel => int8::CHANNEL_SCHEME,
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
         }
     }
 
-    /// The dtype a half-precision scheme writes; `None` for `Q8_0`.
+    /// Whether the scheme stores int8 weights (computed by the INT8 kernels).
+    pub fn is_int8(self) -> bool {
+        self.half().is_none()
+    }
+
+    /// The dtype a half-precision scheme writes; `None` for the INT8 ones.
     fn half(self) -> Option<crate::convert::OutDType> {
         match self {
-            Self::Q8_0 => None,
+            Self::Q8_0 | Self::Int8Channel => None,
             Self::F16 => Some(crate::convert::OutDType::F16),
             Self::Bf16 => Some(crate::convert::OutDType::BF16),
         }
     }
 }
 
-/// The metadata key naming the scheme of a half-precision file `blipq quantize` wrote (next to
-/// `format: pt` and `source`, the SHA-256 of the file it was made from).
-pub const SCHEME_KEY: &str = "blipq_scheme";
+/// The metadata key naming the scheme of a file `blipq quantize` wrote other than `q8_0` (next
+/// to `source`, the SHA-256 of the file it was made from).
+pub use crate::checkpoint::int8::SCHEME_KEY;
 
 /// What the quantizer did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -84,10 +96,12 @@ pub struct QuantizeSummary {
     pub output_bytes: usize,
 }
 
-/// Serializes the INT8 version of `ckpt`. `source_sha256` names the FP32 file in the metadata;
-/// `on_tensor(done, total, name)` reports progress.
+/// Serializes the INT8 version of `ckpt` in `layout` (`Q8_0` blocks or per channel).
+/// `source_sha256` names the FP32 file in the metadata; `on_tensor(done, total, name)` reports
+/// progress.
 pub fn quantize_checkpoint(
     ckpt: &Checkpoint,
+    layout: Layout,
     source_sha256: &str,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Vec<u8>, QuantizeSummary)> {
@@ -113,7 +127,26 @@ pub fn quantize_checkpoint(
             ));
         }
         let t = ckpt.load_f32(name, &shape, &device)?;
-        if is_quantizable(name, &shape) {
+        if is_quantizable(name, &shape) && layout == Layout::Channel {
+            let (q, scales) = quantize_channels(&t)?;
+            out.push((
+                name.clone(),
+                OutTensor {
+                    dtype: Dtype::I8,
+                    shape: shape.clone(),
+                    data: q,
+                },
+            ));
+            out.push((
+                int8::scale_name(name),
+                OutTensor {
+                    dtype: Dtype::F32,
+                    shape: vec![shape[0], 1],
+                    data: scales.iter().flat_map(|d| d.to_le_bytes()).collect(),
+                },
+            ));
+            summary.quantized_tensors += 1;
+        } else if is_quantizable(name, &shape) {
             let (rows, cols) = (shape[0], shape[1]);
             let q = QTensor::quantize(&t, GgmlDType::Q8_0)?;
             let (qs, scales) = split_q8_0(&q.data()?, rows, cols);
@@ -149,11 +182,30 @@ pub fn quantize_checkpoint(
     on_tensor(names.len(), names.len(), "");
     let bytes = writer::serialize(
         out,
-        int8::metadata(source_sha256).into_iter().collect(),
+        int8::metadata(layout, source_sha256).into_iter().collect(),
         crate::checkpoint::files::SAFETENSORS_FILE,
     )?;
     summary.output_bytes = bytes.len();
     Ok((bytes, summary))
+}
+
+/// A `[rows, cols]` matrix quantized per row: `d = max |w| / 127` (f32), `q = round(w / d)`;
+/// returns the int8 values (as bytes, row-major) and the row scales.
+pub fn quantize_channels(t: &Tensor) -> Result<(Vec<u8>, Vec<f32>)> {
+    let (_, cols) = t.dims2()?;
+    let w: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(w.len() / cols.max(1));
+    for row in w.chunks_exact(cols) {
+        let d = row.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        q.extend(
+            row.iter()
+                .map(|v| (v * id).round().clamp(-127.0, 127.0) as i8 as u8),
+        );
+        scales.push(d);
+    }
+    Ok((q, scales))
 }
 
 fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
@@ -197,13 +249,7 @@ pub struct ValidationSample {
 pub fn cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
     let a: Vec<f32> = a.flatten_all()?.to_vec1()?;
     let b: Vec<f32> = b.flatten_all()?.to_vec1()?;
-    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(&b) {
-        dot += *x as f64 * *y as f64;
-        na += (*x as f64).powi(2);
-        nb += (*y as f64).powi(2);
-    }
-    Ok(dot / (na.sqrt() * nb.sqrt()).max(f64::MIN_POSITIVE))
+    Ok(crate::eval::metrics::cosine(&a, &b))
 }
 
 fn validate_one(
@@ -399,7 +445,11 @@ pub fn quantize_model(
     }
     let sha = source_sha256()?;
     let Some(dtype) = scheme.half() else {
-        return quantize_checkpoint(ckpt, &sha, on_tensor);
+        let layout = match scheme {
+            Scheme::Int8Channel => Layout::Channel,
+            _ => Layout::Blocks,
+        };
+        return quantize_checkpoint(ckpt, layout, &sha, on_tensor);
     };
     let metadata = [(SCHEME_KEY, scheme.as_str()), ("source", sha.as_str())];
     let (bytes, s) = crate::convert::convert_checkpoint(ckpt, dtype, &metadata, on_tensor)?;

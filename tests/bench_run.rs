@@ -152,18 +152,21 @@ fn a_run_with_nothing_readable_records_only_failures() {
     assert!(results.quality_metrics.is_none());
 }
 
-/// The comparison's rows against the first model: bytes per parameter, CIDEr retention, and the
-/// token agreement of each model's captions with the first's (over the images both captioned),
-/// which the first shows as 1 and has no improvement column.
+/// The comparison's rows against the first model: bytes per parameter, CIDEr retention, the
+/// token agreement of each model's captions with the first's and the cosine of their vision
+/// embeddings (over the images both captioned), which the first shows as 1 and have no
+/// improvement column; and the trade-off charts, whose quality axis is the token agreement
+/// when there are no references.
 #[test]
 fn comparison_reports_bytes_per_parameter_and_token_agreement() {
-    let sample = |image: &str, ids: &[u32]| bench::Sample {
+    let sample = |image: &str, ids: &[u32], emb: &[f32]| bench::Sample {
         image: image.into(),
         image_id: None,
         caption: String::new(),
         token_ids: ids.to_vec(),
         new_tokens: ids.len(),
         timings: Default::default(),
+        image_embedding_cls: emb.to_vec(),
     };
     let results = |label: &str, mb: f64, samples: Vec<bench::Sample>| bench::ModelResults {
         label: label.into(),
@@ -180,19 +183,41 @@ fn comparison_reports_bytes_per_parameter_and_token_agreement() {
     let a = results(
         "a",
         4.0,
-        vec![sample("x", &[1, 2, 3, 4]), sample("y", &[1, 2])],
+        vec![
+            sample("x", &[1, 2, 3, 4], &[1.0, 0.0]),
+            sample("y", &[1, 2], &[0.0, 2.0]),
+        ],
     );
-    // x: 3 of 4 positions agree; y: 1 of 2 (over the longer); z is not in `a`.
+    // x: 3 of 4 positions agree; y: 1 of 2 (over the longer); z is not in `a`. Embedding
+    // cosines: x 1, y 1/√2.
     let b = results(
         "b",
         1.0,
         vec![
-            sample("x", &[1, 2, 3, 9]),
-            sample("y", &[1]),
-            sample("z", &[5]),
+            sample("x", &[1, 2, 3, 9], &[3.0, 0.0]),
+            sample("y", &[1], &[1.0, 1.0]),
+            sample("z", &[5], &[1.0, 0.0]),
         ],
     );
+    // The embeddings survive the results JSON exactly (base64 of f32).
+    let json = serde_json::to_string_pretty(&b).unwrap();
+    let back: bench::ModelResults = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.samples, b.samples);
+    let charts = blipq::eval::chart::tradeoff_charts(&[a.clone(), b.clone()]);
+    let files: Vec<&str> = charts.iter().map(|(f, _)| *f).collect();
+    assert_eq!(files, ["size_vs_quality.svg", "speed_vs_quality.svg"]);
+    for (_, svg) in &charts {
+        assert!(
+            svg.contains("token agreement with the first model"),
+            "{svg}"
+        );
+        assert!(svg.contains("data-label=\"a\"") && svg.contains("data-label=\"b\""));
+    }
     let md = bench::comparison_markdown(&[a, b]);
+    assert!(
+        md.contains("| Vision embedding cosine with the first | 1.000000 | 0.853553 | — |"),
+        "{md}"
+    );
     assert!(
         md.contains("| Bytes / parameter | 4.00 | 1.00 | -75.0% |"),
         "{md}"

@@ -251,9 +251,37 @@ fn bench_reports_failures_and_keeps_going() {
         "BLEU-4",
         "CIDEr",
         "Token agreement with the first",
+        "Vision embedding cosine with the first",
         "Tokens/s",
     ] {
         assert!(table.contains(row), "{row} missing from\n{table}");
+    }
+    // The same weights (safetensors and torch.save): the same vision embeddings.
+    let cosine = table
+        .lines()
+        .find(|l| l.starts_with("| Vision embedding cosine"))
+        .unwrap();
+    assert!(
+        cosine.starts_with("| Vision embedding cosine with the first | 1.000000 | 1.000000 |"),
+        "{cosine}"
+    );
+    // The trade-off charts, a labelled point per model.
+    for file in ["size_vs_quality.svg", "speed_vs_quality.svg"] {
+        let svg = std::fs::read_to_string(out_dir.join(file)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.ends_with("</svg>\n"),
+            "{file}"
+        );
+        for label in ["tiny", "tiny-bin"] {
+            assert!(
+                svg.contains(&format!("data-label=\"{label}\"")),
+                "{file}: {label}"
+            );
+        }
+        assert!(
+            svg.contains("BLEU-4"),
+            "{file}: quality is BLEU-4 with references"
+        );
     }
     let r = read_json(&out_dir.join("tiny_results.json"));
     let p = &r["performance_metrics"];
@@ -272,6 +300,14 @@ fn bench_reports_failures_and_keeps_going() {
     assert!(r["model_info"]["total_parameters"].as_u64().unwrap() > 1_000_000);
     let caps = read_json(&out_dir.join("tiny_captions.json"));
     assert_eq!(caps.as_array().unwrap().len(), 2);
+    // Each sample keeps its image's class-token embedding (base64 of f32: hidden size × 4 bytes).
+    let hidden = read_json(&tiny_dir().join("config.json"))["vision_config"]["hidden_size"]
+        .as_u64()
+        .unwrap() as usize;
+    for s in r["samples"].as_array().unwrap() {
+        let b64 = s["image_embedding_cls"].as_str().unwrap();
+        assert_eq!(b64.len(), (hidden * 4).div_ceil(3) * 4, "{b64}");
+    }
     assert!(out_dir.join("comparison.md").exists() && out_dir.join("comparison.json").exists());
 }
 

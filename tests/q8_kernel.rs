@@ -70,11 +70,12 @@ const SHAPES: [(usize, usize); 3] = [(1, 32), (17, 96), (40, 64)];
 
 /// Weights of unit scale with int8 values from `w`, and activations whose every block holds a
 /// ±127 (so the activation scale is exactly 1 and `q_x = x`): the products are exact integers.
-fn integer_case(
+/// With `channel`, a per-channel matrix (one unit scale per row): a row's maximum is 127, so the
+/// per-token activation scale is 1 too.
+fn integer_case_of(
+    channel: bool,
     rng: &mut Rng,
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     w: impl Fn(&mut Rng) -> i32,
     x: impl Fn(&mut Rng) -> i32,
 ) -> (Q8Matrix, Vec<f32>, Vec<i64>) {
@@ -82,7 +83,11 @@ fn integer_case(
     let one = f16::from_f32(1.0).to_le_bytes();
     let scales: Vec<u8> = (0..n * k / 32).flat_map(|_| one).collect();
     let bytes: Vec<u8> = qw.iter().map(|&q| q as u8).collect();
-    let mat = Q8Matrix::from_int8(&bytes, &scales, n, k, false).unwrap();
+    let mat = if channel {
+        Q8Matrix::from_int8_channel(&bytes, &vec![1.0; n], n, k).unwrap()
+    } else {
+        Q8Matrix::from_int8(&bytes, &scales, n, k, false).unwrap()
+    };
     let mut xs: Vec<f32> = (0..m * k).map(|_| x(rng) as f32).collect();
     for (i, blk) in xs.chunks_exact_mut(32).enumerate() {
         blk[i % 32] = if i % 2 == 0 { 127.0 } else { -127.0 };
@@ -96,6 +101,17 @@ fn integer_case(
         }
     }
     (mat, xs, want)
+}
+
+fn integer_case(
+    rng: &mut Rng,
+    m: usize,
+    n: usize,
+    k: usize,
+    w: impl Fn(&mut Rng) -> i32,
+    x: impl Fn(&mut Rng) -> i32,
+) -> (Q8Matrix, Vec<f32>, Vec<i64>) {
+    integer_case_of(false, rng, (m, n, k), w, x)
 }
 
 fn run(mat: &Q8Matrix, kernel: Kernel, xs: &[f32], m: usize) -> Vec<f32> {
@@ -142,6 +158,100 @@ fn every_kernel_computes_exact_integer_products() {
                 for (i, (&y, &w)) in y.iter().zip(&want).enumerate() {
                     assert_eq!(y as i64, w, "{kernel:?} m={m} n={n} k={k} at {i}");
                     assert_eq!(y, w as f32, "{kernel:?} m={m} n={n} k={k} at {i}");
+                }
+            }
+        }
+    }
+}
+
+/// Per-channel matrices (`int8-channel`): every kernel's whole-row i32 sums are the exact
+/// integer products, including the extremes (|w| = 128 against |x| = 127 over k = 3072).
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn per_channel_kernels_compute_exact_integer_products() {
+    let mut rng = Rng(0x51_7cc1_b727_220a);
+    let mut cases: Vec<(usize, usize, usize, i32, i32)> = Vec::new();
+    for &(n, k) in &SHAPES {
+        for m in MS {
+            cases.push((m, n, k, 0, 0));
+        }
+    }
+    for (wv, xv) in [(-128, 127), (-128, -127), (127, 127)] {
+        let k = if cfg!(miri) { 64 } else { 3072 };
+        cases.push((5, 17, k, wv, xv));
+    }
+    for (m, n, k, wv, xv) in cases {
+        let (mat, xs, want) = integer_case_of(
+            true,
+            &mut rng,
+            (m, n, k),
+            |r| if wv == 0 { r.int(-128, 127) } else { wv },
+            |r| if xv == 0 { r.int(-127, 127) } else { xv },
+        );
+        assert!(mat.is_channel());
+        for kernel in Kernel::available() {
+            let y = run(&mat, kernel, &xs, m);
+            for (i, (&y, &w)) in y.iter().zip(&want).enumerate() {
+                // One rounding of the exact sum to f32 (sums beyond 2^24 round), the same in
+                // every kernel.
+                assert_eq!(y, w as f32, "{kernel:?} m={m} n={n} k={k} at {i}");
+            }
+        }
+    }
+}
+
+/// Random weights quantized per row (`max |w| / 127`), as `blipq quantize --scheme
+/// int8-channel` does.
+fn channel_matrix(rng: &mut Rng, n: usize, k: usize) -> (Q8Matrix, Vec<i8>, Vec<f32>) {
+    let w: Vec<f32> = (0..n * k).map(|_| 0.05 * rng.normal()).collect();
+    let mut q = vec![0i8; n * k];
+    let mut scales = vec![0f32; n];
+    for r in 0..n {
+        let row = &w[r * k..(r + 1) * k];
+        let d = row.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+        scales[r] = d;
+        for (q, v) in q[r * k..(r + 1) * k].iter_mut().zip(row) {
+            *q = (v / d).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    let bytes: Vec<u8> = q.iter().map(|&q| q as u8).collect();
+    let mat = Q8Matrix::from_int8_channel(&bytes, &scales, n, k).unwrap();
+    (mat, q, scales)
+}
+
+/// On real-valued data every kernel equals the definition: activations quantized per token
+/// (`max |x| / 127`), `y = d_x · d_w · Σ q_x q_w`, onto the starting values; and the matrix gives
+/// back its int8 values and scales.
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn per_channel_kernels_match_the_definition_on_real_data() {
+    let mut rng = Rng(77);
+    for &(n, k) in &SHAPES {
+        let (mat, qw, dw) = channel_matrix(&mut rng, n, k);
+        let (q_back, d_back) = mat.to_int8_channel().unwrap();
+        assert_eq!((q_back, d_back), (qw.clone(), dw.clone()));
+        for m in MS {
+            let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
+            let mut want = start.clone();
+            for r in 0..m {
+                let x = &xs[r * k..(r + 1) * k];
+                let dx = x.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                let qx: Vec<i64> = x.iter().map(|v| (v * (1.0 / dx)).round() as i64).collect();
+                for c in 0..n {
+                    let sum: i64 = (0..k).map(|i| qx[i] * qw[c * k + i] as i64).sum();
+                    want[r * n + c] += (dx as f64 * dw[c] as f64 * sum as f64) as f32;
+                }
+            }
+            let scale = max_abs(&want).max(1.0);
+            for kernel in Kernel::available() {
+                let mut y = start.clone();
+                mat.matmul_acc(kernel, &xs, m, &mut y).unwrap();
+                for (a, b) in y.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "{kernel:?} m={m} n={n} k={k}: {a} vs {b}"
+                    );
                 }
             }
         }
@@ -374,11 +484,15 @@ fn bad_shapes_are_errors() {
         .is_err());
     assert!(Q8Matrix::from_q8_0_bytes(&[0; 33], 1, 32).is_err());
     assert!(Q8Matrix::from_int8(&[0; 48], &[0; 2], 1, 48, true).is_err());
+    assert!(Q8Matrix::from_int8_channel(&[0; 64], &[1.0; 2], 1, 64).is_err());
+    assert!(Q8Matrix::from_int8_channel(&[0; 64], &[f32::NAN], 1, 64).is_err());
+    assert!(Q8Matrix::from_int8_channel(&[0; 48], &[1.0], 1, 48).is_err());
+    assert!(mat.to_int8_channel().is_none());
     let ids = Tensor::new(&[8u32], &Device::Cpu).unwrap();
     assert!(mat.embedding(&ids).is_err());
 }
 
-/// The AMX kernel applies the block scales with the same f32 operations, in the same order, as
+/// The AMX kernel applies the block scales (and a per-channel matrix's row scales) with the same f32 operations, in the same order, as
 /// the AVX-512 VNNI one: identical outputs, so INT8 captions do not depend on whether the CPU has
 /// AMX. Shapes: whole and partial 16-row tiles and panels, one and several row chunks, k beyond
 /// the VNNI kernel's k-chunk (768).
@@ -398,20 +512,149 @@ fn amx_equals_avx512_vnni_bit_for_bit() {
         (131, 72, 256),
         (577, 48, 768),
     ] {
-        let mat = Q8Matrix::from_qtensor(&random_weights(&mut rng, n, k)).unwrap();
-        let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
-        let start: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
-        let mut vnni = start.clone();
-        mat.matmul_acc(Kernel::Avx512Vnni, &xs, m, &mut vnni)
-            .unwrap();
-        let mut amx = start.clone();
-        mat.matmul_acc(Kernel::Amx, &xs, m, &mut amx).unwrap();
-        for (i, (a, v)) in amx.iter().zip(&vnni).enumerate() {
-            assert_eq!(
-                a.to_bits(),
-                v.to_bits(),
-                "m={m} n={n} k={k} at {i}: {a} vs {v}"
-            );
+        let blocks = Q8Matrix::from_qtensor(&random_weights(&mut rng, n, k)).unwrap();
+        let (channel, _, _) = channel_matrix(&mut rng, n, k);
+        for mat in [blocks, channel] {
+            let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
+            let mut vnni = start.clone();
+            mat.matmul_acc(Kernel::Avx512Vnni, &xs, m, &mut vnni)
+                .unwrap();
+            let mut amx = start.clone();
+            mat.matmul_acc(Kernel::Amx, &xs, m, &mut amx).unwrap();
+            for (i, (a, v)) in amx.iter().zip(&vnni).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    v.to_bits(),
+                    "{mat:?} m={m} n={n} k={k} at {i}: {a} vs {v}"
+                );
+            }
         }
     }
+}
+
+/// 4-bit weights `[n, k]` in groups of `group` with unit scales and nibbles from `u` (`q = u - 8`),
+/// as candle's `Q4_0` byte order, with activations whose every block holds a ±127 (activation
+/// scale exactly 1): the products are exact integers.
+fn int4_integer_case(
+    rng: &mut Rng,
+    (m, n, k): (usize, usize, usize),
+    group: usize,
+    u: impl Fn(&mut Rng) -> i32,
+) -> (Q8Matrix, Vec<f32>, Vec<i64>) {
+    let us: Vec<u8> = (0..n * k).map(|_| u(rng) as u8).collect();
+    let mut bytes = Vec::with_capacity(n * k / 2);
+    for block in us.chunks_exact(32) {
+        bytes.extend((0..16).map(|i| block[i] | block[i + 16] << 4));
+    }
+    let one = f16::from_f32(1.0).to_le_bytes();
+    let scales: Vec<u8> = (0..n * k / group).flat_map(|_| one).collect();
+    let mat = Q8Matrix::from_int4(&bytes, &scales, n, k, group).unwrap();
+    let mut xs: Vec<f32> = (0..m * k).map(|_| rng.int(-127, 127) as f32).collect();
+    for (i, blk) in xs.chunks_exact_mut(32).enumerate() {
+        blk[i % 32] = if i % 2 == 0 { 127.0 } else { -127.0 };
+    }
+    let mut want = vec![0i64; m * n];
+    for r in 0..m {
+        for c in 0..n {
+            want[r * n + c] = (0..k)
+                .map(|i| xs[r * k + i] as i64 * (us[c * k + i] as i64 - 8))
+                .sum();
+        }
+    }
+    (mat, xs, want)
+}
+
+/// 4-bit matrices (`q4_0`, `q4_g128`): every kernel's block sums are the exact integer products,
+/// on odd shapes and at the extremes (-8 and 7 against ±127).
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn int4_kernels_compute_exact_integer_products() {
+    let mut rng = Rng(0x4b17);
+    for &(n, k) in &SHAPES {
+        for m in MS {
+            for group in [32, 128] {
+                if k % group != 0 {
+                    continue;
+                }
+                let (mat, xs, want) =
+                    int4_integer_case(&mut rng, (m, n, k), group, |r| r.int(0, 15));
+                assert!(mat.is_int4());
+                for kernel in Kernel::available() {
+                    let y = run(&mat, kernel, &xs, m);
+                    for (i, (&y, &w)) in y.iter().zip(&want).enumerate() {
+                        assert_eq!(y, w as f32, "{kernel:?} m={m} n={n} k={k} g={group} at {i}");
+                    }
+                }
+            }
+        }
+    }
+    for u in [0, 15] {
+        let k = if cfg!(miri) { 64 } else { 3072 };
+        let (mat, xs, want) = int4_integer_case(&mut rng, (5, 17, k), 32, |_| u);
+        let reference = run(&mat, Kernel::Scalar, &xs, 5);
+        for kernel in Kernel::available() {
+            assert_eq!(run(&mat, kernel, &xs, 5), reference, "{kernel:?} u={u}");
+        }
+        for (y, w) in reference.iter().zip(&want) {
+            assert!((*y as f64 - *w as f64).abs() <= 1e-6 * (*w as f64).abs());
+        }
+    }
+}
+
+/// Candle's own `Q4_0`: the same nibbles and scales load, round-trip and dequantize exactly, and
+/// every kernel's product equals candle's `Q4_0 × Q8_0` matmul.
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn int4_matches_candles_q4_0() {
+    let mut rng = Rng(404);
+    for &(n, k) in &SHAPES {
+        let w: Vec<f32> = (0..n * k).map(|_| 0.05 * rng.normal()).collect();
+        let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&wt, GgmlDType::Q4_0).unwrap();
+        let data = q.data().unwrap().to_vec();
+        let (mut nibbles, mut scales) = (Vec::new(), Vec::new());
+        for block in data.chunks_exact(18) {
+            scales.extend_from_slice(&block[..2]);
+            nibbles.extend_from_slice(&block[2..]);
+        }
+        let mat = Q8Matrix::from_int4(&nibbles, &scales, n, k, 32).unwrap();
+        let (back, d) = mat.to_int4().unwrap();
+        assert_eq!(back, nibbles);
+        let want_d: Vec<f32> = scales
+            .chunks_exact(2)
+            .map(|h| f16::from_le_bytes([h[0], h[1]]).to_f32())
+            .collect();
+        assert_eq!(d, want_d);
+        let full = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mut row = vec![0f32; k];
+        for (r, want) in full.iter().enumerate() {
+            mat.dequantize_row(r, &mut row).unwrap();
+            assert_eq!(&row, want, "row {r}");
+        }
+        let candle = QMatMul::from_qtensor(q).unwrap();
+        for m in MS {
+            let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let x = Tensor::from_vec(xs.clone(), (m, k), &Device::Cpu).unwrap();
+            let want = values(&candle.forward(&x).unwrap());
+            let scale = max_abs(&want).max(1e-6);
+            for kernel in Kernel::available() {
+                let y = run(&mat, kernel, &xs, m);
+                for (a, b) in y.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "{kernel:?} m={m} n={n} k={k}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+    // Shapes that do not fit.
+    assert!(Q8Matrix::from_int4(&[0; 16], &[0; 2], 1, 32, 128).is_err());
+    assert!(Q8Matrix::from_int4(&[0; 16], &[0; 4], 1, 32, 32).is_err());
+    assert!(Q8Matrix::from_int4(&[0; 16], &[0; 2], 1, 32, 48).is_err());
 }

@@ -632,6 +632,16 @@ fn bench_report_matches_the_cli_report() {
         get(&out, "comparisonJson").as_string().unwrap(),
         serde_json::to_string_pretty(&blipq::eval::bench::comparison_json(&results)).unwrap()
     );
+    // The trade-off charts, the very SVG files `blipq bench` writes.
+    let charts = js_sys::Array::from(&get(&out, "charts"));
+    let want = blipq::eval::chart::tradeoff_charts(&results);
+    assert_eq!(charts.length() as usize, want.len());
+    assert_eq!(want.len(), 2);
+    for (i, (file, svg)) in want.iter().enumerate() {
+        let c = charts.get(i as u32);
+        assert_eq!(get(&c, "file").as_string().unwrap(), *file);
+        assert_eq!(get(&c, "svg").as_string().unwrap(), *svg);
+    }
 }
 
 #[wasm_bindgen_test]
@@ -873,11 +883,71 @@ fn quantize_checkpoint_makes_the_int8_files() {
         .tensors()
         .values()
         .all(|t| t.dtype == safetensors::Dtype::F16));
+    // Per-channel INT8: int8 weights with F32 [out, 1] scales, loads as INT8 (the per-channel
+    // kernels, checked against the scalar reference in `q8_kernel`) and captions.
+    let channel =
+        blipq::web::quantize_checkpoint_js(files.clone(), None, Some("int8-channel".into()))
+            .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let weights = get(&get(&channel, "files"), "model.safetensors")
+        .dyn_into::<js_sys::Uint8Array>()
+        .unwrap()
+        .to_vec();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&weights).unwrap();
+    assert_eq!(
+        meta.metadata().as_ref().unwrap()["blipq_scheme"],
+        "int8-channel"
+    );
+    let scales: Vec<_> = meta
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with("_scale"))
+        .collect();
+    assert!(!scales.is_empty());
+    assert!(scales
+        .iter()
+        .all(|(_, t)| t.dtype == safetensors::Dtype::F32 && t.shape[1] == 1));
+    let model = WasmCaptioner::new(get(&channel, "files"))
+        .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let info: Value = serde_wasm_bindgen::from_value(model.info().unwrap()).unwrap();
+    assert_eq!(info["is_quantized"], true, "{info}");
+    let out: CaptionOut = serde_wasm_bindgen::from_value(
+        model
+            .caption(IMAGES[0].1, JsValue::UNDEFINED, None)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(out.new_tokens > 0);
     let msg = error_message(
         blipq::web::quantize_checkpoint_js(files, None, Some("q3".into())).unwrap_err(),
     );
     assert!(
-        msg.contains("q3") && msg.contains("q8_0, f16 or bf16"),
+        msg.contains("q3") && msg.contains("q8_0, int8-channel, f16 or bf16"),
         "{msg}"
     );
+}
+
+/// `checkFileSize`: the engine's caps for files the page reads from the user, with the engine's
+/// "too large" message naming the file; nonsense arguments throw too.
+#[wasm_bindgen_test]
+fn check_file_size_applies_the_engines_caps() {
+    use blipq::limits::{MAX_ANNOTATIONS_BYTES, MAX_BENCH_IMAGES_BYTES, MAX_IMAGE_BYTES};
+    use blipq::web::check_file_size;
+    for (kind, max) in [
+        ("image", MAX_IMAGE_BYTES),
+        ("annotations", MAX_ANNOTATIONS_BYTES),
+        ("benchmark images", MAX_BENCH_IMAGES_BYTES),
+    ] {
+        check_file_size(kind, "a.bin", max as f64).unwrap();
+        check_file_size(kind, "a.bin", 0.0).unwrap();
+        let msg = error_message(check_file_size(kind, "big.bin", max as f64 + 1.0).unwrap_err());
+        assert!(
+            msg.contains("big.bin") && msg.contains("over the limit"),
+            "{msg}"
+        );
+    }
+    let msg = error_message(check_file_size("video", "a", 1.0).unwrap_err());
+    assert!(msg.contains("video"), "{msg}");
+    for bad in [f64::NAN, -1.0, f64::INFINITY] {
+        assert!(check_file_size("image", "a", bad).is_err(), "{bad}");
+    }
 }

@@ -5,10 +5,12 @@ its own process), then medians and ranges per runtime and the ratios that matter
 table. With --readme it replaces the README's table between the `peer-compare` markers.
 
     python3 tools/peer_compare.py --fp32 /tmp/blip-base --int8 /tmp/blip-base-int8 \
-        --images data/validation --pairs 3 --threads 2,1 --readme README.md
+        [--channel /tmp/blip-base-int8-channel] --images data/validation --pairs 3 \
+        --threads 2,1 --readme README.md
 
 Runtimes (per thread count):
-  blipq FP32 / INT8     `blipq bench --fixed-new-tokens N --warmup 1` (the --blipq binary)
+  blipq FP32 / INT8     `blipq bench --fixed-new-tokens N --warmup 1` (the --blipq binary);
+                        with --channel, the `--scheme int8-channel` copy too
   PyTorch FP32 / INT8   tools/peer_pytorch.py (transformers; INT8 = quantize_dynamic qint8 Linear)
   ONNX Runtime          the vision encoder only, exported with torch.onnx, FP32 and
                         onnxruntime.quantization.quantize_dynamic (per-channel QInt8)
@@ -128,6 +130,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fp32", required=True, help="FP32 checkpoint (Hugging Face layout)")
     p.add_argument("--int8", required=True, help="its `blipq quantize` copy")
+    p.add_argument("--channel", help="its `blipq quantize --scheme int8-channel` copy (optional)")
     p.add_argument("--images", default=os.path.join(ROOT, "data", "validation"))
     p.add_argument("--pairs", type=int, default=3, help="interleaved rounds per thread count")
     p.add_argument("--threads", default="2,1")
@@ -137,7 +140,7 @@ def main():
                    help="where the ONNX exports are kept")
     p.add_argument("--readme", help="replace the table between the peer-compare markers here")
     args = p.parse_args()
-    for path in (args.fp32, args.int8, args.images, args.blipq):
+    for path in (args.fp32, args.int8, args.images, args.blipq) + ((args.channel,) if args.channel else ()):
         if not os.path.exists(path):
             sys.exit(f"peer_compare: {path} does not exist")
     os.makedirs(args.cache, exist_ok=True)
@@ -146,6 +149,7 @@ def main():
     runtimes = [
         ("blipq FP32", lambda t, o: blipq_run(args, args.fp32, t, o)),
         ("blipq INT8", lambda t, o: blipq_run(args, args.int8, t, o)),
+        *([("blipq INT8 per-channel", lambda t, o: blipq_run(args, args.channel, t, o))] if args.channel else []),
         ("PyTorch FP32", lambda t, o: pytorch_run(args, "fp32", t, o)),
         ("PyTorch dynamic INT8", lambda t, o: pytorch_run(args, "int8", t, o)),
         ("ONNX Runtime FP32 (vision only)", lambda t, o: ort_run(args, onnx_fp32, t)),
@@ -183,13 +187,21 @@ def main():
             f"{med('blipq INT8', 'total') / med('PyTorch dynamic INT8', 'total'):.2f}; "
             f"blipq INT8 vision / ONNX Runtime INT8 vision = "
             f"{med('blipq INT8', 'vision') / med('ONNX Runtime dynamic INT8 per-channel (vision only)', 'vision'):.2f}; "
-            f"blipq FP32 / blipq INT8 = {med('blipq FP32', 'total') / med('blipq INT8', 'total'):.2f}")
+            f"blipq FP32 / blipq INT8 = {med('blipq FP32', 'total') / med('blipq INT8', 'total'):.2f}"
+            + (f"; blipq INT8 per-channel / PyTorch INT8 = "
+               f"{med('blipq INT8 per-channel', 'total') / med('PyTorch dynamic INT8', 'total'):.2f} "
+               f"(vision / ONNX Runtime INT8 vision = "
+               f"{med('blipq INT8 per-channel', 'vision') / med('ONNX Runtime dynamic INT8 per-channel (vision only)', 'vision'):.2f}; "
+               f"decode / blipq INT8 decode = "
+               f"{med('blipq INT8 per-channel', 'decode') / med('blipq INT8', 'decode'):.2f})"
+               if args.channel else ""))
     images = len([f for f in os.listdir(args.images) if f.lower().endswith((".png", ".jpg", ".jpeg"))])
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     table = "\n".join([
         f"Medians of {args.pairs} interleaved rounds (range in brackets), {images} images, "
         f"exactly {args.tokens} new tokens; {cpu}, {time.strftime('%Y-%m-%d')}; "
-        f"`python3 tools/peer_compare.py --fp32 {args.fp32} --int8 {args.int8} --pairs {args.pairs} "
+        f"`python3 tools/peer_compare.py --fp32 {args.fp32} --int8 {args.int8} "
+        f"{'--channel ' + args.channel + ' ' if args.channel else ''}--pairs {args.pairs} "
         f"--threads {args.threads}`.",
         "",
         *lines,

@@ -38,6 +38,12 @@ function addImages(files) {
       showMessage(`${file.name} is not an image (its type is ${file.type}); it was not added.`);
       continue;
     }
+    try {
+      bindings.checkFileSize("image", file.name, file.size);
+    } catch (e) {
+      showMessage(`${e.message}; it was not added.`);
+      continue;
+    }
     // Two picks with one name (from different folders) get distinct names in the report.
     let name = file.name;
     for (let k = 2; taken.has(name); k++) name = `${file.name.replace(/(\.[^.]*)?$/, `-${k}$1`)}`;
@@ -50,6 +56,8 @@ function addImages(files) {
 
 async function readCaptions(file) {
   try {
+    // Over the engine's cap for a captions file (`blipq bench --annotations`'s): refused unread.
+    bindings.checkFileSize("annotations", file.name, file.size);
     const items = bindings.benchItems(await file.text(), file.name);
     captions = { name: file.name, byFile: new Map(items.map((i) => [i.file.split("/").at(-1), i])) };
     applyCaptions();
@@ -120,6 +128,9 @@ function render() {
  */
 export function ownBenchSet() {
   if (!images.length) throw new Error("pick the images to benchmark first (Choose images…)");
+  // A run holds every image at once: the engine's cap on their total.
+  const total = images.reduce((sum, im) => sum + im.file.size, 0);
+  bindings.checkFileSize("benchmark images", `the ${images.length} images picked`, total);
   const items = images.map((im) => ({
     file: im.name,
     image_id: im.imageId ?? im.name,

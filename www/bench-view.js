@@ -1,5 +1,6 @@
 // The benchmark report view: the comparison table (from comparison.md), the per-image timing
-// chart, and the report files to download, exactly the files `blipq bench` writes.
+// chart, the engine's size-vs-quality and speed-vs-quality charts (the SVG files `blipq bench`
+// writes), and the report files to download, exactly the files `blipq bench` writes.
 import { $, download, el } from "./dom.js";
 
 /** Shows a report; `title` says which models ran over which images (the table's caption). */
@@ -9,6 +10,20 @@ export function showReport(report, title) {
   $("bench-markdown").textContent = report.comparisonMarkdown;
   renderMarkdownTable(report.comparisonMarkdown, $("bench-table"), title);
   renderChart(results);
+  // The trade-off charts as images (an <img> never runs anything inside the SVG).
+  const tradeoffs = $("bench-tradeoffs");
+  for (const img of tradeoffs.querySelectorAll("img")) URL.revokeObjectURL(img.src);
+  tradeoffs.replaceChildren(
+    ...report.charts.map((c) =>
+      el("img", {
+        src: URL.createObjectURL(new Blob([c.svg], { type: "image/svg+xml" })),
+        alt: new DOMParser().parseFromString(c.svg, "image/svg+xml").querySelector("desc")?.textContent ?? c.file,
+        "data-file": c.file,
+        width: 640,
+        height: 400,
+      }),
+    ),
+  );
   const downloads = $("bench-downloads");
   downloads.replaceChildren();
   const files = [];
@@ -18,6 +33,7 @@ export function showReport(report, title) {
   }
   files.push(["comparison.json", report.comparisonJson, "application/json"]);
   files.push(["comparison.md", report.comparisonMarkdown, "text/markdown"]);
+  for (const c of report.charts) files.push([c.file, c.svg, "image/svg+xml"]);
   for (const [name, text, type] of files) {
     downloads.append(
       el("button", {

@@ -24,6 +24,11 @@ export const fileLabel = (label) => label.replace(/[^A-Za-z0-9._-]+/g, "-").repl
  */
 export const SCHEMES = {
   q8_0: { name: "INT8", suffix: "int8", format: "blipq INT8 (Q8_0: int8 blocks of 32, f16 scales)" },
+  "int8-channel": {
+    name: "INT8/channel",
+    suffix: "int8ch",
+    format: "per-channel INT8 (int8 weights, an f32 scale per output channel, activations per token)",
+  },
   f16: { name: "F16", suffix: "f16", format: "F16 (every weight in half precision; computed in f32)" },
   bf16: { name: "BF16", suffix: "bf16", format: "BF16 (every weight in bfloat16; computed in f32)" },
 };

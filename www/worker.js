@@ -27,7 +27,7 @@
 //                                           → token events {text}, then {caption, tokenIds,
 //                                              newTokens, timings, bleu4, wasmMemoryBytes, jsHeapBytes}
 //   quantize {source, label, title, from, scheme}   (sent to a fresh worker; scheme: "q8_0"
-//        (default), "f16" or "bf16", as `blipq quantize --scheme`)
+//        (default), "int8-channel", "f16" or "bf16", as `blipq quantize --scheme`)
 //                                           → progress and quantize-progress {stage: "start" |
 //                                              "hash" | "quantize" | "store", done, total}
 //                                              events, then {manifest, alreadyKept?,
@@ -446,7 +446,11 @@ function model(key) {
 async function imageBytes(image) {
   if (image instanceof Uint8Array) return image;
   if (image instanceof ArrayBuffer) return new Uint8Array(image);
-  if (image && typeof image.arrayBuffer === "function") return new Uint8Array(await image.arrayBuffer());
+  if (image && typeof image.arrayBuffer === "function") {
+    // A picked file over the engine's image cap is refused before it is read into memory.
+    blipq.checkFileSize("image", image.name ?? "the image", image.size);
+    return new Uint8Array(await image.arrayBuffer());
+  }
   throw new Error("no image given");
 }
 

@@ -1,9 +1,13 @@
-//! blipq's INT8 checkpoint format, read and written here only (README, "INT8 checkpoint format"):
+//! blipq's INT8 checkpoint formats, read and written here only (README, "INT8 checkpoint format"):
 //! safetensors where every quantized weight `W [out, in]` is `<name>` (I8, `[out, in]`) plus
-//! `<name>_scale` (F16, `[out, in / BLOCK]`, or `[out, 1]` per row), everything else F32, and the
-//! header's `__metadata__` says `format`, `version`, `block_size` and `source`. The blocks are
-//! candle's `Q8_0`, split into their int8 values and f16 scales, so a loader repacks the very same
-//! blocks ([`crate::kernels::q8::Q8Matrix::from_int8`]).
+//! `<name>_scale`, everything else F32, and the header's `__metadata__` says `format`, `version`
+//! and `source`. Two layouts ([`Layout`]):
+//! - `Q8_0` (the default, `block_size = "32"`): scales F16 `[out, in / BLOCK]` (or `[out, 1]` per
+//!   row); the blocks are candle's `Q8_0`, split into their int8 values and f16 scales, so a
+//!   loader repacks the very same blocks ([`crate::kernels::q8::Q8Matrix::from_int8`]);
+//! - per channel (`blipq_scheme = "int8-channel"`): scales F32 `[out, 1]`, one per output
+//!   channel, and activations quantized per token at run time
+//!   ([`crate::kernels::q8::Q8Matrix::from_int8_channel`]).
 
 use std::collections::HashMap;
 
@@ -17,6 +21,20 @@ pub use crate::kernels::q8::BLOCK;
 pub const FORMAT: &str = "blipq-int8";
 /// `__metadata__` `version` of the blipq INT8 files this build reads and writes.
 pub const FORMAT_VERSION: &str = "1";
+/// `__metadata__` key naming the scheme of a file `blipq quantize` wrote other than `Q8_0`
+/// (`int8-channel`, `f16`, `bf16`).
+pub const SCHEME_KEY: &str = "blipq_scheme";
+/// The [`SCHEME_KEY`] of a per-channel INT8 file.
+pub const CHANNEL_SCHEME: &str = "int8-channel";
+
+/// How an INT8 file's weights are quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// candle's `Q8_0`: an f16 scale per block of [`BLOCK`] (or per row), activations per block.
+    Blocks,
+    /// One f32 scale per output channel, activations per token (`int8-channel`).
+    Channel,
+}
 
 /// Whether `name` (of shape `shape`) becomes INT8: every linear weight whose input size is a
 /// multiple of the block, and the word embeddings; never position/patch embeddings or norms.
@@ -47,13 +65,18 @@ pub fn split_q8_0(blocks: &[u8], rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>)
     (q, scales)
 }
 
-/// The `__metadata__` of an INT8 file made from the FP32 file whose SHA-256 is `source_sha256`.
-pub fn metadata(source_sha256: &str) -> HashMap<String, String> {
+/// The `__metadata__` of an INT8 file of `layout` made from the FP32 file whose SHA-256 is
+/// `source_sha256`.
+pub fn metadata(layout: Layout, source_sha256: &str) -> HashMap<String, String> {
     let block = BLOCK.to_string();
+    let kind = match layout {
+        Layout::Blocks => ("block_size", block.as_str()),
+        Layout::Channel => (SCHEME_KEY, CHANNEL_SCHEME),
+    };
     [
         ("format", FORMAT),
         ("version", FORMAT_VERSION),
-        ("block_size", block.as_str()),
+        kind,
         ("source", source_sha256),
     ]
     .into_iter()
@@ -67,14 +90,28 @@ pub fn claims_int8(meta: &HashMap<String, String>) -> bool {
 }
 
 /// Checks the `__metadata__` of `file`, which holds int8 tensors or claims to be blipq INT8:
-/// `format`, `version` and `block_size` must be what `blipq quantize` writes.
-pub fn check_metadata(meta: &HashMap<String, String>, file: &str) -> Result<()> {
+/// `format`, `version` and `block_size` (or `blipq_scheme = "int8-channel"`) must be what
+/// `blipq quantize` writes. Returns the file's layout.
+pub fn check_metadata(meta: &HashMap<String, String>, file: &str) -> Result<Layout> {
     let block = BLOCK.to_string();
-    for (key, want) in [
-        ("format", FORMAT),
-        ("version", FORMAT_VERSION),
-        ("block_size", block.as_str()),
-    ] {
+    let layout = match meta.get(SCHEME_KEY).map(String::as_str) {
+        None | Some("q8_0") => Layout::Blocks,
+        Some(CHANNEL_SCHEME) => Layout::Channel,
+        Some(other) => {
+            return Err(Error::checkpoint(
+                file,
+                format!(
+                    "blipq INT8 checkpoint of scheme {:?}: this blipq reads q8_0 and                      {CHANNEL_SCHEME}",
+                    super::short(other)
+                ),
+            ))
+        }
+    };
+    let mut keys = vec![("format", FORMAT), ("version", FORMAT_VERSION)];
+    if layout == Layout::Blocks {
+        keys.push(("block_size", block.as_str()));
+    }
+    for (key, want) in keys {
         match meta.get(key) {
             Some(v) if v == want => {}
             found => {
@@ -90,5 +127,5 @@ pub fn check_metadata(meta: &HashMap<String, String>, file: &str) -> Result<()> 
             }
         }
     }
-    Ok(())
+    Ok(layout)
 }

@@ -687,7 +687,7 @@ impl Checkpoint {
         if !int8::claims_int8(&meta) && !has_i8 {
             return Ok(());
         }
-        int8::check_metadata(&meta, self.file())
+        int8::check_metadata(&meta, self.file()).map(|_| ())
     }
 
     /// Loads a floating-point tensor as f32 and checks its shape.
@@ -752,6 +752,34 @@ impl Checkpoint {
                 format!("missing from {} (int8 weight `{name}` needs it)", s.file),
             )
         })?;
+        if int8::check_metadata(&self.metadata(), &s.file)? == int8::Layout::Channel {
+            if scale_entry.dtype != StoredDType::F32 || scale_entry.shape != [rows, 1] {
+                return Err(Error::tensor(
+                    &scale_name,
+                    format!(
+                        "must be F32 [{rows}, 1] (one scale per output channel of an \
+                         int8-channel file), found {} {:?}",
+                        scale_entry.dtype.as_str(),
+                        scale_entry.shape
+                    ),
+                ));
+            }
+            let q = s.raw(entry)?;
+            let scales: Vec<f32> = s
+                .raw(scale_entry)?
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if let Some(i) = scales.iter().position(|v| !v.is_finite()) {
+                return Err(Error::tensor(
+                    &scale_name,
+                    format!("holds a NaN or infinite scale (row {i}) in {}", s.file),
+                ));
+            }
+            let packed = Q8Matrix::from_int8_channel(&q, &scales, rows, cols)
+                .map_err(|e| Error::tensor(name, e))?;
+            return Ok(Matrix::Q8(Arc::new(packed)));
+        }
         if scale_entry.dtype != StoredDType::F16 {
             return Err(Error::tensor(
                 &scale_name,

@@ -52,6 +52,37 @@ pub struct Sample {
     pub token_ids: Vec<u32>,
     pub new_tokens: usize,
     pub timings: Timings,
+    /// The vision encoder's class-token output for the image ([`Caption::image_cls`]), for the
+    /// comparison's embedding cosine: in JSON, base64 of its little-endian f32 bytes (exact and
+    /// compact); absent in results written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "f32_base64")]
+    pub image_embedding_cls: Vec<f32>,
+}
+
+/// A `Vec<f32>` as base64 text of its little-endian bytes.
+mod f32_base64 {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        s.serialize_str(&base64::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = base64::decode(&text)
+            .map_err(|e| D::Error::custom(format!("image_embedding_cls: not base64 ({e})")))?;
+        if bytes.len() % 4 != 0 {
+            return Err(D::Error::custom(format!(
+                "image_embedding_cls: {} bytes is not whole f32 values",
+                bytes.len()
+            )));
+        }
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
 }
 
 /// An image that could not be captioned, and why.
@@ -172,6 +203,7 @@ impl Run {
                     token_ids: c.token_ids,
                     new_tokens: c.new_tokens,
                     timings: c.timings,
+                    image_embedding_cls: c.image_cls,
                 });
                 Outcome::Captioned(&self.samples[self.samples.len() - 1])
             }
@@ -431,7 +463,7 @@ enum Compare {
     Relative,
 }
 
-const ROWS: [Row; 9] = [
+const ROWS: [Row; 10] = [
     Row {
         label: "Inference speed (s/image)",
         value: |r, _| Some(r.performance_metrics.avg_inference_time),
@@ -481,6 +513,12 @@ const ROWS: [Row; 9] = [
         compare: Compare::Relative,
     },
     Row {
+        label: "Vision embedding cosine with the first",
+        value: |r, base| embedding_cosine(r, base),
+        decimals: 6,
+        compare: Compare::Relative,
+    },
+    Row {
         label: "Tokens/s",
         value: |r, _| Some(r.performance_metrics.tokens_per_second),
         decimals: 1,
@@ -498,7 +536,7 @@ fn bytes_per_parameter(r: &ModelResults) -> Option<f64> {
 /// Mean, over the images both runs captioned, of the fraction of greedy token positions where
 /// `r`'s caption agrees with `base`'s ([`metrics::token_agreement`]); `None` when they share
 /// no image.
-fn token_agreement(r: &ModelResults, base: &ModelResults) -> Option<f64> {
+pub(crate) fn token_agreement(r: &ModelResults, base: &ModelResults) -> Option<f64> {
     let theirs: std::collections::HashMap<&str, &[u32]> = base
         .samples
         .iter()
@@ -515,6 +553,27 @@ fn token_agreement(r: &ModelResults, base: &ModelResults) -> Option<f64> {
         })
         .collect();
     (!agree.is_empty()).then(|| agree.iter().sum::<f64>() / agree.len() as f64)
+}
+
+/// Mean, over the images both runs captioned, of the cosine similarity of the vision encoder's
+/// class-token outputs ([`Sample::image_embedding_cls`]); `None` when they share no image with
+/// embeddings of one size.
+fn embedding_cosine(r: &ModelResults, base: &ModelResults) -> Option<f64> {
+    let theirs: std::collections::HashMap<&str, &[f32]> = base
+        .samples
+        .iter()
+        .map(|s| (s.image.as_str(), s.image_embedding_cls.as_slice()))
+        .collect();
+    let cosines: Vec<f64> = r
+        .samples
+        .iter()
+        .filter_map(|s| {
+            let b = theirs.get(s.image.as_str())?;
+            let a = &s.image_embedding_cls;
+            (!a.is_empty() && a.len() == b.len()).then(|| metrics::cosine(a, b))
+        })
+        .collect();
+    (!cosines.is_empty()).then(|| cosines.iter().sum::<f64>() / cosines.len() as f64)
 }
 
 /// The improvement of `new` over `base` for one row, as text.

@@ -1,9 +1,10 @@
 //! Judging captions and runs: caption-quality metrics with the COCO caption evaluation's rules
-//! ([`metrics`]) and the benchmark core ([`bench`]: the run loop, per-model results and the
-//! comparison), shared by `blipq bench` / `blipq eval`, the page and the tests.
+//! ([`metrics`]), the benchmark core ([`bench`]: the run loop, per-model results and the
+//! comparison) and its trade-off charts ([`chart`]), shared by `blipq bench` / `blipq eval`, the page and the tests.
 //!
 //! May use: `captioner` (the bench core runs it), `config`, `limits`, `fsio` (native reads),
 //! `error`; `metrics/` uses none of the model code.
 
 pub mod bench;
+pub mod chart;
 pub mod metrics;

@@ -294,7 +294,7 @@ fn quantize_bytes_estimate(ckpt: &Checkpoint, scheme: crate::quantize::Scheme) -
             continue;
         };
         let n = shape.iter().product::<usize>() as f64;
-        out += if scheme != crate::quantize::Scheme::Q8_0 {
+        out += if !scheme.is_int8() {
             n * 2.0
         } else if crate::quantize::is_quantizable(&name, &shape) {
             n * (1.0 + 2.0 / crate::checkpoint::BLOCK as f64)
@@ -318,7 +318,7 @@ struct JsQuantized {
 }
 
 /// `quantizeCheckpoint(files, onProgress?, scheme?)` → `{files, sha256, sourceSha256, summary}`:
-/// the INT8 (`scheme` `"q8_0"`, the default), F16 or BF16 checkpoint of an FP32/F16/BF16 one,
+/// the INT8 (`scheme` `"q8_0"`, the default, or `"int8-channel"`), F16 or BF16 checkpoint of an FP32/F16/BF16 one,
 /// made by the code of `blipq quantize --scheme` ([`crate::quantize::quantize_model`]), so its
 /// `model.safetensors` is byte for byte the CLI's.
 /// `files` are the source's files keyed by name (as for `new Captioner`); the result's `files`
@@ -335,7 +335,9 @@ pub fn quantize_checkpoint_js(
         unchecked_optional_param_type = "((stage: string, done: number, total: number) => void) | null"
     )]
     on_progress: Option<js_sys::Function>,
-    #[wasm_bindgen(unchecked_optional_param_type = "\"q8_0\" | \"f16\" | \"bf16\" | null")]
+    #[wasm_bindgen(
+        unchecked_optional_param_type = "\"q8_0\" | \"int8-channel\" | \"f16\" | \"bf16\" | null"
+    )]
     scheme: Option<String>,
 ) -> std::result::Result<JsValue, JsValue> {
     use crate::checkpoint::files::{base_name, copied_files};
@@ -439,6 +441,8 @@ export interface BenchItem { file: string; image_id: number | string | null; ref
 export interface BenchSample {
   image: string; image_id: number | string | null; caption: string; token_ids: number[];
   new_tokens: number; timings: Timings;
+  /** The vision encoder's class-token output, base64 of little-endian f32 (embedding cosine). */
+  image_embedding_cls?: string;
 }
 export interface BenchModelRun {
   label: string;
@@ -458,6 +462,8 @@ export interface BenchReport {
   models: { label: string; resultsJson: string; captionsJson: string }[];
   comparisonMarkdown: string;
   comparisonJson: string;
+  /** `size_vs_quality.svg` and `speed_vs_quality.svg`. */
+  charts: { file: string; svg: string }[];
 }
 /** Decoding options; missing fields take the checkpoint's generation defaults. */
 export interface CaptionOptions {
@@ -680,6 +686,38 @@ pub fn checkpoint_file_names() -> std::result::Result<JsValue, JsValue> {
         "optional": OPTIONAL_FILES,
         "extra": EXTRA_FILES,
     }))
+}
+
+/// `checkFileSize(kind, name, size)`: throws the engine's "too large" error when a file the
+/// user picked is over blipq's cap for its kind, so the page refuses it before reading it:
+/// `"image"` ([`crate::limits::MAX_IMAGE_BYTES`], as image decoding), `"annotations"` (a COCO
+/// captions file, [`crate::limits::MAX_ANNOTATIONS_BYTES`], as `blipq bench --annotations`) or
+/// `"benchmark images"` (the total of the images picked for one benchmark run,
+/// [`crate::limits::MAX_BENCH_IMAGES_BYTES`]). An unknown kind or a size that is not a
+/// non-negative number also throws.
+#[wasm_bindgen(js_name = checkFileSize)]
+pub fn check_file_size(kind: &str, name: &str, size: f64) -> std::result::Result<(), JsValue> {
+    use crate::limits::{MAX_ANNOTATIONS_BYTES, MAX_BENCH_IMAGES_BYTES, MAX_IMAGE_BYTES};
+    let max = match kind {
+        "image" => MAX_IMAGE_BYTES,
+        "annotations" => MAX_ANNOTATIONS_BYTES,
+        "benchmark images" => MAX_BENCH_IMAGES_BYTES,
+        _ => {
+            return Err(js_err(Error::InvalidArgument(format!(
+                "checkFileSize: unknown kind \"{kind}\" (expected image, annotations or \
+                 benchmark images)"
+            ))))
+        }
+    };
+    if !(size >= 0.0 && size.is_finite()) {
+        return Err(js_err(Error::InvalidArgument(format!(
+            "checkFileSize: size of {name} is {size}, not a byte count"
+        ))));
+    }
+    if size > max as f64 {
+        return Err(js_err(crate::limits::too_large(name, size as u64, max)));
+    }
+    Ok(())
 }
 
 /// `shardNames(index: Uint8Array)` → the shard files a `model.safetensors.index.json` names, in
@@ -911,6 +949,14 @@ struct JsBenchReport {
     models: Vec<JsBenchModelReport>,
     comparison_markdown: String,
     comparison_json: String,
+    /// `size_vs_quality.svg` and `speed_vs_quality.svg` ([`crate::eval::chart`]).
+    charts: Vec<JsChart>,
+}
+
+#[derive(Serialize)]
+struct JsChart {
+    file: &'static str,
+    svg: String,
 }
 
 #[derive(Serialize)]
@@ -947,9 +993,10 @@ fn bench_report_results(items: &[Item], models: Vec<JsBenchModel>) -> Result<Vec
 
 /// `benchReport({items, models: [{label, samples, failures?, info, modelSizeBytes, modelPath,
 /// peakMemoryBytes?, device?}]})` → `{models: [{label, resultsJson, captionsJson}],
-/// comparisonMarkdown, comparisonJson}`: the text of `<label>_results.json`,
-/// `<label>_captions.json`, `comparison.md` and `comparison.json` exactly as `blipq bench` writes
-/// them. `items` are `benchItems()`'s; `samples` are `{image, image_id, caption, token_ids,
+/// comparisonMarkdown, comparisonJson, charts: [{file, svg}]}`: the text of
+/// `<label>_results.json`, `<label>_captions.json`, `comparison.md`, `comparison.json` and the
+/// trade-off charts (`size_vs_quality.svg`, `speed_vs_quality.svg`) exactly as `blipq bench`
+/// writes them. `items` are `benchItems()`'s; `samples` are `{image, image_id, caption, token_ids,
 /// new_tokens, timings}` per captioned image; the first model is the reference of the
 /// improvement column.
 #[wasm_bindgen(js_name = benchReport, unchecked_return_type = "BenchReport")]
@@ -980,6 +1027,10 @@ pub fn bench_report(
             .collect::<std::result::Result<_, JsValue>>()?,
         comparison_markdown: bench::comparison_markdown(&results),
         comparison_json: pretty(&bench::comparison_json(&results))?,
+        charts: crate::eval::chart::tradeoff_charts(&results)
+            .into_iter()
+            .map(|(file, svg)| JsChart { file, svg })
+            .collect(),
     };
     to_js(&report)
 }

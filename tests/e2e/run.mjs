@@ -46,7 +46,7 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -451,24 +451,25 @@ async function makeInt8Scenario({ context, base, bin, pageErrors }) {
           { childList: true, characterData: true, subtree: true },
         );
       });
-      if (kind === "bin") {
-        // The F16 scheme too (before INT8, so the benchmark's suggested pair stays FP32 vs INT8).
-        const f16 = await cliQuantize(bin, repo.dir, "f16");
-        await page.click(`.make-scheme[data-scheme="f16"][data-key="${key}"]`);
+      // The other schemes too, on the .bin (before Q8_0, so the benchmark's suggested pair stays
+      // FP32 vs INT8): F16 and per-channel INT8, each = the CLI's bytes and captions.
+      for (const [scheme, suffix, name] of kind === "bin" ? [["f16", "f16", "F16"], ["int8-channel", "int8ch", "INT8 per channel"]] : []) {
+        const cliMade = await cliQuantize(bin, repo.dir, scheme);
+        await page.click(`.make-scheme[data-scheme="${scheme}"][data-key="${key}"]`);
         const h = await (
           await page.waitForFunction(
             (n) => [...document.querySelectorAll(".made-item")].find((e) => e.dataset.id.startsWith(n))?.dataset ?? null,
-            `${repo.name.replace("/", "-")}-f16-`,
+            `${repo.name.replace("/", "-")}-${suffix}-`,
             { timeout: 300_000 },
           )
         ).jsonValue();
-        check(h.sha256 === f16.sha256, "bin: the F16 made in the page = blipq quantize --scheme f16 (sha256)", `${h.sha256} vs ${f16.sha256}`);
+        check(h.sha256 === cliMade.sha256, `bin: the ${name} made in the page = blipq quantize --scheme ${scheme} (sha256)`, `${h.sha256} vs ${cliMade.sha256}`);
         const hKey = `made:${h.id}`;
         await loadedItem(page, hKey);
-        const wantF16 = cliCaption(bin, f16.dir, image);
+        const wantMade = cliCaption(bin, cliMade.dir, image);
         const c = await captionGallery(page, hKey, image);
-        check(c.tokenIds === wantF16.token_ids.join(" "), "bin: F16 caption = CLI on the CLI's F16", `${c.tokenIds} vs ${wantF16.token_ids.join(" ")}`);
-        await rm(dirname(f16.dir), { recursive: true, force: true });
+        check(c.tokenIds === wantMade.token_ids.join(" "), `bin: ${name} caption = CLI on the CLI's ${name}`, `${c.tokenIds} vs ${wantMade.token_ids.join(" ")}`);
+        await rm(dirname(cliMade.dir), { recursive: true, force: true });
       }
       await page.click(`.make-scheme[data-scheme="q8_0"][data-key="${key}"]`);
       const item = await page.waitForFunction(
@@ -563,9 +564,28 @@ async function makeInt8Scenario({ context, base, bin, pageErrors }) {
  * to it and one with them from a COCO captions file; BLEU-4 shows, and the samples are the CLI's.
  */
 async function ownImagesBenchScenario({ page, native }) {
-  log("benchmark over your own images, references typed and from a COCO file");
+  log("benchmark over your own images, references typed and from a COCO file; files over the caps refused unread");
   const files = IMAGES.slice(0, 2).map((i) => join(root, "data/demo-eval", i));
   await page.check("#bench-set-own");
+  // Files over the engine's caps (sparse: their size is all that is real) are refused by name
+  // before the page reads them: an image over 256 MB, a captions file over 512 MB.
+  const big = await mkdtemp(join(tmpdir(), "blipq-e2e-big-"));
+  const huge = { image: join(big, "huge.png"), captions: join(big, "huge.json") };
+  for (const [f, size] of [[huge.image, 300 * 2 ** 20], [huge.captions, 600 * 2 ** 20]]) {
+    const h = await open(f, "w");
+    await h.truncate(size);
+    await h.close();
+  }
+  const refusal = (name) =>
+    page
+      .waitForFunction((n) => [...document.querySelectorAll("#messages .msg")].some((m) => m.textContent.includes(n) && m.textContent.includes("over the limit")), name, { timeout: 30_000 })
+      .then(() => true, () => false);
+  await page.setInputFiles("#bench-images", huge.image);
+  check(await refusal("huge.png"), "own images: an image over the cap is refused by name");
+  check((await page.$$("#bench-own-list .own-item")).length === 0, "own images: the refused image is not listed");
+  await page.setInputFiles("#bench-captions", huge.captions);
+  check(await refusal("huge.json"), "own images: a captions file over the cap is refused by name");
+  await rm(big, { recursive: true, force: true });
   await page.setInputFiles("#bench-images", files);
   await page.waitForSelector(`#bench-own-list textarea[data-image="${IMAGES[1]}"]`);
   await page.fill(`#bench-own-list textarea[data-image="${IMAGES[0]}"]`, "four small shapes on a plain background\na few shapes");
@@ -662,12 +682,21 @@ async function benchmarkScenario({ page, native, shot }) {
         "BLEU-4",
         "CIDEr",
         "Token agreement with the first",
+        "Vision embedding cosine with the first",
         "Tokens/s",
       ]),
     "comparison rows",
   );
   check(table.slice(1).every((r) => r.length === 4 && r[3] !== "n/a"), "every row has an improvement", JSON.stringify(table));
   check((await page.$$("#bench-chart svg polyline")).length === 2, "chart with two series");
+  // The engine's trade-off charts: shown as images and downloadable, one point per model.
+  for (const file of ["size_vs_quality.svg", "speed_vs_quality.svg"]) {
+    const shown = await page.$eval(`#bench-tradeoffs img[data-file="${file}"]`, (img) => img.complete && img.naturalWidth > 0).catch(() => false);
+    check(shown, `${file} shown in the page`);
+    const [dl] = await Promise.all([page.waitForEvent("download"), page.click(`#bench-downloads [data-file="${file}"]`)]);
+    const svg = await readFile(await dl.path(), "utf8");
+    check(MODELS.every((m) => svg.includes(`data-label="${m}"`)) && svg.startsWith("<svg"), `${file} download has a point per model`);
+  }
   const results = {};
   for (const m of MODELS) {
     const [dl] = await Promise.all([page.waitForEvent("download"), page.click(`#bench-downloads [data-file="${m}_results.json"]`)]);

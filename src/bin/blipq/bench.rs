@@ -198,6 +198,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.out.join("comparison.json"),
         serde_json::to_string_pretty(&bench::comparison_json(&own))?,
     )?;
+    for (file, svg) in blipq::eval::chart::tradeoff_charts(&own) {
+        std::fs::write(args.out.join(file), svg)?;
+    }
     println!("{table}");
     let failed: usize = own
         .iter()

@@ -31,8 +31,9 @@ pub struct Args {
     #[arg(long)]
     no_validate: bool,
     /// How to store the weights: q8_0 (blipq's INT8: int8 blocks of 32 with an f16 scale,
-    /// computed by the INT8 kernels), f16 or bf16 (every weight in half precision: half the
-    /// size, computed in f32).
+    /// computed by the INT8 kernels), int8-channel (int8 with one f32 scale per output channel,
+    /// activations quantized per token: PyTorch's and ONNX Runtime's dynamic recipe), f16 or
+    /// bf16 (every weight in half precision: half the size, computed in f32).
     #[arg(long, default_value = "q8_0")]
     scheme: quantize::Scheme,
 }
@@ -184,6 +185,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "quantization_info": {
             "method": match args.scheme {
                 quantize::Scheme::Q8_0 => "blipq-int8 (Q8_0: int8 weights, f16 scale per block of 32)",
+                quantize::Scheme::Int8Channel => "blipq-int8 per channel (int8 weights, f32 scale per output channel; activations per token)",
                 quantize::Scheme::F16 => "f16 (every weight in IEEE half precision; computed in f32)",
                 quantize::Scheme::Bf16 => "bf16 (every weight in bfloat16; computed in f32)",
             },

@@ -169,6 +169,17 @@ pub fn token_agreement(a: &[u32], b: &[u32]) -> f64 {
     same as f64 / n as f64
 }
 
+/// Cosine similarity of two vectors (of equal length), accumulated in f64; 0 for a zero vector.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        dot += *x as f64 * *y as f64;
+        na += (*x as f64).powi(2);
+        nb += (*y as f64).powi(2);
+    }
+    dot / (na.sqrt() * nb.sqrt()).max(f64::MIN_POSITIVE)
+}
+
 /// BLEU-4 of one caption against its references, tokenized and scored as `pycocoevalcap` would for a
 /// one-image set (the web page shows it per image). 0 without references.
 pub fn bleu4<S: AsRef<str>>(hypothesis: &str, references: &[S]) -> f64 {

@@ -57,6 +57,21 @@ macro_rules! block_product {
     };
 }
 
+/// One block's tile product accumulated onto the sums `$c` (a per-channel matrix: the sums run
+/// over every block): load the activations into `$a` and the weights into `$w`, `tdpbsud`.
+macro_rules! block_accumulate {
+    ($c:literal, $a:literal, $w:literal, $x:expr, $wb:expr, $k:expr) => {
+        asm!(
+            concat!("tileloadd tmm", $a, ", [{a} + {k}*1]"),
+            concat!("tileloadd tmm", $w, ", [{wb} + {s}*1]"),
+            concat!("tdpbsud tmm", $c, ", tmm", $a, ", tmm", $w),
+            a = in(reg) $x, wb = in(reg) $wb, k = in(reg) $k,
+            s = in(reg) TILE_BYTES,
+            options(nostack),
+        )
+    };
+}
+
 /// Whether this CPU and OS run the AMX kernel: AVX-512 F/BW/VNNI (the epilogue, and the kernel
 /// for few rows), AMX-TILE and AMX-INT8 in `cpuid`, and the tile state granted by Linux.
 /// Detected once; the request for the tile state is made at most once per process.
@@ -136,14 +151,15 @@ struct RowScales {
 }
 
 impl RowScales {
-    fn new(xq: &QuantRows, rows: &Range<usize>, nb: usize) -> Self {
-        let stride = rows.len().next_multiple_of(TILE_ROWS);
-        let (mut d, mut corr) = (vec![0f32; nb * stride], vec![0i32; nb * stride]);
+    /// `groups`: scale groups per row (`xq.groups`: blocks, or 1 per token).
+    fn new(xq: &QuantRows, rows: &Range<usize>) -> Self {
+        let (stride, groups) = (rows.len().next_multiple_of(TILE_ROWS), xq.groups);
+        let (mut d, mut corr) = (vec![0f32; groups * stride], vec![0i32; groups * stride]);
         for i in 0..stride {
             let r = (rows.start + i).min(rows.end - 1);
-            for b in 0..nb {
-                d[b * stride + i] = xq.d[r * nb + b];
-                corr[b * stride + i] = xq.corr[r * nb + b];
+            for g in 0..groups {
+                d[g * stride + i] = xq.d[r * groups + g];
+                corr[g * stride + i] = xq.corr[r * groups + g];
             }
         }
         Self { d, corr, stride }
@@ -159,7 +175,7 @@ impl RowScales {
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn gemm_amx(job: &Job, out: &mut [f32]) {
     job.debug_assert_fits(out.len());
-    let scales = RowScales::new(job.xq, &job.rows, job.w.nb);
+    let scales = RowScales::new(job.xq, &job.rows);
     let mut configured = 0;
     let mut tiles = [TileOut([[0; PANEL]; TILE_ROWS]); DEPTH];
     for at in job.tiles(TILE_ROWS, 1) {
@@ -180,11 +196,18 @@ pub(super) unsafe fn gemm_amx(job: &Job, out: &mut [f32]) {
             at,
             out: o,
         };
-        // SAFETY: this function's target features are those of `tile`; the tile's rows lie
-        // within the job's (`i0 + 16 <= scales.stride`), its panel too, `o` is the tile's corner
-        // in `out` (module documentation), and the loaded configuration is
-        // `TileConfig::new(at.mr)`.
-        unsafe { tile(&t, &mut tiles) };
+        // SAFETY: this function's target features are those of `tile` and `tile_row`; the
+        // tile's rows lie within the job's (`i0 + 16 <= scales.stride`), its panel too, `o` is
+        // the tile's corner in `out` (module documentation), the loaded configuration is
+        // `TileConfig::new(at.mr)`, and `scales` has one group per row exactly for a
+        // per-channel matrix (`Job::fits`).
+        unsafe {
+            if job.w.channel {
+                tile_row(&t, &mut tiles)
+            } else {
+                tile(&t, &mut tiles)
+            }
+        };
     }
     // SAFETY: `tilerelease` only resets the tile state this thread configured above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
@@ -306,6 +329,99 @@ unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
                 );
             }
         }
+    }
+    for (i, facc) in facc.iter().enumerate().take(mr) {
+        // SAFETY: as for the masked load above: only the panel's valid columns of `out` row
+        // `i < mr` are written, which the caller guarantees are ours and in bounds.
+        unsafe { _mm512_mask_storeu_ps(out.add(i * ldo), mask, *facc) };
+    }
+}
+
+/// A per-channel matrix's tile: rows `r0 .. r0 + mr` × panel `p`, the products of every block
+/// accumulated in the tile unit (even and odd blocks on their own sums, added at the end) and
+/// scaled once, accumulated onto `out`.
+///
+/// # Safety
+/// As for [`tile`], with a per-channel `w` and per-token activations (`scales` of one group:
+/// `scales.d.len() == scales.stride`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn tile_row(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
+    let Tile {
+        job,
+        scales,
+        i0,
+        at,
+        out,
+    } = *t;
+    let (w, xq, ldo, r0, mr, p) = (job.w, job.xq, job.ldo, at.r, at.mr, at.p);
+    let (k, nb) = (w.k, w.nb);
+    debug_assert!((1..=TILE_ROWS).contains(&mr) && w.channel);
+    debug_assert!((r0 + mr) * k <= xq.qs.len() && (p + 1) * nb <= w.blocks.len());
+    debug_assert!(i0 + TILE_ROWS <= scales.stride && scales.d.len() == scales.stride);
+    let width = panel_width(w, p);
+    let mask = if width < PANEL {
+        (1u16 << width) - 1
+    } else {
+        0xffff
+    };
+    let mut facc = [_mm512_setzero_ps(); TILE_ROWS];
+    for (i, facc) in facc.iter_mut().enumerate().take(mr) {
+        // SAFETY: the mask enables only the panel's valid columns, which the caller guarantees
+        // are in bounds of `out` row `i < mr`; masked-off lanes are not accessed.
+        *facc = unsafe { _mm512_maskz_loadu_ps(mask, out.add(i * ldo)) };
+    }
+    // SAFETY: row `r0` is a row of `xq`, so `r0 * k < xq.qs.len()`.
+    let xa = unsafe { xq.qs.as_ptr().add(r0 * k) };
+    // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks.len()`.
+    let wp = unsafe { w.blocks.as_ptr().add(p * nb) };
+    // SAFETY: `tilezero` writes only the tile registers, configured for `mr` rows.
+    unsafe { asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem)) };
+    for b in 0..nb {
+        // SAFETY: the A load reads `mr` rows of 32 bytes at stride `k` from `xa + 32 b`: bytes
+        // `32 b .. 32 b + 32` of rows `r0 .. r0 + mr` of `xq.qs` (`b < nb`, `k = 32 nb`), in
+        // bounds; the B load reads the 512 bytes of block `b`'s `qs`, in `w.blocks`. The tiles
+        // are configured for these shapes (the function's contract).
+        unsafe {
+            let a = xa.add(b * BLOCK);
+            let wb = (*wp.add(b)).qs.as_ptr();
+            if b % 2 == 0 {
+                block_accumulate!("0", "4", "6", a, wb, k);
+            } else {
+                block_accumulate!("1", "5", "7", a, wb, k);
+            }
+        }
+    }
+    let [even, odd] = tiles;
+    // SAFETY: each store writes `mr` rows of 64 bytes into a `TileOut` (1024 bytes) we own
+    // mutably; the tiles are configured for `mr` rows of 64 bytes.
+    unsafe {
+        asm!(
+            "tilestored [{e} + {s}*1], tmm0",
+            "tilestored [{o} + {s}*1], tmm1",
+            e = in(reg) even.0.as_mut_ptr() as *mut u8,
+            o = in(reg) odd.0.as_mut_ptr() as *mut u8,
+            s = in(reg) TILE_BYTES,
+            options(nostack),
+        )
+    };
+    for (e, o) in even.0.iter_mut().zip(&odd.0) {
+        for (e, o) in e.iter_mut().zip(o) {
+            *e = e.wrapping_add(*o);
+        }
+    }
+    // SAFETY: block 0 of panel `p` is in `w.blocks` (`nb >= 1`); a per-channel matrix holds its
+    // column scales in every block, 64-byte aligned at the block's start. `i0 + 16 <=
+    // scales.stride = scales.d.len()`: 16 readable values of `scales.d` and `scales.corr`.
+    unsafe {
+        let ws = _mm512_load_ps((*wp).scales.as_ptr());
+        scale_block(
+            &mut facc,
+            even,
+            ws,
+            scales.d.as_ptr().add(i0),
+            scales.corr.as_ptr().add(i0),
+        );
     }
     for (i, facc) in facc.iter().enumerate().take(mr) {
         // SAFETY: as for the masked load above: only the panel's valid columns of `out` row

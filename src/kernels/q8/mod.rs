@@ -21,6 +21,18 @@
 //! offset by +128 (unsigned) because `vpdpbusd` multiplies *unsigned* by signed bytes: the kernels
 //! subtract `128 · Σ q_x` per block (precomputed with the activation), or flip the bit back.
 //!
+//! Per-channel weights (`int8-channel`, [`Q8Matrix::is_channel`]) use the same layout with one
+//! scale per output column (repeated in every block) and activations quantized per token
+//! ([`QuantRows`] with one group per row): `y[m, n] = d_x[m] · d_w[n] · Σ_i q_x · q_w`, one exact
+//! int32 sum over the whole row, scaled once. Every kernel has this mode (`ROW`), which skips the
+//! per-block scaling.
+//!
+//! 4-bit weights (`q4_0`, `q4_g128`: [`Q8Matrix::is_int4`]) are packed the same way at half the
+//! bytes ([`Panel4Block`]): the same panels of 16 columns and k-blocks of 32, each weight as an
+//! unsigned nibble `u = q + 8`, two k-steps per byte (see [`Panel4Block`]); the kernels split the
+//! nibbles in registers and take the same `Q8_0` activations, with the correction `-8 · Σ q_x`
+//! (`corr / 16`) for the offset. Decoding reads half the bytes of `Q8_0`.
+//!
 //! Files: this one (layout, kernel choice, splitting a product into tiles across threads),
 //! `pack.rs` (weights into and out of the layout), `quant.rs` (activation rows to `Q8_0`),
 //! `scalar.rs` (the reference kernel), and one per ISA: `x86.rs` (AVX2, AVX-512 VNNI), `amx.rs`,
@@ -79,26 +91,57 @@ pub(crate) struct PanelBlock {
     pub(crate) qs: [u8; BLOCK * PANEL],
 }
 
+/// One k-block of one panel of 4-bit weights (320 bytes, 64-byte aligned): `scales[16]` (f32
+/// weight scale per column, the block's or its group's) then `qs[256]`: for k-step `s < 4`
+/// (4 consecutive k), column `c`, lane `j`, `qs[64 s + 4 c + j]` holds `u(q_w[16 p + c,
+/// 32 b + 4 s + j])` in its low nibble and `u(q_w[16 p + c, 32 b + 16 + 4 s + j])` in its high
+/// nibble, `u(q) = q + 8` in `0..=15`: 64 bytes give the `vpdpbusd` operands of two k-steps.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Panel4Block {
+    pub(crate) scales: [f32; PANEL],
+    pub(crate) qs: [u8; BLOCK * PANEL / 2],
+}
+
+const ZERO_BLOCK4: Panel4Block = Panel4Block {
+    scales: [0.0; PANEL],
+    // Zero weights: u = 8 in both nibbles.
+    qs: [0x88; BLOCK * PANEL / 2],
+};
+
 const ZERO_BLOCK: PanelBlock = PanelBlock {
     scales: [0.0; PANEL],
     // Zero weights, stored with the +128 offset.
     qs: [0x80; BLOCK * PANEL],
 };
 
-/// A `[n, k]` weight matrix of `Q8_0` blocks, repacked into panels for the GEMM kernels.
+/// A `[n, k]` integer weight matrix repacked into panels for the GEMM kernels: int8 `Q8_0`
+/// blocks, int8 per channel, or 4-bit blocks.
 #[derive(Clone)]
 pub struct Q8Matrix {
     n: usize,
     k: usize,
     /// `k / BLOCK`.
     nb: usize,
-    /// `panels × nb` blocks, panel-major.
+    /// One scale per output column and activations per token (`int8-channel`), instead of
+    /// candle's `Q8_0` blocks.
+    channel: bool,
+    /// `panels × nb` blocks, panel-major (empty for a 4-bit matrix).
     blocks: Vec<PanelBlock>,
+    /// `panels × nb` 4-bit blocks, panel-major (empty for an int8 matrix).
+    blocks4: Vec<Panel4Block>,
 }
 
 impl std::fmt::Debug for Q8Matrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Q8Matrix[{}, {}]", self.n, self.k)
+        let kind = if self.is_int4() {
+            "4-bit"
+        } else if self.channel {
+            "per channel"
+        } else {
+            "Q8_0"
+        };
+        write!(f, "Q8Matrix[{}, {}, {kind}]", self.n, self.k)
     }
 }
 
@@ -230,7 +273,7 @@ impl Q8Matrix {
         if m == 0 {
             return Ok(());
         }
-        let xq = QuantRows::new(x, m, self.k);
+        let xq = QuantRows::new(x, m, self.k, self.channel);
         let panels = self.n.div_ceil(PANEL);
         // Few rows (decode, also batched: a few rows per image): the weights dominate, split
         // them by columns, as long as splitting by rows would leave threads idle and columns
@@ -306,6 +349,25 @@ impl Q8Matrix {
         job.check(out.len())?;
         // `matmul_acc`, the only caller, returned an error for a kernel this CPU lacks.
         debug_assert!(kernel.is_available());
+        if self.is_int4() {
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `matmul_acc` checked `is_available`: AVX-512 F/BW/VNNI were detected at
+                // run time (AMX implies them); `job.check` verified the bounds (as below).
+                Kernel::Amx | Kernel::Avx512Vnni => unsafe { x86::gemm4_avx512(&job, out) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, with AVX2 and FMA detected at run time.
+                Kernel::Avx2 => unsafe { x86::gemm4_avx2(&job, out) },
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                Kernel::Simd128 => wasm::gemm4_simd128(&job, out),
+                #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+                Kernel::RelaxedSimd | Kernel::RelaxedSimdU8 => {
+                    wasm_relaxed::gemm4_relaxed(&job, out)
+                }
+                _ => scalar::gemm4_scalar(&job, out),
+            }
+            return Ok(());
+        }
         match kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `matmul_acc` checked `is_available`, i.e. detected AMX-TILE/INT8 (with the
@@ -373,10 +435,12 @@ impl Job<'_> {
             && width <= self.ldo
             && out_len >= (self.rows.len() - 1) * self.ldo + width
             && self.rows.end * w.k <= xq.qs.len()
-            && self.rows.end * w.nb <= xq.d.len()
-            && self.rows.end * w.nb <= xq.corr.len()
+            && xq.groups == if w.channel { 1 } else { w.nb }
+            && self.rows.end * xq.groups <= xq.d.len()
+            && self.rows.end * xq.groups <= xq.corr.len()
             && self.panels.end <= w.n.div_ceil(PANEL)
-            && self.panels.end * w.nb <= w.blocks.len()
+            && self.panels.end * w.nb <= w.blocks.len().max(w.blocks4.len())
+            && (w.blocks4.is_empty() || !w.channel)
     }
 
     /// [`Job::fits`] as an error naming the tile.
@@ -401,10 +465,11 @@ impl Job<'_> {
             w.k
         );
         debug_assert_eq!(
-            w.blocks.len(),
+            w.blocks.len().max(w.blocks4.len()),
             w.n.div_ceil(PANEL) * w.nb,
             "packed panel count"
         );
+        debug_assert!(w.blocks.is_empty() || w.blocks4.is_empty());
         debug_assert!(
             self.fits(out_len),
             "INT8 tile rows {:?} panels {:?} beyond its operands or output ({out_len} values, stride {})",

@@ -5,7 +5,7 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
 
-use super::{PanelBlock, Q8Matrix, BLOCK, PANEL, Q8_0_BYTES, ZERO_BLOCK};
+use super::{Panel4Block, PanelBlock, Q8Matrix, BLOCK, PANEL, Q8_0_BYTES, ZERO_BLOCK, ZERO_BLOCK4};
 use crate::{Error, Result};
 
 impl Q8Matrix {
@@ -14,6 +14,7 @@ impl Q8Matrix {
     fn pack<'a>(
         n: usize,
         k: usize,
+        channel: bool,
         block: impl Fn(usize, usize) -> (f32, &'a [u8]),
     ) -> Result<Self> {
         if n == 0 || k == 0 || !k.is_multiple_of(BLOCK) {
@@ -36,7 +37,100 @@ impl Q8Matrix {
                 }
             }
         }
-        Ok(Self { n, k, nb, blocks })
+        Ok(Self {
+            n,
+            k,
+            nb,
+            channel,
+            blocks,
+            blocks4: Vec::new(),
+        })
+    }
+
+    /// A 4-bit matrix from nibbles in candle's (ggml's) `Q4_0` block order — for each row, per
+    /// block of 32 values, 16 bytes whose low nibbles hold values `0..16` and high nibbles values
+    /// `16..32`, each `q + 8` — and f16 scales (little-endian bytes), one per `group` values
+    /// along a row (`group` 32: `Q4_0`; or a multiple of 32, such as 128).
+    pub fn from_int4(q: &[u8], scales: &[u8], n: usize, k: usize, group: usize) -> Result<Self> {
+        if n == 0
+            || k == 0
+            || group == 0
+            || !group.is_multiple_of(BLOCK)
+            || !k.is_multiple_of(group)
+            || q.len() != n * k / 2
+            || scales.len() != 2 * n * (k / group)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "4-bit data ({} bytes) and scales ({} bytes) in groups of {group} do not fit \
+                 [{n}, {k}] (k must be a non-zero multiple of the group, the group of {BLOCK})",
+                q.len(),
+                scales.len()
+            )));
+        }
+        let nb = k / BLOCK;
+        let per_group = group / BLOCK;
+        let groups = k / group;
+        let panels = n.div_ceil(PANEL);
+        let mut blocks4 = vec![ZERO_BLOCK4; panels * nb];
+        for (i, pb) in blocks4.iter_mut().enumerate() {
+            let (p, b) = (i / nb, i % nb);
+            for c in 0..PANEL.min(n - p * PANEL) {
+                let row = p * PANEL + c;
+                let g = row * groups + b / per_group;
+                pb.scales[c] = f16::from_le_bytes([scales[2 * g], scales[2 * g + 1]]).to_f32();
+                let src = &q[row * k / 2 + b * BLOCK / 2..][..BLOCK / 2];
+                for s in 0..BLOCK / 8 {
+                    for j in 0..4 {
+                        // Byte `4 s + j` of the ggml block holds values `4 s + j` (low) and
+                        // `16 + 4 s + j` (high): the layout's pair for k-step `s`, lane `j`.
+                        pb.qs[64 * s + 4 * c + j] = src[4 * s + j];
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            n,
+            k,
+            nb,
+            channel: false,
+            blocks: Vec::new(),
+            blocks4,
+        })
+    }
+
+    /// Whether the weights are 4-bit (`q4_0`, `q4_g128`).
+    pub fn is_int4(&self) -> bool {
+        !self.blocks4.is_empty()
+    }
+
+    /// The 4-bit block of weight row `row`, block `b`: its scale and 32 values `q` in `-8..=7`.
+    fn block4(&self, row: usize, b: usize) -> (f32, [i8; BLOCK]) {
+        let pb = &self.blocks4[(row / PANEL) * self.nb + b];
+        let c = row % PANEL;
+        let q = std::array::from_fn(|i| {
+            let byte = pb.qs[64 * ((i % 16) / 4) + 4 * c + i % 4];
+            let u = if i < 16 { byte & 0x0f } else { byte >> 4 };
+            u as i8 - 8
+        });
+        (pb.scales[c], q)
+    }
+
+    /// A 4-bit matrix back in candle's `Q4_0` nibble order and its scales, one per block of 32
+    /// (`None` for an int8 matrix): for tests and inspection.
+    pub fn to_int4(&self) -> Option<(Vec<u8>, Vec<f32>)> {
+        if !self.is_int4() {
+            return None;
+        }
+        let mut q = Vec::with_capacity(self.n * self.k / 2);
+        let mut scales = Vec::with_capacity(self.n * self.nb);
+        for r in 0..self.n {
+            for b in 0..self.nb {
+                let (d, v) = self.block4(r, b);
+                scales.push(d);
+                q.extend((0..BLOCK / 2).map(|i| (v[i] + 8) as u8 | ((v[i + 16] + 8) as u8) << 4));
+            }
+        }
+        Some((q, scales))
     }
 
     /// From candle's `Q8_0` block bytes (`n × k/32` blocks of 34 bytes, row-major).
@@ -48,7 +142,7 @@ impl Q8Matrix {
                 data.len()
             )));
         }
-        Self::pack(n, k, |r, b| {
+        Self::pack(n, k, false, |r, b| {
             let at = (r * nb + b) * Q8_0_BYTES;
             let d = f16::from_le_bytes([data[at], data[at + 1]]).to_f32();
             (d, &data[at + 2..at + Q8_0_BYTES])
@@ -79,11 +173,58 @@ impl Q8Matrix {
                 scales.len()
             )));
         }
-        Self::pack(n, k, |r, b| {
+        Self::pack(n, k, false, |r, b| {
             let s = if per_row { r } else { r * nb + b };
             let d = f16::from_le_bytes([scales[2 * s], scales[2 * s + 1]]).to_f32();
             (d, &q[r * k + b * BLOCK..r * k + (b + 1) * BLOCK])
         })
+    }
+
+    /// A per-channel (`int8-channel`) matrix: int8 values `[n, k]` (as bytes) and one f32 scale
+    /// per row; products quantize the activations per token.
+    pub fn from_int8_channel(q: &[u8], scales: &[f32], n: usize, k: usize) -> Result<Self> {
+        if q.len() != n * k || scales.len() != n {
+            return Err(Error::InvalidArgument(format!(
+                "int8 data ({} bytes) and {} row scales do not fit [{n}, {k}]",
+                q.len(),
+                scales.len()
+            )));
+        }
+        if let Some(r) = scales.iter().position(|s| !s.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "row {r}'s scale is {}: scales must be finite",
+                scales[r]
+            )));
+        }
+        Self::pack(n, k, true, |r, b| {
+            (scales[r], &q[r * k + b * BLOCK..r * k + (b + 1) * BLOCK])
+        })
+    }
+
+    /// Whether the matrix is per channel (one scale per row, activations per token) rather than
+    /// `Q8_0` blocks.
+    pub fn is_channel(&self) -> bool {
+        self.channel
+    }
+
+    /// The int8 values `[n, k]` and one f32 scale per row of a per-channel matrix (`None` for
+    /// `Q8_0` blocks): what `from_int8_channel` was given.
+    pub fn to_int8_channel(&self) -> Option<(Vec<i8>, Vec<f32>)> {
+        if !self.channel {
+            return None;
+        }
+        let mut q = Vec::with_capacity(self.n * self.k);
+        let mut scales = Vec::with_capacity(self.n);
+        for r in 0..self.n {
+            for b in 0..self.nb {
+                let (d, qs) = self.block(r, b);
+                if b == 0 {
+                    scales.push(d);
+                }
+                q.extend_from_slice(&qs);
+            }
+        }
+        Some((q, scales))
     }
 
     /// Output size (weight rows).
@@ -99,6 +240,7 @@ impl Q8Matrix {
     /// Bytes held in memory.
     pub fn size_in_bytes(&self) -> usize {
         self.blocks.len() * std::mem::size_of::<PanelBlock>()
+            + self.blocks4.len() * std::mem::size_of::<Panel4Block>()
     }
 
     /// Where weight `(row, b, i)` sits: its block and the byte index in `qs`.
@@ -129,7 +271,11 @@ impl Q8Matrix {
             )));
         }
         for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
-            let (d, q) = self.block(row, b);
+            let (d, q) = if self.is_int4() {
+                self.block4(row, b)
+            } else {
+                self.block(row, b)
+            };
             for (o, q) in out.iter_mut().zip(q) {
                 *o = q as f32 * d;
             }
@@ -137,8 +283,12 @@ impl Q8Matrix {
         Ok(())
     }
 
-    /// The matrix back in candle's `Q8_0` block bytes (for tests and inspection).
+    /// The matrix back in candle's `Q8_0` block bytes (for tests and inspection; empty for a
+    /// 4-bit matrix).
     pub fn to_q8_0_bytes(&self) -> Vec<u8> {
+        if self.is_int4() {
+            return Vec::new();
+        }
         let mut out = Vec::with_capacity(self.n * self.nb * Q8_0_BYTES);
         for r in 0..self.n {
             for b in 0..self.nb {

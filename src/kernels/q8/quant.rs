@@ -1,6 +1,8 @@
 //! Activation quantization: the `m × k` f32 rows of one product to `Q8_0` blocks (int8 values,
 //! an f16-rounded scale per 32, and the offset correction the unsigned-weight kernels need),
-//! exactly as candle's `BlockQ8_0::from_float`, compiled per x86-64 level ([`crate::kernels::isa`]).
+//! exactly as candle's `BlockQ8_0::from_float`; or, for per-channel weights
+//! ([`super::Q8Matrix::is_channel`]), per token: one f32 scale `max |x| / 127` and one correction
+//! per row. Compiled per x86-64 level ([`crate::kernels::isa`]).
 
 use half::f16;
 use rayon::prelude::*;
@@ -12,10 +14,12 @@ use crate::kernels::isa::multiversion;
 pub(crate) struct QuantRows {
     /// `m × k` int8 values, row-major.
     pub(crate) qs: Vec<i8>,
-    /// `m × nb` block scales (`f16`-rounded, as candle stores them).
+    /// Scale groups per row: `nb` (blocks of 32) or 1 (per token).
+    pub(crate) groups: usize,
+    /// `m × groups` scales: per block (`f16`-rounded, as candle stores them), or per token (f32).
     pub(crate) d: Vec<f32>,
-    /// `m × nb`: `-128 · Σ q` per block, the correction for the +128 offset of the packed weights
-    /// (the VNNI and relaxed-SIMD kernels need it; the others flip the offset bit back).
+    /// `m × groups`: `-128 · Σ q` per group, the correction for the +128 offset of the packed
+    /// weights (the VNNI and relaxed-SIMD kernels need it; the others flip the offset bit back).
     #[cfg_attr(
         not(any(target_arch = "x86_64", feature = "relaxed-simd")),
         allow(dead_code)
@@ -84,16 +88,57 @@ multiversion! {
     fn quantize_row(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) = quantize_row_body;
 }
 
+/// One activation row quantized per token: `d = max |x| / 127` (f32), `q = round(x / d)`, and
+/// the row's correction `-128 · Σ q`. The same vectorizable steps as [`quantize_block`].
+#[inline(always)]
+fn quantize_token_body(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    let mut lanes = [0f32; 16];
+    for chunk in x.as_chunks::<16>().0 {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let mut amax = 0f32;
+    for &v in lanes.iter().chain(x.as_chunks::<16>().1) {
+        let a = v.abs();
+        amax = if a > amax { a } else { amax };
+    }
+    let scale = amax / 127.0;
+    let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        // `|v · id| <= 127` (up to rounding of `id`, which `round` absorbs): see `quantize_block`.
+        let r = f32::round(v * id).clamp(-127.0, 127.0);
+        *q = (r + MAGIC).to_bits() as u8 as i8;
+        sum += *q as i32;
+    }
+    d[0] = scale;
+    c[0] = -128 * sum;
+}
+
+multiversion! {
+    fn quantize_token(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) = quantize_token_body;
+}
+
 /// One activation row's slices: `((x, q), (d, corr))`.
 type RowParts<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [i32]));
 
 impl QuantRows {
-    pub(crate) fn new(x: &[f32], m: usize, k: usize) -> Self {
-        let nb = k / BLOCK;
+    /// Quantizes `m` rows of `k` values: per block of 32, or with `per_token` one scale per row.
+    pub(crate) fn new(x: &[f32], m: usize, k: usize, per_token: bool) -> Self {
+        let nb = if per_token { 1 } else { k / BLOCK };
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * nb];
         let mut corr = vec![0i32; m * nb];
-        let row = |((x, q), (d, c)): RowParts| quantize_row(x, q, d, c);
+        let row = |((x, q), (d, c)): RowParts| {
+            if per_token {
+                quantize_token(x, q, d, c)
+            } else {
+                quantize_row(x, q, d, c)
+            }
+        };
         if m > SMALL_M {
             x.par_chunks_exact(k)
                 .zip(qs.par_chunks_exact_mut(k))
@@ -109,7 +154,12 @@ impl QuantRows {
                 .zip(d.chunks_exact_mut(nb).zip(corr.chunks_exact_mut(nb)))
                 .for_each(row);
         }
-        Self { qs, d, corr }
+        Self {
+            qs,
+            groups: nb,
+            d,
+            corr,
+        }
     }
 }
 

@@ -29,7 +29,7 @@
 use core::arch::wasm32::*;
 use std::sync::OnceLock;
 
-use super::wasm::{add_block, drive, load_acc, quad_scales, store_acc, x_splat, Tile};
+use super::wasm::{add_block, drive, load_acc, quad_scales, store_acc, store_rows, x_splat, Tile};
 use super::{panel_width, Job, BLOCK, PANEL};
 
 // The last 16-byte weight load of a block (`s = BLOCK / 4 - 1`, `q = 3`) ends within `qs`.
@@ -45,6 +45,21 @@ pub(super) fn gemm_relaxed(job: &Job, out: &mut [f32], single_dot: bool) {
     }
 }
 
+/// The 4-bit kernel: the nibbles are `0..=15`, so the dot's second operand never has its top bit
+/// set and the instruction is exact on every engine, in one dot per 16 products.
+pub(super) fn gemm4_relaxed(job: &Job, out: &mut [f32]) {
+    drive::<RelaxedInt4>(job, out);
+}
+
+struct RelaxedInt4;
+
+impl Tile for RelaxedInt4 {
+    #[inline(always)]
+    fn tile<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+        tile4::<R>(job, r0, p, out)
+    }
+}
+
 /// `U8`: the stored weight bytes as the dot's second operand (one dot per 16 products);
 /// otherwise the two 7-bit planes.
 struct Relaxed<const U8: bool>;
@@ -52,7 +67,11 @@ struct Relaxed<const U8: bool>;
 impl<const U8: bool> Tile for Relaxed<U8> {
     #[inline(always)]
     fn tile<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
-        tile::<R, U8>(job, r0, p, out)
+        if job.w.channel {
+            tile::<R, U8, true>(job, r0, p, out)
+        } else {
+            tile::<R, U8, false>(job, r0, p, out)
+        }
     }
 }
 
@@ -112,12 +131,29 @@ fn relaxed_dot(a: [i8; 16], b: [u8; 16], c: [i32; 4]) -> [i32; 4] {
 // The loops index several per-row / per-quad arrays at once: clearer with indices.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "simd128,relaxed-simd")]
-fn tile<const R: usize, const U8: bool>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+fn tile<const R: usize, const U8: bool, const ROW: bool>(
+    job: &Job,
+    r0: usize,
+    p: usize,
+    out: &mut [f32],
+) {
     let (w, xq, ldo) = (job.w, job.xq, job.ldo);
     let (k, nb) = (w.k, w.nb);
     let low7 = u8x16_splat(0x7f);
     let width = panel_width(w, p);
-    let mut facc = load_acc::<R>(out, ldo, width);
+    // `Q8_0`: f32 sums, scaled block by block. Per channel (`ROW`): exact i32 sums over the
+    // whole row (`isum`, starting at the row's offset correction), scaled once by `store_rows`.
+    let mut facc = if ROW {
+        [[f32x4_splat(0.0); 4]; R]
+    } else {
+        load_acc::<R>(out, ldo, width)
+    };
+    let mut isum = [[i32x4_splat(0); 4]; R];
+    if ROW {
+        for (i, isum) in isum.iter_mut().enumerate() {
+            *isum = [i32x4_splat(xq.corr[r0 + i]); 4];
+        }
+    }
     for b in 0..nb {
         let pb = &w.blocks[p * nb + b];
         let mut dx = [f32x4_splat(0.0); R];
@@ -127,8 +163,10 @@ fn tile<const R: usize, const U8: bool>(job: &Job, r0: usize, p: usize, out: &mu
         for i in 0..R {
             let row = r0 + i;
             xs[i] = &xq.qs[row * k + b * BLOCK..row * k + (b + 1) * BLOCK];
-            dx[i] = f32x4_splat(xq.d[row * nb + b]);
-            corr[i] = i32x4_splat(xq.corr[row * nb + b]);
+            if !ROW {
+                dx[i] = f32x4_splat(xq.d[row * nb + b]);
+                corr[i] = i32x4_splat(xq.corr[row * nb + b]);
+            }
         }
         for q in 0..4 {
             let mut lo = corr;
@@ -153,10 +191,63 @@ fn tile<const R: usize, const U8: bool>(job: &Job, r0: usize, p: usize, out: &mu
                     hi[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv, wh, hi[i]);
                 }
             }
-            let ws = quad_scales(pb, q);
+            let ws = quad_scales(&pb.scales, q);
             for i in 0..R {
                 let sum = i32x4_add(lo[i], i32x4_shl(hi[i], 7));
-                facc[i][q] = add_block(facc[i][q], sum, ws, dx[i]);
+                if ROW {
+                    isum[i][q] = i32x4_add(isum[i][q], sum);
+                } else {
+                    facc[i][q] = add_block(facc[i][q], sum, ws, dx[i]);
+                }
+            }
+        }
+    }
+    if ROW {
+        store_rows::<R>(job, r0, p, &isum, out);
+    } else {
+        store_acc::<R>(&facc, out, ldo, width);
+    }
+}
+
+/// A 4-bit tile: per column quad, the low nibbles (k-step `s`) and high nibbles (`s + 4`) of a
+/// 16-byte vector against the row's activations, accumulated from the offset correction
+/// `corr / 16`.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "simd128,relaxed-simd")]
+fn tile4<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+    let (w, xq, ldo) = (job.w, job.xq, job.ldo);
+    let (k, nb) = (w.k, w.nb);
+    let nibble = u8x16_splat(0x0f);
+    let width = panel_width(w, p);
+    let mut facc = load_acc::<R>(out, ldo, width);
+    for b in 0..nb {
+        let pb = &w.blocks4[p * nb + b];
+        let mut dx = [f32x4_splat(0.0); R];
+        let mut corr = [i32x4_splat(0); R];
+        let mut xs: [&[i8]; R] = [&[]; R];
+        for i in 0..R {
+            let row = r0 + i;
+            xs[i] = &xq.qs[row * k + b * BLOCK..row * k + (b + 1) * BLOCK];
+            dx[i] = f32x4_splat(xq.d[row * nb + b]);
+            corr[i] = i32x4_splat(xq.corr[row * nb + b] >> 4);
+        }
+        for q in 0..4 {
+            let mut acc = corr;
+            for s in 0..BLOCK / 8 {
+                let at = 64 * s + 16 * q;
+                let bytes = &pb.qs[at..at + 16];
+                // SAFETY: `bytes` is 16 initialized bytes (bounds-checked above), and
+                // `v128_load` has no alignment requirement.
+                let wv = unsafe { v128_load(bytes.as_ptr() as *const v128) };
+                let (wl, wh) = (v128_and(wv, nibble), u8x16_shr(wv, 4));
+                for i in 0..R {
+                    acc[i] = i32x4_relaxed_dot_i8x16_i7x16_add(x_splat(xs[i], s), wl, acc[i]);
+                    acc[i] = i32x4_relaxed_dot_i8x16_i7x16_add(x_splat(xs[i], s + 4), wh, acc[i]);
+                }
+            }
+            let ws = quad_scales(&pb.scales, q);
+            for i in 0..R {
+                facc[i][q] = add_block(facc[i][q], acc[i], ws, dx[i]);
             }
         }
     }
