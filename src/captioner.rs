@@ -122,8 +122,13 @@ fn model_info(ckpt: &Checkpoint) -> Result<ModelInfo> {
         if name.ends_with("_scale") {
             continue;
         }
-        quantized |= dtype == crate::checkpoint::StoredDType::I8;
-        total += n;
+        quantized |= dtype.is_quantized();
+        // A packed 4-bit byte holds two weights.
+        total += if dtype == crate::checkpoint::StoredDType::U8 {
+            2 * n
+        } else {
+            n
+        };
     }
     Ok(ModelInfo {
         total_parameters: total,

@@ -18,7 +18,7 @@ use candle_core::{DType, Device};
 use serde::Serialize;
 
 use crate::checkpoint::writer::{self, OutTensor};
-use crate::checkpoint::{int8, Checkpoint, StoredDType};
+use crate::checkpoint::{int8, Checkpoint};
 use crate::{Error, Result};
 
 /// The dtype `blipq convert` writes.
@@ -114,11 +114,12 @@ pub fn convert_checkpoint(
             continue;
         }
         let (stored, shape) = ckpt.lookup(name)?;
-        if stored == StoredDType::I8 {
+        if stored.is_quantized() {
             return Err(Error::tensor(
                 name,
                 format!(
-                    "is int8 in {}: convert reads full-precision weights",
+                    "is quantized ({}) in {}: convert reads full-precision weights",
+                    stored.as_str(),
                     ckpt.file()
                 ),
             ));

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::checkpoint::int8::{self, split_q8_0, Layout, BLOCK};
 use crate::checkpoint::writer::{self, OutTensor};
-use crate::checkpoint::{Checkpoint, StoredDType};
+use crate::checkpoint::Checkpoint;
 use crate::{Caption, CaptionOptions, Captioner, Error, Result};
 
 /// Greedy token agreement ([`crate::eval::metrics::token_agreement`], shared with the benchmark
@@ -38,6 +38,14 @@ pub enum Scheme {
     /// quantization): the INT8 kernels sum whole rows in int32 and scale once.
     #[serde(rename = "int8-channel")]
     Int8Channel,
+    /// 4-bit blocks of 32 with an f16 scale (candle's / llama.cpp's `Q4_0`) for every linear
+    /// weight; the word embeddings (and the tied LM head) stay `Q8_0`.
+    #[serde(rename = "q4_0")]
+    Q4_0,
+    /// 4-bit groups of 128 values with an f16 scale (the group size of GPTQ/AWQ checkpoints),
+    /// where a weight's input size allows, else blocks of 32; word embeddings `Q8_0`.
+    #[serde(rename = "q4_g128")]
+    Q4G128,
     /// Every weight rounded to IEEE half precision: half the size, computed in f32.
     F16,
     /// Every weight rounded to bfloat16: half the size, f32's range, computed in f32.
@@ -50,10 +58,12 @@ impl std::str::FromStr for Scheme {
         match s.to_ascii_lowercase().as_str() {
             "q8_0" | "int8" => Ok(Self::Q8_0),
             "int8-channel" | "int8_channel" => Ok(Self::Int8Channel),
+            "q4_0" | "int4" => Ok(Self::Q4_0),
+            "q4_g128" => Ok(Self::Q4G128),
             "f16" | "fp16" => Ok(Self::F16),
             "bf16" => Ok(Self::Bf16),
             _ => Err(Error::InvalidArgument(format!(
-                "scheme \"{s}\": expected q8_0, int8-channel, f16 or bf16"
+                "scheme \"{s}\": expected q8_0, int8-channel, q4_0, q4_g128, f16 or bf16"
             ))),
         }
     }
@@ -64,6 +74,8 @@ impl Scheme {
         match self {
             Self::Q8_0 => "q8_0",
             Self::Int8Channel => int8::CHANNEL_SCHEME,
+            Self::Q4_0 => int8::Q4_0_SCHEME,
+            Self::Q4G128 => int8::Q4_G128_SCHEME,
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
         }
@@ -77,7 +89,7 @@ impl Scheme {
     /// The dtype a half-precision scheme writes; `None` for the INT8 ones.
     fn half(self) -> Option<crate::convert::OutDType> {
         match self {
-            Self::Q8_0 | Self::Int8Channel => None,
+            Self::Q8_0 | Self::Int8Channel | Self::Q4_0 | Self::Q4G128 => None,
             Self::F16 => Some(crate::convert::OutDType::F16),
             Self::Bf16 => Some(crate::convert::OutDType::BF16),
         }
@@ -120,14 +132,41 @@ pub fn quantize_checkpoint(
             continue;
         }
         let (dtype, shape) = ckpt.lookup(name)?;
-        if dtype == StoredDType::I8 {
+        if dtype.is_quantized() {
             return Err(Error::checkpoint(
                 ckpt.file(),
-                format!("tensor `{name}` is already int8: quantize an FP32 checkpoint"),
+                format!(
+                    "tensor `{name}` is already quantized ({}): quantize an FP32 checkpoint",
+                    dtype.as_str()
+                ),
             ));
         }
         let t = ckpt.load_f32(name, &shape, &device)?;
-        if is_quantizable(name, &shape) && layout == Layout::Channel {
+        let four_bit = match layout {
+            Layout::Int4 { group } if !name.contains("word_embeddings") => Some(group),
+            _ => None,
+        };
+        if let (Some(group), true) = (four_bit, is_quantizable(name, &shape)) {
+            let group = int8::int4_group(group, shape[1]);
+            let (q, scales) = quantize_int4(&t, group)?;
+            out.push((
+                name.clone(),
+                OutTensor {
+                    dtype: Dtype::U8,
+                    shape: vec![shape[0], shape[1] / 2],
+                    data: q,
+                },
+            ));
+            out.push((
+                int8::scale_name(name),
+                OutTensor {
+                    dtype: Dtype::F16,
+                    shape: vec![shape[0], shape[1] / group],
+                    data: scales,
+                },
+            ));
+            summary.quantized_tensors += 1;
+        } else if is_quantizable(name, &shape) && layout == Layout::Channel {
             let (q, scales) = quantize_channels(&t)?;
             out.push((
                 name.clone(),
@@ -204,6 +243,37 @@ pub fn quantize_channels(t: &Tensor) -> Result<(Vec<u8>, Vec<f32>)> {
                 .map(|v| (v * id).round().clamp(-127.0, 127.0) as i8 as u8),
         );
         scales.push(d);
+    }
+    Ok((q, scales))
+}
+
+/// A `[rows, cols]` matrix quantized to 4 bits in groups of `group` values along each row, by
+/// candle's `Q4_0` rule: `d = m / -8` where `m` is the group's value of largest magnitude (with
+/// its sign), `u = min(15, trunc(w / d + 8.5))`, so `q = u - 8` in `-8..=7`. Returns the nibbles
+/// in candle's `Q4_0` byte order (per block of 32: byte `i` holds values `i` and `i + 16`) and
+/// the f16 scales (little-endian bytes, `[rows, cols / group]`). With `group` 32 this is
+/// candle's `Q4_0` exactly.
+pub fn quantize_int4(t: &Tensor, group: usize) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (_, cols) = t.dims2()?;
+    if group == 0 || !group.is_multiple_of(BLOCK) || !cols.is_multiple_of(group) {
+        return Err(Error::InvalidArgument(format!(
+            "4-bit groups of {group} do not divide rows of {cols} values into blocks of {BLOCK}"
+        )));
+    }
+    let w: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    let mut q = Vec::with_capacity(w.len() / 2);
+    let mut scales = Vec::with_capacity(2 * w.len() / group);
+    for g in w.chunks_exact(group) {
+        let m = g
+            .iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let d = m / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        scales.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        let u = |v: f32| ((v * id + 8.5) as u8).min(15);
+        for b in g.chunks_exact(BLOCK) {
+            q.extend((0..BLOCK / 2).map(|i| u(b[i]) | u(b[i + BLOCK / 2]) << 4));
+        }
     }
     Ok((q, scales))
 }
@@ -447,6 +517,8 @@ pub fn quantize_model(
     let Some(dtype) = scheme.half() else {
         let layout = match scheme {
             Scheme::Int8Channel => Layout::Channel,
+            Scheme::Q4_0 => Layout::Int4 { group: 32 },
+            Scheme::Q4G128 => Layout::Int4 { group: 128 },
             _ => Layout::Blocks,
         };
         return quantize_checkpoint(ckpt, layout, &sha, on_tensor);

@@ -168,6 +168,151 @@ fn load_err(dir: &std::path::Path) -> String {
     }
 }
 
+/// `q4_0` and `q4_g128`: every linear weight 4-bit (U8 nibbles in candle's `Q4_0` order, F16
+/// scales per group), the word embeddings `Q8_0`; loading gives back exactly what the quantizer
+/// wrote (for `q4_0`, candle's own `Q4_0` blocks); parameters are counted per weight, not per
+/// byte; the model stays close to FP32 and captions.
+#[test]
+fn four_bit_schemes_load_back_exactly_and_stay_close_to_fp32() {
+    let fp32 = Checkpoint::open(&tiny_dir().join("model.safetensors")).unwrap();
+    let fp32_model = Captioner::load_dir(&tiny_dir()).unwrap();
+    for (scheme, group) in [(Scheme::Q4_0, 32), (Scheme::Q4G128, 128)] {
+        let dir = made(scheme);
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let m = meta.metadata().as_ref().unwrap();
+        assert_eq!(m[quantize::SCHEME_KEY], scheme.as_str());
+        let ckpt = Checkpoint::open(&dir.join("model.safetensors")).unwrap();
+        let (mut four, mut eight, mut grouped) = (0, 0, 0);
+        for name in fp32.names() {
+            let (_, shape) = fp32.info(&name).unwrap();
+            if !quantize::is_quantizable(&name, &shape) {
+                continue;
+            }
+            let (dtype, stored) = ckpt.info(&name).unwrap();
+            let w = fp32.load_f32(&name, &shape, &Device::Cpu).unwrap();
+            let Matrix::Q8(got) = ckpt
+                .load_matrix(&name, shape[0], shape[1], &Device::Cpu)
+                .unwrap()
+            else {
+                panic!("{name} did not load as a quantized matrix");
+            };
+            if name.contains("word_embeddings") {
+                assert_eq!(format!("{dtype:?}"), "I8", "{name}: embeddings stay Q8_0");
+                assert!(!got.is_int4());
+                eight += 1;
+                continue;
+            }
+            assert_eq!(format!("{dtype:?}"), "U8", "{name}");
+            assert_eq!(stored, [shape[0], shape[1] / 2], "{name}");
+            let g = if shape[1] % group == 0 { group } else { 32 };
+            grouped += usize::from(g == 128);
+            let (_, scale_shape) = ckpt.info(&format!("{name}_scale")).unwrap();
+            assert_eq!(scale_shape, [shape[0], shape[1] / g], "{name}_scale");
+            let (want_q, want_d) = quantize::quantize_int4(&w, g).unwrap();
+            let (q, d) = got.to_int4().unwrap();
+            assert_eq!(q, want_q, "{name}: nibbles");
+            // One scale per block of 32 in memory: each group's scale repeated.
+            let want_d: Vec<f32> = want_d
+                .chunks_exact(2)
+                .flat_map(|h| {
+                    std::iter::repeat_n(half::f16::from_le_bytes([h[0], h[1]]).to_f32(), g / 32)
+                })
+                .collect();
+            assert_eq!(d, want_d, "{name}: scales");
+            if g == 32 {
+                // candle's own Q4_0 of the same weights: the same bytes.
+                let c = candle_core::quantized::QTensor::quantize(
+                    &w,
+                    candle_core::quantized::GgmlDType::Q4_0,
+                )
+                .unwrap();
+                let data = c.data().unwrap();
+                let nibbles: Vec<u8> = data
+                    .chunks_exact(18)
+                    .flat_map(|b| b[2..].to_vec())
+                    .collect();
+                assert_eq!(q, nibbles, "{name}: candle's Q4_0");
+            }
+            four += 1;
+        }
+        assert!(four >= 20 && eight >= 1, "{four} 4-bit, {eight} Q8_0");
+        if scheme == Scheme::Q4G128 {
+            assert!(grouped > 0, "some weights in groups of 128");
+        }
+        let model = Captioner::load_dir(&dir).unwrap();
+        assert!(model.info().is_quantized);
+        // Two 4-bit weights per stored byte: the parameter count is FP32's.
+        assert_eq!(
+            model.info().total_parameters,
+            fp32_model.info().total_parameters,
+            "{scheme:?}"
+        );
+        for image in image_names() {
+            let c = cosine(
+                &first_logits(&fp32_model, &image),
+                &first_logits(&model, &image),
+            );
+            assert!(c >= 0.95, "{scheme:?} {image}: logits cosine {c}");
+            let pixels = expected_tensor(&image, "pixel_values")
+                .unsqueeze(0)
+                .unwrap();
+            let c = cosine(
+                &fp32_model.encode_image(&pixels).unwrap(),
+                &model.encode_image(&pixels).unwrap(),
+            );
+            assert!(c >= 0.99, "{scheme:?} {image}: vision cosine {c}");
+        }
+    }
+}
+
+#[test]
+fn bad_four_bit_files_are_refused_by_name() {
+    let name = "text_decoder.bert.encoder.layer.0.intermediate.dense.weight";
+    // 4-bit data in a file that does not say it is 4-bit.
+    let dir = copy_dir(&made(Scheme::Q4_0), "q4-unmarked");
+    edit_metadata(&dir, |m| {
+        m.remove(quantize::SCHEME_KEY);
+        m.insert("block_size".into(), "32".into());
+    });
+    let err = load_err(&dir);
+    assert!(err.contains("_scale") && err.contains("q4_0"), "{err}");
+    // Scales whose group is not whole blocks of 32.
+    let dir = copy_dir(&made(Scheme::Q4_0), "q4-bad-group");
+    rewrite_weights(
+        &dir,
+        |n, mut raw| {
+            if n == format!("{name}_scale") {
+                // [rows, cols / 32] -> [rows, cols / 16]: groups of 16.
+                raw.shape[1] *= 2;
+                raw.data = [raw.data.clone(), raw.data].concat();
+            }
+            Some(raw)
+        },
+        vec![],
+    );
+    let err = load_err(&dir);
+    assert!(
+        err.contains(&format!("{name}_scale")) && err.contains("multiple"),
+        "{err}"
+    );
+    // A 4-bit weight of the wrong shape.
+    let dir = copy_dir(&made(Scheme::Q4_0), "q4-bad-shape");
+    rewrite_weights(
+        &dir,
+        |n, mut raw| {
+            if n == name {
+                raw.shape[1] *= 2;
+                raw.data = [raw.data.clone(), raw.data].concat();
+            }
+            Some(raw)
+        },
+        vec![],
+    );
+    let err = load_err(&dir);
+    assert!(err.contains(name), "{err}");
+}
+
 #[test]
 fn bad_int8_channel_files_are_refused_by_name() {
     let name = "text_decoder.bert.encoder.layer.0.intermediate.dense.weight";
@@ -244,7 +389,7 @@ fn the_cli_takes_a_scheme_and_refuses_an_unknown_one() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        err.contains("q3") && err.contains("q8_0, int8-channel, f16 or bf16"),
+        err.contains("q3") && err.contains("q8_0, int8-channel, q4_0, q4_g128, f16 or bf16"),
         "{err}"
     );
     assert!(!out.exists(), "nothing written");

@@ -883,45 +883,41 @@ fn quantize_checkpoint_makes_the_int8_files() {
         .tensors()
         .values()
         .all(|t| t.dtype == safetensors::Dtype::F16));
-    // Per-channel INT8: int8 weights with F32 [out, 1] scales, loads as INT8 (the per-channel
-    // kernels, checked against the scalar reference in `q8_kernel`) and captions.
-    let channel =
-        blipq::web::quantize_checkpoint_js(files.clone(), None, Some("int8-channel".into()))
+    // Per-channel INT8 (int8 weights with F32 [out, 1] scales) and 4-bit (U8 nibbles, F16 group
+    // scales): each loads as quantized (on the kernels checked against the scalar reference in
+    // `q8_kernel`) and captions.
+    for (scheme, weight_dtype, scale_dtype) in [
+        ("int8-channel", safetensors::Dtype::I8, safetensors::Dtype::F32),
+        ("q4_0", safetensors::Dtype::U8, safetensors::Dtype::F16),
+        ("q4_g128", safetensors::Dtype::U8, safetensors::Dtype::F16),
+    ] {
+        let made = blipq::web::quantize_checkpoint_js(files.clone(), None, Some(scheme.into()))
             .unwrap_or_else(|e| panic!("{}", error_message(e)));
-    let weights = get(&get(&channel, "files"), "model.safetensors")
-        .dyn_into::<js_sys::Uint8Array>()
-        .unwrap()
-        .to_vec();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&weights).unwrap();
-    assert_eq!(
-        meta.metadata().as_ref().unwrap()["blipq_scheme"],
-        "int8-channel"
-    );
-    let scales: Vec<_> = meta
-        .tensors()
-        .into_iter()
-        .filter(|(n, _)| n.ends_with("_scale"))
-        .collect();
-    assert!(!scales.is_empty());
-    assert!(scales
-        .iter()
-        .all(|(_, t)| t.dtype == safetensors::Dtype::F32 && t.shape[1] == 1));
-    let model = WasmCaptioner::new(get(&channel, "files"))
-        .unwrap_or_else(|e| panic!("{}", error_message(e)));
-    let info: Value = serde_wasm_bindgen::from_value(model.info().unwrap()).unwrap();
-    assert_eq!(info["is_quantized"], true, "{info}");
-    let out: CaptionOut = serde_wasm_bindgen::from_value(
-        model
-            .caption(IMAGES[0].1, JsValue::UNDEFINED, None)
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(out.new_tokens > 0);
+        let weights = get(&get(&made, "files"), "model.safetensors")
+            .dyn_into::<js_sys::Uint8Array>()
+            .unwrap()
+            .to_vec();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&weights).unwrap();
+        assert_eq!(meta.metadata().as_ref().unwrap()["blipq_scheme"], scheme);
+        let tensors = meta.tensors();
+        let layer = "text_decoder.bert.encoder.layer.0.intermediate.dense.weight";
+        assert_eq!(tensors[layer].dtype, weight_dtype, "{scheme}");
+        assert_eq!(tensors[&format!("{layer}_scale")].dtype, scale_dtype, "{scheme}");
+        let model = WasmCaptioner::new(get(&made, "files"))
+            .unwrap_or_else(|e| panic!("{}", error_message(e)));
+        let info: Value = serde_wasm_bindgen::from_value(model.info().unwrap()).unwrap();
+        assert_eq!(info["is_quantized"], true, "{scheme}: {info}");
+        let out: CaptionOut = serde_wasm_bindgen::from_value(
+            model.caption(IMAGES[0].1, JsValue::UNDEFINED, None).unwrap(),
+        )
+        .unwrap();
+        assert!(out.new_tokens > 0, "{scheme}");
+    }
     let msg = error_message(
         blipq::web::quantize_checkpoint_js(files, None, Some("q3".into())).unwrap_err(),
     );
     assert!(
-        msg.contains("q3") && msg.contains("q8_0, int8-channel, f16 or bf16"),
+        msg.contains("q3") && msg.contains("q8_0, int8-channel, q4_0, q4_g128, f16 or bf16"),
         "{msg}"
     );
 }

@@ -9,7 +9,7 @@
 // data-js-heap-bytes, data-bleu4 (when the image has references). Loaded models are
 // .model-item elements with data-key, data-weight-bytes, data-mem-before, data-mem-after,
 // data-load-ratio, data-from-cache; a model that is not INT8 has .make-scheme buttons
-// (data-key, data-scheme: q8_0, int8-channel, f16, bf16). Checkpoints
+// (data-key, data-scheme: q8_0, int8-channel, q4_0, q4_g128, f16, bf16). Checkpoints
 // made in this browser are .made-item elements with data-id, data-sha256 (of the made
 // model.safetensors) and data-source-sha256, and .load-made / .delete-made buttons and download
 // links a[data-file] once "Download files" is open. The benchmark's model checkboxes are

@@ -29,6 +29,8 @@ export const SCHEMES = {
     suffix: "int8ch",
     format: "per-channel INT8 (int8 weights, an f32 scale per output channel, activations per token)",
   },
+  q4_0: { name: "Q4_0", suffix: "q4-0", format: "4-bit Q4_0 (blocks of 32 with an f16 scale; word embeddings INT8)" },
+  q4_g128: { name: "Q4/g128", suffix: "q4-g128", format: "4-bit in groups of 128 with an f16 scale (word embeddings INT8)" },
   f16: { name: "F16", suffix: "f16", format: "F16 (every weight in half precision; computed in f32)" },
   bf16: { name: "BF16", suffix: "bf16", format: "BF16 (every weight in bfloat16; computed in f32)" },
 };

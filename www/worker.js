@@ -27,7 +27,7 @@
 //                                           → token events {text}, then {caption, tokenIds,
 //                                              newTokens, timings, bleu4, wasmMemoryBytes, jsHeapBytes}
 //   quantize {source, label, title, from, scheme}   (sent to a fresh worker; scheme: "q8_0"
-//        (default), "int8-channel", "f16" or "bf16", as `blipq quantize --scheme`)
+//        (default), "int8-channel", "q4_0", "q4_g128", "f16" or "bf16", as `blipq quantize --scheme`)
 //                                           → progress and quantize-progress {stage: "start" |
 //                                              "hash" | "quantize" | "store", done, total}
 //                                              events, then {manifest, alreadyKept?,

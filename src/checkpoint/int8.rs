@@ -7,7 +7,11 @@
 //!   loader repacks the very same blocks ([`crate::kernels::q8::Q8Matrix::from_int8`]);
 //! - per channel (`blipq_scheme = "int8-channel"`): scales F32 `[out, 1]`, one per output
 //!   channel, and activations quantized per token at run time
-//!   ([`crate::kernels::q8::Q8Matrix::from_int8_channel`]).
+//!   ([`crate::kernels::q8::Q8Matrix::from_int8_channel`]);
+//! - 4-bit (`blipq_scheme = "q4_0"` or `"q4_g128"`): every linear weight U8 `[out, in / 2]`, two
+//!   values `q + 8` per byte in candle's `Q4_0` order, with F16 scales `[out, in / group]`
+//!   (group 32, or 128 where `in` allows); the word embeddings (and the tied LM head) stay
+//!   `Q8_0` ([`crate::kernels::q8::Q8Matrix::from_int4`]).
 
 use std::collections::HashMap;
 
@@ -26,6 +30,10 @@ pub const FORMAT_VERSION: &str = "1";
 pub const SCHEME_KEY: &str = "blipq_scheme";
 /// The [`SCHEME_KEY`] of a per-channel INT8 file.
 pub const CHANNEL_SCHEME: &str = "int8-channel";
+/// The [`SCHEME_KEY`] of a 4-bit file in blocks of 32 (candle's `Q4_0`).
+pub const Q4_0_SCHEME: &str = "q4_0";
+/// The [`SCHEME_KEY`] of a 4-bit file in groups of 128.
+pub const Q4_G128_SCHEME: &str = "q4_g128";
 
 /// How an INT8 file's weights are quantized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +42,31 @@ pub enum Layout {
     Blocks,
     /// One f32 scale per output channel, activations per token (`int8-channel`).
     Channel,
+    /// 4-bit linear weights with an f16 scale per `group` values (32: `q4_0`, 128: `q4_g128`),
+    /// word embeddings `Q8_0`.
+    Int4 { group: usize },
+}
+
+impl Layout {
+    /// The scheme name the file's metadata carries (`None` for `Q8_0`, which carries none).
+    pub fn scheme(self) -> Option<&'static str> {
+        match self {
+            Layout::Blocks => None,
+            Layout::Channel => Some(CHANNEL_SCHEME),
+            Layout::Int4 { group: 32 } => Some(Q4_0_SCHEME),
+            Layout::Int4 { .. } => Some(Q4_G128_SCHEME),
+        }
+    }
+}
+
+/// The 4-bit group of a weight with `cols` inputs in a file of `group`: the group where it
+/// divides `cols`, else blocks of [`BLOCK`] (quantizable weights have `cols` a multiple of it).
+pub fn int4_group(group: usize, cols: usize) -> usize {
+    if cols.is_multiple_of(group) {
+        group
+    } else {
+        BLOCK
+    }
 }
 
 /// Whether `name` (of shape `shape`) becomes INT8: every linear weight whose input size is a
@@ -69,9 +102,9 @@ pub fn split_q8_0(blocks: &[u8], rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>)
 /// `source_sha256`.
 pub fn metadata(layout: Layout, source_sha256: &str) -> HashMap<String, String> {
     let block = BLOCK.to_string();
-    let kind = match layout {
-        Layout::Blocks => ("block_size", block.as_str()),
-        Layout::Channel => (SCHEME_KEY, CHANNEL_SCHEME),
+    let kind = match layout.scheme() {
+        None => ("block_size", block.as_str()),
+        Some(scheme) => (SCHEME_KEY, scheme),
     };
     [
         ("format", FORMAT),
@@ -97,11 +130,14 @@ pub fn check_metadata(meta: &HashMap<String, String>, file: &str) -> Result<Layo
     let layout = match meta.get(SCHEME_KEY).map(String::as_str) {
         None | Some("q8_0") => Layout::Blocks,
         Some(CHANNEL_SCHEME) => Layout::Channel,
+        Some(Q4_0_SCHEME) => Layout::Int4 { group: 32 },
+        Some(Q4_G128_SCHEME) => Layout::Int4 { group: 128 },
         Some(other) => {
             return Err(Error::checkpoint(
                 file,
                 format!(
-                    "blipq INT8 checkpoint of scheme {:?}: this blipq reads q8_0 and                      {CHANNEL_SCHEME}",
+                    "blipq quantized checkpoint of scheme {:?}: this blipq reads q8_0, \
+                     {CHANNEL_SCHEME}, {Q4_0_SCHEME} and {Q4_G128_SCHEME}",
                     super::short(other)
                 ),
             ))

@@ -76,6 +76,8 @@ pub enum StoredDType {
     BF16,
     F64,
     I8,
+    /// Two 4-bit weights per byte (blipq's `q4_0` / `q4_g128` files).
+    U8,
 }
 
 impl StoredDType {
@@ -86,6 +88,7 @@ impl StoredDType {
             "BF16" => Self::BF16,
             "F64" => Self::F64,
             "I8" => Self::I8,
+            "U8" => Self::U8,
             _ => return None,
         })
     }
@@ -94,8 +97,13 @@ impl StoredDType {
             Self::F32 => 4,
             Self::F16 | Self::BF16 => 2,
             Self::F64 => 8,
-            Self::I8 => 1,
+            Self::I8 | Self::U8 => 1,
         }
+    }
+
+    /// Whether this is a quantized weight's storage (int8, or packed 4-bit), not a float.
+    pub fn is_quantized(self) -> bool {
+        matches!(self, Self::I8 | Self::U8)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -104,6 +112,7 @@ impl StoredDType {
             Self::BF16 => "BF16",
             Self::F64 => "F64",
             Self::I8 => "I8",
+            Self::U8 => "U8",
         }
     }
 }
@@ -582,7 +591,7 @@ impl Checkpoint {
         if !self.same_bytes(a, b)? {
             return Ok(false);
         }
-        if info.0 != StoredDType::I8 {
+        if !info.0.is_quantized() {
             return Ok(true);
         }
         let (sa, sb) = (int8::scale_name(a), int8::scale_name(b));
@@ -683,7 +692,7 @@ impl Checkpoint {
         let has_i8 = self
             .names()
             .iter()
-            .any(|n| matches!(self.info(n), Some((StoredDType::I8, _))));
+            .any(|n| matches!(self.info(n), Some((d, _)) if d.is_quantized()));
         if !int8::claims_int8(&meta) && !has_i8 {
             return Ok(());
         }
@@ -699,11 +708,16 @@ impl Checkpoint {
             StoredDType::F16 => DType::F16,
             StoredDType::BF16 => DType::BF16,
             StoredDType::F64 => DType::F64,
-            StoredDType::I8 => {
+            StoredDType::I8 | StoredDType::U8 => {
                 return Err(Error::tensor(
                     name,
                     format!(
-                        "is int8 in {}, but this tensor must be floating point",
+                        "is {} in {}, but this tensor must be floating point",
+                        if dtype == StoredDType::I8 {
+                            "int8"
+                        } else {
+                            "4-bit (U8)"
+                        },
                         self.file()
                     ),
                 ))
@@ -726,7 +740,7 @@ impl Checkpoint {
         device: &Device,
     ) -> Result<Matrix> {
         let (dtype, _) = self.lookup(name)?;
-        if dtype != StoredDType::I8 {
+        if !dtype.is_quantized() {
             let w = self.load_f32(name, &[rows, cols], device)?;
             let packed = F32Matrix::new(w).map_err(|e| Error::tensor(name, e))?;
             return Ok(Matrix::F32(Arc::new(packed)));
@@ -734,25 +748,65 @@ impl Checkpoint {
         let Checkpoint::Safetensors(s) = self else {
             return Err(Error::tensor(
                 name,
-                "int8 weights are only read from safetensors",
+                "quantized weights are only read from safetensors",
             ));
         };
         let entry = &s.header.tensors[name];
-        check_shape(name, &entry.shape, &[rows, cols], &s.file)?;
+        let four_bit = dtype == StoredDType::U8;
+        // A 4-bit weight stores two values per byte.
+        let stored_cols = if four_bit { cols / 2 } else { cols };
+        check_shape(name, &entry.shape, &[rows, stored_cols], &s.file)?;
         if !cols.is_multiple_of(BLOCK) {
             return Err(Error::tensor(
                 name,
-                format!("is int8 but its input size {cols} is not a multiple of {BLOCK}"),
+                format!(
+                    "is {} but its input size {cols} is not a multiple of {BLOCK}",
+                    if four_bit { "4-bit" } else { "int8" }
+                ),
             ));
         }
         let scale_name = int8::scale_name(name);
         let scale_entry = s.header.tensors.get(&scale_name).ok_or_else(|| {
             Error::tensor(
                 &scale_name,
-                format!("missing from {} (int8 weight `{name}` needs it)", s.file),
+                format!(
+                    "missing from {} (quantized weight `{name}` needs it)",
+                    s.file
+                ),
             )
         })?;
-        if int8::check_metadata(&self.metadata(), &s.file)? == int8::Layout::Channel {
+        let layout = int8::check_metadata(&self.metadata(), &s.file)?;
+        if four_bit {
+            let int4 = matches!(layout, int8::Layout::Int4 { .. });
+            let group = match scale_entry.shape.as_slice() {
+                [r, g] if *r == rows && *g > 0 && cols.is_multiple_of(*g) => cols / g,
+                _ => 0,
+            };
+            if !int4
+                || scale_entry.dtype != StoredDType::F16
+                || !group.is_multiple_of(BLOCK)
+                || group == 0
+            {
+                return Err(Error::tensor(
+                    &scale_name,
+                    format!(
+                        "must be F16 [{rows}, {cols} / group] with a group that is a multiple \
+                         of {BLOCK}, in a file whose blipq_scheme is q4_0 or q4_g128; found {} \
+                         {:?} in a {} file",
+                        scale_entry.dtype.as_str(),
+                        scale_entry.shape,
+                        layout.scheme().unwrap_or("q8_0")
+                    ),
+                ));
+            }
+            let scales = s.raw(scale_entry)?;
+            check_f16_scales(&scales, &scale_name, &s.file)?;
+            let q = s.raw(entry)?;
+            let packed = Q8Matrix::from_int4(&q, &scales, rows, cols, group)
+                .map_err(|e| Error::tensor(name, e))?;
+            return Ok(Matrix::Q8(Arc::new(packed)));
+        }
+        if layout == int8::Layout::Channel {
             if scale_entry.dtype != StoredDType::F32 || scale_entry.shape != [rows, 1] {
                 return Err(Error::tensor(
                     &scale_name,
@@ -799,23 +853,25 @@ impl Checkpoint {
         };
         let q = s.raw(entry)?;
         let scales = s.raw(scale_entry)?;
-        // f16 with all exponent bits set is infinite or NaN.
-        if let Some(i) = scales
-            .chunks_exact(2)
-            .position(|h| u16::from_le_bytes([h[0], h[1]]) & 0x7c00 == 0x7c00)
-        {
-            return Err(Error::tensor(
-                &scale_name,
-                format!(
-                    "holds NaN or infinite scales (first at index {i}) in {}",
-                    s.file
-                ),
-            ));
-        }
+        check_f16_scales(&scales, &scale_name, &s.file)?;
         // Packed straight from the file's bytes: no intermediate `Q8_0` copy.
         let packed = Q8Matrix::from_int8(&q, &scales, rows, cols, per_row)
             .map_err(|e| Error::tensor(name, e))?;
         Ok(Matrix::Q8(Arc::new(packed)))
+    }
+}
+
+/// Refuses f16 scales (little-endian bytes) that are NaN or infinite (all exponent bits set).
+fn check_f16_scales(scales: &[u8], name: &str, file: &str) -> Result<()> {
+    match scales
+        .chunks_exact(2)
+        .position(|h| u16::from_le_bytes([h[0], h[1]]) & 0x7c00 == 0x7c00)
+    {
+        Some(i) => Err(Error::tensor(
+            name,
+            format!("holds NaN or infinite scales (first at index {i}) in {file}"),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -318,7 +318,8 @@ struct JsQuantized {
 }
 
 /// `quantizeCheckpoint(files, onProgress?, scheme?)` → `{files, sha256, sourceSha256, summary}`:
-/// the INT8 (`scheme` `"q8_0"`, the default, or `"int8-channel"`), F16 or BF16 checkpoint of an FP32/F16/BF16 one,
+/// the INT8 (`scheme` `"q8_0"`, the default, or `"int8-channel"`), 4-bit (`"q4_0"`,
+/// `"q4_g128"`), F16 or BF16 checkpoint of an FP32/F16/BF16 one,
 /// made by the code of `blipq quantize --scheme` ([`crate::quantize::quantize_model`]), so its
 /// `model.safetensors` is byte for byte the CLI's.
 /// `files` are the source's files keyed by name (as for `new Captioner`); the result's `files`
@@ -336,7 +337,7 @@ pub fn quantize_checkpoint_js(
     )]
     on_progress: Option<js_sys::Function>,
     #[wasm_bindgen(
-        unchecked_optional_param_type = "\"q8_0\" | \"int8-channel\" | \"f16\" | \"bf16\" | null"
+        unchecked_optional_param_type = "\"q8_0\" | \"int8-channel\" | \"q4_0\" | \"q4_g128\" | \"f16\" | \"bf16\" | null"
     )]
     scheme: Option<String>,
 ) -> std::result::Result<JsValue, JsValue> {
@@ -838,6 +839,11 @@ pub fn loaded_bytes_estimate(header: &SafetensorsHeader) -> f64 {
             let n = e.shape.iter().product::<usize>() as f64;
             match e.dtype {
                 StoredDType::I8 => n * int8_bytes_per_value,
+                // Two 4-bit weights per byte, packed with an f32 scale per 32.
+                StoredDType::U8 => {
+                    2.0 * n * std::mem::size_of::<crate::kernels::q8::Panel4Block>() as f64
+                        / (crate::kernels::q8::PANEL * crate::checkpoint::BLOCK) as f64
+                }
                 _ => n * 4.0,
             }
         })

@@ -452,8 +452,8 @@ async function makeInt8Scenario({ context, base, bin, pageErrors }) {
         );
       });
       // The other schemes too, on the .bin (before Q8_0, so the benchmark's suggested pair stays
-      // FP32 vs INT8): F16 and per-channel INT8, each = the CLI's bytes and captions.
-      for (const [scheme, suffix, name] of kind === "bin" ? [["f16", "f16", "F16"], ["int8-channel", "int8ch", "INT8 per channel"]] : []) {
+      // FP32 vs INT8): F16, per-channel INT8 and Q4_0, each = the CLI's bytes and captions.
+      for (const [scheme, suffix, name] of kind === "bin" ? [["f16", "f16", "F16"], ["int8-channel", "int8ch", "INT8 per channel"], ["q4_0", "q4-0", "Q4_0"]] : []) {
         const cliMade = await cliQuantize(bin, repo.dir, scheme);
         await page.click(`.make-scheme[data-scheme="${scheme}"][data-key="${key}"]`);
         const h = await (

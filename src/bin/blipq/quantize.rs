@@ -32,8 +32,9 @@ pub struct Args {
     no_validate: bool,
     /// How to store the weights: q8_0 (blipq's INT8: int8 blocks of 32 with an f16 scale,
     /// computed by the INT8 kernels), int8-channel (int8 with one f32 scale per output channel,
-    /// activations quantized per token: PyTorch's and ONNX Runtime's dynamic recipe), f16 or
-    /// bf16 (every weight in half precision: half the size, computed in f32).
+    /// activations quantized per token: PyTorch's and ONNX Runtime's dynamic recipe), q4_0
+    /// (4-bit blocks of 32 with an f16 scale), q4_g128 (4-bit groups of 128), f16 or bf16
+    /// (every weight in half precision: half the size, computed in f32).
     #[arg(long, default_value = "q8_0")]
     scheme: quantize::Scheme,
 }
@@ -186,6 +187,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "method": match args.scheme {
                 quantize::Scheme::Q8_0 => "blipq-int8 (Q8_0: int8 weights, f16 scale per block of 32)",
                 quantize::Scheme::Int8Channel => "blipq-int8 per channel (int8 weights, f32 scale per output channel; activations per token)",
+                quantize::Scheme::Q4_0 => "4-bit q4_0 (blocks of 32 with an f16 scale; word embeddings Q8_0)",
+                quantize::Scheme::Q4G128 => "4-bit q4_g128 (groups of 128 with an f16 scale; word embeddings Q8_0)",
                 quantize::Scheme::F16 => "f16 (every weight in IEEE half precision; computed in f32)",
                 quantize::Scheme::Bf16 => "bf16 (every weight in bfloat16; computed in f32)",
             },
