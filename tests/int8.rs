@@ -177,18 +177,7 @@ fn int8_logits_stay_close_to_fp32() {
     let int8 = Captioner::load_dir(&quantized_tiny("cosine")).unwrap();
     assert!(int8.info().is_quantized);
     assert!(!fp32.info().is_quantized);
-    for image in image_names() {
-        let c = cosine(&first_logits(&fp32, &image), &first_logits(&int8, &image));
-        assert!(c >= 0.99, "{image}: INT8 logits cosine {c}");
-        let pixels = expected_tensor(&image, "pixel_values")
-            .unsqueeze(0)
-            .unwrap();
-        let c = cosine(
-            &fp32.encode_image(&pixels).unwrap(),
-            &int8.encode_image(&pixels).unwrap(),
-        );
-        assert!(c >= 0.999, "{image}: INT8 vision cosine {c}");
-    }
+    assert_close_to_fp32(&fp32, &int8, (0.99, 0.999), "INT8");
 }
 
 #[test]

@@ -144,21 +144,7 @@ fn int8_channel_loads_back_exactly_and_stays_close_to_fp32() {
     let fp32_model = Captioner::load_dir(&tiny_dir()).unwrap();
     let model = Captioner::load_dir(&dir).unwrap();
     assert!(model.info().is_quantized);
-    for image in image_names() {
-        let c = cosine(
-            &first_logits(&fp32_model, &image),
-            &first_logits(&model, &image),
-        );
-        assert!(c >= 0.99, "{image}: int8-channel logits cosine {c}");
-        let pixels = expected_tensor(&image, "pixel_values")
-            .unsqueeze(0)
-            .unwrap();
-        let c = cosine(
-            &fp32_model.encode_image(&pixels).unwrap(),
-            &model.encode_image(&pixels).unwrap(),
-        );
-        assert!(c >= 0.999, "{image}: int8-channel vision cosine {c}");
-    }
+    assert_close_to_fp32(&fp32_model, &model, (0.99, 0.999), "int8-channel");
 }
 
 fn load_err(dir: &std::path::Path) -> String {
@@ -248,21 +234,7 @@ fn four_bit_schemes_load_back_exactly_and_stay_close_to_fp32() {
             fp32_model.info().total_parameters,
             "{scheme:?}"
         );
-        for image in image_names() {
-            let c = cosine(
-                &first_logits(&fp32_model, &image),
-                &first_logits(&model, &image),
-            );
-            assert!(c >= 0.95, "{scheme:?} {image}: logits cosine {c}");
-            let pixels = expected_tensor(&image, "pixel_values")
-                .unsqueeze(0)
-                .unwrap();
-            let c = cosine(
-                &fp32_model.encode_image(&pixels).unwrap(),
-                &model.encode_image(&pixels).unwrap(),
-            );
-            assert!(c >= 0.99, "{scheme:?} {image}: vision cosine {c}");
-        }
+        assert_close_to_fp32(&fp32_model, &model, (0.95, 0.99), &format!("{scheme:?}"));
     }
 }
 

@@ -887,7 +887,11 @@ fn quantize_checkpoint_makes_the_int8_files() {
     // scales): each loads as quantized (on the kernels checked against the scalar reference in
     // `q8_kernel`) and captions.
     for (scheme, weight_dtype, scale_dtype) in [
-        ("int8-channel", safetensors::Dtype::I8, safetensors::Dtype::F32),
+        (
+            "int8-channel",
+            safetensors::Dtype::I8,
+            safetensors::Dtype::F32,
+        ),
         ("q4_0", safetensors::Dtype::U8, safetensors::Dtype::F16),
         ("q4_g128", safetensors::Dtype::U8, safetensors::Dtype::F16),
     ] {
@@ -902,13 +906,19 @@ fn quantize_checkpoint_makes_the_int8_files() {
         let tensors = meta.tensors();
         let layer = "text_decoder.bert.encoder.layer.0.intermediate.dense.weight";
         assert_eq!(tensors[layer].dtype, weight_dtype, "{scheme}");
-        assert_eq!(tensors[&format!("{layer}_scale")].dtype, scale_dtype, "{scheme}");
+        assert_eq!(
+            tensors[&format!("{layer}_scale")].dtype,
+            scale_dtype,
+            "{scheme}"
+        );
         let model = WasmCaptioner::new(get(&made, "files"))
             .unwrap_or_else(|e| panic!("{}", error_message(e)));
         let info: Value = serde_wasm_bindgen::from_value(model.info().unwrap()).unwrap();
         assert_eq!(info["is_quantized"], true, "{scheme}: {info}");
         let out: CaptionOut = serde_wasm_bindgen::from_value(
-            model.caption(IMAGES[0].1, JsValue::UNDEFINED, None).unwrap(),
+            model
+                .caption(IMAGES[0].1, JsValue::UNDEFINED, None)
+                .unwrap(),
         )
         .unwrap();
         assert!(out.new_tokens > 0, "{scheme}");

@@ -533,47 +533,40 @@ fn bytes_per_parameter(r: &ModelResults) -> Option<f64> {
     (n > 0).then(|| r.model_info.model_size_mb * crate::MB / n as f64)
 }
 
+/// Mean of `score(r's sample, base's sample)` over the images both runs captioned (where it
+/// gives a value); `None` when there is none.
+fn mean_over_shared_images(
+    r: &ModelResults,
+    base: &ModelResults,
+    score: impl Fn(&Sample, &Sample) -> Option<f64>,
+) -> Option<f64> {
+    let theirs: std::collections::HashMap<&str, &Sample> =
+        base.samples.iter().map(|s| (s.image.as_str(), s)).collect();
+    let scores: Vec<f64> = r
+        .samples
+        .iter()
+        .filter_map(|s| score(s, theirs.get(s.image.as_str())?))
+        .collect();
+    (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
+}
+
 /// Mean, over the images both runs captioned, of the fraction of greedy token positions where
 /// `r`'s caption agrees with `base`'s ([`metrics::token_agreement`]); `None` when they share
 /// no image.
 pub(crate) fn token_agreement(r: &ModelResults, base: &ModelResults) -> Option<f64> {
-    let theirs: std::collections::HashMap<&str, &[u32]> = base
-        .samples
-        .iter()
-        .map(|s| (s.image.as_str(), s.token_ids.as_slice()))
-        .collect();
-    let agree: Vec<f64> = r
-        .samples
-        .iter()
-        .filter_map(|s| {
-            Some(metrics::token_agreement(
-                &s.token_ids,
-                theirs.get(s.image.as_str())?,
-            ))
-        })
-        .collect();
-    (!agree.is_empty()).then(|| agree.iter().sum::<f64>() / agree.len() as f64)
+    mean_over_shared_images(r, base, |a, b| {
+        Some(metrics::token_agreement(&a.token_ids, &b.token_ids))
+    })
 }
 
 /// Mean, over the images both runs captioned, of the cosine similarity of the vision encoder's
 /// class-token outputs ([`Sample::image_embedding_cls`]); `None` when they share no image with
 /// embeddings of one size.
 fn embedding_cosine(r: &ModelResults, base: &ModelResults) -> Option<f64> {
-    let theirs: std::collections::HashMap<&str, &[f32]> = base
-        .samples
-        .iter()
-        .map(|s| (s.image.as_str(), s.image_embedding_cls.as_slice()))
-        .collect();
-    let cosines: Vec<f64> = r
-        .samples
-        .iter()
-        .filter_map(|s| {
-            let b = theirs.get(s.image.as_str())?;
-            let a = &s.image_embedding_cls;
-            (!a.is_empty() && a.len() == b.len()).then(|| metrics::cosine(a, b))
-        })
-        .collect();
-    (!cosines.is_empty()).then(|| cosines.iter().sum::<f64>() / cosines.len() as f64)
+    mean_over_shared_images(r, base, |a, b| {
+        let (a, b) = (&a.image_embedding_cls, &b.image_embedding_cls);
+        (!a.is_empty() && a.len() == b.len()).then(|| metrics::cosine(a, b))
+    })
 }
 
 /// The improvement of `new` over `base` for one row, as text.

@@ -164,3 +164,26 @@ pub fn first_logits(model: &blipq::Captioner, image: &str) -> Tensor {
         .squeeze(0)
         .unwrap()
 }
+
+/// Asserts that `model` stays close to `fp32` on every fixture image: the cosine of the first
+/// decoding step's logits at least `logits_min`, of the vision embeddings at least
+/// `vision_min`. `what` names the model in failures.
+pub fn assert_close_to_fp32(
+    fp32: &blipq::Captioner,
+    model: &blipq::Captioner,
+    (logits_min, vision_min): (f64, f64),
+    what: &str,
+) {
+    for image in image_names() {
+        let c = cosine(&first_logits(fp32, &image), &first_logits(model, &image));
+        assert!(c >= logits_min, "{what} {image}: logits cosine {c}");
+        let pixels = expected_tensor(&image, "pixel_values")
+            .unsqueeze(0)
+            .unwrap();
+        let c = cosine(
+            &fp32.encode_image(&pixels).unwrap(),
+            &model.encode_image(&pixels).unwrap(),
+        );
+        assert!(c >= vision_min, "{what} {image}: vision cosine {c}");
+    }
+}

@@ -44,19 +44,38 @@ unsafe fn x4(x: *const i8, b: usize, s: usize) -> i32 {
     unsafe { (x.add(b * BLOCK + 4 * s) as *const i32).read_unaligned() }
 }
 
-/// Walks the job: k-chunks outside, then panel pairs (kept in L1), row tiles inside.
+/// The int8 AVX-512 kernel: long rows are cut into k-chunks so a panel pair's weights
+/// (2 × KC_512 × 576 bytes) stay in L1 while every row tile of the chunk passes (partial sums go
+/// through `out`); a per-channel matrix sums whole rows in i32 before its one scaling, so its
+/// rows are not cut.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW and VNNI, and the job must satisfy the bounds of
 /// [`super::Job::fits`] for `out` (see the module documentation).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn gemm_avx512(job: &Job, out: &mut [f32]) {
+    // SAFETY: the caller's contract is `walk512`'s; `tile512_any` tiles int8 matrices (with
+    // `ROW` exactly the per-channel ones, walked in one k-chunk).
+    unsafe {
+        if job.w.channel {
+            walk512(job, out, job.w.nb, tile512_any::<true>)
+        } else {
+            walk512(job, out, KC_512, tile512_any::<false>)
+        }
+    }
+}
+
+/// The AVX-512 walk: k-chunks of `chunk` blocks outside, then panel pairs (kept in L1), row
+/// tiles inside, each computed by `tile` (a kernel's dispatch on the tile's shape).
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VNNI, the job must satisfy the bounds of
+/// [`super::Job::fits`] for `out` (module documentation), and `tile` must be a tile function
+/// for the job's kind of matrix and chunking (whose contract is [`tile512`]'s).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn walk512(job: &Job, out: &mut [f32], chunk: usize, tile: unsafe fn(TileArgs)) {
     job.debug_assert_fits(out.len());
     let nb = job.w.nb;
-    // Long rows are cut into k-chunks so a panel pair's weights (2 × KC_512 × 576 bytes) stay in
-    // L1 while every row tile of the chunk passes; partial sums go through `out`. A per-channel
-    // matrix sums whole rows in i32 before its one scaling, so its rows are not cut.
-    let chunk = if job.w.channel { nb } else { KC_512 };
     let mut b0 = 0;
     while b0 < nb {
         let bs = b0..(b0 + chunk).min(nb);
@@ -64,20 +83,33 @@ pub(super) unsafe fn gemm_avx512(job: &Job, out: &mut [f32]) {
             // SAFETY: `t.at` is a tile's corner in the job's output, within `out`
             // ([`super::TileAt`]).
             let o = unsafe { out.as_mut_ptr().add(t.at) };
-            let a = (job, t, o, bs.clone());
-            // SAFETY: this function's target features are those of `tile512`. The tile's rows
-            // and panels lie within the job's, `bs` within `0..nb` (all of it for a per-channel
-            // matrix), and `o` is the tile's corner in `out` (module documentation).
-            unsafe {
-                if job.w.channel {
-                    tile512_any::<true>(a)
-                } else {
-                    tile512_any::<false>(a)
-                }
-            }
+            // SAFETY: the tile's rows and panels lie within the job's, `bs` within `0..nb`, and
+            // `o` is the tile's corner in `out` (module documentation); `tile` fits the job.
+            unsafe { tile((job, t, o, bs.clone())) };
         }
         b0 = bs.end;
     }
+}
+
+/// Calls `$tile::<MR, NP, ..>` for the shape of the tile in `$a` ([`TileArgs`]).
+macro_rules! by_shape {
+    ($tile:ident, $a:expr $(, $extra:ident)?) => {{
+        let a = $a;
+        match (a.1.mr, a.1.np) {
+            (6, 2) => $tile::<6, 2 $(, $extra)?>(a),
+            (5, 2) => $tile::<5, 2 $(, $extra)?>(a),
+            (4, 2) => $tile::<4, 2 $(, $extra)?>(a),
+            (3, 2) => $tile::<3, 2 $(, $extra)?>(a),
+            (2, 2) => $tile::<2, 2 $(, $extra)?>(a),
+            (1, 2) => $tile::<1, 2 $(, $extra)?>(a),
+            (6, _) => $tile::<6, 1 $(, $extra)?>(a),
+            (5, _) => $tile::<5, 1 $(, $extra)?>(a),
+            (4, _) => $tile::<4, 1 $(, $extra)?>(a),
+            (3, _) => $tile::<3, 1 $(, $extra)?>(a),
+            (2, _) => $tile::<2, 1 $(, $extra)?>(a),
+            _ => $tile::<1, 1 $(, $extra)?>(a),
+        }
+    }};
 }
 
 /// [`tile512`] for the tile's shape.
@@ -85,24 +117,57 @@ pub(super) unsafe fn gemm_avx512(job: &Job, out: &mut [f32]) {
 /// # Safety
 /// As for [`tile512`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[inline]
 unsafe fn tile512_any<const ROW: bool>(a: TileArgs) {
-    let t = a.1;
-    // SAFETY: the caller's contract is `tile512`'s, for the tile `t` of these sizes.
-    unsafe {
-        match (t.mr, t.np) {
-            (6, 2) => tile512::<6, 2, ROW>(a),
-            (5, 2) => tile512::<5, 2, ROW>(a),
-            (4, 2) => tile512::<4, 2, ROW>(a),
-            (3, 2) => tile512::<3, 2, ROW>(a),
-            (2, 2) => tile512::<2, 2, ROW>(a),
-            (1, 2) => tile512::<1, 2, ROW>(a),
-            (6, _) => tile512::<6, 1, ROW>(a),
-            (5, _) => tile512::<5, 1, ROW>(a),
-            (4, _) => tile512::<4, 1, ROW>(a),
-            (3, _) => tile512::<3, 1, ROW>(a),
-            (2, _) => tile512::<2, 1, ROW>(a),
-            _ => tile512::<1, 1, ROW>(a),
+    // SAFETY: the caller's contract is `tile512`'s, for the tile of these sizes.
+    unsafe { by_shape!(tile512, a, ROW) }
+}
+
+/// Panel `j`'s mask of valid output columns, for panels `p0 ..`.
+fn panel_masks<const NP: usize>(w: &super::Q8Matrix, p0: usize) -> [u16; NP] {
+    std::array::from_fn(|j| match panel_width(w, p0 + j) {
+        PANEL => 0xffff,
+        width => (1u16 << width) - 1,
+    })
+}
+
+/// A tile's f32 accumulators, loaded from `out` (the valid columns of each panel).
+///
+/// # Safety
+/// AVX-512 F; for every row `i < MR` and panel `j < NP`, the columns of `masks[j]` at
+/// `out + i * ldo + j * PANEL` must be readable.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_tile<const MR: usize, const NP: usize>(
+    out: *const f32,
+    ldo: usize,
+    masks: &[u16; NP],
+) -> [[__m512; NP]; MR] {
+    std::array::from_fn(|i| {
+        std::array::from_fn(|j| {
+            // SAFETY: masked-off lanes are not accessed; the enabled ones are readable (the
+            // function's contract); `loadu` has no alignment requirement.
+            unsafe { _mm512_maskz_loadu_ps(masks[j], out.add(i * ldo + j * PANEL)) }
+        })
+    })
+}
+
+/// Stores a tile's accumulators into `out` (the valid columns of each panel).
+///
+/// # Safety
+/// AVX-512 F; for every row `i < MR` and panel `j < NP`, the columns of `masks[j]` at
+/// `out + i * ldo + j * PANEL` must be writable, with no other live reference to them.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_tile<const MR: usize, const NP: usize>(
+    out: *mut f32,
+    ldo: usize,
+    masks: &[u16; NP],
+    facc: &[[__m512; NP]; MR],
+) {
+    for (i, facc) in facc.iter().enumerate() {
+        for j in 0..NP {
+            // SAFETY: only the enabled columns are written, which are ours (the contract).
+            unsafe { _mm512_mask_storeu_ps(out.add(i * ldo + j * PANEL), masks[j], facc[j]) };
         }
     }
 }
@@ -129,29 +194,12 @@ unsafe fn tile512<const MR: usize, const NP: usize, const ROW: bool>((job, t, ou
     debug_assert!((r0 + MR) * k <= xq.qs.len() && (p0 + NP) * nb <= w.blocks.len());
     debug_assert!(bs.end <= nb);
     debug_assert!(!ROW || (bs == (0..nb) && groups == 1 && w.channel));
-    let mut masks = [0xffffu16; NP];
-    for (j, m) in masks.iter_mut().enumerate() {
-        let width = panel_width(w, p0 + j);
-        if width < PANEL {
-            *m = (1u16 << width) - 1;
-        }
-    }
+    let masks = panel_masks::<NP>(w, p0);
     // Accumulate onto `out`: the caller's starting values (bias or zeros), or the previous
     // k-chunks' partial sums.
-    let mut facc = [[_mm512_setzero_ps(); NP]; MR];
-    for (i, facc) in facc.iter_mut().enumerate() {
-        for j in 0..NP {
-            // SAFETY: the mask enables only panel `j`'s valid columns, which the caller
-            // guarantees are in bounds of `out` row `i`; masked-off lanes are not accessed.
-            // `loadu` has no alignment requirement.
-            facc[j] = unsafe { _mm512_maskz_loadu_ps(masks[j], out.add(i * ldo + j * PANEL)) };
-        }
-    }
-    let mut xr = [std::ptr::null::<i8>(); MR];
-    for (i, xr) in xr.iter_mut().enumerate() {
-        // SAFETY: row `r0 + i` is a row of `xq`, so `(r0 + i) * k < xq.qs.len()`.
-        *xr = unsafe { xq.qs.as_ptr().add((r0 + i) * k) };
-    }
+    // SAFETY: the valid columns of each panel of the tile's rows are ours (the caller's contract).
+    let mut facc = unsafe { load_tile::<MR, NP>(out, ldo, &masks) };
+    let xr = row_starts::<MR>(xq, r0, k);
     let mut wp = [std::ptr::null::<PanelBlock>(); NP];
     for (j, wp) in wp.iter_mut().enumerate() {
         // SAFETY: panel `p0 + j` is a panel of `w`, so `(p0 + j) * nb < w.blocks.len()`.
@@ -200,13 +248,8 @@ unsafe fn tile512<const MR: usize, const NP: usize, const ROW: bool>((job, t, ou
         let ws = load_scales::<NP>(|j| unsafe { &(*wp[j]).scales });
         scale512(&mut facc, &acc, &ws, |i| xq.d[r0 + i]);
     }
-    for j in 0..NP {
-        for (i, facc) in facc.iter().enumerate() {
-            // SAFETY: as for the masked load above: only panel `j`'s valid columns of `out`
-            // row `i` are written, which the caller guarantees are ours and in bounds.
-            unsafe { _mm512_mask_storeu_ps(out.add(i * ldo + j * PANEL), masks[j], facc[j]) };
-        }
-    }
+    // SAFETY: as for the load above.
+    unsafe { store_tile::<MR, NP>(out, ldo, &masks, &facc) };
 }
 
 /// The 16 weight scales of each panel's block: `scales(j)` gives panel `j`'s.
@@ -258,7 +301,72 @@ unsafe fn scale256<const MR: usize>(
     }
 }
 
-/// AVX2 walk: one panel at a time, row tiles inside.
+/// Where each of the rows `r0 .. r0 + MR` of the quantized activations starts.
+fn row_starts<const MR: usize>(xq: &super::QuantRows, r0: usize, k: usize) -> [*const i8; MR] {
+    // `wrapping_add` computes the address without asserting it is in bounds; the kernels only
+    // read through it within rows the job's bounds check covered.
+    std::array::from_fn(|i| xq.qs.as_ptr().wrapping_add((r0 + i) * k))
+}
+
+/// An AVX2 tile's f32 accumulators (two 8-column halves per row) from the first `width`
+/// columns of `out`'s rows (a partial panel through a zero-padded copy).
+///
+/// # Safety
+/// AVX2; for every row `i < MR`, `out + i * ldo ..` must be readable for `width <= PANEL`
+/// values.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn load_tile256<const MR: usize>(
+    out: *const f32,
+    ldo: usize,
+    width: usize,
+) -> [[__m256; 2]; MR] {
+    std::array::from_fn(|i| {
+        let mut tmp = [0f32; PANEL];
+        for (c, t) in tmp[..width].iter_mut().enumerate() {
+            // SAFETY: `c < width`: one of the readable columns of `out` row `i` (the contract).
+            *t = unsafe { *out.add(i * ldo + c) };
+        }
+        // SAFETY: `8 h + 8 <= PANEL = tmp.len()` (h < 2); `loadu` is unaligned.
+        std::array::from_fn(|h| unsafe { _mm256_loadu_ps(tmp.as_ptr().add(8 * h)) })
+    })
+}
+
+/// Stores an AVX2 tile's accumulators into the first `width` columns of `out`'s rows.
+///
+/// # Safety
+/// AVX2; for every row `i < MR`, `out + i * ldo ..` must be writable for `width <= PANEL`
+/// values, with no other live reference to them.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_tile256<const MR: usize>(
+    out: *mut f32,
+    ldo: usize,
+    width: usize,
+    facc: &[[__m256; 2]; MR],
+) {
+    for (i, facc) in facc.iter().enumerate() {
+        if width == PANEL {
+            for (h, v) in facc.iter().enumerate() {
+                // SAFETY: a full panel: columns `8 h .. 8 h + 8` (h < 2) of `out` row `i` are
+                // writable (the contract); unaligned store.
+                unsafe { _mm256_storeu_ps(out.add(i * ldo + 8 * h), *v) };
+            }
+        } else {
+            let mut tmp = [0f32; PANEL];
+            for (h, v) in facc.iter().enumerate() {
+                // SAFETY: `8 h + 8 <= PANEL = tmp.len()` (h < 2); unaligned store.
+                unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * h), *v) };
+            }
+            for (c, &v) in tmp[..width].iter().enumerate() {
+                // SAFETY: `c < width`: one of the writable columns of `out` row `i`.
+                unsafe { *out.add(i * ldo + c) = v };
+            }
+        }
+    }
+}
+
+/// The AVX2 walk: one panel at a time, row tiles inside.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA, and the job must satisfy the bounds of
@@ -305,25 +413,10 @@ unsafe fn tile256<const MR: usize, const ROW: bool>(job: &Job, r0: usize, p: usi
     let flip = _mm256_set1_epi8(0x80u8 as i8);
     let ones = _mm256_set1_epi16(1);
     let width = panel_width(w, p);
-    // Accumulate onto `out` (the caller's starting values); a partial last panel goes through a
-    // zero-padded copy.
-    let mut facc = [[_mm256_setzero_ps(); 2]; MR];
-    for (i, facc) in facc.iter_mut().enumerate() {
-        let mut tmp = [0f32; PANEL];
-        for (c, t) in tmp[..width].iter_mut().enumerate() {
-            // SAFETY: `c < width`: one of the valid columns of `out` row `i` (caller's contract).
-            *t = unsafe { *out.add(i * ldo + c) };
-        }
-        for (h, v) in facc.iter_mut().enumerate() {
-            // SAFETY: `8 h + 8 <= PANEL = tmp.len()` (h < 2); `loadu` is unaligned.
-            *v = unsafe { _mm256_loadu_ps(tmp.as_ptr().add(8 * h)) };
-        }
-    }
-    let mut xr = [std::ptr::null::<i8>(); MR];
-    for (i, xr) in xr.iter_mut().enumerate() {
-        // SAFETY: row `r0 + i` is a row of `xq`, so `(r0 + i) * k < xq.qs.len()`.
-        *xr = unsafe { xq.qs.as_ptr().add((r0 + i) * k) };
-    }
+    // Accumulate onto `out` (the caller's starting values).
+    // SAFETY: the first `width` columns of the tile's rows are ours (the caller's contract).
+    let mut facc = unsafe { load_tile256::<MR>(out, ldo, width) };
+    let xr = row_starts::<MR>(xq, r0, k);
     // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks.len()`.
     let wp = unsafe { w.blocks.as_ptr().add(p * nb) };
     let mut acc = [[_mm256_setzero_si256(); 2]; MR];
@@ -365,30 +458,12 @@ unsafe fn tile256<const MR: usize, const ROW: bool>(job: &Job, r0: usize, p: usi
         // its column scales in every block.
         unsafe { scale256(&mut facc, &acc, &*wp, |i| xq.d[r0 + i]) };
     }
-    for (i, facc) in facc.iter().enumerate() {
-        if width == PANEL {
-            for (h, v) in facc.iter().enumerate() {
-                // SAFETY: a full panel: columns `8 h .. 8 h + 8` (h < 2) of `out` row `i` are
-                // among its `width = PANEL` valid ones (caller's contract); unaligned store.
-                unsafe { _mm256_storeu_ps(out.add(i * ldo + 8 * h), *v) };
-            }
-        } else {
-            // A partial last panel: spill and copy the valid columns.
-            let mut tmp = [0f32; PANEL];
-            for (h, v) in facc.iter().enumerate() {
-                // SAFETY: `8 h + 8 <= PANEL = tmp.len()` (h < 2); unaligned store.
-                unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * h), *v) };
-            }
-            for (c, &v) in tmp[..width].iter().enumerate() {
-                // SAFETY: `c < width`: one of the valid columns of `out` row `i`.
-                unsafe { *out.add(i * ldo + c) = v };
-            }
-        }
-    }
+    // SAFETY: as for the load above.
+    unsafe { store_tile256::<MR>(out, ldo, width, &facc) };
 }
 
-/// The 4-bit AVX-512 walk: as [`gemm_avx512`] (k-chunks outside, panel pairs, row tiles
-/// inside), over [`super::Panel4Block`]s.
+/// The 4-bit AVX-512 kernel: walked as [`gemm_avx512`]'s `Q8_0` blocks, over
+/// [`super::Panel4Block`]s.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW and VNNI, and the job (of a 4-bit matrix) must satisfy the
@@ -396,38 +471,18 @@ unsafe fn tile256<const MR: usize, const ROW: bool>(job: &Job, r0: usize, p: usi
 /// are 320 bytes, `qs` at offset 64, so every 64-byte step into them is aligned).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn gemm4_avx512(job: &Job, out: &mut [f32]) {
-    job.debug_assert_fits(out.len());
-    let nb = job.w.nb;
-    let mut b0 = 0;
-    while b0 < nb {
-        let bs = b0..(b0 + KC_512).min(nb);
-        for t in job.tiles(MR_512, 2) {
-            // SAFETY: `t.at` is a tile's corner in the job's output, within `out`
-            // ([`super::TileAt`]).
-            let o = unsafe { out.as_mut_ptr().add(t.at) };
-            let a = (job, t, o, bs.clone());
-            // SAFETY: this function's target features are those of `tile4_512`. The tile's rows
-            // and panels lie within the job's, `bs` within `0..nb`, and `o` is the tile's corner
-            // in `out` (module documentation).
-            unsafe {
-                match (t.mr, t.np) {
-                    (6, 2) => tile4_512::<6, 2>(a),
-                    (5, 2) => tile4_512::<5, 2>(a),
-                    (4, 2) => tile4_512::<4, 2>(a),
-                    (3, 2) => tile4_512::<3, 2>(a),
-                    (2, 2) => tile4_512::<2, 2>(a),
-                    (1, 2) => tile4_512::<1, 2>(a),
-                    (6, _) => tile4_512::<6, 1>(a),
-                    (5, _) => tile4_512::<5, 1>(a),
-                    (4, _) => tile4_512::<4, 1>(a),
-                    (3, _) => tile4_512::<3, 1>(a),
-                    (2, _) => tile4_512::<2, 1>(a),
-                    _ => tile4_512::<1, 1>(a),
-                }
-            }
-        }
-        b0 = bs.end;
-    }
+    // SAFETY: the caller's contract is `walk512`'s; `tile4_any` tiles 4-bit matrices.
+    unsafe { walk512(job, out, KC_512, tile4_any) }
+}
+
+/// [`tile4_512`] for the tile's shape.
+///
+/// # Safety
+/// As for [`tile4_512`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile4_any(a: TileArgs) {
+    // SAFETY: the caller's contract is `tile4_512`'s, for the tile of these sizes.
+    unsafe { by_shape!(tile4_512, a) }
 }
 
 /// `MR` rows × `NP` panels of a 4-bit matrix. Per block: i32 accumulators start at the
@@ -445,26 +500,12 @@ unsafe fn tile4_512<const MR: usize, const NP: usize>((job, t, out, bs): TileArg
     let (k, nb) = (w.k, w.nb);
     debug_assert!((r0 + MR) * k <= xq.qs.len() && (p0 + NP) * nb <= w.blocks4.len());
     debug_assert!(bs.end <= nb);
-    let mut masks = [0xffffu16; NP];
-    for (j, m) in masks.iter_mut().enumerate() {
-        let width = panel_width(w, p0 + j);
-        if width < PANEL {
-            *m = (1u16 << width) - 1;
-        }
-    }
-    let mut facc = [[_mm512_setzero_ps(); NP]; MR];
-    for (i, facc) in facc.iter_mut().enumerate() {
-        for j in 0..NP {
-            // SAFETY: the mask enables only panel `j`'s valid columns, which the caller
-            // guarantees are in bounds of `out` row `i`; masked-off lanes are not accessed.
-            facc[j] = unsafe { _mm512_maskz_loadu_ps(masks[j], out.add(i * ldo + j * PANEL)) };
-        }
-    }
-    let mut xr = [std::ptr::null::<i8>(); MR];
-    for (i, xr) in xr.iter_mut().enumerate() {
-        // SAFETY: row `r0 + i` is a row of `xq`, so `(r0 + i) * k < xq.qs.len()`.
-        *xr = unsafe { xq.qs.as_ptr().add((r0 + i) * k) };
-    }
+    let masks = panel_masks::<NP>(w, p0);
+    // Accumulate onto `out`: the caller's starting values (bias or zeros), or the previous
+    // k-chunks' partial sums.
+    // SAFETY: the valid columns of each panel of the tile's rows are ours (the caller's contract).
+    let mut facc = unsafe { load_tile::<MR, NP>(out, ldo, &masks) };
+    let xr = row_starts::<MR>(xq, r0, k);
     let mut wp = [std::ptr::null::<super::Panel4Block>(); NP];
     for (j, wp) in wp.iter_mut().enumerate() {
         // SAFETY: panel `p0 + j` is a panel of `w`, so `(p0 + j) * nb < w.blocks4.len()`.
@@ -505,13 +546,8 @@ unsafe fn tile4_512<const MR: usize, const NP: usize>((job, t, out, bs): TileArg
         let ws = load_scales::<NP>(|j| unsafe { &(*wp[j].add(b)).scales });
         scale512(&mut facc, &acc, &ws, |i| xq.d[(r0 + i) * nb + b]);
     }
-    for j in 0..NP {
-        for (i, facc) in facc.iter().enumerate() {
-            // SAFETY: as for the masked load above: only panel `j`'s valid columns of `out`
-            // row `i` are written, which the caller guarantees are ours and in bounds.
-            unsafe { _mm512_mask_storeu_ps(out.add(i * ldo + j * PANEL), masks[j], facc[j]) };
-        }
-    }
+    // SAFETY: as for the load above.
+    unsafe { store_tile::<MR, NP>(out, ldo, &masks, &facc) };
 }
 
 /// The 4-bit AVX2 walk: one panel at a time, row tiles inside.
@@ -553,23 +589,10 @@ unsafe fn tile4_256<const MR: usize>(job: &Job, r0: usize, p: usize, out: *mut f
     let nibble = _mm256_set1_epi8(0x0f);
     let ones = _mm256_set1_epi16(1);
     let width = panel_width(w, p);
-    let mut facc = [[_mm256_setzero_ps(); 2]; MR];
-    for (i, facc) in facc.iter_mut().enumerate() {
-        let mut tmp = [0f32; PANEL];
-        for (c, t) in tmp[..width].iter_mut().enumerate() {
-            // SAFETY: `c < width`: one of the valid columns of `out` row `i` (caller's contract).
-            *t = unsafe { *out.add(i * ldo + c) };
-        }
-        for (h, v) in facc.iter_mut().enumerate() {
-            // SAFETY: `8 h + 8 <= PANEL = tmp.len()` (h < 2); `loadu` is unaligned.
-            *v = unsafe { _mm256_loadu_ps(tmp.as_ptr().add(8 * h)) };
-        }
-    }
-    let mut xr = [std::ptr::null::<i8>(); MR];
-    for (i, xr) in xr.iter_mut().enumerate() {
-        // SAFETY: row `r0 + i` is a row of `xq`, so `(r0 + i) * k < xq.qs.len()`.
-        *xr = unsafe { xq.qs.as_ptr().add((r0 + i) * k) };
-    }
+    // Accumulate onto `out` (the caller's starting values).
+    // SAFETY: the first `width` columns of the tile's rows are ours (the caller's contract).
+    let mut facc = unsafe { load_tile256::<MR>(out, ldo, width) };
+    let xr = row_starts::<MR>(xq, r0, k);
     // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks4.len()`.
     let wp = unsafe { w.blocks4.as_ptr().add(p * nb) };
     for b in 0..nb {
@@ -616,15 +639,6 @@ unsafe fn tile4_256<const MR: usize>(job: &Job, r0: usize, p: usize, out: *mut f
             }
         }
     }
-    for (i, facc) in facc.iter().enumerate() {
-        let mut tmp = [0f32; PANEL];
-        for (h, v) in facc.iter().enumerate() {
-            // SAFETY: `8 h + 8 <= PANEL = tmp.len()` (h < 2); unaligned store.
-            unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * h), *v) };
-        }
-        for (c, &v) in tmp[..width].iter().enumerate() {
-            // SAFETY: `c < width`: one of the valid columns of `out` row `i`.
-            unsafe { *out.add(i * ldo + c) = v };
-        }
-    }
+    // SAFETY: as for the load above.
+    unsafe { store_tile256::<MR>(out, ldo, width, &facc) };
 }
