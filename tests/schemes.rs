@@ -377,3 +377,29 @@ fn the_cli_takes_a_scheme_and_refuses_an_unknown_one() {
     assert_eq!(report["model_metrics"]["scheme"], "bf16");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// F16 / BF16 files caption exactly as transformers does with the same half-precision weights
+/// upcast to f32 (`tools/make_half_fixtures.py` → `tests/fixtures/half/expected.json`), greedy
+/// and with 3 beams, from the fixtures' recorded pixel values.
+#[test]
+fn half_schemes_match_transformers_on_the_same_weights_upcast() {
+    let fixture: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("half").join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for (scheme, key) in [(Scheme::F16, "f16"), (Scheme::Bf16, "bf16")] {
+        let model = Captioner::load_dir(&made(scheme)).unwrap();
+        for (image, cases) in fixture["dtypes"][key].as_object().unwrap() {
+            let pixels = expected_tensor(image, "pixel_values").unsqueeze(0).unwrap();
+            let embeds = model.encode_image(&pixels).unwrap();
+            for (case, want) in cases.as_object().unwrap() {
+                let opts = case_options(want);
+                let (got, _) = model.generate_ids(&embeds, &opts, &mut |_| {}).unwrap();
+                assert_eq!(got, ids(&want["ids"]), "{key} {image} {case}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2 * 2 * 5, "only {checked} cases");
+}
