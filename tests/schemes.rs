@@ -361,7 +361,7 @@ fn the_cli_takes_a_scheme_and_refuses_an_unknown_one() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
-        err.contains("q3") && err.contains("q8_0, int8-channel, q4_0, q4_g128, f16 or bf16"),
+        err.contains("q3") && err.contains("q8_0, int8-channel, q4_0, q4_g128, mixed, f16 or bf16"),
         "{err}"
     );
     assert!(!out.exists(), "nothing written");
@@ -402,4 +402,142 @@ fn half_schemes_match_transformers_on_the_same_weights_upcast() {
         }
     }
     assert!(checked >= 2 * 2 * 5, "only {checked} cases");
+}
+
+/// Makes the mixed checkpoint of the tiny model with `opts`, sweeping on three fixture images.
+fn made_mixed(
+    opts: quantize::mixed::MixedOptions,
+) -> blipq::Result<(std::path::PathBuf, quantize::mixed::MixedPlan)> {
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::env::temp_dir().join(format!(
+        "blipq-scheme-mixed-{}-{}",
+        std::process::id(),
+        MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+    let images: Vec<(String, Vec<u8>)> = image_names()
+        .into_iter()
+        .take(3)
+        .map(|n| (n.clone(), image_bytes(&n)))
+        .collect();
+    let dir = OutputDir::create(&out, &[&tiny_dir()], false).unwrap();
+    let (_, plan) =
+        quantize::quantize_dir_mixed(&tiny_dir(), &dir, &images, opts, &mut |_, _, _| {})?;
+    Ok((dir.commit().unwrap(), plan))
+}
+
+/// `mixed`: the sweep ranks every layer group, the plan raises the most sensitive ones to
+/// `Q8_0` within the size budget, the file stores each group as the plan (in its metadata)
+/// says, stays within the budget, and captions; a quality floor stops the raising early.
+#[test]
+fn mixed_plan_follows_the_sweep_within_the_budget() {
+    let budget = 0.327;
+    let (dir, plan) = made_mixed(quantize::mixed::MixedOptions {
+        size_budget: Some(budget),
+        quality_floor: None,
+    })
+    .unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let source = std::fs::metadata(tiny_dir().join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        bytes.len() as f64 <= budget * source as f64,
+        "{} of {source}",
+        bytes.len()
+    );
+    assert!((plan.size_fraction - bytes.len() as f64 / source as f64).abs() < 1e-9);
+    // Most sensitive first; some groups raised, some not.
+    let cos: Vec<f64> = plan.groups.iter().map(|g| g.logits_cosine).collect();
+    assert!(cos.windows(2).all(|w| w[0] <= w[1]), "{cos:?}");
+    assert!(plan
+        .groups
+        .iter()
+        .all(|g| g.logits_cosine > 0.9 && g.vision_cosine > 0.9));
+    let high = plan
+        .groups
+        .iter()
+        .filter(|g| g.precision == plan.high)
+        .count();
+    assert!(
+        high > 0 && high < plan.groups.len(),
+        "{high} of {} raised",
+        plan.groups.len()
+    );
+    // The metadata's plan is the report's, and every weight is stored as it says.
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let m = meta.metadata().as_ref().unwrap();
+    assert_eq!(m[quantize::SCHEME_KEY], "mixed");
+    let stored: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&m["blipq_plan"]).unwrap();
+    assert_eq!(stored.len(), plan.groups.len());
+    let ckpt = Checkpoint::open(&dir.join("model.safetensors")).unwrap();
+    let fp32 = Checkpoint::open(&tiny_dir().join("model.safetensors")).unwrap();
+    for name in fp32.names() {
+        let (_, shape) = fp32.info(&name).unwrap();
+        if !quantize::is_quantizable(&name, &shape) {
+            continue;
+        }
+        let (dtype, _) = ckpt.info(&name).unwrap();
+        let want = if name.contains("word_embeddings") {
+            "I8"
+        } else {
+            match stored[&quantize::mixed::group_of(&name)].as_str() {
+                "q8_0" => "I8",
+                "q4_0" => "U8",
+                other => panic!("{name}: {other}"),
+            }
+        };
+        assert_eq!(format!("{dtype:?}"), want, "{name}");
+    }
+    let model = Captioner::load_dir(&dir).unwrap();
+    assert!(model.info().is_quantized);
+    let fp32_model = Captioner::load_dir(&tiny_dir()).unwrap();
+    assert_close_to_fp32(&fp32_model, &model, (0.95, 0.99), "mixed");
+    // A floor already met by the all-4-bit start raises nothing.
+    let (_, plan) = made_mixed(quantize::mixed::MixedOptions {
+        size_budget: Some(1.0),
+        quality_floor: Some(0.0),
+    })
+    .unwrap();
+    assert_eq!(plan.steps.len(), 1);
+    assert!(plan.groups.iter().all(|g| g.precision == plan.low));
+    // Bounds out of range are refused by name.
+    for (budget, floor, word) in [
+        (Some(0.0), None, "budget"),
+        (None, Some(1.5), "floor"),
+        // Below the all-4-bit file (the tiny model keeps much in f32).
+        (Some(0.2), None, "smallest mixed file"),
+    ] {
+        let err = made_mixed(quantize::mixed::MixedOptions {
+            size_budget: budget,
+            quality_floor: floor,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(word), "{err}");
+    }
+}
+
+#[test]
+fn mixed_options_need_the_mixed_scheme() {
+    let out = std::env::temp_dir().join(format!("blipq-mixed-cli-{}", std::process::id()));
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_blipq"))
+        .args([
+            "quantize",
+            "--scheme",
+            "q4_0",
+            "--size-budget",
+            "0.2",
+            "--model",
+        ])
+        .arg(tiny_dir())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("--scheme mixed"), "{err}");
+    assert!(!out.exists());
 }

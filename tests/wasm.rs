@@ -927,7 +927,7 @@ fn quantize_checkpoint_makes_the_int8_files() {
         blipq::web::quantize_checkpoint_js(files, None, Some("q3".into())).unwrap_err(),
     );
     assert!(
-        msg.contains("q3") && msg.contains("q8_0, int8-channel, q4_0, q4_g128, f16 or bf16"),
+        msg.contains("q3") && msg.contains("q8_0, int8-channel, q4_0, q4_g128, mixed, f16 or bf16"),
         "{msg}"
     );
 }

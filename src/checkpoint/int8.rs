@@ -34,6 +34,10 @@ pub const CHANNEL_SCHEME: &str = "int8-channel";
 pub const Q4_0_SCHEME: &str = "q4_0";
 /// The [`SCHEME_KEY`] of a 4-bit file in groups of 128.
 pub const Q4_G128_SCHEME: &str = "q4_g128";
+/// The [`SCHEME_KEY`] of a per-layer mixed-precision file.
+pub const MIXED_SCHEME: &str = "mixed";
+/// The `__metadata__` key holding a mixed file's plan (JSON).
+pub const PLAN_KEY: &str = "blipq_plan";
 
 /// How an INT8 file's weights are quantized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +49,9 @@ pub enum Layout {
     /// 4-bit linear weights with an f16 scale per `group` values (32: `q4_0`, 128: `q4_g128`),
     /// word embeddings `Q8_0`.
     Int4 { group: usize },
+    /// A per-layer plan (`mixed`): each weight 4-bit (U8, as `q4_0`), `Q8_0` (I8) or F32, as
+    /// the plan in the metadata (`blipq_plan`) says.
+    Mixed,
 }
 
 impl Layout {
@@ -55,7 +62,13 @@ impl Layout {
             Layout::Channel => Some(CHANNEL_SCHEME),
             Layout::Int4 { group: 32 } => Some(Q4_0_SCHEME),
             Layout::Int4 { .. } => Some(Q4_G128_SCHEME),
+            Layout::Mixed => Some(MIXED_SCHEME),
         }
+    }
+
+    /// Whether the file may hold 4-bit (U8) weights.
+    pub fn has_int4(self) -> bool {
+        matches!(self, Layout::Int4 { .. } | Layout::Mixed)
     }
 }
 
@@ -132,12 +145,13 @@ pub fn check_metadata(meta: &HashMap<String, String>, file: &str) -> Result<Layo
         Some(CHANNEL_SCHEME) => Layout::Channel,
         Some(Q4_0_SCHEME) => Layout::Int4 { group: 32 },
         Some(Q4_G128_SCHEME) => Layout::Int4 { group: 128 },
+        Some(MIXED_SCHEME) => Layout::Mixed,
         Some(other) => {
             return Err(Error::checkpoint(
                 file,
                 format!(
                     "blipq quantized checkpoint of scheme {:?}: this blipq reads q8_0, \
-                     {CHANNEL_SCHEME}, {Q4_0_SCHEME} and {Q4_G128_SCHEME}",
+                     {CHANNEL_SCHEME}, {Q4_0_SCHEME}, {Q4_G128_SCHEME} and {MIXED_SCHEME}",
                     super::short(other)
                 ),
             ))

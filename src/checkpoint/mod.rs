@@ -777,7 +777,7 @@ impl Checkpoint {
         })?;
         let layout = int8::check_metadata(&self.metadata(), &s.file)?;
         if four_bit {
-            let int4 = matches!(layout, int8::Layout::Int4 { .. });
+            let int4 = layout.has_int4();
             let group = match scale_entry.shape.as_slice() {
                 [r, g] if *r == rows && *g > 0 && cols.is_multiple_of(*g) => cols / g,
                 _ => 0,
@@ -791,7 +791,7 @@ impl Checkpoint {
                     &scale_name,
                     format!(
                         "must be F16 [{rows}, {cols} / group] with a group that is a multiple \
-                         of {BLOCK}, in a file whose blipq_scheme is q4_0 or q4_g128; found {} \
+                         of {BLOCK}, in a file whose blipq_scheme is q4_0, q4_g128 or mixed; found {} \
                          {:?} in a {} file",
                         scale_entry.dtype.as_str(),
                         scale_entry.shape,

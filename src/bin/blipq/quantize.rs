@@ -33,10 +33,18 @@ pub struct Args {
     /// How to store the weights: q8_0 (blipq's INT8: int8 blocks of 32 with an f16 scale,
     /// computed by the INT8 kernels), int8-channel (int8 with one f32 scale per output channel,
     /// activations quantized per token: PyTorch's and ONNX Runtime's dynamic recipe), q4_0
-    /// (4-bit blocks of 32 with an f16 scale), q4_g128 (4-bit groups of 128), f16 or bf16
-    /// (every weight in half precision: half the size, computed in f32).
+    /// (4-bit blocks of 32 with an f16 scale), q4_g128 (4-bit groups of 128), mixed (a
+    /// per-layer plan of q8_0 and q4_0 from a sensitivity sweep on the validation images), f16
+    /// or bf16 (every weight in half precision: half the size, computed in f32).
     #[arg(long, default_value = "q8_0")]
     scheme: quantize::Scheme,
+    /// mixed: the largest weights file, as a fraction of the FP32 file [default: 0.2].
+    #[arg(long)]
+    size_budget: Option<f64>,
+    /// mixed: stop raising layers to q8_0 once the token agreement with FP32 on the validation
+    /// images reaches this (0 to 1); without it, every layer the budget allows is raised.
+    #[arg(long)]
+    quality_floor: Option<f64>,
 }
 
 /// Photos compiled into the binary so validation always has real images.
@@ -128,22 +136,64 @@ fn timestamp_utc() -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // Every input first: nothing is written before they all check out.
-    let images = if args.no_validate {
+    let mixed = args.scheme == quantize::Scheme::Mixed;
+    if !mixed && (args.size_budget.is_some() || args.quality_floor.is_some()) {
+        bail!("--size-budget and --quality-floor are options of --scheme mixed");
+    }
+    // Every input first: nothing is written before they all check out. The mixed scheme's
+    // sweep always uses the validation images.
+    let images = if args.no_validate && !mixed {
         Vec::new()
     } else {
         validation_images(args.validation_images.as_deref())?
     };
     let out = args.output.create(&[&args.model])?;
     let pb = progress::bar(0, "quantizing");
-    let metrics = quantize::quantize_dir(
-        &args.model,
-        &out,
-        args.scheme,
-        &mut progress::per_tensor(&pb),
-    )
-    .with_context(|| format!("quantizing {}", args.model.display()))?;
+    let (metrics, plan) = if mixed {
+        let opts = quantize::mixed::MixedOptions {
+            size_budget: args.size_budget,
+            quality_floor: args.quality_floor,
+        };
+        let mut on_stage = |stage: &str, done: usize, total: usize| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+            pb.set_message(match stage {
+                "reference" => "FP32 captions of the validation images",
+                "sweep" => "sensitivity sweep (one layer group at 4 bits)",
+                "plan" => "choosing the plan",
+                _ => "writing",
+            });
+        };
+        let (m, plan) =
+            quantize::quantize_dir_mixed(&args.model, &out, &images, opts, &mut on_stage)
+                .with_context(|| format!("quantizing {}", args.model.display()))?;
+        (m, Some(plan))
+    } else {
+        let m = quantize::quantize_dir(
+            &args.model,
+            &out,
+            args.scheme,
+            &mut progress::per_tensor(&pb),
+        )
+        .with_context(|| format!("quantizing {}", args.model.display()))?;
+        (m, None)
+    };
     pb.finish_and_clear();
+    if let Some(plan) = &plan {
+        let raised = plan
+            .groups
+            .iter()
+            .filter(|g| g.precision == plan.high)
+            .count();
+        eprintln!(
+            "mixed plan: {raised} of {} layer groups q8_0, the rest q4_0; {:.1}% of the FP32 \
+             file (budget {:.1}%); token agreement with FP32 {:.3}",
+            plan.groups.len(),
+            100.0 * plan.size_fraction,
+            100.0 * plan.size_budget,
+            plan.token_agreement
+        );
+    }
     eprintln!(
         "quantized {} ({:.2} MB -> {:.2} MB, {:.2}x smaller, {} tensors {}, {} kept F32)",
         args.model.display(),
@@ -189,6 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 quantize::Scheme::Int8Channel => "blipq-int8 per channel (int8 weights, f32 scale per output channel; activations per token)",
                 quantize::Scheme::Q4_0 => "4-bit q4_0 (blocks of 32 with an f16 scale; word embeddings Q8_0)",
                 quantize::Scheme::Q4G128 => "4-bit q4_g128 (groups of 128 with an f16 scale; word embeddings Q8_0)",
+                quantize::Scheme::Mixed => "mixed (a per-layer plan of q8_0 and q4_0 from a sensitivity sweep; see mixed_plan)",
                 quantize::Scheme::F16 => "f16 (every weight in IEEE half precision; computed in f32)",
                 quantize::Scheme::Bf16 => "bf16 (every weight in bfloat16; computed in f32)",
             },
@@ -200,6 +251,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "model_metrics": metrics,
         "validation": validation,
     });
+    let mut report = report;
+    if let Some(plan) = plan {
+        report["mixed_plan"] = json!(plan);
+    }
     out.write(
         "quantized_results.json",
         serde_json::to_string_pretty(&report)?.as_bytes(),

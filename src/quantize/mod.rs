@@ -8,6 +8,8 @@
 //! schemes), `captioner` (the FP32-vs-INT8 validation), `eval::metrics` (token agreement),
 //! `fsio`, `clock`, `error`.
 
+pub mod mixed;
+
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use safetensors::Dtype;
@@ -46,6 +48,10 @@ pub enum Scheme {
     /// where a weight's input size allows, else blocks of 32; word embeddings `Q8_0`.
     #[serde(rename = "q4_g128")]
     Q4G128,
+    /// A per-layer plan from a sensitivity sweep on the validation images: the most sensitive
+    /// layer groups `Q8_0`, the rest 4-bit, within a size budget ([`mixed`]).
+    #[serde(rename = "mixed")]
+    Mixed,
     /// Every weight rounded to IEEE half precision: half the size, computed in f32.
     F16,
     /// Every weight rounded to bfloat16: half the size, f32's range, computed in f32.
@@ -60,10 +66,11 @@ impl std::str::FromStr for Scheme {
             "int8-channel" | "int8_channel" => Ok(Self::Int8Channel),
             "q4_0" | "int4" => Ok(Self::Q4_0),
             "q4_g128" => Ok(Self::Q4G128),
+            "mixed" => Ok(Self::Mixed),
             "f16" | "fp16" => Ok(Self::F16),
             "bf16" => Ok(Self::Bf16),
             _ => Err(Error::InvalidArgument(format!(
-                "scheme \"{s}\": expected q8_0, int8-channel, q4_0, q4_g128, f16 or bf16"
+                "scheme \"{s}\": expected q8_0, int8-channel, q4_0, q4_g128, mixed, f16 or bf16"
             ))),
         }
     }
@@ -76,6 +83,7 @@ impl Scheme {
             Self::Int8Channel => int8::CHANNEL_SCHEME,
             Self::Q4_0 => int8::Q4_0_SCHEME,
             Self::Q4G128 => int8::Q4_G128_SCHEME,
+            Self::Mixed => int8::MIXED_SCHEME,
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
         }
@@ -89,7 +97,7 @@ impl Scheme {
     /// The dtype a half-precision scheme writes; `None` for the INT8 ones.
     fn half(self) -> Option<crate::convert::OutDType> {
         match self {
-            Self::Q8_0 | Self::Int8Channel | Self::Q4_0 | Self::Q4G128 => None,
+            Self::Q8_0 | Self::Int8Channel | Self::Q4_0 | Self::Q4G128 | Self::Mixed => None,
             Self::F16 => Some(crate::convert::OutDType::F16),
             Self::Bf16 => Some(crate::convert::OutDType::BF16),
         }
@@ -108,13 +116,83 @@ pub struct QuantizeSummary {
     pub output_bytes: usize,
 }
 
-/// Serializes the INT8 version of `ckpt` in `layout` (`Q8_0` blocks or per channel).
+/// How one quantizable weight is stored (in reports: `f32`, `q8_0`, `int8-channel`, `q4_0`,
+/// `q4_g128`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// Kept in f32.
+    F32,
+    /// candle's `Q8_0` blocks (int8, an f16 scale per 32).
+    Q8_0,
+    /// int8 with an f32 scale per output channel.
+    Int8Channel,
+    /// 4 bits in groups of this many values (32: candle's `Q4_0`), an f16 scale per group.
+    Int4(usize),
+}
+
+impl Serialize for Precision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Precision::F32 => s.serialize_str("f32"),
+            Precision::Q8_0 => s.serialize_str("q8_0"),
+            Precision::Int8Channel => s.serialize_str(int8::CHANNEL_SCHEME),
+            Precision::Int4(BLOCK) => s.serialize_str(int8::Q4_0_SCHEME),
+            Precision::Int4(group) => s.serialize_str(&format!("q4_g{group}")),
+        }
+    }
+}
+
+impl Precision {
+    /// The precision of a quantizable weight in a file of `layout`: the layout's own, except
+    /// that a 4-bit file keeps the word embeddings (the tied LM head's table) `Q8_0`.
+    pub fn of(layout: Layout, name: &str) -> Self {
+        match layout {
+            Layout::Blocks => Precision::Q8_0,
+            Layout::Channel => Precision::Int8Channel,
+            Layout::Int4 { .. } | Layout::Mixed if name.contains("word_embeddings") => {
+                Precision::Q8_0
+            }
+            Layout::Int4 { group } => Precision::Int4(group),
+            Layout::Mixed => Precision::Int4(BLOCK),
+        }
+    }
+
+    /// Bytes of a `[rows, cols]` weight stored this way (scales included).
+    pub fn bytes(self, rows: usize, cols: usize) -> usize {
+        let n = rows * cols;
+        match self {
+            Precision::F32 => 4 * n,
+            Precision::Q8_0 => n + 2 * n / BLOCK,
+            Precision::Int8Channel => n + 4 * rows,
+            Precision::Int4(group) => n / 2 + 2 * n / int8::int4_group(group, cols),
+        }
+    }
+}
+
+/// Serializes the INT8 version of `ckpt` in `layout` (`Q8_0` blocks, per channel or 4-bit).
 /// `source_sha256` names the FP32 file in the metadata; `on_tensor(done, total, name)` reports
 /// progress.
 pub fn quantize_checkpoint(
     ckpt: &Checkpoint,
     layout: Layout,
     source_sha256: &str,
+    on_tensor: &mut dyn FnMut(usize, usize, &str),
+) -> Result<(Vec<u8>, QuantizeSummary)> {
+    quantize_with(
+        ckpt,
+        (layout, source_sha256, &[]),
+        &|name| Precision::of(layout, name),
+        on_tensor,
+    )
+}
+
+/// Serializes `ckpt` with each quantizable weight (`is_quantizable`) stored as `precision(name)`
+/// says, every other tensor f32; the metadata is `layout`'s ([`int8::metadata`]) with
+/// `source_sha256` and the `extra` keys.
+pub fn quantize_with(
+    ckpt: &Checkpoint,
+    (layout, source_sha256, extra): (Layout, &str, &[(&str, &str)]),
+    precision: &dyn Fn(&str) -> Precision,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Vec<u8>, QuantizeSummary)> {
     let device = Device::Cpu;
@@ -142,11 +220,12 @@ pub fn quantize_checkpoint(
             ));
         }
         let t = ckpt.load_f32(name, &shape, &device)?;
-        let four_bit = match layout {
-            Layout::Int4 { group } if !name.contains("word_embeddings") => Some(group),
-            _ => None,
+        let precision = if is_quantizable(name, &shape) {
+            precision(name)
+        } else {
+            Precision::F32
         };
-        if let (Some(group), true) = (four_bit, is_quantizable(name, &shape)) {
+        if let Precision::Int4(group) = precision {
             let group = int8::int4_group(group, shape[1]);
             let (q, scales) = quantize_int4(&t, group)?;
             out.push((
@@ -166,7 +245,7 @@ pub fn quantize_checkpoint(
                 },
             ));
             summary.quantized_tensors += 1;
-        } else if is_quantizable(name, &shape) && layout == Layout::Channel {
+        } else if precision == Precision::Int8Channel {
             let (q, scales) = quantize_channels(&t)?;
             out.push((
                 name.clone(),
@@ -185,7 +264,7 @@ pub fn quantize_checkpoint(
                 },
             ));
             summary.quantized_tensors += 1;
-        } else if is_quantizable(name, &shape) {
+        } else if precision == Precision::Q8_0 {
             let (rows, cols) = (shape[0], shape[1]);
             let q = QTensor::quantize(&t, GgmlDType::Q8_0)?;
             let (qs, scales) = split_q8_0(&q.data()?, rows, cols);
@@ -221,7 +300,10 @@ pub fn quantize_checkpoint(
     on_tensor(names.len(), names.len(), "");
     let bytes = writer::serialize(
         out,
-        int8::metadata(layout, source_sha256).into_iter().collect(),
+        int8::metadata(layout, source_sha256)
+            .into_iter()
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect(),
         crate::checkpoint::files::SAFETENSORS_FILE,
     )?;
     summary.output_bytes = bytes.len();
@@ -519,6 +601,13 @@ pub fn quantize_model(
             Scheme::Int8Channel => Layout::Channel,
             Scheme::Q4_0 => Layout::Int4 { group: 32 },
             Scheme::Q4G128 => Layout::Int4 { group: 128 },
+            Scheme::Mixed => {
+                return Err(Error::InvalidArgument(
+                    "the mixed scheme chooses its plan with a sensitivity sweep on validation \
+                     images: make it with `blipq quantize --scheme mixed`"
+                        .into(),
+                ))
+            }
             _ => Layout::Blocks,
         };
         return quantize_checkpoint(ckpt, layout, &sha, on_tensor);
@@ -552,16 +641,60 @@ pub fn quantize_dir(
     let (bytes, summary) =
         quantize_model(&files, scheme, &mut || sha256_file(&weights), on_tensor)?;
     crate::checkpoint::files::write_derived(model_dir, out, &bytes)?;
-    let original = files.weights.stored_bytes() as f64;
-    let quantized = bytes.len() as f64;
-    Ok(ModelMetrics {
-        scheme,
-        original_size_mb: original / crate::MB,
-        quantized_size_mb: quantized / crate::MB,
-        size_unit: crate::MB_UNIT,
-        size_reduction_ratio: original / quantized,
-        quantization_time_seconds: sw.seconds(),
-        quantized_tensors: summary.quantized_tensors,
-        kept_tensors: summary.kept_tensors,
-    })
+    Ok(ModelMetrics::of(scheme, &files, &bytes, &summary, &sw))
+}
+
+/// `quantize_dir` for the mixed scheme: the sensitivity sweep on `images` ([`mixed`]), the plan
+/// within `opts`, the file; returns the plan too. `on_stage(stage, done, total)` follows the
+/// work ([`mixed::OnStage`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn quantize_dir_mixed(
+    model_dir: &std::path::Path,
+    out: &crate::fsio::OutputDir,
+    images: &[(String, Vec<u8>)],
+    opts: mixed::MixedOptions,
+    on_stage: mixed::OnStage,
+) -> Result<(ModelMetrics, mixed::MixedPlan)> {
+    let sw = crate::clock::Stopwatch::start();
+    let files = crate::ModelFiles::from_dir(model_dir)?;
+    crate::captioner::Parts::check(&files)?;
+    if is_blipq_int8(&files.weights) {
+        return Err(Error::checkpoint(
+            files.weights.file(),
+            "is already a blipq quantized checkpoint",
+        ));
+    }
+    let sha = sha256_file(std::path::Path::new(files.weights.file()))?;
+    let fp32 = Captioner::load_dir(model_dir)?;
+    let (bytes, summary, plan) =
+        mixed::quantize_mixed(&files, &fp32, images, opts, &sha, on_stage)?;
+    crate::checkpoint::files::write_derived(model_dir, out, &bytes)?;
+    Ok((
+        ModelMetrics::of(Scheme::Mixed, &files, &bytes, &summary, &sw),
+        plan,
+    ))
+}
+
+impl ModelMetrics {
+    /// The metrics of `bytes`, made from `files` with `scheme`.
+    fn of(
+        scheme: Scheme,
+        files: &crate::ModelFiles,
+        bytes: &[u8],
+        summary: &QuantizeSummary,
+        sw: &crate::clock::Stopwatch,
+    ) -> Self {
+        let original = files.weights.stored_bytes() as f64;
+        let quantized = bytes.len() as f64;
+        ModelMetrics {
+            scheme,
+            original_size_mb: original / crate::MB,
+            quantized_size_mb: quantized / crate::MB,
+            size_unit: crate::MB_UNIT,
+            size_reduction_ratio: original / quantized,
+            quantization_time_seconds: sw.seconds(),
+            quantized_tensors: summary.quantized_tensors,
+            kept_tensors: summary.kept_tensors,
+        }
+    }
 }
