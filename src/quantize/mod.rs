@@ -675,6 +675,7 @@ pub fn quantize_dir_mixed(
     ))
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl ModelMetrics {
     /// The metrics of `bytes`, made from `files` with `scheme`.
     fn of(

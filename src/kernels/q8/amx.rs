@@ -213,6 +213,45 @@ pub(super) unsafe fn gemm_amx(job: &Job, out: &mut [f32]) {
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
+/// Panel `p`'s mask of valid output columns.
+fn panel_mask(w: &super::Q8Matrix, p: usize) -> u16 {
+    match panel_width(w, p) {
+        PANEL => 0xffff,
+        width => (1u16 << width) - 1,
+    }
+}
+
+/// A tile's f32 accumulators: rows `i < mr` loaded from `out + i * ldo` (the columns of
+/// `mask`), the rest zero.
+///
+/// # Safety
+/// AVX-512 F; the columns of `mask` at `out + i * ldo` must be readable for every `i < mr`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_rows(out: *const f32, ldo: usize, mask: u16, mr: usize) -> [__m512; TILE_ROWS] {
+    let mut facc = [_mm512_setzero_ps(); TILE_ROWS];
+    for (i, facc) in facc.iter_mut().enumerate().take(mr) {
+        // SAFETY: masked-off lanes are not accessed; the enabled ones are readable (the
+        // function's contract).
+        *facc = unsafe { _mm512_maskz_loadu_ps(mask, out.add(i * ldo)) };
+    }
+    facc
+}
+
+/// Stores rows `i < mr` of a tile's accumulators into `out + i * ldo` (the columns of `mask`).
+///
+/// # Safety
+/// AVX-512 F; the columns of `mask` at `out + i * ldo` must be writable for every `i < mr`,
+/// with no other live reference to them.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_rows(out: *mut f32, ldo: usize, mask: u16, mr: usize, facc: &[__m512; TILE_ROWS]) {
+    for (i, facc) in facc.iter().enumerate().take(mr) {
+        // SAFETY: only the enabled columns of row `i < mr` are written (the contract).
+        unsafe { _mm512_mask_storeu_ps(out.add(i * ldo), mask, *facc) };
+    }
+}
+
 /// One kernel tile: the job, its activations' transposed scales, the tile's first row in
 /// `scales`, the tile, and the output pointer at its corner.
 struct Tile<'a> {
@@ -273,19 +312,10 @@ unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
     debug_assert!((1..=TILE_ROWS).contains(&mr));
     debug_assert!((r0 + mr) * k <= xq.qs.len() && (p + 1) * nb <= w.blocks.len());
     debug_assert!(i0 + TILE_ROWS <= scales.stride && scales.d.len() == nb * scales.stride);
-    let width = panel_width(w, p);
-    let mask = if width < PANEL {
-        (1u16 << width) - 1
-    } else {
-        0xffff
-    };
+    let mask = panel_mask(w, p);
     // Accumulate onto `out`: the caller's starting values (bias, zeros or earlier sums).
-    let mut facc = [_mm512_setzero_ps(); TILE_ROWS];
-    for (i, facc) in facc.iter_mut().enumerate().take(mr) {
-        // SAFETY: the mask enables only the panel's valid columns, which the caller guarantees
-        // are in bounds of `out` row `i < mr`; masked-off lanes are not accessed.
-        *facc = unsafe { _mm512_maskz_loadu_ps(mask, out.add(i * ldo)) };
-    }
+    // SAFETY: the panel's valid columns of `out` rows `i < mr` are ours (the caller's contract).
+    let mut facc = unsafe { load_rows(out, ldo, mask, mr) };
     // SAFETY: row `r0` is a row of `xq`, so `r0 * k < xq.qs.len()`.
     let xa = unsafe { xq.qs.as_ptr().add(r0 * k) };
     // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks.len()`.
@@ -330,11 +360,8 @@ unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
             }
         }
     }
-    for (i, facc) in facc.iter().enumerate().take(mr) {
-        // SAFETY: as for the masked load above: only the panel's valid columns of `out` row
-        // `i < mr` are written, which the caller guarantees are ours and in bounds.
-        unsafe { _mm512_mask_storeu_ps(out.add(i * ldo), mask, *facc) };
-    }
+    // SAFETY: as for the load above.
+    unsafe { store_rows(out, ldo, mask, mr, &facc) };
 }
 
 /// A per-channel matrix's tile: rows `r0 .. r0 + mr` × panel `p`, the products of every block
@@ -359,18 +386,10 @@ unsafe fn tile_row(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
     debug_assert!((1..=TILE_ROWS).contains(&mr) && w.channel);
     debug_assert!((r0 + mr) * k <= xq.qs.len() && (p + 1) * nb <= w.blocks.len());
     debug_assert!(i0 + TILE_ROWS <= scales.stride && scales.d.len() == scales.stride);
-    let width = panel_width(w, p);
-    let mask = if width < PANEL {
-        (1u16 << width) - 1
-    } else {
-        0xffff
-    };
-    let mut facc = [_mm512_setzero_ps(); TILE_ROWS];
-    for (i, facc) in facc.iter_mut().enumerate().take(mr) {
-        // SAFETY: the mask enables only the panel's valid columns, which the caller guarantees
-        // are in bounds of `out` row `i < mr`; masked-off lanes are not accessed.
-        *facc = unsafe { _mm512_maskz_loadu_ps(mask, out.add(i * ldo)) };
-    }
+    let mask = panel_mask(w, p);
+    // Accumulate onto `out`: the caller's starting values (bias, zeros or earlier sums).
+    // SAFETY: the panel's valid columns of `out` rows `i < mr` are ours (the caller's contract).
+    let mut facc = unsafe { load_rows(out, ldo, mask, mr) };
     // SAFETY: row `r0` is a row of `xq`, so `r0 * k < xq.qs.len()`.
     let xa = unsafe { xq.qs.as_ptr().add(r0 * k) };
     // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks.len()`.
@@ -423,9 +442,6 @@ unsafe fn tile_row(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
             scales.corr.as_ptr().add(i0),
         );
     }
-    for (i, facc) in facc.iter().enumerate().take(mr) {
-        // SAFETY: as for the masked load above: only the panel's valid columns of `out` row
-        // `i < mr` are written, which the caller guarantees are ours and in bounds.
-        unsafe { _mm512_mask_storeu_ps(out.add(i * ldo), mask, *facc) };
-    }
+    // SAFETY: as for the load above.
+    unsafe { store_rows(out, ldo, mask, mr, &facc) };
 }
