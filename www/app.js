@@ -368,12 +368,20 @@ async function renderMade() {
     const key = `made:${made.id}`;
     const files = el("div", { class: "buttons made-files" });
     const details = el("details", {}, el("summary", { text: "Download files" }), files);
+    let reading = false;
     details.addEventListener("toggle", async () => {
-      if (!details.open || files.childElementCount) return;
+      if (!details.open || files.childElementCount || reading) return;
+      // Every file is read (and held to its recorded size) before any link shows, so the list
+      // appears whole, once.
+      reading = true;
       try {
-        for (const name of Object.keys(made.files)) files.append(fileLink(name, await madeFileBlob(made.id, name)));
+        const links = [];
+        for (const name of Object.keys(made.files)) links.push(fileLink(name, await madeFileBlob(made.id, name)));
+        files.replaceChildren(...links);
       } catch (e) {
         showMessage(`${made.title}: ${e.message}`);
+      } finally {
+        reading = false;
       }
     });
     list.append(
