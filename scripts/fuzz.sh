@@ -60,7 +60,20 @@ build() {
   # FUZZ_NO_BUILD=1: use the binaries as they are (e.g. while src/ does not build).
   [[ -n "${FUZZ_NO_BUILD:-}" ]] && return 0
   ensure_tools
-  nice -n "$NICE" cargo +nightly fuzz build "$@"
+  local log
+  log="$(mktemp)"
+  if ! nice -n "$NICE" cargo +nightly fuzz build "$@" 2>&1 | tee "$log"; then
+    # A failed link prints the whole linker command first (thousands of characters) and the
+    # linker's own message last: repeat the message and the disk left, where a log cut short
+    # still shows them.
+    echo "---- cargo fuzz build failed; the lines that say why:" >&2
+    grep -v '^ *Compiling' "$log" | grep -E 'error|undefined|No space|note: (/usr/bin/ld|rust-lld|collect2)' |
+      cut -c1-400 | tail -n 20 >&2 || true
+    df -h . >&2 || true
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
 }
 
 # The binary `cargo fuzz build` made (run directly: `cargo fuzz run` would rebuild whenever

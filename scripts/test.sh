@@ -10,8 +10,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SECONDS=0
+# Each section shows the time so far and the disk left (a full disk fails at link time).
 section() {
-  printf '\n==== [%4ds] %s ====\n' "$SECONDS" "$*"
+  printf '\n==== [%4ds, %s free] %s ====\n' "$SECONDS" \
+    "$(df -h --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')" "$*"
 }
 
 # wasm-bindgen-test-runner drives headless Chromium through chromedriver (webdriver.json adds
