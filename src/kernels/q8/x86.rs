@@ -271,7 +271,7 @@ unsafe fn tile512<const MR: usize, const NP: usize, const ROW: bool>((job, t, ou
 /// or 3 beams) asks for its weights: 10 KB of a 4-bit panel, 18 KB of an int8 one. A decode step
 /// reads each weight once, so its products wait on memory unless the next blocks are already
 /// on their way. Measured with `cargo bench --bench decode` (2026-12-07): 4-bit products went
-/// from 0.74x to 0.60–0.65x `Q8_0`'s time, and `Q8_0`'s own got 5–15% faster; 8, 16 and 64
+/// from 0.73–0.77x to 0.58–0.67x `Q8_0`'s time, and `Q8_0`'s own got 5–15% faster; 8, 16 and 64
 /// blocks did no better.
 const PREFETCH_BLOCKS: usize = 32;
 
