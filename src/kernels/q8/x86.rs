@@ -454,8 +454,12 @@ unsafe fn tile256<const MR: usize, const ROW: bool>(job: &Job, r0: usize, p: usi
     let xr = row_starts::<MR>(xq, r0, k);
     // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks.len()`.
     let wp = unsafe { w.blocks.as_ptr().add(p * nb) };
+    let decode = job.rows.len() <= MR_256;
     let mut acc = [[_mm256_setzero_si256(); 2]; MR];
     for b in 0..nb {
+        if decode {
+            prefetch_ahead(wp.wrapping_add(b + PREFETCH_BLOCKS));
+        }
         // SAFETY: `b < nb`: block `b` of panel `p`, in `w.blocks`, which `w` borrows for the
         // whole call and nobody writes.
         let pb = unsafe { &*wp.add(b) };
@@ -635,7 +639,11 @@ unsafe fn tile4_256<const MR: usize>(job: &Job, r0: usize, p: usize, out: *mut f
     let xr = row_starts::<MR>(xq, r0, k);
     // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks4.len()`.
     let wp = unsafe { w.blocks4.as_ptr().add(p * nb) };
+    let decode = job.rows.len() <= MR_256;
     for b in 0..nb {
+        if decode {
+            prefetch_ahead(wp.wrapping_add(b + PREFETCH_BLOCKS));
+        }
         // SAFETY: `b < nb`: block `b` of panel `p`, in `w.blocks4`, which `w` borrows for the
         // whole call and nobody writes.
         let pb = unsafe { &*wp.add(b) };
