@@ -4,7 +4,8 @@
 # anywhere; needs the tools `.ci/run` installs (wasm32 target, the nightly toolchain with
 # rust-src, wasm-bindgen-cli matching Cargo.lock, chromium + chromedriver, trunk 0.21,
 # Node.js, binaryen 132 from npm in target/tools, and tests/e2e/node_modules from
-# `npm ci --prefix tests/e2e`, cargo-fuzz, wasm-pack).
+# `npm ci --prefix tests/e2e`, cargo-fuzz, wasm-pack, and the Python virtual environment
+# target/pyenv with python/requirements-test.txt).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,8 +28,8 @@ export PATH="$PWD/target/tools/node_modules/.bin:$PATH"
 section "cargo fmt --check"
 cargo fmt --all --check
 
-section "cargo clippy (native, all targets)"
-cargo clippy --all-targets -- -D warnings
+section "cargo clippy (native, all targets, with the Python bindings)"
+cargo clippy --all-targets --features python -- -D warnings
 
 section "cargo clippy (wasm32: lib and browser tests, with the relaxed-SIMD kernel)"
 # The `blipq` CLI is native-only (required-features = ["cli"]), hence --no-default-features.
@@ -36,6 +37,20 @@ cargo clippy --target wasm32-unknown-unknown --no-default-features --features re
 
 section "cargo test (native)"
 cargo test
+
+# The Python package: `pip install .` (maturin, the PEP 517 build) into target/pyenv, in the dev
+# profile so that it reuses the dependencies `cargo test` just built; then its tests, which
+# compare it with target/debug/blipq and start a two-node Ray cluster of their own.
+section "Python package: pip install . (maturin, abi3 wheel), pytest (python/tests, a local Ray cluster)"
+PY_BIN="$PWD/target/pyenv/bin"
+if [[ ! -x "$PY_BIN/python" ]]; then
+  echo "no target/pyenv: .ci/run makes it (python3 -m venv target/pyenv && target/pyenv/bin/pip install -r python/requirements-test.txt)" >&2
+  exit 1
+fi
+PATH="$PY_BIN:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
+  "$PY_BIN/python" -m pip install --no-build-isolation --force-reinstall --no-deps \
+  --disable-pip-version-check .
+BLIPQ_BIN="$PWD/target/debug/blipq" "$PY_BIN/python" -m pytest -q python/tests
 
 # The wasm-bindgen unit tests stay single-threaded, on stable (.cargo/config.toml's flags). One
 # wasm test build, with the `relaxed-simd` feature: it holds both wasm INT8 kernels (simd128 and

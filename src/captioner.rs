@@ -11,7 +11,7 @@ use crate::clock::Stopwatch;
 use crate::config::{BlipConfig, GenerationDefaults};
 use crate::generate::{generate, generate_batch, GenerationOptions, SpecialTokens};
 use crate::model::BlipForConditionalGeneration;
-use crate::preprocess::{self, ImageProcessorConfig};
+use crate::preprocess::{self, ImageData, ImageProcessorConfig};
 use crate::tokenizer::CaptionTokenizer;
 use crate::{Error, Result};
 
@@ -79,11 +79,21 @@ pub const MAX_BEAMS: usize = 64;
 /// together.
 pub const MAX_BATCH: usize = 32;
 
-/// One image of a batch: its encoded bytes and a name for error messages.
+/// One image of a batch: its data (usually an encoded file) and a name for error messages.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchImage<'a> {
-    pub bytes: &'a [u8],
+    pub image: ImageData<'a>,
     pub name: &'a str,
+}
+
+impl<'a> BatchImage<'a> {
+    /// An encoded image file's bytes.
+    pub fn encoded(bytes: &'a [u8], name: &'a str) -> Self {
+        Self {
+            image: ImageData::Encoded(bytes),
+            name,
+        }
+    }
 }
 
 pub struct Captioner {
@@ -255,8 +265,13 @@ impl Captioner {
     }
 
     /// Decodes and preprocesses an image into `pixel_values` `[1, 3, H, W]`.
-    pub fn pixel_values(&self, image: &[u8], name: &str) -> Result<Tensor> {
-        let values = preprocess::preprocess(image, name, &self.image_processor, self.max_pixels)?;
+    pub fn pixel_values<'i>(&self, image: impl Into<ImageData<'i>>, name: &str) -> Result<Tensor> {
+        let values = preprocess::preprocess_image(
+            image.into(),
+            name,
+            &self.image_processor,
+            self.max_pixels,
+        )?;
         let (h, w) = (
             self.image_processor.height as usize,
             self.image_processor.width as usize,
@@ -363,9 +378,9 @@ impl Captioner {
     }
 
     /// Captions one image; `on_token` sees the partial caption text after each generated token.
-    pub fn caption(
+    pub fn caption<'i>(
         &self,
-        image: &[u8],
+        image: impl Into<ImageData<'i>>,
         name: &str,
         opts: &CaptionOptions,
         on_token: &mut dyn FnMut(&str),
@@ -431,7 +446,7 @@ impl Captioner {
         let mut prepared: Vec<(Result<Tensor>, f64)> = Vec::with_capacity(images.len());
         for image in images {
             let sw = Stopwatch::start();
-            let values = self.pixel_values(image.bytes, image.name);
+            let values = self.pixel_values(image.image, image.name);
             prepared.push((values, sw.seconds()));
         }
         let pixels: Vec<Tensor> = prepared

@@ -18,6 +18,8 @@ pub mod kernels;
 pub mod limits;
 pub mod model;
 pub mod preprocess;
+#[cfg(all(feature = "python", not(target_arch = "wasm32")))]
+mod python;
 pub mod quantize;
 pub mod synth;
 #[cfg(not(target_arch = "wasm32"))]

@@ -406,6 +406,25 @@ fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((be(16), be(20)))
 }
 
+/// The pixel count of a `width` x `height` image: an error for a zero side or more than
+/// `max_pixels` pixels.
+fn check_size(width: u32, height: u32, name: &str, max_pixels: u64) -> Result<u64> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels == 0 {
+        return Err(Error::image(
+            name,
+            format!("image is {width}x{height}, empty"),
+        ));
+    }
+    if pixels > max_pixels {
+        return Err(Error::image(
+            name,
+            format!("image is {width}x{height} = {pixels} pixels, over the limit of {max_pixels}"),
+        ));
+    }
+    Ok(pixels)
+}
+
 /// Decodes any image the `image` crate reads here (PNG, JPEG, WebP, the first frame of a GIF,
 /// BMP) and converts it to 8-bit RGB as transformers' `convert_to_rgb` does with PIL.
 ///
@@ -448,19 +467,7 @@ pub fn decode_rgb(bytes: &[u8], name: &str, max_pixels: u64) -> Result<RgbImage>
             .into_dimensions()
             .map_err(|e| decode_error(name, format, e))?,
     };
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels == 0 {
-        return Err(Error::image(
-            name,
-            format!("image is {width}x{height}, empty"),
-        ));
-    }
-    if pixels > max_pixels {
-        return Err(Error::image(
-            name,
-            format!("image is {width}x{height} = {pixels} pixels, over the limit of {max_pixels}"),
-        ));
-    }
+    let pixels = check_size(width, height, name, max_pixels)?;
 
     if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
         // zune-jpeg fills a cut-off scan with gray and succeeds; PIL (libjpeg) refuses it with
@@ -786,22 +793,95 @@ pub fn normalize(img: &RgbImage, cfg: &ImageProcessorConfig) -> Vec<f32> {
     out
 }
 
-/// The whole of `BlipImageProcessor` on one encoded image: decode, RGB, resize, rescale,
-/// normalize. Returns CHW f32 pixel values of shape `[3, cfg.height, cfg.width]` (the image's own
-/// size if `cfg.do_resize` is false).
-pub fn preprocess(
-    bytes: &[u8],
+/// An image to caption: an encoded file (any format [`decode_rgb`] reads), or 8-bit RGB pixels
+/// the caller already decoded (rows top to bottom, 3 bytes a pixel: what the Python package
+/// passes for a numpy array or an RGB PIL image).
+#[derive(Debug, Clone, Copy)]
+pub enum ImageData<'a> {
+    Encoded(&'a [u8]),
+    Rgb {
+        width: u32,
+        height: u32,
+        pixels: &'a [u8],
+    },
+}
+
+impl<'a> From<&'a [u8]> for ImageData<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        ImageData::Encoded(bytes)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for ImageData<'a> {
+    fn from(bytes: &'a [u8; N]) -> Self {
+        ImageData::Encoded(bytes)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for ImageData<'a> {
+    fn from(bytes: &'a Vec<u8>) -> Self {
+        ImageData::Encoded(bytes)
+    }
+}
+
+/// Decoded 8-bit RGB pixels as an image, checked as [`decode_rgb`] checks a file's header: no
+/// zero side, at most `max_pixels` pixels, and exactly `width * height * 3` bytes.
+pub fn rgb_image(
+    width: u32,
+    height: u32,
+    pixels: &[u8],
+    name: &str,
+    max_pixels: u64,
+) -> Result<RgbImage> {
+    let count = check_size(width, height, name, max_pixels)?;
+    if pixels.len() as u64 != count * 3 {
+        return Err(Error::image(
+            name,
+            format!(
+                "{} bytes of pixels for a {width}x{height} RGB image, which needs {} (3 bytes a \
+                 pixel)",
+                pixels.len(),
+                count * 3
+            ),
+        ));
+    }
+    RgbImage::from_raw(width, height, pixels.to_vec())
+        .ok_or_else(|| Error::image(name, "RGB pixels do not match the image size"))
+}
+
+/// The whole of `BlipImageProcessor` on one image: decode (an encoded file), RGB, resize,
+/// rescale, normalize. Returns CHW f32 pixel values of shape `[3, cfg.height, cfg.width]` (the
+/// image's own size if `cfg.do_resize` is false).
+pub fn preprocess_image(
+    image: ImageData,
     name: &str,
     cfg: &ImageProcessorConfig,
     max_pixels: u64,
 ) -> Result<Vec<f32>> {
-    let img = decode_rgb(bytes, name, max_pixels)?;
+    let img = match image {
+        ImageData::Encoded(bytes) => decode_rgb(bytes, name, max_pixels)?,
+        ImageData::Rgb {
+            width,
+            height,
+            pixels,
+        } => rgb_image(width, height, pixels, name, max_pixels)?,
+    };
     let img = if cfg.do_resize {
         resize(&img, cfg.width, cfg.height, cfg.resample)
     } else {
         img
     };
     Ok(normalize(&img, cfg))
+}
+
+/// [`preprocess_image`] of an encoded image file.
+pub fn preprocess(
+    bytes: &[u8],
+    name: &str,
+    cfg: &ImageProcessorConfig,
+    max_pixels: u64,
+) -> Result<Vec<f32>> {
+    preprocess_image(ImageData::Encoded(bytes), name, cfg, max_pixels)
 }
 
 #[cfg(test)]

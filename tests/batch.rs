@@ -50,7 +50,7 @@ fn quantized(src: &Path, tag: &str) -> PathBuf {
 fn batch<'a>(items: &'a [(String, Vec<u8>)]) -> Vec<BatchImage<'a>> {
     items
         .iter()
-        .map(|(name, bytes)| BatchImage { bytes, name })
+        .map(|(name, bytes)| BatchImage::encoded(bytes, name))
         .collect()
 }
 

@@ -546,3 +546,39 @@ fn convert_writes_a_checkpoint_that_captions_like_its_source() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"int4\""));
 }
+
+#[test]
+fn eval_gives_the_same_bits_in_every_process() {
+    // CIDEr sums floating-point terms over n-grams. Summed in a hash map's order, which changes
+    // with the process's random hash seed, the last digit of the score changed between runs
+    // (half of them here); in first-occurrence order it is the same every time. Each image's
+    // first reference of the bundled eval set is scored against all of them.
+    let dir = temp("eval-bits");
+    std::fs::create_dir_all(&dir).unwrap();
+    let annotations = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo-eval/captions.json");
+    let ann: Value = serde_json::from_str(&std::fs::read_to_string(&annotations).unwrap()).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for a in ann["annotations"].as_array().unwrap() {
+        seen.entry(a["image_id"].to_string()).or_insert_with(
+            || serde_json::json!({"image_id": a["image_id"], "caption": a["caption"]}),
+        );
+    }
+    let results = dir.join("results.json");
+    let rows: Vec<Value> = seen.into_values().collect();
+    std::fs::write(&results, serde_json::to_string(&rows).unwrap()).unwrap();
+    let outputs: Vec<String> = (0..12)
+        .map(|_| {
+            let o = blipq()
+                .args(["eval", "--annotations"])
+                .arg(&annotations)
+                .arg("--results")
+                .arg(&results)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8(o.stdout).unwrap()
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(outputs.iter().all(|o| *o == outputs[0]), "{outputs:#?}");
+}

@@ -28,7 +28,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BEGIN, END = "<!-- peer-compare:begin -->", "<!-- peer-compare:end -->"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from readme_block import replace_block  # noqa: E402
 
 
 def run(cmd, **kw):
@@ -212,13 +213,7 @@ def main():
     ])
     print(table)
     if args.readme:
-        text = open(args.readme).read()
-        if BEGIN not in text or END not in text:
-            sys.exit(f"peer_compare: {args.readme} has no {BEGIN} ... {END} markers")
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        open(args.readme, "w").write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-        print(f"updated {args.readme}", file=sys.stderr)
+        replace_block(args.readme, "peer-compare", table)
 
 
 if __name__ == "__main__":

@@ -283,13 +283,7 @@ fn warm_up(model: &Captioner, bytes: &[u8], opts: &RunOptions, batch_size: usize
             }
         }
     } else {
-        let batch = vec![
-            BatchImage {
-                bytes,
-                name: "warmup"
-            };
-            batch_size
-        ];
+        let batch = vec![BatchImage::encoded(bytes, "warmup"); batch_size];
         for _ in 0..opts.warmup.div_ceil(batch_size) {
             if model.caption_batch(&batch, &opts.caption).is_err() {
                 return;
@@ -321,10 +315,7 @@ fn caption_chunk(
             .collect();
     }
     let batch: Vec<BatchImage> = readable
-        .map(|(item, bytes)| BatchImage {
-            bytes,
-            name: &item.file,
-        })
+        .map(|(item, bytes)| BatchImage::encoded(bytes, &item.file))
         .collect();
     match model.caption_batch(&batch, &opts.caption) {
         Ok(captions) => captions

@@ -8,6 +8,8 @@
 //! schemes), `captioner` (the FP32-vs-INT8 validation), `eval::metrics` (token agreement),
 //! `fsio`, `clock`, `error`.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod job;
 pub mod mixed;
 
 use candle_core::quantized::{GgmlDType, QTensor};

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
-use blipq::checkpoint::files::{PTH_FILE, SAFETENSORS_FILE};
 use blipq::eval::bench::{self, Item, ModelInfoReport, ModelResults, Outcome, RunOptions};
+use blipq::eval::report;
 use blipq::fsio::{read_file, read_text};
 use blipq::limits::{MAX_ANNOTATIONS_BYTES, MAX_IMAGE_BYTES};
 use blipq::{CaptionOptions, MAX_BATCH};
@@ -123,24 +123,6 @@ fn with_defaults(mut args: Args) -> Args {
     args
 }
 
-/// A short unique label per model: its directory name.
-fn labels(models: &[PathBuf]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for (i, m) in models.iter().enumerate() {
-        let base = m
-            .file_name()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_else(|| format!("model{}", i + 1));
-        let label = if out.contains(&base) {
-            format!("{base}-{}", i + 1)
-        } else {
-            base
-        };
-        out.push(label);
-    }
-    out
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let args = with_defaults(args);
     for m in &args.models {
@@ -158,16 +140,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut results: Vec<ModelResults> = Vec::new();
     for b in &args.baselines {
-        let text = read_text(b, MAX_ANNOTATIONS_BYTES)
-            .with_context(|| format!("baseline {}", b.display()))?;
-        let r: ModelResults = serde_json::from_str(&text)
-            .with_context(|| format!("baseline {}: not a blipq results JSON", b.display()))?;
-        results.push(r);
+        results.push(report::read_results(b).context("--baseline")?);
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let exe = std::env::current_exe().context("locating the blipq executable")?;
     let mut own: Vec<ModelResults> = Vec::new();
-    for (model, label) in args.models.iter().zip(labels(&args.models)) {
+    for (model, label) in args.models.iter().zip(report::labels(&args.models)) {
         let result = args.out.join(format!("{label}_results.json"));
         eprintln!("== {label}: {}", model.display());
         let mut cmd = Command::new(&exe);
@@ -187,20 +165,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         let text = read_text(&result, MAX_ANNOTATIONS_BYTES)?;
         let r: ModelResults = serde_json::from_str(&text)?;
-        write_captions(&args.out, &r)?;
+        report::write_captions(&args.out, &r)?;
         own.push(r);
     }
     // blipq's models first (the first is the reference), then any baselines.
-    own.extend(results);
-    let table = bench::comparison_markdown(&own);
-    std::fs::write(args.out.join("comparison.md"), &table)?;
-    std::fs::write(
-        args.out.join("comparison.json"),
-        serde_json::to_string_pretty(&bench::comparison_json(&own))?,
-    )?;
-    for (file, svg) in blipq::eval::chart::tradeoff_charts(&own) {
-        std::fs::write(args.out.join(file), svg)?;
-    }
+    let table = report::write_reports(&args.out, &own, &results)?;
     println!("{table}");
     let failed: usize = own
         .iter()
@@ -246,72 +215,16 @@ fn forward_options(cmd: &mut Command, o: &Options) {
     opt("--batch-size", Some(o.batch_size.to_string()));
 }
 
-fn write_captions(out: &Path, r: &ModelResults) -> anyhow::Result<()> {
-    let path = out.join(format!("{}_captions.json", r.label));
-    let rows = bench::coco_results(&r.samples);
-    std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
-        .with_context(|| format!("{}", path.display()))
-}
-
 /// The items to caption: from annotations, or every image file of a directory.
 fn load_items(o: &Options) -> anyhow::Result<(Vec<Item>, PathBuf)> {
-    let images_dir = match (&o.images, &o.annotations) {
-        (Some(d), _) => d.clone(),
-        (None, Some(a)) => a.parent().map(Path::to_path_buf).unwrap_or_default(),
-        (None, None) => {
-            bail!("give --annotations and/or --images (or no arguments for the bundled demo)")
-        }
-    };
-    let mut items = match &o.annotations {
-        Some(a) => {
-            let text = read_text(a, MAX_ANNOTATIONS_BYTES)
-                .with_context(|| format!("annotations {}", a.display()))?;
-            let ann = blipq::eval::metrics::parse_annotations(&text, &a.display().to_string())?;
-            bench::items_from_annotations(&ann)
-        }
-        None => {
-            let mut files: Vec<String> = std::fs::read_dir(&images_dir)
-                .with_context(|| format!("images {}", images_dir.display()))?
-                .filter_map(|e| e.ok())
-                .filter(|e| e.path().is_file())
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|f| blipq::preprocess::has_image_extension(f))
-                .collect();
-            files.sort();
-            files
-                .into_iter()
-                .map(|file| Item {
-                    file,
-                    image_id: None,
-                    references: vec![],
-                })
-                .collect()
-        }
-    };
-    if let Some(n) = o.limit {
-        items.truncate(n);
+    if o.annotations.is_none() && o.images.is_none() {
+        bail!("give --annotations and/or --images (or no arguments for the bundled demo)");
     }
-    if items.is_empty() {
-        bail!("no images to benchmark in {}", images_dir.display());
-    }
-    Ok((items, images_dir))
-}
-
-/// Peak resident set size of this process in MB (Linux `VmHWM`).
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024.0 / blipq::MB)
-}
-
-fn weights_file_mb(dir: &Path) -> f64 {
-    [SAFETENSORS_FILE, PTH_FILE]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len() as f64 / blipq::MB)
-        .next()
-        .unwrap_or(0.0)
+    Ok(report::load_items(
+        o.annotations.as_deref(),
+        o.images.as_deref(),
+        o.limit,
+    )?)
 }
 
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -355,15 +268,15 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         &items,
         run,
         o.batch_size,
-        peak_rss_mb(),
+        report::peak_rss_mb(),
         ModelInfoReport::new(
             model.info(),
-            weights_file_mb(&args.model),
+            report::weights_file_mb(&args.model),
             "cpu".into(),
             args.model.display().to_string(),
         ),
     )?;
-    std::fs::write(&args.result, serde_json::to_string_pretty(&results)?)
-        .with_context(|| format!("{}", args.result.display()))?;
+    let text = serde_json::to_string_pretty(&results)?;
+    std::fs::write(&args.result, text).with_context(|| format!("{}", args.result.display()))?;
     Ok(ExitCode::SUCCESS)
 }

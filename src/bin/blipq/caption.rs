@@ -71,7 +71,11 @@ fn caption_batch(
     let batch: Vec<BatchImage> = files
         .iter()
         .zip(&names)
-        .filter_map(|(f, name)| f.as_ref().ok().map(|bytes| BatchImage { bytes, name }))
+        .filter_map(|(f, name)| {
+            f.as_ref()
+                .ok()
+                .map(|bytes| BatchImage::encoded(bytes, name))
+        })
         .collect();
     let mut captions = model.caption_batch(&batch, opts)?.into_iter();
     Ok(files

@@ -17,21 +17,42 @@ use super::py_split;
 const N: usize = 4;
 const SIGMA: f64 = 6.0;
 
-type Counts<'a> = HashMap<&'a [&'a str], usize>;
+/// A sentence's 1..4-gram counts in first-occurrence order (orders 1 to 4, left to right): the
+/// order of the original's dicts, which is the order its floating-point sums are taken in, so
+/// the scores are the same bits in every run.
+#[derive(Default)]
+struct Counts<'a> {
+    grams: Vec<(&'a [&'a str], usize)>,
+    index: HashMap<&'a [&'a str], usize>,
+}
+
+impl<'a> Counts<'a> {
+    fn keys(&self) -> impl Iterator<Item = &'a [&'a str]> + '_ {
+        self.grams.iter().map(|&(g, _)| g)
+    }
+}
 
 fn ngram_counts<'a>(words: &'a [&'a str]) -> Counts<'a> {
-    let mut counts = HashMap::new();
+    let mut counts = Counts::default();
     for k in 1..=N {
         for gram in words.windows(k) {
-            *counts.entry(gram).or_insert(0) += 1;
+            match counts.index.get(gram) {
+                Some(&i) => counts.grams[i].1 += 1,
+                None => {
+                    counts.index.insert(gram, counts.grams.len());
+                    counts.grams.push((gram, 1));
+                }
+            }
         }
     }
     counts
 }
 
-/// A sentence as tf-idf vectors per n-gram order, their norms and its "length" (bigram count).
+/// A sentence as tf-idf vectors per n-gram order (in [`Counts`] order, with a lookup by n-gram),
+/// their norms and its "length" (bigram count).
 struct Vector<'a> {
-    weights: [HashMap<&'a [&'a str], f64>; N],
+    weights: [Vec<(&'a [&'a str], f64)>; N],
+    lookup: [HashMap<&'a [&'a str], f64>; N],
     norms: [f64; N],
     length: usize,
 }
@@ -40,14 +61,16 @@ struct Vector<'a> {
 fn to_vector<'a>(counts: &Counts<'a>, df: &HashMap<&[&str], usize>, log_images: f64) -> Vector<'a> {
     let mut v = Vector {
         weights: Default::default(),
+        lookup: Default::default(),
         norms: [0.0; N],
         length: 0,
     };
-    for (&gram, &tf) in counts {
+    for &(gram, tf) in &counts.grams {
         let n = gram.len() - 1;
         let idf_log = (df.get(gram).copied().unwrap_or(0) as f64).max(1.0).ln();
         let w = tf as f64 * (log_images - idf_log);
-        v.weights[n].insert(gram, w);
+        v.weights[n].push((gram, w));
+        v.lookup[n].insert(gram, w);
         v.norms[n] += w.powi(2);
         if n == 1 {
             v.length += tf;
@@ -63,8 +86,8 @@ fn similarity(hyp: &Vector, reference: &Vector) -> [f64; N] {
     let penalty = std::f64::consts::E.powf(-(delta.powi(2)) / (2.0 * SIGMA.powi(2)));
     let mut val = [0.0; N];
     for (n, v) in val.iter_mut().enumerate() {
-        for (gram, &h) in &hyp.weights[n] {
-            let r = reference.weights[n].get(gram).copied().unwrap_or(0.0);
+        for &(gram, h) in &hyp.weights[n] {
+            let r = reference.lookup[n].get(gram).copied().unwrap_or(0.0);
             *v += h.min(r) * r;
         }
         if hyp.norms[n] != 0.0 && reference.norms[n] != 0.0 {
@@ -107,7 +130,7 @@ pub(crate) fn cider(hypotheses: &[&str], references: &[Vec<&str>]) -> (f64, Vec<
 fn document_frequency<'a>(ref_counts: &[Vec<Counts<'a>>]) -> HashMap<&'a [&'a str], usize> {
     let mut df = HashMap::new();
     for refs in ref_counts {
-        let mut seen: Vec<&[&str]> = refs.iter().flat_map(|c| c.keys().copied()).collect();
+        let mut seen: Vec<&[&str]> = refs.iter().flat_map(|c| c.keys()).collect();
         seen.sort_unstable();
         seen.dedup();
         for gram in seen {
