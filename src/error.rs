@@ -43,6 +43,9 @@ pub enum Error {
     /// and kernels): a bug in blipq, never the user's input, which the other variants describe.
     #[error("internal error (a bug in blipq, please report it): {0}")]
     Internal(String),
+    /// A long job stopped early because its caller asked it to (nothing was written).
+    #[error("stopped: {0}")]
+    Stopped(String),
     /// rayon's thread pool could not be set up (e.g. it already exists).
     #[error("thread pool: {0}")]
     ThreadPool(String),

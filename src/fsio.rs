@@ -168,7 +168,8 @@ impl OutputDir {
             if non_empty && !force {
                 return Err(Error::file(
                     shown,
-                    "is not empty: choose a new folder, or pass --force to replace its contents",
+                    "is not empty: choose a new folder, or pass --force (force=True in Python) to \
+                     replace its contents",
                 ));
             }
             replace = non_empty;
@@ -181,7 +182,12 @@ impl OutputDir {
         remove_stale_partials(parent, &name);
         let tmp = parent.join(format!(".{name}{PARTIAL}{}", std::process::id()));
         if exists(&tmp) {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+            // Another job of this process (a thread of the Python package) is writing it.
+            return Err(Error::file(
+                shown,
+                "is being written by another job of this process: wait for it, or choose \
+                 another folder",
+            ));
         }
         std::fs::create_dir(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
         Ok(Self {

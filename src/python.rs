@@ -12,6 +12,7 @@
 //!
 //! May use: everything of the crate (it is a front end, like the CLI).
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -46,13 +47,17 @@ fn json_err(what: &str, e: serde_json::Error) -> PyErr {
 static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
 
 fn pool(threads: Option<usize>) -> PyResult<&'static rayon::ThreadPool> {
+    let fixed = |p: &rayon::ThreadPool, n: usize| {
+        BlipqError::new_err(format!(
+            "threads={n}: this process already computes on {} threads, and the count is set \
+             once per process, before blipq first computes anything (set_threads, or \
+             Captioner.load(threads=...) of the first model)",
+            p.current_num_threads()
+        ))
+    };
     if let Some(p) = POOL.get() {
         return match threads {
-            Some(n) if n != p.current_num_threads() => Err(BlipqError::new_err(format!(
-                "threads={n}: this process already runs blipq on {} threads, and the count is \
-                 set once per process (by the first set_threads or Captioner.load)",
-                p.current_num_threads()
-            ))),
+            Some(n) if n != p.current_num_threads() => Err(fixed(p, n)),
             _ => Ok(p),
         };
     }
@@ -70,8 +75,24 @@ fn pool(threads: Option<usize>) -> PyResult<&'static rayon::ThreadPool> {
     let built = builder
         .build()
         .map_err(|e| py_err(Error::ThreadPool(e.to_string())))?;
-    // Another thread may have built one meanwhile: keep the first.
-    Ok(POOL.get_or_init(|| built))
+    // Another thread may have built one meanwhile: the first one stays.
+    let p = POOL.get_or_init(|| built);
+    match threads {
+        Some(n) if n != p.current_num_threads() => Err(fixed(p, n)),
+        _ => Ok(p),
+    }
+}
+
+/// The thread count the pool has, or would get if built now (without building it).
+fn thread_count() -> usize {
+    if let Some(p) = POOL.get() {
+        return p.current_num_threads();
+    }
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Runs `f` on the pool with the GIL released.
@@ -156,7 +177,10 @@ fn caption_options(args: Option<CaptionArgs>) -> CaptionOptions {
 #[pyclass(name = "Captioner", module = "blipq._blipq", frozen)]
 struct PyCaptioner {
     inner: crate::Captioner,
+    /// As given.
     path: PathBuf,
+    /// Resolved at load, for the weight file's size whatever the working folder becomes.
+    resolved: PathBuf,
 }
 
 #[pymethods]
@@ -170,7 +194,12 @@ impl PyCaptioner {
         let inner = py
             .detach(|| p.install(|| crate::Captioner::load_dir(&path)))
             .map_err(py_err)?;
-        Ok(Self { inner, path })
+        let resolved = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        Ok(Self {
+            inner,
+            path,
+            resolved,
+        })
     }
 
     /// The checkpoint folder this model was loaded from.
@@ -347,7 +376,7 @@ impl PyCaptioner {
     fn report_info(&self) -> PyResult<String> {
         let info = ModelInfoReport::new(
             self.inner.info(),
-            report::weights_file_mb(&self.path),
+            report::weights_file_mb(&self.resolved),
             "cpu".into(),
             self.path.display().to_string(),
         );
@@ -361,10 +390,11 @@ fn set_threads(threads: usize) -> PyResult<usize> {
     Ok(pool(Some(threads))?.current_num_threads())
 }
 
-/// The number of threads blipq computes on in this process.
+/// The number of threads blipq computes on in this process (or will, if it has not started:
+/// asking does not fix the count).
 #[pyfunction]
-fn threads() -> PyResult<usize> {
-    Ok(pool(None)?.current_num_threads())
+fn threads() -> usize {
+    thread_count()
 }
 
 /// `blipq quantize`: quantizes the checkpoint folder `model` into the new folder `out` and
@@ -401,9 +431,9 @@ fn quantize(
     };
     let mut callback_error: Option<PyErr> = None;
     let done = on_pool(py, || {
-        job::run(&req, &mut |event| {
+        job::run(req, &mut |event| {
             if callback_error.is_some() {
-                return;
+                return ControlFlow::Break(());
             }
             let called = Python::attach(|py| match (event, &progress, &message) {
                 (
@@ -419,15 +449,21 @@ fn quantize(
                 (job::Event::Message(line), _, Some(f)) => f.call1(py, (line,)).map(drop),
                 _ => Ok(()),
             });
-            if let Err(e) = called {
-                callback_error = Some(e);
+            match called {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    // Stop: the job ends at its next stage and writes nothing.
+                    callback_error = Some(e);
+                    ControlFlow::Break(())
+                }
             }
         })
     })?;
-    let done = done.map_err(py_err)?;
     if let Some(e) = callback_error {
+        // The callback's own exception, whatever the job ended with.
         return Err(e);
     }
+    let done = done.map_err(py_err)?;
     serde_json::to_string(&done.report).map_err(|e| json_err("quantized_results.json", e))
 }
 
@@ -539,4 +575,12 @@ mod native {
     /// The version of the blipq crate this module was built from.
     #[pymodule_export]
     const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+    /// Most images one `caption_batch` call takes.
+    #[pymodule_export]
+    const MAX_BATCH: usize = crate::MAX_BATCH;
+
+    /// Largest image, in pixels (width x height), the engine accepts.
+    #[pymodule_export]
+    const MAX_PIXELS: u64 = crate::preprocess::DEFAULT_MAX_PIXELS;
 }

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,7 +91,8 @@ def main() -> None:
     cap = {k: [] for k in [*configs, ray_name]}
     wall: list = []
     start = time.perf_counter()
-    with LocalCluster(Path(tempfile.mkdtemp(prefix="blipq-ray-")), nodes=2, cpus_per_node=1) as c:
+    cluster_root = Path(tempfile.mkdtemp(prefix="blipq-ray-"))
+    with LocalCluster(cluster_root, nodes=2, cpus_per_node=1) as c:
         cluster_up = time.perf_counter() - start
         configs[ray_name] = lambda o: [
             py, "-m", "blipq.ray", "bench", "--address", c.address, "--actors", "2",
@@ -111,6 +113,8 @@ def main() -> None:
                     sys.exit(f"ray_scaling: {name} captioned differently from the CLI")
                 print(f"round {r + 1} {name}: {e2e[name][-1]:.2f} s end to end, "
                       f"{cap[name][-1]:.2f} s captioning", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(cluster_root, ignore_errors=True)
     n = args.limit
     base = "Python, 1 process x 2 threads"
     rows = [

@@ -77,14 +77,15 @@ class Caption:
 
 
 def set_threads(n: int) -> int:
-    """Sets how many threads blipq computes on in this process: once, before the first model
-    loads (default: ``RAYON_NUM_THREADS``, else one per core). Returns the count."""
+    """Sets how many threads blipq computes on in this process: once, before blipq first
+    computes anything (loading a model, captioning, quantizing, evaluating); default:
+    ``RAYON_NUM_THREADS``, else one per core. Returns the count."""
     _check_count("threads", n)
     return _blipq.set_threads(n)
 
 
 def threads() -> int:
-    """How many threads blipq computes on in this process."""
+    """How many threads blipq computes on in this process (or will: asking fixes nothing)."""
     return _blipq.threads()
 
 
@@ -149,6 +150,11 @@ def _array_arg(array: Any) -> Any:
     height, width = int(shape[0]), int(shape[1])
     if height == 0 or width == 0:
         raise ValueError(f"an image array must not be empty; this one has shape {shape}")
+    if height * width > _blipq.MAX_PIXELS:
+        raise ValueError(
+            f"an image array of {width}x{height} = {height * width} pixels is over the limit of "
+            f"{_blipq.MAX_PIXELS}"
+        )
     import numpy as np  # present: the array is numpy's (or follows its array interface)
 
     pixels = np.ascontiguousarray(array).tobytes()
@@ -255,6 +261,10 @@ class Captioner:
         opts = _options(prompt, max_length, max_new_tokens, min_length, num_beams, fixed_new_tokens)
         pairs = []
         for k, image in enumerate(images):
+            if k == _blipq.MAX_BATCH:
+                raise ValueError(
+                    f"more than {_blipq.MAX_BATCH} images: a batch takes 1 to {_blipq.MAX_BATCH}"
+                )
             name, value = _image_arg(image)
             # In-memory images are named by their position in errors: "<bytes 3>".
             pairs.append((f"{name[:-1]} {k}>" if name.startswith("<") else name, value))

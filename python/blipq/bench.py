@@ -2,7 +2,8 @@
 Rust code, with the captioning done by *workers* that each load a model once.
 
 - ``python -m blipq.bench`` runs each model in a fresh worker process on this machine (as the
-  CLI does, so that peak memory is the model's own).
+  CLI does, so that each model's peak memory is measured apart; it includes the Python
+  interpreter's own, some 30 MB).
 - ``python -m blipq.ray bench`` (``blipq.ray``) runs the workers as a pool of Ray actors.
 
 How the pieces fit: the driver reads the items (:func:`items`), hands lists of items to workers
@@ -21,14 +22,15 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import Captioner, _blipq
 
 
 @dataclass
 class Options:
-    """``blipq bench``'s options (the same names and defaults)."""
+    """``blipq bench``'s options (the same names and defaults; the models have no default
+    here, where the CLI's are the bundled demo)."""
 
     warmup: int = 3
     limit: Optional[int] = None
@@ -86,16 +88,18 @@ class Worker:
         self.model = Captioner.load(model, threads=threads)
         self.options = options
         self.warm = False
+        # Read now: the checkpoint's files may be gone later (a shipped copy is deleted).
+        self.info = self.model._native.report_info()
 
     def run(
         self,
         items: Sequence[dict],
         indices: Sequence[int],
         images_dir: Optional[str] = None,
-        image_bytes: Optional[Sequence[Optional[bytes]]] = None,
+        image_bytes: Optional[Sequence[Union[bytes, str]]] = None,
     ) -> Tuple[str, Optional[float], str]:
         """Captions ``items`` (items ``indices`` of the whole list), reading their images from
-        ``images_dir`` or taking ``image_bytes``. Returns the pieces (JSON), this process's
+        ``images_dir`` or taking ``image_bytes`` (each image's bytes, or why it is missing). Returns the pieces (JSON), this process's
         peak memory in MB and the model's ``model_info`` (JSON)."""
         warmup = 0 if self.warm else self.options.warmup
         self.warm = True
@@ -108,7 +112,7 @@ class Worker:
             batch_size=self.options.batch_size,
             options=self.options.caption_options(),
         )
-        return pieces, _blipq.peak_rss_mb(), self.model._native.report_info()
+        return pieces, _blipq.peak_rss_mb(), self.info
 
 
 @dataclass
@@ -282,11 +286,31 @@ def run_local(
                 for r in chunks(len(the_items.items), size)
             ]
             progress = Progress(label, len(the_items.items))
-            for f in futures:
-                progress.update(gathered.add(*f.result()))
+            try:
+                for f in futures:
+                    progress.update(gathered.add(*f.result()))
+            except concurrent.futures.process.BrokenProcessPool:
+                raise RuntimeError(
+                    f"{label}: the worker process could not start (its error is above)"
+                ) from None
         results.append(results_of(label, model, the_items, gathered, options))
     _, failed = finish(out, results, baselines)
     return 1 if failed else 0
+
+
+def count(least: int) -> Any:
+    """An argparse type: an int of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"{n}: give at least {least}")
+        return n
+
+    return parse
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -298,14 +322,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", action="append", default=[], dest="baselines",
                    help="results JSON of another runtime to show beside blipq's")
     p.add_argument("--out", default="bench-out", help="report folder (default: bench-out)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed captions per worker first")
-    p.add_argument("--limit", type=int, help="the first N images only")
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--num-beams", type=int)
+    p.add_argument("--warmup", type=count(0), default=3, help="untimed captions per worker first")
+    p.add_argument("--limit", type=count(1), help="the first N images only")
+    p.add_argument("--max-length", type=count(1))
+    p.add_argument("--num-beams", type=count(1))
     p.add_argument("--prompt")
-    p.add_argument("--fixed-new-tokens", type=int,
+    p.add_argument("--fixed-new-tokens", type=count(1),
                    help="ignore the end token and generate exactly N new tokens")
-    p.add_argument("--batch-size", type=int, default=1,
+    p.add_argument("--batch-size", type=count(1), default=1,
                    help="caption N images at once (1 = one at a time)")
 
 
@@ -327,13 +351,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description="blipq bench in Python: each model in a fresh process on this machine.",
     )
     add_bench_arguments(p)
-    p.add_argument("--threads", type=int, help="threads per model (default: all cores)")
+    p.add_argument("--threads", type=count(1), help="threads per model (default: all cores)")
     args = p.parse_args(argv)
     try:
         opts = options_of(args)
+        opts.check()
+        check_models(args.models)
         the_items = items(args.annotations, args.images, opts.limit)
         return run_local(args.models, the_items, opts, args.out, args.threads, args.baselines)
-    except (OSError, ValueError, _blipq.BlipqError) as e:
+    except (OSError, ValueError, RuntimeError, _blipq.BlipqError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -12,8 +12,13 @@ Where the actors find the checkpoint and the images:
 - by default, at the paths given: every node must see the same files there (a shared or
   replicated filesystem: NFS, a cloud disk, the same image baked on every machine);
 - with ``--ship``, the driver reads the checkpoint folder and the images and ships them through
-  Ray's object store; each actor writes the checkpoint to a temporary folder of its node and
-  loads it from there. Nothing needs to be shared, but every image passes through the driver.
+  Ray's object store; each actor writes the checkpoint to a temporary folder of its node, loads
+  it and deletes the folder. Nothing needs to be shared, but every image passes through the
+  driver, which reads them all before the run (the driver's memory and the object store hold
+  the whole set: for large sets, share the files instead).
+
+Relative paths are taken from the driver's working folder (actors change to it), so results
+and error messages name files as ``blipq bench`` names them.
 
 Every node needs the ``blipq`` package installed (the same wheel), and Ray.
 """
@@ -39,6 +44,7 @@ from .bench import (
     Worker,
     add_bench_arguments,
     check_models,
+    count,
     finish,
     items,
     labels,
@@ -80,19 +86,30 @@ class RayWorker:
         options: dict,
         threads: Optional[int],
         images_dir: Optional[str],
+        cwd: Optional[str] = None,
         shipped: Optional[List[Any]] = None,
     ) -> None:
-        self.tmp: Optional[str] = None
         if shipped is not None:
             import ray
 
             files = ray.get(shipped[0])
-            self.tmp = tempfile.mkdtemp(prefix="blipq-model-")
-            for name, data in files.items():
-                with open(os.path.join(self.tmp, name), "wb") as f:
-                    f.write(data)
-            model = self.tmp
-        self.worker = Worker(model, Options(**options), threads)
+            tmp = tempfile.mkdtemp(prefix="blipq-model-")
+            try:
+                for name, data in files.items():
+                    with open(os.path.join(tmp, name), "wb") as f:
+                        f.write(data)
+                del files
+                self.worker = Worker(tmp, Options(**options), threads)
+            finally:
+                # Loaded: the copy is not needed any more (Ray may kill the actor without
+                # running any of its code, so it is not left for later).
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            # Relative paths as the driver gave them, from the same folder: the files are
+            # shared, and errors then name them as blipq bench names them.
+            if cwd and os.path.isdir(cwd):
+                os.chdir(cwd)
+            self.worker = Worker(model, Options(**options), threads)
         self.images_dir = images_dir
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, List[Any]]:
@@ -118,11 +135,6 @@ class RayWorker:
             "model_info": [info],
             "node": [ray.get_runtime_context().get_node_id()],
         }
-
-    def __del__(self) -> None:
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
 
 def _rows(the_items: Items, ship: bool) -> List[Dict[str, Any]]:
     rows = []
@@ -159,10 +171,11 @@ def caption_dataset(
     ds = ds.map_batches(
         RayWorker,
         fn_constructor_kwargs=dict(
-            model=os.path.abspath(model),
+            model=os.fspath(model),
             options=options.__dict__.copy(),
             threads=threads_per_actor,
-            images_dir=None if ship else os.path.abspath(the_items.images_dir),
+            images_dir=None if ship else the_items.images_dir,
+            cwd=os.getcwd(),
             shipped=shipped,
         ),
         compute=ray.data.ActorPoolStrategy(size=actors),
@@ -183,6 +196,20 @@ def caption_dataset(
     gathered.wall_s = time.monotonic() - start
     gathered.nodes = len(nodes)
     return gathered
+
+
+def check_fits(actors: int, threads_per_actor: int) -> None:
+    """Fails clearly when the cluster cannot hold the actor pool (Ray would wait for it)."""
+    import ray
+
+    cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    per_node = sum(int(c // threads_per_actor) for c in cpus)
+    if per_node < actors:
+        raise ValueError(
+            f"{actors} actors of {threads_per_actor} CPU(s) do not fit in this cluster: its "
+            f"nodes have {', '.join(str(int(c)) for c in cpus) or 'no'} CPUs, room for "
+            f"{per_node}; lower --actors or --threads-per-actor"
+        )
 
 
 def connect(address: Optional[str]) -> None:
@@ -208,6 +235,7 @@ def bench(args: argparse.Namespace) -> int:
     check_models(args.models)
     the_items = items(args.annotations, args.images, opts.limit)
     connect(args.address)
+    check_fits(args.actors, args.threads_per_actor)
     import ray
 
     results, runs = [], []
@@ -252,6 +280,7 @@ def caption(args: argparse.Namespace) -> int:
     check_models([args.model])
     the_items = items(args.annotations, args.images, args.limit)
     connect(args.address)
+    check_fits(args.actors, args.threads_per_actor)
     gathered = caption_dataset(
         args.model, labels([args.model])[0], the_items, opts, args.actors,
         args.threads_per_actor, args.ship,
@@ -286,8 +315,8 @@ def _cluster_arguments(p: argparse.ArgumentParser) -> None:
                    help="Ray cluster to join: auto (the one this machine is part of), "
                         "HOST:PORT, or ray://HOST:10001 (Ray Client); default: RAY_ADDRESS, "
                         "else a new local cluster")
-    p.add_argument("--actors", type=int, default=2, help="actors in the pool (default: 2)")
-    p.add_argument("--threads-per-actor", type=int, default=1,
+    p.add_argument("--actors", type=count(1), default=2, help="actors in the pool (default: 2)")
+    p.add_argument("--threads-per-actor", type=count(1), default=1,
                    help="CPUs each actor reserves and computes on (default: 1)")
     p.add_argument("--ship", action="store_true",
                    help="send the checkpoint and the images from the driver through Ray's "
@@ -308,21 +337,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     c.add_argument("--model", required=True, help="checkpoint folder")
     c.add_argument("--images", help="folder of images")
     c.add_argument("--annotations", help="COCO captions file naming the images")
-    c.add_argument("--limit", type=int, help="the first N images only")
+    c.add_argument("--limit", type=count(1), help="the first N images only")
     c.add_argument("--out", help="write [{image, caption, token_ids}] here (default: stdout)")
-    c.add_argument("--max-length", type=int)
-    c.add_argument("--num-beams", type=int)
+    c.add_argument("--max-length", type=count(1))
+    c.add_argument("--num-beams", type=count(1))
     c.add_argument("--prompt")
-    c.add_argument("--batch-size", type=int, default=1)
+    c.add_argument("--batch-size", type=count(1), default=1)
     _cluster_arguments(c)
     args = p.parse_args(argv)
-    if args.actors < 1 or args.threads_per_actor < 1:
-        p.error("--actors and --threads-per-actor must be at least 1")
     try:
         return bench(args) if args.command == "bench" else caption(args)
-    except (OSError, ValueError, BlipqError) as e:
+    except (OSError, ValueError, RuntimeError, BlipqError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # Ray's own errors (an actor that died, a lost node), by name
+        if type(e).__module__.startswith("ray"):
+            print(f"error: the Ray cluster: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """A real Ray cluster on this machine, for tests and measurements: a head node started with
 ``ray start --head`` on 127.0.0.1 and more nodes joined with ``ray start --address``, each in a
-process (and process session) of its own with a fixed CPU count. Stopping kills exactly these
-sessions (never another cluster of the machine, as ``ray stop`` would), gently, then by force.
+process (and process session) of its own with a fixed CPU count, every port its own (free ports
+picked at start, so it runs beside other clusters). Stopping kills exactly these sessions (never
+another cluster of the machine, as ``ray stop`` would), gently, then by force. ``tmp`` is the
+nodes' ``TMPDIR`` (where actors put temporary files).
 
     with LocalCluster(Path("/tmp/x"), nodes=2, cpus_per_node=1) as c:
         subprocess.run([..., "--address", c.address])
@@ -66,15 +68,31 @@ class LocalCluster:
         self.store = object_store_bytes
         self.ray = ray or str(Path(sys.executable).parent / "ray")
         self.procs: List[subprocess.Popen] = []
+        self.logs_open: list = []
         self.address = ""
+        self.tmp = self.root / "tmp"
 
     def _start(self, args: List[str], log: str) -> None:
-        env = dict(os.environ, **RAY_ENV)
+        env = dict(os.environ, **RAY_ENV, TMPDIR=str(self.tmp))
+        # Every port a node listens on: free ones, not Ray's fixed defaults.
+        ports = [
+            f"--{name}={_free_port()}"
+            for name in (
+                "node-manager-port",
+                "object-manager-port",
+                "metrics-export-port",
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "runtime-env-agent-port",
+            )
+        ]
+        out = open(self.root / log, "w")
+        self.logs_open.append(out)
         p = subprocess.Popen(
-            [self.ray, "start", "--block", *args],
+            [self.ray, "start", "--block", *ports, *args],
             env=env,
             start_new_session=True,
-            stdout=open(self.root / log, "w"),
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
         self.procs.append(p)
@@ -88,15 +106,26 @@ class LocalCluster:
             "    if time.time() > end: sys.exit('timed out')\n"
             "    time.sleep(0.2)\n"
         )
-        r = subprocess.run(
+        checker = subprocess.Popen(
             [sys.executable, "-c", code],
             env=dict(os.environ, **RAY_ENV),
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout + 30,
         )
-        if r.returncode != 0:
-            raise RuntimeError(f"the Ray cluster did not come up: {r.stderr[-2000:]}\n{self.logs()}")
+        end = time.time() + timeout + 30
+        while checker.poll() is None:
+            # A node that exits (a bad flag, a busy port) fails the start at once.
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead or time.time() > end:
+                checker.kill()
+                checker.wait()
+                why = "a node exited" if dead else "timed out"
+                raise RuntimeError(f"the Ray cluster did not come up ({why}):\n{self.logs()}")
+            time.sleep(0.2)
+        if checker.returncode != 0:
+            _, err = checker.communicate()
+            raise RuntimeError(f"the Ray cluster did not come up: {err[-2000:]}\n{self.logs()}")
 
     def logs(self) -> str:
         out = []
@@ -106,7 +135,10 @@ class LocalCluster:
 
     def __enter__(self) -> "LocalCluster":
         self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(exist_ok=True)
         port = _free_port()
+        # Worker ports: a block of 1000 per node, somewhere in 20000-59999.
+        first = 20000 + 1000 * (os.getpid() % (40 - self.nodes))
         self.address = f"127.0.0.1:{port}"
         common = [
             f"--num-cpus={self.cpus}",
@@ -121,15 +153,15 @@ class LocalCluster:
                     f"--port={port}",
                     "--include-dashboard=false",
                     f"--temp-dir={self.root / 'ray'}",
-                    "--min-worker-port=20000",
-                    "--max-worker-port=20999",
+                    f"--min-worker-port={first}",
+                    f"--max-worker-port={first + 999}",
                     *common,
                 ],
                 "head.log",
             )
             self._wait_for_nodes(1)
             for i in range(1, self.nodes):
-                base = 20000 + 1000 * i
+                base = first + 1000 * i
                 self._start(
                     [
                         f"--address={self.address}",
@@ -174,6 +206,9 @@ class LocalCluster:
         while time.time() < end and _sessions_members(sids):
             time.sleep(0.2)
         self.procs = []
+        for f in self.logs_open:
+            f.close()
+        self.logs_open = []
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

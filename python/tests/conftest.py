@@ -60,13 +60,14 @@ def scratch(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A local Ray cluster: a head and a second node joined to it, each ``ray start`` in a
-    process of its own with one CPU. Yields its address; stops both nodes afterwards, always."""
+    process of its own with one CPU. Yields it (``.address``, ``.tmp``: the nodes' TMPDIR);
+    stops both nodes afterwards, always."""
     from cluster import LocalCluster
 
     # A short path: Ray's socket paths under it must fit in 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="blipq-ray-"))
     try:
         with LocalCluster(root, nodes=2, cpus_per_node=1) as c:
-            yield c.address
+            yield c
     finally:
         shutil.rmtree(root, ignore_errors=True)

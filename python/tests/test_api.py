@@ -56,12 +56,15 @@ def test_captions_equal_the_cli(repo, cli, models, name, flags, kwargs):
     model = blipq.Captioner.load(models[name])
     paths = images(repo)
     expected = cli_captions(cli, models[name], paths, *flags)
+    prefix = 1 + (3 if "prompt" in kwargs else 0)  # bos, and "a picture of" is 3 tokens
     for path, row in zip(paths, expected):
         c = model.caption(path, **kwargs)
         assert c.token_ids == row["token_ids"], path.name
         assert c.caption == row["caption"], path.name
-        assert c.new_tokens == len(c.token_ids) - (len(row["token_ids"]) - c.new_tokens)
+        assert c.new_tokens == len(row["token_ids"]) - prefix
         assert c.timings.total_s >= c.timings.vision_s > 0
+    # The captions depend on the image (a model that ignored it would pass the above too).
+    assert len({tuple(r["token_ids"]) for r in expected}) > 1
 
 
 def test_every_kind_of_image_gives_the_same_tokens(repo, models):
@@ -85,8 +88,13 @@ def test_every_kind_of_image_gives_the_same_tokens(repo, models):
             arr = np.asarray(rgb)
             assert arr.dtype == np.uint8 and arr.shape[2] == 3
             assert model.caption(arr).token_ids == want
-            # A non-contiguous view of the same pixels.
-            assert model.caption(np.asarray(rgb)[:, ::-1][:, ::-1]).token_ids == want
+            # A non-contiguous view: the mirror image, as a strided view and as a copy.
+            mirrored = arr[:, ::-1]
+            assert not mirrored.flags["C_CONTIGUOUS"]
+            assert (
+                model.caption(mirrored).token_ids
+                == model.caption(np.ascontiguousarray(mirrored)).token_ids
+            )
 
 
 def test_caption_batch_equals_one_at_a_time(repo, models):
@@ -112,7 +120,7 @@ def test_bad_images_raise_clear_exceptions(repo, models, scratch):
         (None, TypeError, "an image is a path"),
         (scratch / "missing.png", FileNotFoundError, "missing.png"),
         (b"", blipq.BlipqError, "empty file"),
-        (b"\x89PNG\r\n\x1a\n truncated", blipq.BlipqError, "image"),
+        (b"\x89PNG\r\n\x1a\n truncated", blipq.BlipqError, "PNG"),
         (scratch, blipq.BlipqError, "directory"),
     ]
     for image, exc, words in cases:
@@ -134,8 +142,10 @@ def test_bad_options_raise(models):
         model.caption(img, num_beams="3")
     with pytest.raises(TypeError, match="prompt"):
         model.caption(img, prompt=3)
-    with pytest.raises(blipq.BlipqError, match="batch"):
+    with pytest.raises(ValueError, match="batch"):
         model.caption_batch([img] * 33)
+    with pytest.raises(ValueError, match="over the limit"):
+        model.caption(np.lib.stride_tricks.as_strided(np.zeros(3, np.uint8), (9000, 9000, 3), (0, 0, 1)))
 
 
 def hostile_checkpoints(repo: Path, root: Path) -> dict:
@@ -166,6 +176,18 @@ def hostile_checkpoints(repo: Path, root: Path) -> dict:
     cfg["text_config"]["hidden_size"] = 33
     (d / "config.json").write_text(json.dumps(cfg))
     out[d] = "hidden"
+    d = copy("nan-weights")
+    w = bytearray((d / "model.safetensors").read_bytes())
+    n = int.from_bytes(w[:8], "little")
+    header = json.loads(w[8 : 8 + n])
+    name = next(k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "F32")
+    start = 8 + n + header[name]["data_offsets"][0]
+    w[start : start + 4] = bytes.fromhex("0000c07f")  # a float32 NaN
+    (d / "model.safetensors").write_bytes(bytes(w))
+    out[d] = "NaN"
+    d = copy("bad-tokenizer")
+    (d / "tokenizer.json").write_text("{}")
+    out[d] = "tokenizer.json"
     d = copy("fifo-weights")
     (d / "model.safetensors").unlink()
     import os
@@ -225,6 +247,20 @@ def test_quantize_refuses_and_loses_nothing(repo, scratch):
         assert not (scratch / o).exists()
 
 
+def test_a_raising_progress_callback_stops_quantize_and_writes_nothing(repo, scratch):
+    class Stop(Exception):
+        pass
+
+    def progress(stage, done, total, what):
+        raise Stop(f"stop at {stage}")
+
+    out = scratch / "out"
+    with pytest.raises(Stop, match="stop at quantizing"):
+        blipq.quantize(repo / "models/demo", out, progress=progress)
+    assert not out.exists()
+    assert [p.name for p in scratch.iterdir()] == []  # no partial folder either
+
+
 def test_evaluate_equals_the_cli(repo, cli, scratch):
     ann = repo / "data/demo-eval/captions.json"
     model = blipq.Captioner.load(repo / "models/demo-int8")
@@ -278,6 +314,13 @@ def test_python_bench_writes_the_cli_reports(repo, cli, scratch):
             scratch / "py" / f"{label}_captions.json"
         ).read_bytes()
     assert "BLEU-4" in r.stdout
+    # A checkpoint that cannot load: a clear error and status 2, not a traceback.
+    r = subprocess.run([sys.executable, "-m", "blipq.bench", "--model", str(repo / "data"),
+                        "--images", str(repo / "data/demo-eval"), "--limit", "2", "--out",
+                        str(scratch / "bad")], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "error: data: the worker process could not start" in r.stderr, r.stderr
+    assert "model.safetensors" in r.stderr, r.stderr
 
 
 def test_the_gil_is_released_while_captioning(repo):
@@ -289,10 +332,14 @@ def test_the_gil_is_released_while_captioning(repo):
     done = threading.Event()
     took = {"s": 0.0}
 
+    failed = []
+
     def work() -> None:
         t = time.perf_counter()
         try:
             model.caption_batch(batch, fixed_new_tokens=400)
+        except BaseException as e:  # reported below, not lost in the thread
+            failed.append(e)
         finally:
             took["s"] = time.perf_counter() - t
             done.set()
@@ -304,6 +351,7 @@ def test_the_gil_is_released_while_captioning(repo):
         now = time.perf_counter()
         longest, last = max(longest, now - last), now
     th.join()
+    assert not failed, failed
     assert took["s"] > 0.1, f"the work took only {took['s']:.3f} s: too short to tell"
     assert longest < took["s"] / 3, f"paused {longest:.3f} s of {took['s']:.3f} s"
 
@@ -314,5 +362,6 @@ def test_threads_are_set_once():
     assert blipq.set_threads(n) == n
     with pytest.raises(blipq.BlipqError, match="once per process"):
         blipq.set_threads(n + 1)
+    assert blipq.threads() == n
     with pytest.raises(TypeError):
         blipq.set_threads("2")

@@ -4,7 +4,8 @@
 //! `python -m blipq.ray bench` both go through here, so their reports are the same files made by
 //! the same code.
 //!
-//! May use: `eval::bench`, `eval::chart`, `eval::metrics`, `fsio`, `limits`, `checkpoint::files`.
+//! May use: `eval::bench`, `eval::chart`, `eval::metrics`, `fsio`, `limits`, `preprocess` (image
+//! file names), `checkpoint::files`.
 
 use std::path::{Path, PathBuf};
 

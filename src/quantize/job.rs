@@ -4,8 +4,10 @@
 //! into a new folder that appears only once complete, the FP32-vs-quantized validation and the
 //! report `quantized_results.json`.
 //!
-//! May use: `quantize` (its formats, sweep and validation), `fsio`, `preprocess`, `captioner`.
+//! May use: `quantize` (its formats, sweep and validation), `fsio`, `limits`, `preprocess`,
+//! `captioner`.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -160,11 +162,15 @@ pub fn method(scheme: Scheme) -> &'static str {
     }
 }
 
-/// Quantizes `req.model` into `req.out` and validates the result; `on_event` follows the work.
-/// Every input is checked before anything is written, and the folder appears only once the
-/// checkpoint, its validation (when asked) and the report are complete: a failed validation
-/// leaves nothing behind.
-pub fn run(req: &Request, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Outcome> {
+/// Quantizes `req.model` into `req.out` and validates the result; `on_event` follows the work
+/// and may ask it to stop (`ControlFlow::Break`: the job ends at the next stage with
+/// [`Error::Stopped`], writing nothing). Every input is checked before anything is written, and
+/// the folder appears only once the checkpoint, its validation (when asked) and the report are
+/// complete: a failed validation leaves nothing behind.
+pub fn run(
+    mut req: Request,
+    on_event: &mut dyn FnMut(Event<'_>) -> ControlFlow<()>,
+) -> Result<Outcome> {
     let mixed = req.scheme == Scheme::Mixed;
     if !mixed && (req.size_budget.is_some() || req.quality_floor.is_some()) {
         return Err(Error::InvalidArgument(
@@ -176,18 +182,35 @@ pub fn run(req: &Request, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Outcome
             "validation images were given but validation is turned off".into(),
         ));
     }
-    let images = match &req.images {
-        Some(images) => images.clone(),
+    let images = match req.images.take() {
+        Some(images) => images,
         None if req.validate || mixed => validation_images(req.validation_images.as_deref())?,
         None => Vec::new(),
     };
     let out = OutputDir::create(&req.out, &[&req.model], req.force)?;
-    let (metrics, plan) = quantize_into(req, &out, &images, on_event)?;
+    let stop = std::cell::Cell::new(false);
+    let mut event = |e: Event<'_>| {
+        if !stop.get() && on_event(e).is_break() {
+            stop.set(true);
+        }
+    };
+    let stopped = || -> Result<()> {
+        match stop.get() {
+            true => Err(Error::Stopped(format!(
+                "asked to stop, so nothing was written to {}",
+                req.out.display()
+            ))),
+            false => Ok(()),
+        }
+    };
+    let (metrics, plan) = quantize_into(&req, &out, &images, &mut event)?;
+    stopped()?;
     let validation = if req.validate {
-        Some(validate_into(req, &out, &images, on_event)?)
+        Some(validate_into(&req, &out, &images, &mut event)?)
     } else {
         None
     };
+    stopped()?;
     let mut report = json!({
         "quantization_info": {
             "method": method(req.scheme),

@@ -1,10 +1,11 @@
 //! `blipq quantize`: FP32 checkpoint -> INT8 checkpoint, then FP32-vs-INT8 validation written to
 //! `quantized_results.json`.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use blipq::quantize::{self, job};
 
 use crate::progress;
@@ -43,13 +44,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mixed = args.scheme == quantize::Scheme::Mixed;
+    if !mixed && (args.size_budget.is_some() || args.quality_floor.is_some()) {
+        bail!("--size-budget and --quality-floor are options of --scheme mixed");
+    }
+    if args.no_validate && !mixed && args.validation_images.is_some() {
+        bail!("--validation-images: there is no validation with --no-validate");
+    }
     // A bad --validation-images folder is reported as such, before anything is written.
     let images = match &args.validation_images {
-        Some(dir) if !args.no_validate || args.scheme == quantize::Scheme::Mixed => Some(
-            job::validation_images(Some(dir))
-                .with_context(|| format!("--validation-images {}", dir.display()))?,
-        ),
-        _ => None,
+        Some(dir) => Some(job::validation_images(Some(dir)).context("--validation-images")?),
+        None => None,
     };
     let req = job::Request {
         model: args.model.clone(),
@@ -64,23 +69,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let pb = progress::bar(0, "quantizing");
     let mut stage = String::from("quantizing");
-    let done = job::run(&req, &mut |event| match event {
-        job::Event::Progress {
-            stage: s,
-            done,
-            total,
-            what,
-        } => {
-            if s != stage {
-                pb.reset();
-                pb.set_prefix(s.to_string());
-                stage = s.to_string();
+    let done = job::run(req, &mut |event| {
+        match event {
+            job::Event::Progress {
+                stage: s,
+                done,
+                total,
+                what,
+            } => {
+                if s != stage {
+                    pb.reset();
+                    pb.set_prefix(s.to_string());
+                    stage = s.to_string();
+                }
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+                pb.set_message(what.to_string());
             }
-            pb.set_length(total as u64);
-            pb.set_position(done as u64);
-            pb.set_message(what.to_string());
+            job::Event::Message(line) => pb.suspend(|| eprintln!("{line}")),
         }
-        job::Event::Message(line) => pb.suspend(|| eprintln!("{line}")),
+        ControlFlow::Continue(())
     });
     pb.finish_and_clear();
     let done = done.with_context(|| format!("quantizing {}", args.model.display()))?;
