@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::checkpoint::{Checkpoint, Weights};
+use crate::checkpoint::{ActivationStats, Checkpoint, Weights};
 use crate::clock::Stopwatch;
 use crate::config::{BlipConfig, GenerationDefaults};
 use crate::generate::{generate, generate_batch, GenerationOptions, SpecialTokens};
@@ -215,16 +215,34 @@ impl Captioner {
 
     /// Builds the captioner from a checkpoint's files; the weight source is released afterwards.
     pub fn load(files: ModelFiles) -> Result<Self> {
+        Self::from_files(&files)
+    }
+
+    /// Builds the captioner from a checkpoint's files, which the caller keeps.
+    pub fn from_files(files: &ModelFiles) -> Result<Self> {
+        Self::build(files, None)
+    }
+
+    /// A captioner whose linear layers record the mean square of their input features into
+    /// `stats` as it runs (calibration: [`crate::quantize::calibrate`]).
+    pub fn recording(files: &ModelFiles, stats: &ActivationStats) -> Result<Self> {
+        Self::build(files, Some(stats))
+    }
+
+    fn build(files: &ModelFiles, stats: Option<&ActivationStats>) -> Result<Self> {
         let device = Device::Cpu;
         let Parts {
             config,
             image_processor,
             defaults,
             tokenizer,
-        } = Parts::check(&files)?;
+        } = Parts::check(files)?;
         let info = model_info(&files.weights)?;
-        let model =
-            BlipForConditionalGeneration::new(&config, Weights::new(&files.weights, &device))?;
+        let mut weights = Weights::new(&files.weights, &device);
+        if let Some(stats) = stats {
+            weights = weights.recording(stats);
+        }
+        let model = BlipForConditionalGeneration::new(&config, weights)?;
         Ok(Self {
             model,
             config,

@@ -402,7 +402,8 @@ fn threads() -> usize {
 /// what)` and `message(line)` follow the work when given.
 #[pyfunction]
 #[pyo3(signature = (model, out, scheme="q8_0", validate=true, validation_images=None,
-    size_budget=None, quality_floor=None, force=false, progress=None, message=None))]
+    size_budget=None, quality_floor=None, calibrate=false, force=false, progress=None,
+    message=None))]
 #[allow(clippy::too_many_arguments)]
 fn quantize(
     py: Python<'_>,
@@ -413,6 +414,7 @@ fn quantize(
     validation_images: Option<PathBuf>,
     size_budget: Option<f64>,
     quality_floor: Option<f64>,
+    calibrate: bool,
     force: bool,
     progress: Option<Py<PyAny>>,
     message: Option<Py<PyAny>>,
@@ -427,6 +429,7 @@ fn quantize(
         validation_images,
         size_budget,
         quality_floor,
+        calibrate,
         images: None,
     };
     let mut callback_error: Option<PyErr> = None;

@@ -42,8 +42,14 @@ fn quantized(src: &Path, tag: &str) -> PathBuf {
     let out = std::env::temp_dir().join(format!("blipq-batch-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let dir = OutputDir::create(&out, &[src], false).unwrap();
-    blipq::quantize::quantize_dir(src, &dir, blipq::quantize::Scheme::Q8_0, &mut |_, _, _| {})
-        .unwrap();
+    blipq::quantize::quantize_dir(
+        src,
+        &dir,
+        blipq::quantize::Scheme::Q8_0,
+        None,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
     dir.commit().unwrap()
 }
 

@@ -300,6 +300,7 @@ fn int8_input_and_bad_outputs_are_refused() {
         &tiny_dir(),
         &dir,
         blipq::quantize::Scheme::Q8_0,
+        None,
         &mut |_, _, _| {},
     )
     .unwrap();

@@ -19,7 +19,14 @@ fn quantized_tiny(tag: &str) -> std::path::PathBuf {
     let out = std::env::temp_dir().join(format!("blipq-int8-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let dir = OutputDir::create(&out, &[&tiny_dir()], false).unwrap();
-    quantize::quantize_dir(&tiny_dir(), &dir, quantize::Scheme::Q8_0, &mut |_, _, _| {}).unwrap();
+    quantize::quantize_dir(
+        &tiny_dir(),
+        &dir,
+        quantize::Scheme::Q8_0,
+        None,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
     dir.commit().unwrap()
 }
 
@@ -184,8 +191,14 @@ fn int8_logits_stay_close_to_fp32() {
 fn quantizing_an_int8_checkpoint_is_refused() {
     let out = quantized_tiny("twice");
     let again = OutputDir::create(&out.with_extension("again"), &[&out], false).unwrap();
-    let err = quantize::quantize_dir(&out, &again, quantize::Scheme::Q8_0, &mut |_, _, _| {})
-        .unwrap_err();
+    let err = quantize::quantize_dir(
+        &out,
+        &again,
+        quantize::Scheme::Q8_0,
+        None,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("already"), "{err}");
     drop(again);
     assert!(!out.with_extension("again").exists());

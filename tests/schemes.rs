@@ -29,7 +29,7 @@ fn made(scheme: Scheme) -> std::path::PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&out);
     let dir = OutputDir::create(&out, &[&tiny_dir()], false).unwrap();
-    quantize::quantize_dir(&tiny_dir(), &dir, scheme, &mut |_, _, _| {}).unwrap();
+    quantize::quantize_dir(&tiny_dir(), &dir, scheme, None, &mut |_, _, _| {}).unwrap();
     dir.commit().unwrap()
 }
 
@@ -158,6 +158,27 @@ fn load_err(dir: &std::path::Path) -> String {
 /// scales per group), the word embeddings `Q8_0`; loading gives back exactly what the quantizer
 /// wrote (for `q4_0`, candle's own `Q4_0` blocks); parameters are counted per weight, not per
 /// byte; the model stays close to FP32 and captions.
+/// That a loaded 4-bit matrix holds exactly `want`'s nibbles and f16 group scales (as the
+/// quantizer wrote them; in memory one scale per block of 32, each group's repeated); returns
+/// the nibbles.
+fn assert_int4_holds(
+    got: &blipq::kernels::q8::Q8Matrix,
+    (want_q, want_d): (&[u8], &[u8]),
+    group: usize,
+    name: &str,
+) -> Vec<u8> {
+    let (q, d) = got.to_int4().unwrap();
+    assert_eq!(q, want_q, "{name}: nibbles");
+    let want_d: Vec<f32> = want_d
+        .chunks_exact(2)
+        .flat_map(|h| {
+            std::iter::repeat_n(half::f16::from_le_bytes([h[0], h[1]]).to_f32(), group / 32)
+        })
+        .collect();
+    assert_eq!(d, want_d, "{name}: scales");
+    q
+}
+
 #[test]
 fn four_bit_schemes_load_back_exactly_and_stay_close_to_fp32() {
     let fp32 = Checkpoint::open(&tiny_dir().join("model.safetensors")).unwrap();
@@ -196,16 +217,7 @@ fn four_bit_schemes_load_back_exactly_and_stay_close_to_fp32() {
             let (_, scale_shape) = ckpt.info(&format!("{name}_scale")).unwrap();
             assert_eq!(scale_shape, [shape[0], shape[1] / g], "{name}_scale");
             let (want_q, want_d) = quantize::quantize_int4(&w, g).unwrap();
-            let (q, d) = got.to_int4().unwrap();
-            assert_eq!(q, want_q, "{name}: nibbles");
-            // One scale per block of 32 in memory: each group's scale repeated.
-            let want_d: Vec<f32> = want_d
-                .chunks_exact(2)
-                .flat_map(|h| {
-                    std::iter::repeat_n(half::f16::from_le_bytes([h[0], h[1]]).to_f32(), g / 32)
-                })
-                .collect();
-            assert_eq!(d, want_d, "{name}: scales");
+            let q = assert_int4_holds(&got, (&want_q, &want_d), g, &name);
             if g == 32 {
                 // candle's own Q4_0 of the same weights: the same bytes.
                 let c = candle_core::quantized::QTensor::quantize(
@@ -422,7 +434,7 @@ fn made_mixed(
         .collect();
     let dir = OutputDir::create(&out, &[&tiny_dir()], false).unwrap();
     let (_, plan) =
-        quantize::quantize_dir_mixed(&tiny_dir(), &dir, &images, opts, &mut |_, _, _| {})?;
+        quantize::quantize_dir_mixed(&tiny_dir(), &dir, &images, opts, None, &mut |_, _, _| {})?;
     Ok((dir.commit().unwrap(), plan))
 }
 
@@ -539,5 +551,122 @@ fn mixed_options_need_the_mixed_scheme() {
     assert!(!res.status.success());
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("--scheme mixed"), "{err}");
+    assert!(!out.exists());
+}
+
+/// `--calibrate`: the FP32 model records every linear layer's input features on the built-in
+/// validation images (recording changes no caption), and a calibrated `q4_0` / `q4_g128` file
+/// holds exactly the activation-weighted nibbles and scales of those statistics, says so in its
+/// metadata and report, differs from plain rounding, loads and stays close to FP32; other
+/// schemes refuse the flag and write nothing.
+#[test]
+fn calibrated_four_bit_files_hold_the_activation_weighted_scales() {
+    use blipq::quantize::{calibrate, job};
+    let files = blipq::ModelFiles::from_dir(&tiny_dir()).unwrap();
+    let images = quantize::builtin_validation_images().unwrap();
+    let imp = calibrate::activation_importance(&files, &images, &mut |_, _| {}).unwrap();
+    let fp32 = Checkpoint::open(&tiny_dir().join("model.safetensors")).unwrap();
+    let fp32_model = Captioner::load_dir(&tiny_dir()).unwrap();
+    let stats = blipq::checkpoint::ActivationStats::default();
+    let recording = Captioner::recording(&files, &stats).unwrap();
+    let (name, bytes) = &images[0];
+    let caption =
+        |m: &Captioner| m.caption(bytes.as_slice(), name, &Default::default(), &mut |_| {});
+    assert_eq!(
+        caption(&recording).unwrap().token_ids,
+        caption(&fp32_model).unwrap().token_ids
+    );
+    let mut linear = 0;
+    for name in fp32.names() {
+        let (_, shape) = fp32.info(&name).unwrap();
+        if !quantize::is_quantizable(&name, &shape) || name.contains("word_embeddings") {
+            continue;
+        }
+        let v = imp
+            .get(&name)
+            .unwrap_or_else(|| panic!("no statistics for {name}"));
+        assert_eq!(v.len(), shape[1], "{name}");
+        assert!(v.iter().all(|x| x.is_finite() && *x >= 0.0), "{name}");
+        assert!(v.iter().any(|x| *x > 0.0), "{name}");
+        linear += 1;
+    }
+    assert!(linear >= 20, "{linear} layers");
+    for (scheme, group) in [(Scheme::Q4_0, 32), (Scheme::Q4G128, 128)] {
+        let out = std::env::temp_dir().join(format!(
+            "blipq-calibrated-{}-{}",
+            scheme.as_str(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&out);
+        let done = job::run(
+            job::Request {
+                model: tiny_dir(),
+                out: out.clone(),
+                scheme,
+                calibrate: true,
+                ..Default::default()
+            },
+            &mut |_| std::ops::ControlFlow::Continue(()),
+        )
+        .unwrap();
+        assert_eq!(
+            done.report["quantization_info"]["calibration"]["images"],
+            images.len()
+        );
+        let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let m = meta.metadata().as_ref().unwrap();
+        assert_eq!(m[quantize::CALIBRATION_KEY], quantize::CALIBRATION_METHOD);
+        let plain = std::fs::read(made(scheme).join("model.safetensors")).unwrap();
+        assert_ne!(bytes, plain, "{scheme:?}: calibration changed nothing");
+        let ckpt = Checkpoint::open(&out.join("model.safetensors")).unwrap();
+        for name in imp.keys() {
+            let (_, shape) = fp32.info(name).unwrap();
+            let g = if shape[1] % group == 0 { group } else { 32 };
+            let w = fp32.load_f32(name, &shape, &Device::Cpu).unwrap();
+            let (want_q, want_d) = calibrate::quantize_int4_weighted(&w, g, &imp[name]).unwrap();
+            let Matrix::Q8(got) = ckpt
+                .load_matrix(name, shape[0], shape[1], &Device::Cpu)
+                .unwrap()
+            else {
+                panic!("{name} did not load as a quantized matrix");
+            };
+            assert_int4_holds(&got, (&want_q, &want_d), g, name);
+        }
+        let model = Captioner::load_dir(&out).unwrap();
+        assert_close_to_fp32(&fp32_model, &model, (0.95, 0.99), &format!("{scheme:?}"));
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    // Schemes without 4-bit weights refuse the flag, in the CLI too, and write nothing.
+    let out = std::env::temp_dir().join(format!("blipq-calibrated-q8-{}", std::process::id()));
+    let err = job::run(
+        job::Request {
+            model: tiny_dir(),
+            out: out.clone(),
+            scheme: Scheme::Q8_0,
+            calibrate: true,
+            ..Default::default()
+        },
+        &mut |_| std::ops::ControlFlow::Continue(()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("q4_0, q4_g128 and mixed"), "{err}");
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_blipq"))
+        .args([
+            "quantize",
+            "--scheme",
+            "int8-channel",
+            "--calibrate",
+            "--model",
+        ])
+        .arg(tiny_dir())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("--calibrate") && err.contains("q4_0"), "{err}");
     assert!(!out.exists());
 }

@@ -817,7 +817,7 @@ fn quantize_checkpoint_makes_the_int8_files() {
     let on_progress =
         js_sys::Function::new_with_args("stage, done, total", "this.push([stage, done, total])")
             .bind0(&seen);
-    let out = blipq::web::quantize_checkpoint_js(files.clone(), Some(on_progress), None)
+    let out = blipq::web::quantize_checkpoint_js(files.clone(), Some(on_progress), None, None)
         .unwrap_or_else(|e| panic!("{}", error_message(e)));
     let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).unwrap();
     let made = get(&out, "files");
@@ -863,15 +863,16 @@ fn quantize_checkpoint_makes_the_int8_files() {
     .unwrap();
     assert!(out.new_tokens > 0);
     // An INT8 source is refused by name.
-    let msg = error_message(blipq::web::quantize_checkpoint_js(made, None, None).unwrap_err());
+    let msg =
+        error_message(blipq::web::quantize_checkpoint_js(made, None, None, None).unwrap_err());
     assert!(msg.contains("already a blipq INT8"), "{msg}");
     // A throwing progress callback is rethrown.
     let f = js_sys::Function::new_with_args("", "throw new TypeError('stop')");
-    let err = blipq::web::quantize_checkpoint_js(files.clone(), Some(f), None).unwrap_err();
+    let err = blipq::web::quantize_checkpoint_js(files.clone(), Some(f), None, None).unwrap_err();
     assert!(err.is_instance_of::<js_sys::TypeError>(), "{err:?}");
     // The half-precision schemes: F16 weights (metadata naming the scheme), and an unknown
     // scheme is refused by name.
-    let half = blipq::web::quantize_checkpoint_js(files.clone(), None, Some("f16".into()))
+    let half = blipq::web::quantize_checkpoint_js(files.clone(), None, Some("f16".into()), None)
         .unwrap_or_else(|e| panic!("{}", error_message(e)));
     let weights = get(&get(&half, "files"), "model.safetensors")
         .dyn_into::<js_sys::Uint8Array>()
@@ -895,8 +896,9 @@ fn quantize_checkpoint_makes_the_int8_files() {
         ("q4_0", safetensors::Dtype::U8, safetensors::Dtype::F16),
         ("q4_g128", safetensors::Dtype::U8, safetensors::Dtype::F16),
     ] {
-        let made = blipq::web::quantize_checkpoint_js(files.clone(), None, Some(scheme.into()))
-            .unwrap_or_else(|e| panic!("{}", error_message(e)));
+        let made =
+            blipq::web::quantize_checkpoint_js(files.clone(), None, Some(scheme.into()), None)
+                .unwrap_or_else(|e| panic!("{}", error_message(e)));
         let weights = get(&get(&made, "files"), "model.safetensors")
             .dyn_into::<js_sys::Uint8Array>()
             .unwrap()
@@ -924,12 +926,144 @@ fn quantize_checkpoint_makes_the_int8_files() {
         assert!(out.new_tokens > 0, "{scheme}");
     }
     let msg = error_message(
-        blipq::web::quantize_checkpoint_js(files, None, Some("q3".into())).unwrap_err(),
+        blipq::web::quantize_checkpoint_js(files, None, Some("q3".into()), None).unwrap_err(),
     );
     assert!(
         msg.contains("q3") && msg.contains("q8_0, int8-channel, q4_0, q4_g128, mixed, f16 or bf16"),
         "{msg}"
     );
+}
+
+/// "Make mixed" in the page: `quantizeCheckpoint(files, onProgress, "mixed", options)` runs the
+/// sensitivity sweep on the built-in validation images (progress: hash, reference, sweep, plan,
+/// write), returns the plan, writes it into the metadata and loads as a quantized model that
+/// captions; bad options are refused by name. (That the bytes equal `blipq quantize --scheme
+/// mixed`'s is checked by the e2e test against the CLI.)
+#[wasm_bindgen_test]
+fn quantize_checkpoint_makes_the_mixed_plan() {
+    let files = files_object(None);
+    let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).unwrap();
+    let seen = js_sys::Array::new();
+    let on_progress =
+        js_sys::Function::new_with_args("stage, done, total", "this.push([stage, done, total])")
+            .bind0(&seen);
+    let options = js_sys::JSON::parse(r#"{"sizeBudget": 0.5}"#).unwrap();
+    let made = blipq::web::quantize_checkpoint_js(
+        files.clone(),
+        Some(on_progress),
+        Some("mixed".into()),
+        Some(options),
+    )
+    .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let stages: Vec<String> = seen
+        .iter()
+        .map(|e| js_sys::Array::from(&e).get(0).as_string().unwrap())
+        .collect();
+    let order: Vec<&str> = stages.iter().fold(Vec::new(), |mut v, s| {
+        if v.last() != Some(&s.as_str()) {
+            v.push(s.as_str());
+        }
+        v
+    });
+    assert_eq!(
+        order,
+        ["hash", "reference", "sweep", "plan", "write"],
+        "{stages:?}"
+    );
+    let plan: Value = serde_wasm_bindgen::from_value(get(&made, "plan")).unwrap();
+    assert_eq!(plan["size_budget"], 0.5, "{plan}");
+    let groups = plan["groups"].as_array().unwrap();
+    assert!(groups.len() > 3, "{plan}");
+    assert!(
+        groups.iter().any(|g| g["precision"] == "q8_0")
+            && plan["size_fraction"].as_f64() <= Some(0.5),
+        "{plan}"
+    );
+    let weights = get(&get(&made, "files"), "model.safetensors")
+        .dyn_into::<js_sys::Uint8Array>()
+        .unwrap()
+        .to_vec();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&weights).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(meta["blipq_scheme"], "mixed");
+    let in_file: Value = serde_json::from_str(&meta[blipq::checkpoint::int8::PLAN_KEY]).unwrap();
+    for g in groups {
+        assert_eq!(
+            in_file[g["group"].as_str().unwrap()],
+            g["precision"],
+            "{in_file}"
+        );
+    }
+    let model =
+        WasmCaptioner::new(get(&made, "files")).unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let info: Value = serde_wasm_bindgen::from_value(model.info().unwrap()).unwrap();
+    assert_eq!(info["is_quantized"], true, "{info}");
+    let out: CaptionOut = serde_wasm_bindgen::from_value(
+        model
+            .caption(IMAGES[0].1, JsValue::UNDEFINED, None)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(out.new_tokens > 0);
+    // Bad options: a budget below the smallest file, an unknown name, a mixed option for
+    // another scheme.
+    for (scheme, options, want) in [
+        ("mixed", r#"{"sizeBudget": 0.001}"#, "size budget"),
+        ("mixed", r#"{"qualityFloor": 2}"#, "quality floor 2"),
+        ("mixed", r#"{"budget": 0.3}"#, "budget"),
+        (
+            "q8_0",
+            r#"{"sizeBudget": 0.3}"#,
+            "options of the mixed scheme",
+        ),
+        ("q8_0", r#"{"calibrate": true}"#, "q4_0, q4_g128 and mixed"),
+    ] {
+        let msg = error_message(
+            blipq::web::quantize_checkpoint_js(
+                files.clone(),
+                None,
+                Some(scheme.into()),
+                Some(js_sys::JSON::parse(options).unwrap()),
+            )
+            .unwrap_err(),
+        );
+        assert!(msg.contains(want), "{options}: {msg}");
+    }
+    // `calibrate` (4-bit schemes): the FP32 model runs on the built-in images first, and the
+    // file says how its scales were chosen, and differs from plain rounding's.
+    let seen = js_sys::Array::new();
+    let on_progress =
+        js_sys::Function::new_with_args("stage, done, total", "this.push([stage, done, total])")
+            .bind0(&seen);
+    let weights_of = |made: &JsValue| {
+        get(&get(made, "files"), "model.safetensors")
+            .dyn_into::<js_sys::Uint8Array>()
+            .unwrap()
+            .to_vec()
+    };
+    let calibrated = blipq::web::quantize_checkpoint_js(
+        files.clone(),
+        Some(on_progress),
+        Some("q4_0".into()),
+        Some(js_sys::JSON::parse(r#"{"calibrate": true}"#).unwrap()),
+    )
+    .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let first = js_sys::Array::from(&seen.get(0))
+        .get(0)
+        .as_string()
+        .unwrap();
+    assert_eq!(first, "calibrate");
+    let weights = weights_of(&calibrated);
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&weights).unwrap();
+    assert_eq!(
+        meta.metadata().as_ref().unwrap()[blipq::quantize::CALIBRATION_KEY],
+        blipq::quantize::CALIBRATION_METHOD
+    );
+    let plain = blipq::web::quantize_checkpoint_js(files.clone(), None, Some("q4_0".into()), None)
+        .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    assert_ne!(weights, weights_of(&plain));
+    WasmCaptioner::new(get(&calibrated, "files"))
+        .unwrap_or_else(|e| panic!("{}", error_message(e)));
 }
 
 /// `checkFileSize`: the engine's caps for files the page reads from the user, with the engine's

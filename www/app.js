@@ -9,7 +9,9 @@
 // data-js-heap-bytes, data-bleu4 (when the image has references). Loaded models are
 // .model-item elements with data-key, data-weight-bytes, data-mem-before, data-mem-after,
 // data-load-ratio, data-from-cache; a model that is not INT8 has .make-scheme buttons
-// (data-key, data-scheme: q8_0, int8-channel, q4_0, q4_g128, f16, bf16). Checkpoints
+// (data-key, data-scheme: q8_0, int8-channel, q4_0, q4_g128, mixed, f16, bf16) and a
+// .mixed-budget-input (data-key; percent of the file, the mixed scheme's size budget) and a
+// .calibrate-input checkbox (data-key; the 4-bit schemes' --calibrate). Checkpoints
 // made in this browser are .made-item elements with data-id, data-sha256 (of the made
 // model.safetensors) and data-source-sha256, and .load-made / .delete-made buttons and download
 // links a[data-file] once "Download files" is open. The benchmark's model checkboxes are
@@ -17,7 +19,7 @@
 // names the worker's build ("relaxed-simd" or "simd128"), body[data-threads] its threads.
 import { ownBenchSet, setupOwnImages, usingOwnImages } from "./bench-images.js";
 import { showReport } from "./bench-view.js";
-import { CACHE_NAME, fileLabel, SCHEMES } from "./common.js";
+import { CACHE_NAME, fileLabel, INT4_SCHEMES, MIXED_BUDGET_PERCENT, SCHEMES } from "./common.js";
 import { $, el, fmtInt, fmtMB, fmtMs, fmtSize, showMessage } from "./dom.js";
 import { ensureIsolation } from "./isolation.js";
 import { deleteMade, listMade, madeFileBlob } from "./store.js";
@@ -248,8 +250,36 @@ function renderModels() {
                 text: `Make ${kind.name}`,
                 title: `Make the ${kind.format} checkpoint of this model here (as blipq quantize --scheme ${scheme}) and keep it in this browser`,
                 disabled: making.has(m.key),
-                onclick: () => makeQuantized(m, scheme),
+                onclick: () => makeQuantized(m, scheme, makeOptions(m.key, scheme)),
               }),
+            ),
+            el(
+              "label",
+              { class: "mixed-budget", title: "Mixed: the largest weights file, as a percentage of this model's (blipq quantize --size-budget)" },
+              "Mixed budget ",
+              el("input", {
+                type: "number",
+                class: "mixed-budget-input",
+                "data-key": m.key,
+                min: "1",
+                max: "100",
+                step: "any",
+                value: String(mixedBudgets.get(m.key) ?? MIXED_BUDGET_PERCENT),
+                oninput: (e) => mixedBudgets.set(m.key, e.target.value),
+              }),
+              " %",
+            ),
+            el(
+              "label",
+              { class: "mixed-budget", title: "4-bit schemes: choose the scales with this model's activations on the built-in validation images (blipq quantize --calibrate)" },
+              el("input", {
+                type: "checkbox",
+                class: "calibrate-input",
+                "data-key": m.key,
+                checked: calibrating.get(m.key) ?? false,
+                onchange: (e) => calibrating.set(m.key, e.target.checked),
+              }),
+              " calibrate 4-bit",
             ),
           ),
     );
@@ -260,6 +290,19 @@ function renderModels() {
 // ---------------------------------------------------------------- INT8 made in the page
 
 const making = new Set(); // keys of models being quantized
+const mixedBudgets = new Map(); // key → the mixed size budget typed in (percent)
+const calibrating = new Map(); // key → whether "calibrate 4-bit" is ticked
+
+/**
+ * "Make"'s options for `scheme`: mixed's size budget typed in for this model (a fraction of its
+ * file), and calibration for the 4-bit schemes when ticked.
+ */
+function makeOptions(key, scheme) {
+  const options = {};
+  if (scheme === "mixed") options.sizeBudget = Number(mixedBudgets.get(key) ?? MIXED_BUDGET_PERCENT) / 100;
+  if (INT4_SCHEMES.includes(scheme) && calibrating.get(key)) options.calibrate = true;
+  return Object.keys(options).length ? options : null;
+}
 
 /** A progress row for one stage of "Make INT8" (same look as the download rows). */
 function stageRow(key, stage, text, done, total) {
@@ -273,8 +316,13 @@ function stageRow(key, stage, text, done, total) {
 
 const STAGE_NAMES = {
   start: "reading the checkpoint",
+  calibrate: "calibration: FP32 activations on the validation images",
   hash: "SHA-256 of the source weights",
   quantize: "quantizing tensors",
+  reference: "FP32 captions of the validation images",
+  sweep: "sensitivity sweep (each layer group alone at 4 bits)",
+  plan: "choosing the plan (raising the most sensitive groups to INT8)",
+  write: "writing the mixed checkpoint",
   store: "keeping it in this browser",
 };
 
@@ -283,7 +331,7 @@ const STAGE_NAMES = {
  * with the engine's quantizer (`quantizeCheckpoint`, the code of `blipq quantize --scheme`),
  * keeps the result in this browser (www/store.js) and loads it.
  */
-async function makeQuantized(m, scheme) {
+async function makeQuantized(m, scheme, options = null) {
   if (making.has(m.key)) return;
   making.add(m.key);
   renderModels();
@@ -293,7 +341,7 @@ async function makeQuantized(m, scheme) {
   try {
     const out = await worker.request(
       "quantize",
-      { source: m.source, label: m.label, title: m.title, from: m.modelPath, scheme },
+      { source: m.source, label: m.label, title: m.title, from: m.modelPath, scheme, options },
       (ev) => {
         if (ev.type === "notice") showMessage(ev.message, "notice");
         else if (ev.type === "progress") showProgress(`make-${m.key}`, ev);
@@ -304,7 +352,11 @@ async function makeQuantized(m, scheme) {
               ? `${fmtSize(ev.done)} of ${fmtSize(ev.total)}`
               : ev.stage === "quantize"
                 ? `${ev.done} of ${ev.total} tensors`
-                : "…";
+                : ev.stage === "reference" || ev.stage === "calibrate"
+                  ? `${ev.done} of ${ev.total} images`
+                  : ev.stage === "sweep" || ev.stage === "plan"
+                    ? `${ev.done} of ${ev.total} layer groups`
+                    : "…";
           stageRow(m.key, name, `${amount}`, ev.done, ev.total);
         }
       },
@@ -333,6 +385,17 @@ async function makeQuantized(m, scheme) {
     setBusy(-1);
     renderModels();
   }
+}
+
+/** One line on a mixed plan: which layer groups were raised, the size and the agreement. */
+function planText(plan) {
+  const raised = plan.groups.filter((g) => g.precision === plan.high).map((g) => g.group);
+  return (
+    `${raised.length} of ${plan.groups.length} layer groups ${plan.high}, the rest ${plan.low}; ` +
+    `${(100 * plan.size_fraction).toFixed(1)}% of the source (budget ${(100 * plan.size_budget).toFixed(1)}%); ` +
+    `token agreement with FP32 on the validation images ${plan.token_agreement.toFixed(3)}` +
+    (raised.length ? ` (raised: ${raised.join(", ")})` : "")
+  );
 }
 
 function madeModelDef(made) {
@@ -395,6 +458,7 @@ async function renderMade() {
           ...fact("Made from", made.from),
           ...fact("Format", made.format),
           ...fact("Weights file", `${fmtMB(made.files["model.safetensors"])} (source ${fmtMB(made.sourceBytes)})`),
+          ...(made.plan ? fact("Plan", planText(made.plan)) : []),
           ...fact("Made", `${made.summary.quantized_tensors} tensors in ${made.seconds.toFixed(1)} s, ${new Date(made.createdAt).toLocaleString()}`),
           ...fact("SHA-256", made.sha256),
         ),

@@ -26,10 +26,13 @@
 //   caption {key, image: Blob|ArrayBuffer, options, references?}
 //                                           → token events {text}, then {caption, tokenIds,
 //                                              newTokens, timings, bleu4, wasmMemoryBytes, jsHeapBytes}
-//   quantize {source, label, title, from, scheme}   (sent to a fresh worker; scheme: "q8_0"
-//        (default), "int8-channel", "q4_0", "q4_g128", "f16" or "bf16", as `blipq quantize --scheme`)
+//   quantize {source, label, title, from, scheme, options?}   (sent to a fresh worker; scheme:
+//        "q8_0" (default), "int8-channel", "q4_0", "q4_g128", "mixed", "f16" or "bf16", as
+//        `blipq quantize --scheme`; options: {sizeBudget?, qualityFloor?} for mixed,
+//        {calibrate: true} for the 4-bit schemes)
 //                                           → progress and quantize-progress {stage: "start" |
-//                                              "hash" | "quantize" | "store", done, total}
+//                                              "calibrate" | "hash" | "quantize" | "reference" | "sweep" |
+//                                              "plan" | "write" | "store", done, total}
 //                                              events, then {manifest, alreadyKept?,
 //                                              peakMemoryBytes, memBefore}; or, if the browser
 //                                              would not keep the files, {manifest, files,
@@ -50,7 +53,7 @@
 // deleted (unless memory was short, which says nothing about the files). A fetch() that throws (no HTTP answer: unreachable, or refused by CORS)
 // is explained in plain words.
 //
-import { CACHE_NAME, fileLabel, SCHEMES } from "./common.js";
+import { CACHE_NAME, fileLabel, madeSuffix, SCHEMES } from "./common.js";
 import {
   cachedFile,
   errorMessage,
@@ -480,7 +483,7 @@ const handlers = {
     return summary;
   },
 
-  quantize: async ({ source, label, title, from, scheme = "q8_0" }, emit) => {
+  quantize: async ({ source, label, title, from, scheme = "q8_0", options = null }, emit) => {
     const kind = SCHEMES[scheme];
     if (!kind) throw new Error(`unknown scheme "${scheme}" (expected ${Object.keys(SCHEMES).join(", ")})`);
     // Sent to a fresh worker (like bench): the source's files and the INT8 result occupy its
@@ -494,16 +497,21 @@ const handlers = {
       got.files,
       (stage, done, total) => emit({ type: "quantize-progress", stage, done, total }),
       scheme,
+      options,
     );
     const seconds = (performance.now() - started) / 1000;
     const peakMemoryBytes = wasmMemoryBytes();
     // The source made a model: keep what was downloaded for it, as a load would.
     await got.store?.();
     const slug = fileLabel(label);
+    const suffix = madeSuffix(scheme, options);
     const manifest = {
-      id: `${slug}-${kind.suffix}-${out.sourceSha256.slice(0, 12)}`,
-      label: `${slug}-${kind.suffix}`,
-      title: `${title} ${kind.name}`,
+      id: `${slug}-${suffix}-${out.sourceSha256.slice(0, 12)}`,
+      label: `${slug}-${suffix}`,
+      title:
+        (scheme === "mixed" ? `${title} ${kind.name} ${(100 * out.plan.size_budget).toFixed(0)}%` : `${title} ${kind.name}`) +
+        (options?.calibrate ? " calibrated" : ""),
+      calibrated: Boolean(options?.calibrate),
       from,
       scheme,
       format: kind.format,
@@ -513,6 +521,7 @@ const handlers = {
       sourceWeights: weights,
       sourceBytes: weightsBytes(got.files),
       summary: out.summary,
+      plan: out.plan,
       seconds,
     };
     const kept = (await listMade()).find((m) => m.id === manifest.id);

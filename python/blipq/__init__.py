@@ -302,6 +302,7 @@ def quantize(
     validation_images: Optional[Union[str, "os.PathLike[str]"]] = None,
     size_budget: Optional[float] = None,
     quality_floor: Optional[float] = None,
+    calibrate: bool = False,
     force: bool = False,
     progress: Union[bool, Callable[[str, int, int, str], None]] = True,
 ) -> dict:
@@ -310,7 +311,9 @@ def quantize(
     validating it against the source on the built-in images plus ``validation_images``.
 
     ``scheme``: ``q8_0`` (default), ``int8-channel``, ``q4_0``, ``q4_g128``, ``mixed``, ``f16``
-    or ``bf16``; ``size_budget`` and ``quality_floor`` are the mixed scheme's. ``force``
+    or ``bf16``; ``size_budget`` and ``quality_floor`` are the mixed scheme's. ``calibrate``
+    (4-bit schemes) chooses the 4-bit scales with the FP32 model's activations on the
+    validation images, as ``blipq quantize --calibrate``. ``force``
     replaces a non-empty ``out`` (never a source). ``progress``: True shows progress and the
     summary lines on stderr, False nothing, or a callable ``(stage, done, total, what)``.
     Returns the report (``quantized_results.json``) as a dict."""
@@ -336,6 +339,7 @@ def quantize(
         validation_images=None if validation_images is None else os.fspath(validation_images),
         size_budget=None if size_budget is None else float(size_budget),
         quality_floor=None if quality_floor is None else float(quality_floor),
+        calibrate=bool(calibrate),
         force=bool(force),
         progress=on_progress,
         message=on_message,

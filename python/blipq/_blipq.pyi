@@ -53,6 +53,7 @@ def quantize(
     validation_images: Optional[_Path] = None,
     size_budget: Optional[float] = None,
     quality_floor: Optional[float] = None,
+    calibrate: bool = False,
     force: bool = False,
     progress: Optional[Callable[[str, int, int, str], object]] = None,
     message: Optional[Callable[[str], object]] = None,

@@ -227,6 +227,22 @@ def test_quantize_writes_the_cli_bytes(repo, cli, scratch):
     assert a.token_ids == b["token_ids"]
 
 
+def test_calibrated_quantize_writes_the_cli_bytes(repo, cli, scratch):
+    src = repo / "models/demo"
+    ours, theirs = scratch / "py", scratch / "cli"
+    stages = []
+    report = blipq.quantize(src, ours, scheme="q4_g128", calibrate=True, validate=False,
+                            progress=lambda stage, done, total, what: stages.append(stage))
+    run_cli(cli, "quantize", "--scheme", "q4_g128", "--calibrate", "--no-validate",
+            "--model", src, "--out", theirs)
+    assert (ours / "model.safetensors").read_bytes() == (theirs / "model.safetensors").read_bytes()
+    assert report["quantization_info"]["calibration"]["images"] == 6
+    assert stages[0] == "calibrating" and "quantizing" in stages
+    with pytest.raises(blipq.BlipqError, match="q4_0, q4_g128 and mixed"):
+        blipq.quantize(src, scratch / "q8", calibrate=True, progress=False)
+    assert not (scratch / "q8").exists()
+
+
 def test_quantize_refuses_and_loses_nothing(repo, scratch):
     src = repo / "models/demo"
     out = scratch / "out"

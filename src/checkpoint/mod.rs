@@ -18,8 +18,9 @@ pub mod sharded;
 pub mod writer;
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
@@ -905,12 +906,65 @@ fn check_shape(name: &str, stored: &[usize], expected: &[usize], file: &str) -> 
     Ok(())
 }
 
+/// What the linear layers built from a recording [`Weights`] saw while their model ran: per
+/// weight name, the sum of squares of each input feature and the number of rows summed (the
+/// statistics of `blipq quantize --calibrate`). Clones share one table.
+#[derive(Clone, Default, Debug)]
+pub struct ActivationStats(Arc<Mutex<BTreeMap<String, FeatureSums>>>);
+
+/// One layer's sums of squares per input feature, and the number of rows summed.
+type FeatureSums = (Vec<f64>, usize);
+
+impl ActivationStats {
+    /// Adds the rows of `xs` (`[..., features]`, f32) to the sums of `name`.
+    pub fn record(&self, name: &str, xs: &Tensor) -> Result<()> {
+        let features = xs.dims().last().copied().unwrap_or(0).max(1);
+        let values: Vec<f32> = xs.flatten_all()?.to_vec1()?;
+        let mut table = self.0.lock().map_err(|_| {
+            Error::Internal("activation statistics: a recording thread failed".into())
+        })?;
+        let (sums, rows) = table
+            .entry(name.to_string())
+            .or_insert_with(|| (vec![0.0; features], 0));
+        if sums.len() != features {
+            return Err(Error::Internal(format!(
+                "activation statistics of `{name}`: rows of {features} features after rows of {}",
+                sums.len()
+            )));
+        }
+        for row in values.chunks_exact(features) {
+            for (s, &x) in sums.iter_mut().zip(row) {
+                *s += f64::from(x) * f64::from(x);
+            }
+            *rows += 1;
+        }
+        Ok(())
+    }
+
+    /// Per weight name, the mean square of each input feature over the rows recorded.
+    pub fn mean_squares(&self) -> BTreeMap<String, Vec<f32>> {
+        let table = match self.0.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        table
+            .iter()
+            .map(|(name, (sums, rows))| {
+                let n = (*rows).max(1) as f64;
+                (name.clone(), sums.iter().map(|s| (s / n) as f32).collect())
+            })
+            .collect()
+    }
+}
+
 /// A view into a checkpoint under a name prefix, in the manner of candle's `VarBuilder`.
 #[derive(Clone)]
 pub struct Weights<'a> {
     ckpt: &'a Checkpoint,
     prefix: String,
     device: Device,
+    /// Where the layers built from this view record their inputs (calibration), if anywhere.
+    stats: Option<ActivationStats>,
 }
 
 impl<'a> Weights<'a> {
@@ -919,7 +973,21 @@ impl<'a> Weights<'a> {
             ckpt,
             prefix: String::new(),
             device: device.clone(),
+            stats: None,
         }
+    }
+
+    /// This view, with every linear layer built from it recording its inputs into `stats`.
+    pub fn recording(self, stats: &ActivationStats) -> Self {
+        Self {
+            stats: Some(stats.clone()),
+            ..self
+        }
+    }
+
+    /// The recorder of a recording view ([`Weights::recording`]).
+    pub fn stats(&self) -> Option<&ActivationStats> {
+        self.stats.as_ref()
     }
 
     /// The view one level down, e.g. `vb.pp("encoder").pp(3)`.
@@ -928,6 +996,7 @@ impl<'a> Weights<'a> {
             ckpt: self.ckpt,
             prefix: self.path(&s.to_string()),
             device: self.device.clone(),
+            stats: self.stats.clone(),
         }
     }
 

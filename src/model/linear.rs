@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use crate::checkpoint::{Matrix, Weights};
+use crate::checkpoint::{ActivationStats, Matrix, Weights};
 use crate::Result;
 
 /// `nn.Linear`: `y = x W^T + b` with `W` f32 or INT8.
@@ -16,6 +16,9 @@ pub struct Linear {
     /// hold the same packed table).
     weight: Matrix,
     bias: Option<Tensor>,
+    /// The weight's name and the recorder of a model built to record its layers' inputs
+    /// ([`Weights::recording`]).
+    probe: Option<(String, ActivationStats)>,
 }
 
 impl Linear {
@@ -23,11 +26,19 @@ impl Linear {
     pub fn new(in_dim: usize, out_dim: usize, vb: Weights) -> Result<Self> {
         let weight = vb.matrix(out_dim, in_dim, "weight")?;
         let bias = vb.get(&[out_dim], "bias")?;
-        Self::from_matrix(weight, Some(bias))
+        Ok(Self {
+            weight,
+            bias: Some(bias),
+            probe: vb.stats().map(|s| (vb.path("weight"), s.clone())),
+        })
     }
 
     pub fn from_matrix(weight: Matrix, bias: Option<Tensor>) -> Result<Self> {
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            probe: None,
+        })
     }
 
     pub fn is_quantized(&self) -> bool {
@@ -44,6 +55,9 @@ impl Linear {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some((name, stats)) = &self.probe {
+            stats.record(name, xs)?;
+        }
         match &self.weight {
             Matrix::F32(w) => w.forward_with_bias(xs, self.bias.as_ref()),
             Matrix::Q8(q) => q.forward_with_bias(xs, self.bias.as_ref()),

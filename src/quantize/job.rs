@@ -18,22 +18,6 @@ use crate::limits::MAX_IMAGE_BYTES;
 use crate::preprocess::{decode_rgb, has_image_extension, DEFAULT_MAX_PIXELS};
 use crate::{Captioner, Error, Result};
 
-/// Photos compiled in so that validation always has real images.
-const BUILTIN_PHOTOS: [(&str, &[u8]); 3] = [
-    (
-        "astronaut.jpg",
-        include_bytes!("../../data/validation/astronaut.jpg"),
-    ),
-    (
-        "coffee.jpg",
-        include_bytes!("../../data/validation/coffee.jpg"),
-    ),
-    (
-        "chelsea.png",
-        include_bytes!("../../data/validation/chelsea.png"),
-    ),
-];
-
 /// Most files read from a validation-images folder.
 pub const MAX_VALIDATION_IMAGES: usize = 10_000;
 
@@ -58,6 +42,9 @@ pub struct Request {
     pub size_budget: Option<f64>,
     /// mixed: stop raising layers once the token agreement reaches this.
     pub quality_floor: Option<f64>,
+    /// 4-bit schemes: choose the scales with the FP32 model's activations on the validation
+    /// images ([`super::calibrate`]).
+    pub calibrate: bool,
 }
 
 /// What a quantization is doing, for a progress display.
@@ -87,11 +74,7 @@ pub struct Outcome {
 /// `extra`, each read (bounded) and decoded once up front, so that a bad folder fails before
 /// anything is written.
 pub fn validation_images(extra: Option<&Path>) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut images: Vec<(String, Vec<u8>)> = BUILTIN_PHOTOS
-        .iter()
-        .map(|(n, b)| (n.to_string(), b.to_vec()))
-        .collect();
-    images.extend(super::synthetic_images(160)?);
+    let mut images = super::builtin_validation_images()?;
     let Some(dir) = extra else {
         return Ok(images);
     };
@@ -177,14 +160,17 @@ pub fn run(
             "size_budget and quality_floor are options of the mixed scheme".into(),
         ));
     }
-    if req.validation_images.is_some() && !req.validate && !mixed {
+    super::check_calibration(req.scheme, req.calibrate)?;
+    if req.validation_images.is_some() && !req.validate && !mixed && !req.calibrate {
         return Err(Error::InvalidArgument(
             "validation images were given but validation is turned off".into(),
         ));
     }
     let images = match req.images.take() {
         Some(images) => images,
-        None if req.validate || mixed => validation_images(req.validation_images.as_deref())?,
+        None if req.validate || mixed || req.calibrate => {
+            validation_images(req.validation_images.as_deref())?
+        }
         None => Vec::new(),
     };
     let out = OutputDir::create(&req.out, &[&req.model], req.force)?;
@@ -218,6 +204,10 @@ pub fn run(
             "device": "cpu",
             "model_path": req.model.display().to_string(),
             "output_path": req.out.display().to_string(),
+            "calibration": req.calibrate.then(|| json!({
+                "method": super::CALIBRATION_METHOD,
+                "images": images.len(),
+            })),
         },
         "model_metrics": metrics,
         "validation": validation,
@@ -239,6 +229,25 @@ fn quantize_into(
     images: &[(String, Vec<u8>)],
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<(ModelMetrics, Option<mixed::MixedPlan>)> {
+    let importance = match req.calibrate {
+        true => {
+            let files = crate::ModelFiles::from_dir(&req.model)?;
+            Some(super::calibrate::activation_importance(
+                &files,
+                images,
+                &mut |done, total| {
+                    on_event(Event::Progress {
+                        stage: "calibrating",
+                        done,
+                        total,
+                        what: "FP32 activations on the validation images",
+                    })
+                },
+            )?)
+        }
+        false => None,
+    };
+    let importance = importance.as_ref();
     let (metrics, plan) = if req.scheme == Scheme::Mixed {
         let opts = mixed::MixedOptions {
             size_budget: req.size_budget,
@@ -258,7 +267,8 @@ fn quantize_into(
                 what,
             });
         };
-        let (m, plan) = quantize_dir_mixed(&req.model, out, images, opts, &mut on_stage)?;
+        let (m, plan) =
+            quantize_dir_mixed(&req.model, out, images, opts, importance, &mut on_stage)?;
         let raised = plan
             .groups
             .iter()
@@ -282,7 +292,7 @@ fn quantize_into(
                 what: name,
             })
         };
-        let m = quantize_dir(&req.model, out, req.scheme, &mut on_tensor)?;
+        let m = quantize_dir(&req.model, out, req.scheme, importance, &mut on_tensor)?;
         (m, None)
     };
     on_event(Event::Message(&format!(

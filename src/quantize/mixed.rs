@@ -32,6 +32,26 @@ pub struct MixedOptions {
     pub quality_floor: Option<f64>,
 }
 
+impl MixedOptions {
+    /// The size budget (the default if none was given), once both bounds are checked.
+    pub fn check(&self) -> Result<f64> {
+        let budget = self.size_budget.unwrap_or(DEFAULT_BUDGET);
+        if !(budget > 0.0 && budget.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "size budget {budget}: give a fraction of the FP32 file above 0 (0.2 = a fifth)"
+            )));
+        }
+        if let Some(f) = self.quality_floor {
+            if !(0.0..=1.0).contains(&f) {
+                return Err(Error::InvalidArgument(format!(
+                    "quality floor {f}: give a token agreement between 0 and 1"
+                )));
+            }
+        }
+        Ok(budget)
+    }
+}
+
 /// The size budget when none is given: a fifth of the source file.
 pub const DEFAULT_BUDGET: f64 = 0.2;
 /// The precision of the groups not raised, and of the sweep's one group.
@@ -164,22 +184,11 @@ pub fn quantize_mixed(
     fp32: &Captioner,
     images: &[(String, Vec<u8>)],
     opts: MixedOptions,
+    importance: Option<&super::Importance>,
     source_sha256: &str,
     on_stage: OnStage,
 ) -> Result<(Vec<u8>, QuantizeSummary, MixedPlan)> {
-    let budget = opts.size_budget.unwrap_or(DEFAULT_BUDGET);
-    if !(budget > 0.0 && budget.is_finite()) {
-        return Err(Error::InvalidArgument(format!(
-            "size budget {budget}: give a fraction of the FP32 file above 0 (0.2 = a fifth)"
-        )));
-    }
-    if let Some(f) = opts.quality_floor {
-        if !(0.0..=1.0).contains(&f) {
-            return Err(Error::InvalidArgument(format!(
-                "quality floor {f}: give a token agreement between 0 and 1"
-            )));
-        }
-    }
+    let budget = opts.check()?;
     if images.is_empty() {
         return Err(Error::InvalidArgument(
             "the mixed scheme's sensitivity sweep needs validation images".into(),
@@ -227,6 +236,7 @@ pub fn quantize_mixed(
             ckpt,
             (Layout::Mixed, source_sha256, &[]),
             &|name| precision(name).unwrap_or(HIGH),
+            importance,
             &mut |_, _, _| {},
         )?;
         Ok(bytes)
@@ -242,7 +252,7 @@ pub fn quantize_mixed(
     if smallest > budget {
         return Err(Error::InvalidArgument(format!(
             "size budget {:.1}% of the FP32 file is below the smallest mixed file, {:.1}% (every \
-             layer 4-bit): give a larger --size-budget",
+             layer 4-bit): give a larger size budget",
             100.0 * budget,
             100.0 * smallest
         )));
@@ -333,6 +343,7 @@ pub fn quantize_mixed(
             &[(int8::PLAN_KEY, plan_text.as_str())],
         ),
         &|name| plan_precision(&raised, name).unwrap_or(HIGH),
+        importance,
         &mut |_, _, _| {},
     )?;
     let (agree, logits, _) = measure(&load_from(files, bytes.clone())?, &refs)?;

@@ -8,6 +8,7 @@
 //! schemes), `captioner` (the FP32-vs-INT8 validation), `eval::metrics` (token agreement),
 //! `fsio`, `clock`, `error`.
 
+pub mod calibrate;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod job;
 pub mod mixed;
@@ -89,6 +90,11 @@ impl Scheme {
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
         }
+    }
+
+    /// Whether the scheme stores 4-bit weights (the ones `--calibrate` rounds).
+    pub fn has_int4(self) -> bool {
+        matches!(self, Self::Q4_0 | Self::Q4G128 | Self::Mixed)
     }
 
     /// Whether the scheme stores int8 weights (computed by the INT8 kernels).
@@ -178,23 +184,36 @@ pub fn quantize_checkpoint(
     ckpt: &Checkpoint,
     layout: Layout,
     source_sha256: &str,
+    importance: Option<&Importance>,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Vec<u8>, QuantizeSummary)> {
     quantize_with(
         ckpt,
         (layout, source_sha256, &[]),
         &|name| Precision::of(layout, name),
+        importance,
         on_tensor,
     )
 }
 
+/// The metadata key a calibrated file ([`calibrate`]) carries, saying how its 4-bit scales were
+/// chosen.
+pub const CALIBRATION_KEY: &str = "blipq_calibration";
+/// [`CALIBRATION_KEY`]'s value.
+pub const CALIBRATION_METHOD: &str = "activation-weighted 4-bit scales";
+
+pub use calibrate::Importance;
+
 /// Serializes `ckpt` with each quantizable weight (`is_quantizable`) stored as `precision(name)`
 /// says, every other tensor f32; the metadata is `layout`'s ([`int8::metadata`]) with
-/// `source_sha256` and the `extra` keys.
+/// `source_sha256` and the `extra` keys. With `importance` ([`calibrate`]), 4-bit weights get
+/// activation-weighted scales (a weight without statistics: uniform weights) and the metadata
+/// says so ([`CALIBRATION_KEY`]).
 pub fn quantize_with(
     ckpt: &Checkpoint,
     (layout, source_sha256, extra): (Layout, &str, &[(&str, &str)]),
     precision: &dyn Fn(&str) -> Precision,
+    importance: Option<&Importance>,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Vec<u8>, QuantizeSummary)> {
     let device = Device::Cpu;
@@ -229,7 +248,20 @@ pub fn quantize_with(
         };
         if let Precision::Int4(group) = precision {
             let group = int8::int4_group(group, shape[1]);
-            let (q, scales) = quantize_int4(&t, group)?;
+            let (q, scales) = match importance {
+                Some(imp) => {
+                    let uniform;
+                    let weights = match imp.get(name.as_str()) {
+                        Some(w) => w.as_slice(),
+                        None => {
+                            uniform = vec![1f32; shape[1]];
+                            uniform.as_slice()
+                        }
+                    };
+                    calibrate::quantize_int4_weighted(&t, group, weights)?
+                }
+                None => quantize_int4(&t, group)?,
+            };
             out.push((
                 name.clone(),
                 OutTensor {
@@ -305,6 +337,9 @@ pub fn quantize_with(
         int8::metadata(layout, source_sha256)
             .into_iter()
             .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .chain(
+                importance.map(|_| (CALIBRATION_KEY.to_string(), CALIBRATION_METHOD.to_string())),
+            )
             .collect(),
         crate::checkpoint::files::SAFETENSORS_FILE,
     )?;
@@ -339,11 +374,7 @@ pub fn quantize_channels(t: &Tensor) -> Result<(Vec<u8>, Vec<f32>)> {
 /// candle's `Q4_0` exactly.
 pub fn quantize_int4(t: &Tensor, group: usize) -> Result<(Vec<u8>, Vec<u8>)> {
     let (_, cols) = t.dims2()?;
-    if group == 0 || !group.is_multiple_of(BLOCK) || !cols.is_multiple_of(group) {
-        return Err(Error::InvalidArgument(format!(
-            "4-bit groups of {group} do not divide rows of {cols} values into blocks of {BLOCK}"
-        )));
-    }
+    check_int4_group(group, cols)?;
     let w: Vec<f32> = t.flatten_all()?.to_vec1()?;
     let mut q = Vec::with_capacity(w.len() / 2);
     let mut scales = Vec::with_capacity(2 * w.len() / group);
@@ -360,6 +391,16 @@ pub fn quantize_int4(t: &Tensor, group: usize) -> Result<(Vec<u8>, Vec<u8>)> {
         }
     }
     Ok((q, scales))
+}
+
+/// Whether 4-bit groups of `group` values divide rows of `cols` into whole blocks of 32.
+fn check_int4_group(group: usize, cols: usize) -> Result<()> {
+    if group == 0 || !group.is_multiple_of(BLOCK) || !cols.is_multiple_of(group) {
+        return Err(Error::InvalidArgument(format!(
+            "4-bit groups of {group} do not divide rows of {cols} values into blocks of {BLOCK}"
+        )));
+    }
+    Ok(())
 }
 
 fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
@@ -482,6 +523,35 @@ pub fn validate(
     v
 }
 
+/// Photos compiled in so that validation (and the mixed scheme's sweep, in the page too) always
+/// has real images.
+const BUILTIN_PHOTOS: [(&str, &[u8]); 3] = [
+    (
+        "astronaut.jpg",
+        include_bytes!("../../data/validation/astronaut.jpg"),
+    ),
+    (
+        "coffee.jpg",
+        include_bytes!("../../data/validation/coffee.jpg"),
+    ),
+    (
+        "chelsea.png",
+        include_bytes!("../../data/validation/chelsea.png"),
+    ),
+];
+
+/// The built-in validation set: the three photos of `data/validation` (compiled in) and three
+/// synthetic images ([`synthetic_images`] at 160 pixels). `blipq quantize` adds a folder's
+/// images to these; the page uses these alone.
+pub fn builtin_validation_images() -> Result<Vec<(String, Vec<u8>)>> {
+    let mut images: Vec<(String, Vec<u8>)> = BUILTIN_PHOTOS
+        .iter()
+        .map(|(n, b)| (n.to_string(), b.to_vec()))
+        .collect();
+    images.extend(synthetic_images(160)?);
+    Ok(images)
+}
+
 /// Deterministic synthetic test images (PNG): a colour gradient, a checkerboard and seeded noise.
 pub fn synthetic_images(size: u32) -> Result<Vec<(String, Vec<u8>)>> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -586,9 +656,11 @@ pub fn sha256_file(path: &std::path::Path) -> Result<String> {
 pub fn quantize_model(
     files: &crate::ModelFiles,
     scheme: Scheme,
+    importance: Option<&Importance>,
     source_sha256: &mut dyn FnMut() -> Result<String>,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Vec<u8>, QuantizeSummary)> {
+    check_calibration(scheme, importance.is_some())?;
     crate::captioner::Parts::check(files)?;
     let ckpt = &files.weights;
     if is_blipq_int8(ckpt) {
@@ -606,13 +678,13 @@ pub fn quantize_model(
             Scheme::Mixed => {
                 return Err(Error::InvalidArgument(
                     "the mixed scheme chooses its plan with a sensitivity sweep on validation \
-                     images: make it with `blipq quantize --scheme mixed`"
+                     images: make it with `quantize_model_mixed`"
                         .into(),
                 ))
             }
             _ => Layout::Blocks,
         };
-        return quantize_checkpoint(ckpt, layout, &sha, on_tensor);
+        return quantize_checkpoint(ckpt, layout, &sha, importance, on_tensor);
     };
     let metadata = [(SCHEME_KEY, scheme.as_str()), ("source", sha.as_str())];
     let (bytes, s) = crate::convert::convert_checkpoint(ckpt, dtype, &metadata, on_tensor)?;
@@ -626,6 +698,42 @@ pub fn quantize_model(
     ))
 }
 
+/// Refuses calibration for a scheme without 4-bit weights.
+pub fn check_calibration(scheme: Scheme, calibrate: bool) -> Result<()> {
+    if calibrate && !scheme.has_int4() {
+        return Err(Error::InvalidArgument(format!(
+            "calibration chooses 4-bit scales: it applies to q4_0, q4_g128 and mixed, not {}",
+            scheme.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// The mixed-precision `model.safetensors` of a checkpoint's files (the path of `blipq quantize
+/// --scheme mixed`, [`quantize_dir_mixed`], and of the page's "Make mixed"): the inputs checked
+/// and an INT8 input refused as in [`quantize_model`], then the FP32 model loaded, the
+/// sensitivity sweep on `images` and the plan within `opts` ([`mixed::quantize_mixed`]).
+pub fn quantize_model_mixed(
+    files: &crate::ModelFiles,
+    images: &[(String, Vec<u8>)],
+    opts: mixed::MixedOptions,
+    importance: Option<&Importance>,
+    source_sha256: &mut dyn FnMut() -> Result<String>,
+    on_stage: mixed::OnStage,
+) -> Result<(Vec<u8>, QuantizeSummary, mixed::MixedPlan)> {
+    crate::captioner::Parts::check(files)?;
+    if is_blipq_int8(&files.weights) {
+        return Err(Error::checkpoint(
+            files.weights.file(),
+            "is already a blipq quantized checkpoint",
+        ));
+    }
+    opts.check()?;
+    let sha = source_sha256()?;
+    let fp32 = Captioner::from_files(files)?;
+    mixed::quantize_mixed(files, &fp32, images, opts, importance, &sha, on_stage)
+}
+
 /// Quantizes the checkpoint in `model_dir` into `out` (not yet committed): INT8
 /// `model.safetensors` plus unchanged copies of the config, tokenizer and processor files. Every
 /// input is read and checked (configs parsed, weights finite) before anything is written.
@@ -634,14 +742,20 @@ pub fn quantize_dir(
     model_dir: &std::path::Path,
     out: &crate::fsio::OutputDir,
     scheme: Scheme,
+    importance: Option<&Importance>,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<ModelMetrics> {
     let sw = crate::clock::Stopwatch::start();
     let files = crate::ModelFiles::from_dir(model_dir)?;
     // A sharded checkpoint is named by its index file: its hash stands for the shards'.
     let weights = std::path::PathBuf::from(files.weights.file());
-    let (bytes, summary) =
-        quantize_model(&files, scheme, &mut || sha256_file(&weights), on_tensor)?;
+    let (bytes, summary) = quantize_model(
+        &files,
+        scheme,
+        importance,
+        &mut || sha256_file(&weights),
+        on_tensor,
+    )?;
     crate::checkpoint::files::write_derived(model_dir, out, &bytes)?;
     Ok(ModelMetrics::of(scheme, &files, &bytes, &summary, &sw))
 }
@@ -655,21 +769,20 @@ pub fn quantize_dir_mixed(
     out: &crate::fsio::OutputDir,
     images: &[(String, Vec<u8>)],
     opts: mixed::MixedOptions,
+    importance: Option<&Importance>,
     on_stage: mixed::OnStage,
 ) -> Result<(ModelMetrics, mixed::MixedPlan)> {
     let sw = crate::clock::Stopwatch::start();
     let files = crate::ModelFiles::from_dir(model_dir)?;
-    crate::captioner::Parts::check(&files)?;
-    if is_blipq_int8(&files.weights) {
-        return Err(Error::checkpoint(
-            files.weights.file(),
-            "is already a blipq quantized checkpoint",
-        ));
-    }
-    let sha = sha256_file(std::path::Path::new(files.weights.file()))?;
-    let fp32 = Captioner::load_dir(model_dir)?;
-    let (bytes, summary, plan) =
-        mixed::quantize_mixed(&files, &fp32, images, opts, &sha, on_stage)?;
+    let weights = std::path::PathBuf::from(files.weights.file());
+    let (bytes, summary, plan) = quantize_model_mixed(
+        &files,
+        images,
+        opts,
+        importance,
+        &mut || sha256_file(&weights),
+        on_stage,
+    )?;
     crate::checkpoint::files::write_derived(model_dir, out, &bytes)?;
     Ok((
         ModelMetrics::of(Scheme::Mixed, &files, &bytes, &summary, &sw),

@@ -287,7 +287,44 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
 /// an int8 value and a 1/16 share of an f16 scale per quantized value, f32 for the rest; two
 /// bytes a value for the half schemes) twice (the tensors, then the serialized file), plus the
 /// largest tensor as f32 while it is converted.
-fn quantize_bytes_estimate(ckpt: &Checkpoint, scheme: crate::quantize::Scheme) -> f64 {
+///
+/// The mixed scheme's sweep holds the FP32 model, one trial's file (f32 but for one layer group)
+/// and that trial's model, each about the source's size in f32, at once.
+///
+/// Calibration first runs the FP32 model (its f32 weights), then lets it go: the estimate is the
+/// larger of the two.
+fn quantize_bytes_estimate(
+    ckpt: &Checkpoint,
+    scheme: crate::quantize::Scheme,
+    calibrate: bool,
+) -> f64 {
+    let f32_bytes = || {
+        ckpt.names()
+            .iter()
+            .filter_map(|n| ckpt.info(n))
+            .map(|(_, shape)| shape.iter().product::<usize>() as f64 * 4.0)
+            .sum::<f64>()
+    };
+    let work = quantize_work_estimate(ckpt, scheme);
+    if calibrate {
+        work.max(f32_bytes())
+    } else {
+        work
+    }
+}
+
+fn quantize_work_estimate(ckpt: &Checkpoint, scheme: crate::quantize::Scheme) -> f64 {
+    if scheme == crate::quantize::Scheme::Mixed {
+        let (mut all, mut largest) = (0.0f64, 0.0f64);
+        for name in ckpt.names() {
+            if let Some((_, shape)) = ckpt.info(&name) {
+                let n = shape.iter().product::<usize>() as f64 * 4.0;
+                all += n;
+                largest = largest.max(n);
+            }
+        }
+        return 3.0 * all + largest;
+    }
     let (mut out, mut largest) = (0.0f64, 0.0f64);
     for name in ckpt.names() {
         let Some((_, shape)) = ckpt.info(&name) else {
@@ -315,18 +352,39 @@ struct JsQuantized {
     /// SHA-256 of the source weights file (recorded in the INT8 file's metadata).
     source_sha256: String,
     summary: crate::quantize::QuantizeSummary,
+    /// The mixed scheme's plan and how the sweep chose it (as in `quantized_results.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<crate::quantize::mixed::MixedPlan>,
 }
 
-/// `quantizeCheckpoint(files, onProgress?, scheme?)` → `{files, sha256, sourceSha256, summary}`:
-/// the INT8 (`scheme` `"q8_0"`, the default, or `"int8-channel"`), 4-bit (`"q4_0"`,
-/// `"q4_g128"`), F16 or BF16 checkpoint of an FP32/F16/BF16 one,
-/// made by the code of `blipq quantize --scheme` ([`crate::quantize::quantize_model`]), so its
-/// `model.safetensors` is byte for byte the CLI's.
+/// `quantizeCheckpoint`'s options: the mixed scheme's `blipq quantize --size-budget` and
+/// `--quality-floor`, and `--calibrate` for the 4-bit schemes.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JsQuantizeOptions {
+    size_budget: Option<f64>,
+    quality_floor: Option<f64>,
+    #[serde(default)]
+    calibrate: bool,
+}
+
+/// `quantizeCheckpoint(files, onProgress?, scheme?, options?)` → `{files, sha256, sourceSha256,
+/// summary, plan?}`: the INT8 (`scheme` `"q8_0"`, the default, or `"int8-channel"`), 4-bit
+/// (`"q4_0"`, `"q4_g128"`), mixed (`"mixed"`), F16 or BF16 checkpoint of an FP32/F16/BF16 one,
+/// made by the code of `blipq quantize --scheme` ([`crate::quantize::quantize_model`], for mixed
+/// [`crate::quantize::quantize_model_mixed`] with the built-in validation images, which the CLI
+/// uses when given no folder), so its `model.safetensors` is byte for byte the CLI's.
+/// `options`: `{sizeBudget?, qualityFloor?}` (mixed only) as `--size-budget` and
+/// `--quality-floor`, `{calibrate: true}` (4-bit schemes) as `--calibrate` (on the built-in
+/// validation images); the result's `plan` is the mixed plan (as in `quantized_results.json`).
 /// `files` are the source's files keyed by name (as for `new Captioner`); the result's `files`
 /// holds the INT8 `model.safetensors` and the source's other files that a derived checkpoint
 /// keeps ([`crate::checkpoint::files::copied_files`]; the same objects, not copies).
-/// `onProgress(stage, done, total)` follows the work: `"hash"` (bytes of the source weights
-/// hashed), then `"quantize"` (tensors done). Throws for an INT8 source, a checkpoint that does
+/// `onProgress(stage, done, total)` follows the work: `"calibrate"` (images the FP32 model ran
+/// on, when calibrating), `"hash"` (bytes of the source weights hashed), then `"quantize"`
+/// (tensors done); for mixed, after `"hash"`: `"reference"` (FP32
+/// captions of the images), `"sweep"` (layer groups tried alone at 4 bits), `"plan"` (groups
+/// considered) and `"write"`. Throws for an INT8 source, a checkpoint that does
 /// not load, or one whose INT8 file cannot be made within wasm memory.
 #[wasm_bindgen(js_name = quantizeCheckpoint, unchecked_return_type = "QuantizedCheckpoint")]
 pub fn quantize_checkpoint_js(
@@ -337,9 +395,13 @@ pub fn quantize_checkpoint_js(
     )]
     on_progress: Option<js_sys::Function>,
     #[wasm_bindgen(
-        unchecked_optional_param_type = "\"q8_0\" | \"int8-channel\" | \"q4_0\" | \"q4_g128\" | \"f16\" | \"bf16\" | null"
+        unchecked_optional_param_type = "\"q8_0\" | \"int8-channel\" | \"q4_0\" | \"q4_g128\" | \"mixed\" | \"f16\" | \"bf16\" | null"
     )]
     scheme: Option<String>,
+    #[wasm_bindgen(
+        unchecked_optional_param_type = "{ sizeBudget?: number; qualityFloor?: number; calibrate?: boolean } | null"
+    )]
+    options: Option<JsValue>,
 ) -> std::result::Result<JsValue, JsValue> {
     use crate::checkpoint::files::{base_name, copied_files};
     console_error_panic_hook::set_once();
@@ -347,6 +409,19 @@ pub fn quantize_checkpoint_js(
         Some(s) => s.parse().map_err(js_err)?,
         None => Default::default(),
     };
+    let options: JsQuantizeOptions = match options {
+        Some(o) if !o.is_undefined() && !o.is_null() => serde_wasm_bindgen::from_value(o)
+            .map_err(|e| arg_err(format!("quantizeCheckpoint options: {e}")))?,
+        _ => JsQuantizeOptions::default(),
+    };
+    crate::quantize::check_calibration(scheme, options.calibrate).map_err(js_err)?;
+    let mixed = scheme == crate::quantize::Scheme::Mixed;
+    if !mixed && (options.size_budget.is_some() || options.quality_floor.is_some()) {
+        return Err(arg_err(
+            "quantizeCheckpoint options: sizeBudget and qualityFloor are options of the mixed \
+             scheme",
+        ));
+    }
     let entries = js_entries(&files, "quantizeCheckpoint(files)")?;
     let kept: Vec<(String, js_sys::Uint8Array)> = entries
         .iter()
@@ -369,7 +444,7 @@ pub fn quantize_checkpoint_js(
     let model = model_files_from_entries(entries).map_err(js_err)?;
     check_fits_in_wasm_memory(
         model.weights.file(),
-        quantize_bytes_estimate(&model.weights, scheme),
+        quantize_bytes_estimate(&model.weights, scheme, options.calibrate),
         wasm_memory_bytes(),
     )
     .map_err(js_err)?;
@@ -390,19 +465,56 @@ pub fn quantize_checkpoint_js(
         }
     };
     let mut source_sha = String::new();
-    let (bytes, summary) = crate::quantize::quantize_model(
-        &model,
-        scheme,
-        &mut || {
-            let sha = crate::quantize::sha256_source(&weights_bytes, &mut |done, total| {
-                report("hash", done, total)
-            })?;
-            source_sha = sha.clone();
-            Ok(sha)
-        },
-        &mut |done, total, _name| report("quantize", done, total),
-    )
-    .map_err(js_err)?;
+    let mut hash = || {
+        let sha = crate::quantize::sha256_source(&weights_bytes, &mut |done, total| {
+            report("hash", done, total)
+        })?;
+        source_sha = sha.clone();
+        Ok(sha)
+    };
+    let images = if mixed || options.calibrate {
+        crate::quantize::builtin_validation_images().map_err(js_err)?
+    } else {
+        Vec::new()
+    };
+    let importance = if options.calibrate {
+        Some(
+            crate::quantize::calibrate::activation_importance(
+                &model,
+                &images,
+                &mut |done, total| report("calibrate", done, total),
+            )
+            .map_err(js_err)?,
+        )
+    } else {
+        None
+    };
+    let (bytes, summary, plan) = if mixed {
+        let opts = crate::quantize::mixed::MixedOptions {
+            size_budget: options.size_budget,
+            quality_floor: options.quality_floor,
+        };
+        let (bytes, summary, plan) = crate::quantize::quantize_model_mixed(
+            &model,
+            &images,
+            opts,
+            importance.as_ref(),
+            &mut hash,
+            &mut |stage, done, total| report(stage, done, total),
+        )
+        .map_err(js_err)?;
+        (bytes, summary, Some(plan))
+    } else {
+        let (bytes, summary) = crate::quantize::quantize_model(
+            &model,
+            scheme,
+            importance.as_ref(),
+            &mut hash,
+            &mut |done, total, _name| report("quantize", done, total),
+        )
+        .map_err(js_err)?;
+        (bytes, summary, None)
+    };
     if let Some(e) = callback_error.into_inner() {
         return Err(e);
     }
@@ -421,6 +533,7 @@ pub fn quantize_checkpoint_js(
         sha256: crate::quantize::sha256_hex(&bytes),
         source_sha256: source_sha,
         summary,
+        plan,
     })?;
     js_sys::Reflect::set(&result, &JsValue::from_str("files"), &out)?;
     Ok(result)
@@ -429,7 +542,9 @@ pub fn quantize_checkpoint_js(
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
 /** What `quantizeCheckpoint()` returns: the INT8 checkpoint's files and what was done. */
-export interface QuantizedCheckpoint { files: Record<string, Uint8Array>; sha256: string; sourceSha256: string; summary: { quantized_tensors: number; kept_tensors: number; output_bytes: number }; }
+export interface QuantizedCheckpoint { files: Record<string, Uint8Array>; sha256: string; sourceSha256: string; summary: { quantized_tensors: number; kept_tensors: number; output_bytes: number }; plan?: MixedPlan; }
+/** The mixed scheme's plan: every layer group (most sensitive first) with its sweep figures and precision, the steps that raised groups, and the final file's size and agreement with FP32. */
+export interface MixedPlan { low: string; high: string; size_budget: number; quality_floor: number | null; groups: { group: string; parameters: number; logits_cosine: number; token_agreement: number; vision_cosine: number; precision: string }[]; steps: { raised: string | null; size_fraction: number; token_agreement: number | null; logits_cosine: number | null }[]; size_fraction: number; token_agreement: number; logits_cosine: number; }
 /** What `hubModel()` returns for a Hub name. */
 export interface HubModel { url: string; label: string; }
 /** What `checkpointFileNames()` returns. */

@@ -387,9 +387,9 @@ async function hubNameScenario({ context, base, bin }) {
 }
 
 /** `blipq quantize --scheme` of a checkpoint folder into a new temporary folder; returns it and its sha256. */
-async function cliQuantize(bin, dir, scheme = "q8_0") {
+async function cliQuantize(bin, dir, scheme = "q8_0", extra = []) {
   const out = join(await mkdtemp(join(tmpdir(), "blipq-e2e-int8-")), "int8");
-  execFileSync(bin, ["quantize", "--no-validate", "--scheme", scheme, "--model", dir, "--out", out], { cwd: root, stdio: "ignore" });
+  execFileSync(bin, ["quantize", "--no-validate", "--scheme", scheme, "--model", dir, "--out", out, ...extra], { cwd: root, stdio: "ignore" });
   const bytes = await readFile(join(out, "model.safetensors"));
   return { dir: out, sha256: createHash("sha256").update(bytes).digest("hex") };
 }
@@ -452,9 +452,21 @@ async function makeInt8Scenario({ context, base, bin, pageErrors }) {
         );
       });
       // The other schemes too, on the .bin (before Q8_0, so the benchmark's suggested pair stays
-      // FP32 vs INT8): F16, per-channel INT8 and Q4_0, each = the CLI's bytes and captions.
-      for (const [scheme, suffix, name] of kind === "bin" ? [["f16", "f16", "F16"], ["int8-channel", "int8ch", "INT8 per channel"], ["q4_0", "q4-0", "Q4_0"]] : []) {
-        const cliMade = await cliQuantize(bin, repo.dir, scheme);
+      // FP32 vs INT8): F16, per-channel INT8, Q4_0, mixed (its sweep on the built-in validation
+      // images, within a 60% budget typed into the page: this small model's all-4-bit file is
+      // half its FP32 one) and calibrated Q4_0 ("calibrate 4-bit" ticked: --calibrate), each =
+      // the CLI's bytes and captions.
+      const others = [
+        ["f16", "f16", "F16"],
+        ["int8-channel", "int8ch", "INT8 per channel"],
+        ["q4_0", "q4-0", "Q4_0"],
+        ["mixed", "mixed-b60", "mixed", ["--size-budget", "0.6"]],
+        ["q4_0", "q4-0-cal", "calibrated Q4_0", ["--calibrate"]],
+      ];
+      for (const [scheme, suffix, name, extra = []] of kind === "bin" ? others : []) {
+        const cliMade = await cliQuantize(bin, repo.dir, scheme, extra);
+        if (scheme === "mixed") await page.fill(`.mixed-budget-input[data-key="${key}"]`, "60");
+        if (extra.includes("--calibrate")) await page.check(`.calibrate-input[data-key="${key}"]`);
         await page.click(`.make-scheme[data-scheme="${scheme}"][data-key="${key}"]`);
         const h = await (
           await page.waitForFunction(
@@ -464,6 +476,10 @@ async function makeInt8Scenario({ context, base, bin, pageErrors }) {
           )
         ).jsonValue();
         check(h.sha256 === cliMade.sha256, `bin: the ${name} made in the page = blipq quantize --scheme ${scheme} (sha256)`, `${h.sha256} vs ${cliMade.sha256}`);
+        if (scheme === "mixed") {
+          const plan = await page.$eval(`.made-item[data-id="${h.id}"]`, (e) => e.textContent);
+          check(/\d+ of \d+ layer groups q8_0, the rest q4_0; [\d.]+% of the source \(budget 60\.0%\)/.test(plan), "bin: the mixed model's plan is shown", plan);
+        }
         const hKey = `made:${h.id}`;
         await loadedItem(page, hKey);
         const wantMade = cliCaption(bin, cliMade.dir, image);

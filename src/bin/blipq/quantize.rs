@@ -41,6 +41,11 @@ pub struct Args {
     /// images reaches this (0 to 1); without it, every layer the budget allows is raised.
     #[arg(long)]
     quality_floor: Option<f64>,
+    /// 4-bit schemes (q4_0, q4_g128, mixed): choose each group's scale to minimise its rounding
+    /// error weighted by the FP32 model's activations on the validation images, instead of
+    /// mapping the group's largest weight to -8 (the file format is the same).
+    #[arg(long)]
+    calibrate: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -48,7 +53,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !mixed && (args.size_budget.is_some() || args.quality_floor.is_some()) {
         bail!("--size-budget and --quality-floor are options of --scheme mixed");
     }
-    if args.no_validate && !mixed && args.validation_images.is_some() {
+    if args.calibrate && !args.scheme.has_int4() {
+        bail!("--calibrate chooses 4-bit scales: use it with --scheme q4_0, q4_g128 or mixed");
+    }
+    if args.no_validate && !mixed && !args.calibrate && args.validation_images.is_some() {
         bail!("--validation-images: there is no validation with --no-validate");
     }
     // A bad --validation-images folder is reported as such, before anything is written.
@@ -66,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         images,
         size_budget: args.size_budget,
         quality_floor: args.quality_floor,
+        calibrate: args.calibrate,
     };
     let pb = progress::bar(0, "quantizing");
     let mut stage = String::from("quantizing");
