@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::checkpoint::{ActivationStats, Checkpoint, Weights};
+use crate::checkpoint::{ActivationStats, Checkpoint, MatrixTable, Weights};
 use crate::clock::Stopwatch;
 use crate::config::{BlipConfig, GenerationDefaults};
 use crate::generate::{generate, generate_batch, GenerationOptions, SpecialTokens};
@@ -220,16 +220,27 @@ impl Captioner {
 
     /// Builds the captioner from a checkpoint's files, which the caller keeps.
     pub fn from_files(files: &ModelFiles) -> Result<Self> {
-        Self::build(files, None)
+        Self::build(files, None, None)
     }
 
     /// A captioner whose linear layers record the mean square of their input features into
     /// `stats` as it runs (calibration: [`crate::quantize::calibrate`]).
     pub fn recording(files: &ModelFiles, stats: &ActivationStats) -> Result<Self> {
-        Self::build(files, Some(stats))
+        Self::build(files, Some(stats), None)
     }
 
-    fn build(files: &ModelFiles, stats: Option<&ActivationStats>) -> Result<Self> {
+    /// A captioner whose weight matrices come from `table` where it holds them, the rest from
+    /// `files` (which fill the table): models that share most matrices, built once each
+    /// (the mixed scheme's trials, [`crate::quantize::mixed`]).
+    pub fn with_matrices(files: &ModelFiles, table: &MatrixTable) -> Result<Self> {
+        Self::build(files, None, Some(table))
+    }
+
+    fn build(
+        files: &ModelFiles,
+        stats: Option<&ActivationStats>,
+        matrices: Option<&MatrixTable>,
+    ) -> Result<Self> {
         let device = Device::Cpu;
         let Parts {
             config,
@@ -241,6 +252,9 @@ impl Captioner {
         let mut weights = Weights::new(&files.weights, &device);
         if let Some(stats) = stats {
             weights = weights.recording(stats);
+        }
+        if let Some(table) = matrices {
+            weights = weights.with_matrices(table);
         }
         let model = BlipForConditionalGeneration::new(&config, weights)?;
         Ok(Self {

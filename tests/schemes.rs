@@ -420,6 +420,14 @@ fn half_schemes_match_transformers_on_the_same_weights_upcast() {
 fn made_mixed(
     opts: quantize::mixed::MixedOptions,
 ) -> blipq::Result<(std::path::PathBuf, quantize::mixed::MixedPlan)> {
+    made_mixed_with(opts, false)
+}
+
+/// [`made_mixed`], calibrated on the same images when `calibrate`.
+fn made_mixed_with(
+    opts: quantize::mixed::MixedOptions,
+    calibrate: bool,
+) -> blipq::Result<(std::path::PathBuf, quantize::mixed::MixedPlan)> {
     static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let out = std::env::temp_dir().join(format!(
         "blipq-scheme-mixed-{}-{}",
@@ -433,8 +441,25 @@ fn made_mixed(
         .map(|n| (n.clone(), image_bytes(&n)))
         .collect();
     let dir = OutputDir::create(&out, &[&tiny_dir()], false).unwrap();
-    let (_, plan) =
-        quantize::quantize_dir_mixed(&tiny_dir(), &dir, &images, opts, None, &mut |_, _, _| {})?;
+    let importance = match calibrate {
+        true => {
+            let files = blipq::ModelFiles::from_dir(&tiny_dir())?;
+            Some(quantize::calibrate::activation_importance(
+                &files,
+                &images,
+                &mut |_, _| {},
+            )?)
+        }
+        false => None,
+    };
+    let (_, plan) = quantize::quantize_dir_mixed(
+        &tiny_dir(),
+        &dir,
+        &images,
+        opts,
+        importance.as_ref(),
+        &mut |_, _, _| {},
+    )?;
     Ok((dir.commit().unwrap(), plan))
 }
 
@@ -506,6 +531,25 @@ fn mixed_plan_follows_the_sweep_within_the_budget() {
     assert!(model.info().is_quantized);
     let fp32_model = Captioner::load_dir(&tiny_dir()).unwrap();
     assert_close_to_fp32(&fp32_model, &model, (0.95, 0.99), "mixed");
+    // With a floor, every step is measured on a trial model (the FP32 model's matrices with the
+    // quantized ones swapped in); the last step's plan is the final file's, measured after
+    // loading the file whole: the two give the same figures to the last bit, and so do
+    // calibrated plans.
+    for importance in [false, true] {
+        let (dir, plan) = made_mixed_with(
+            quantize::mixed::MixedOptions {
+                size_budget: Some(0.4),
+                quality_floor: Some(1.0),
+            },
+            importance,
+        )
+        .unwrap();
+        let last = plan.steps.last().unwrap();
+        assert!(plan.steps.len() > 2, "{:?}", plan.steps);
+        assert_eq!(last.token_agreement, Some(plan.token_agreement));
+        assert_eq!(last.logits_cosine, Some(plan.logits_cosine));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
     // A floor already met by the all-4-bit start raises nothing.
     let (_, plan) = made_mixed(quantize::mixed::MixedOptions {
         size_budget: Some(1.0),

@@ -957,6 +957,28 @@ impl ActivationStats {
     }
 }
 
+/// Weight matrices by full tensor name, shared between models ([`Weights::with_matrices`]): a
+/// model built with an empty table fills it with every matrix it loads; a model built with a
+/// filled one takes its matrices from there (the same packed copies, nothing loaded twice) and
+/// only the rest (biases, norms, embeddings of positions) from the checkpoint.
+#[derive(Clone, Default, Debug)]
+pub struct MatrixTable(Arc<Mutex<BTreeMap<String, Matrix>>>);
+
+impl MatrixTable {
+    /// A table holding `matrices`.
+    pub fn new(matrices: BTreeMap<String, Matrix>) -> Self {
+        Self(Arc::new(Mutex::new(matrices)))
+    }
+
+    /// A copy of the table's entries (the matrices themselves shared, not copied).
+    pub fn entries(&self) -> BTreeMap<String, Matrix> {
+        match self.0.lock() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
 /// A view into a checkpoint under a name prefix, in the manner of candle's `VarBuilder`.
 #[derive(Clone)]
 pub struct Weights<'a> {
@@ -965,6 +987,8 @@ pub struct Weights<'a> {
     device: Device,
     /// Where the layers built from this view record their inputs (calibration), if anywhere.
     stats: Option<ActivationStats>,
+    /// Where matrices are taken from, and put once loaded ([`Weights::with_matrices`]).
+    matrices: Option<MatrixTable>,
 }
 
 impl<'a> Weights<'a> {
@@ -974,6 +998,16 @@ impl<'a> Weights<'a> {
             prefix: String::new(),
             device: device.clone(),
             stats: None,
+            matrices: None,
+        }
+    }
+
+    /// This view, taking each matrix from `table` when it holds the name, else loading it from
+    /// the checkpoint and putting it there.
+    pub fn with_matrices(self, table: &MatrixTable) -> Self {
+        Self {
+            matrices: Some(table.clone()),
+            ..self
         }
     }
 
@@ -997,6 +1031,7 @@ impl<'a> Weights<'a> {
             prefix: self.path(&s.to_string()),
             device: self.device.clone(),
             stats: self.stats.clone(),
+            matrices: self.matrices.clone(),
         }
     }
 
@@ -1028,9 +1063,34 @@ impl<'a> Weights<'a> {
         self.ckpt.load_f32(&self.path(name), shape, &self.device)
     }
 
-    /// A 2-D weight, INT8 or f32 as stored.
+    /// A 2-D weight, INT8 or f32 as stored (or as the matrix table holds it).
     pub fn matrix(&self, rows: usize, cols: usize, name: &str) -> Result<Matrix> {
-        self.ckpt
-            .load_matrix(&self.path(name), rows, cols, &self.device)
+        let path = self.path(name);
+        let Some(MatrixTable(table)) = &self.matrices else {
+            return self.ckpt.load_matrix(&path, rows, cols, &self.device);
+        };
+        let held = table
+            .lock()
+            .map_err(|_| Error::Internal("matrix table: a loading thread failed".into()))?
+            .get(&path)
+            .cloned();
+        if let Some(m) = held {
+            if m.dims2()? != (rows, cols) {
+                return Err(Error::tensor(
+                    &path,
+                    format!(
+                        "is {:?} in the matrix table, expected [{rows}, {cols}]",
+                        m.dims2()?
+                    ),
+                ));
+            }
+            return Ok(m);
+        }
+        let m = self.ckpt.load_matrix(&path, rows, cols, &self.device)?;
+        table
+            .lock()
+            .map_err(|_| Error::Internal("matrix table: a loading thread failed".into()))?
+            .insert(path, m.clone());
+        Ok(m)
     }
 }

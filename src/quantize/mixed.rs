@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::{quantize_with, Precision, QuantizeSummary};
 use crate::checkpoint::int8::{self, Layout};
-use crate::checkpoint::{Checkpoint, Safetensors};
+use crate::checkpoint::{Checkpoint, MatrixTable, Safetensors};
 use crate::eval::metrics::{cosine, token_agreement};
 use crate::{CaptionOptions, Captioner, Error, ModelFiles, Result};
 
@@ -176,12 +176,13 @@ fn load_from(files: &ModelFiles, bytes: Vec<u8>) -> Result<Captioner> {
 /// `"plan"` or `"write"`.
 pub type OnStage<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
-/// The mixed-precision checkpoint of `files` (FP32, whose model is `fp32`): the sweep on
-/// `images`, the plan within `opts`, and the file (with `source_sha256` and the plan in its
-/// metadata).
+/// The mixed-precision checkpoint of `files` (FP32): the sweep on `images`, the plan within
+/// `opts`, and the file (with `source_sha256` and the plan in its metadata). Each trial shares
+/// the FP32 model's packed matrices but for those it quantizes (built from a file of those
+/// alone, by the loader's own code), so the sweep holds about one FP32 model in memory; the
+/// final file is loaded whole and measured once more.
 pub fn quantize_mixed(
     files: &ModelFiles,
-    fp32: &Captioner,
     images: &[(String, Vec<u8>)],
     opts: MixedOptions,
     importance: Option<&super::Importance>,
@@ -195,6 +196,10 @@ pub fn quantize_mixed(
         ));
     }
     let ckpt = &files.weights;
+    // The FP32 model, whose packed matrices every trial shares but for those it quantizes.
+    let fp32_matrices = MatrixTable::default();
+    let fp32 = &Captioner::with_matrices(files, &fp32_matrices)?;
+    let fp32_matrices = fp32_matrices.entries();
     // FP32's captions, embeddings and logits on every image.
     let mut refs = Vec::with_capacity(images.len());
     for (i, (name, bytes)) in images.iter().enumerate() {
@@ -213,14 +218,17 @@ pub fn quantize_mixed(
     // The groups of the weights the plan decides (the word embeddings stay `Q8_0`).
     let tied = ckpt.tied_duplicates()?;
     let mut groups: BTreeMap<String, Vec<(String, usize, usize)>> = BTreeMap::new();
+    // Every weight the file quantizes: the groups' and the word embeddings.
+    let mut quantizable: Vec<String> = Vec::new();
     for name in ckpt.names() {
         let Some((_, shape)) = ckpt.info(&name) else {
             continue;
         };
-        if tied.contains(&name) {
+        if tied.contains(&name) || !super::is_quantizable(&name, &shape) {
             continue;
         }
-        if super::is_quantizable(&name, &shape) && !name.contains("word_embeddings") {
+        quantizable.push(name.clone());
+        if !name.contains("word_embeddings") {
             groups
                 .entry(group_of(&name))
                 .or_default()
@@ -241,8 +249,33 @@ pub fn quantize_mixed(
         )?;
         Ok(bytes)
     };
+    // A trial model: the FP32 model's own matrices, but those `precision` quantizes, which are
+    // quantized and loaded as from a whole file (by the same code), then measured. Nothing but
+    // the quantized matrices and the small tensors is built again.
+    let quantizable: Vec<&str> = quantizable.iter().map(String::as_str).collect();
     let trial = |precision: &dyn Fn(&str) -> Option<Precision>| -> Result<(f64, f64, f64)> {
-        measure(&load_from(files, serialize(precision)?)?, &refs)
+        let stored = |name: &str| precision(name).unwrap_or(HIGH);
+        let names: Vec<&str> = quantizable
+            .iter()
+            .copied()
+            .filter(|n| stored(n) != Precision::F32)
+            .collect();
+        let bytes = super::quantized_subset(ckpt, Layout::Mixed, &names, &stored, importance)?;
+        let subset = Checkpoint::Safetensors(Safetensors::new(Box::new(bytes), "mixed trial")?);
+        let mut matrices = fp32_matrices.clone();
+        for name in names {
+            let (_, shape) = ckpt.lookup(name)?;
+            let m = subset.load_matrix(name, shape[0], shape[1], &candle_core::Device::Cpu)?;
+            // Only a matrix the model loads can be swapped (a name it does not ask for would
+            // leave the trial silently FP32).
+            if matrices.insert(name.to_string(), m).is_none() {
+                return Err(Error::Internal(format!(
+                    "mixed trial: `{name}` is not a matrix of the FP32 model"
+                )));
+            }
+        }
+        let model = Captioner::with_matrices(files, &MatrixTable::new(matrices))?;
+        measure(&model, &refs)
     };
     // The smallest file (every group 4-bit), as written: its header and alignment on top of the
     // tensors' bytes are carried into every size estimate below.

@@ -216,7 +216,6 @@ pub fn quantize_with(
     importance: Option<&Importance>,
     on_tensor: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(Vec<u8>, QuantizeSummary)> {
-    let device = Device::Cpu;
     let names = ckpt.names();
     let mut out: Vec<(String, OutTensor)> = Vec::with_capacity(names.len() + 100);
     let mut summary = QuantizeSummary::default();
@@ -240,96 +239,17 @@ pub fn quantize_with(
                 ),
             ));
         }
-        let t = ckpt.load_f32(name, &shape, &device)?;
         let precision = if is_quantizable(name, &shape) {
             precision(name)
         } else {
             Precision::F32
         };
-        if let Precision::Int4(group) = precision {
-            let group = int8::int4_group(group, shape[1]);
-            let (q, scales) = match importance {
-                Some(imp) => {
-                    let uniform;
-                    let weights = match imp.get(name.as_str()) {
-                        Some(w) => w.as_slice(),
-                        None => {
-                            uniform = vec![1f32; shape[1]];
-                            uniform.as_slice()
-                        }
-                    };
-                    calibrate::quantize_int4_weighted(&t, group, weights)?
-                }
-                None => quantize_int4(&t, group)?,
-            };
-            out.push((
-                name.clone(),
-                OutTensor {
-                    dtype: Dtype::U8,
-                    shape: vec![shape[0], shape[1] / 2],
-                    data: q,
-                },
-            ));
-            out.push((
-                int8::scale_name(name),
-                OutTensor {
-                    dtype: Dtype::F16,
-                    shape: vec![shape[0], shape[1] / group],
-                    data: scales,
-                },
-            ));
-            summary.quantized_tensors += 1;
-        } else if precision == Precision::Int8Channel {
-            let (q, scales) = quantize_channels(&t)?;
-            out.push((
-                name.clone(),
-                OutTensor {
-                    dtype: Dtype::I8,
-                    shape: shape.clone(),
-                    data: q,
-                },
-            ));
-            out.push((
-                int8::scale_name(name),
-                OutTensor {
-                    dtype: Dtype::F32,
-                    shape: vec![shape[0], 1],
-                    data: scales.iter().flat_map(|d| d.to_le_bytes()).collect(),
-                },
-            ));
-            summary.quantized_tensors += 1;
-        } else if precision == Precision::Q8_0 {
-            let (rows, cols) = (shape[0], shape[1]);
-            let q = QTensor::quantize(&t, GgmlDType::Q8_0)?;
-            let (qs, scales) = split_q8_0(&q.data()?, rows, cols);
-            out.push((
-                name.clone(),
-                OutTensor {
-                    dtype: Dtype::I8,
-                    shape: shape.clone(),
-                    data: qs,
-                },
-            ));
-            out.push((
-                int8::scale_name(name),
-                OutTensor {
-                    dtype: Dtype::F16,
-                    shape: vec![rows, cols / BLOCK],
-                    data: scales,
-                },
-            ));
-            summary.quantized_tensors += 1;
-        } else {
-            out.push((
-                name.clone(),
-                OutTensor {
-                    dtype: Dtype::F32,
-                    shape: shape.clone(),
-                    data: f32_bytes(&t)?,
-                },
-            ));
+        if precision == Precision::F32 {
             summary.kept_tensors += 1;
+        } else {
+            summary.quantized_tensors += 1;
         }
+        out.extend(stored_tensors(ckpt, name, &shape, precision, importance)?);
     }
     on_tensor(names.len(), names.len(), "");
     let bytes = writer::serialize(
@@ -345,6 +265,97 @@ pub fn quantize_with(
     )?;
     summary.output_bytes = bytes.len();
     Ok((bytes, summary))
+}
+
+/// The tensors that store weight `name` (`shape`) as `precision`: the f32 values, or the
+/// quantized values and their scales (`<name>_scale`); with `importance`, 4-bit scales are
+/// activation-weighted ([`calibrate`]; uniform weights for a name without statistics).
+fn stored_tensors(
+    ckpt: &Checkpoint,
+    name: &str,
+    shape: &[usize],
+    precision: Precision,
+    importance: Option<&Importance>,
+) -> Result<Vec<(String, OutTensor)>> {
+    let t = ckpt.load_f32(name, shape, &Device::Cpu)?;
+    let tensor = |dtype, shape: Vec<usize>, data| OutTensor { dtype, shape, data };
+    let (rows, cols) = match shape {
+        [rows, cols] => (*rows, *cols),
+        _ => (0, 0),
+    };
+    let (values, scales) = match precision {
+        Precision::F32 => {
+            return Ok(vec![(
+                name.to_string(),
+                tensor(Dtype::F32, shape.to_vec(), f32_bytes(&t)?),
+            )])
+        }
+        Precision::Int4(group) => {
+            let group = int8::int4_group(group, cols);
+            let (q, scales) = match importance {
+                Some(imp) => match imp.get(name) {
+                    Some(w) => calibrate::quantize_int4_weighted(&t, group, w)?,
+                    None => calibrate::quantize_int4_weighted(&t, group, &vec![1f32; cols])?,
+                },
+                None => quantize_int4(&t, group)?,
+            };
+            (
+                tensor(Dtype::U8, vec![rows, cols / 2], q),
+                tensor(Dtype::F16, vec![rows, cols / group], scales),
+            )
+        }
+        Precision::Int8Channel => {
+            let (q, scales) = quantize_channels(&t)?;
+            (
+                tensor(Dtype::I8, shape.to_vec(), q),
+                tensor(
+                    Dtype::F32,
+                    vec![rows, 1],
+                    scales.iter().flat_map(|d| d.to_le_bytes()).collect(),
+                ),
+            )
+        }
+        Precision::Q8_0 => {
+            let q = QTensor::quantize(&t, GgmlDType::Q8_0)?;
+            let (qs, scales) = split_q8_0(&q.data()?, rows, cols);
+            (
+                tensor(Dtype::I8, shape.to_vec(), qs),
+                tensor(Dtype::F16, vec![rows, cols / BLOCK], scales),
+            )
+        }
+    };
+    Ok(vec![
+        (name.to_string(), values),
+        (int8::scale_name(name), scales),
+    ])
+}
+
+/// A safetensors file of `layout` holding only weights `names` (each `[rows, cols]` as
+/// `precision(name)` stores it): the quantized matrices of a mixed-scheme trial, loaded by the
+/// same code as a whole file's ([`mixed`]).
+pub fn quantized_subset(
+    ckpt: &Checkpoint,
+    layout: Layout,
+    names: &[&str],
+    precision: &dyn Fn(&str) -> Precision,
+    importance: Option<&Importance>,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(2 * names.len());
+    for &name in names {
+        let (_, shape) = ckpt.lookup(name)?;
+        out.extend(stored_tensors(
+            ckpt,
+            name,
+            &shape,
+            precision(name),
+            importance,
+        )?);
+    }
+    writer::serialize(
+        out,
+        int8::metadata(layout, "").into_iter().collect(),
+        crate::checkpoint::files::SAFETENSORS_FILE,
+    )
 }
 
 /// A `[rows, cols]` matrix quantized per row: `d = max |w| / 127` (f32), `q = round(w / d)`;
@@ -711,8 +722,8 @@ pub fn check_calibration(scheme: Scheme, calibrate: bool) -> Result<()> {
 
 /// The mixed-precision `model.safetensors` of a checkpoint's files (the path of `blipq quantize
 /// --scheme mixed`, [`quantize_dir_mixed`], and of the page's "Make mixed"): the inputs checked
-/// and an INT8 input refused as in [`quantize_model`], then the FP32 model loaded, the
-/// sensitivity sweep on `images` and the plan within `opts` ([`mixed::quantize_mixed`]).
+/// and an INT8 input refused as in [`quantize_model`], then the sensitivity sweep on `images` and
+/// the plan within `opts` ([`mixed::quantize_mixed`]).
 pub fn quantize_model_mixed(
     files: &crate::ModelFiles,
     images: &[(String, Vec<u8>)],
@@ -730,8 +741,7 @@ pub fn quantize_model_mixed(
     }
     opts.check()?;
     let sha = source_sha256()?;
-    let fp32 = Captioner::from_files(files)?;
-    mixed::quantize_mixed(files, &fp32, images, opts, importance, &sha, on_stage)
+    mixed::quantize_mixed(files, images, opts, importance, &sha, on_stage)
 }
 
 /// Quantizes the checkpoint in `model_dir` into `out` (not yet committed): INT8

@@ -288,8 +288,8 @@ fn model_files(files: &JsValue) -> std::result::Result<ModelFiles, JsValue> {
 /// bytes a value for the half schemes) twice (the tensors, then the serialized file), plus the
 /// largest tensor as f32 while it is converted.
 ///
-/// The mixed scheme's sweep holds the FP32 model, one trial's file (f32 but for one layer group)
-/// and that trial's model, each about the source's size in f32, at once.
+/// The mixed scheme's sweep holds the FP32 model (the source's size in f32) and one trial's
+/// quantized matrices, and at the end the file and its model (each under the f32 size).
 ///
 /// Calibration first runs the FP32 model (its f32 weights), then lets it go: the estimate is the
 /// larger of the two.
@@ -323,7 +323,7 @@ fn quantize_work_estimate(ckpt: &Checkpoint, scheme: crate::quantize::Scheme) ->
                 largest = largest.max(n);
             }
         }
-        return 3.0 * all + largest;
+        return 2.0 * all + largest;
     }
     let (mut out, mut largest) = (0.0f64, 0.0f64);
     for name in ckpt.names() {
