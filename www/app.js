@@ -250,7 +250,14 @@ function renderModels() {
                 text: `Make ${kind.name}`,
                 title: `Make the ${kind.format} checkpoint of this model here (as blipq quantize --scheme ${scheme}) and keep it in this browser`,
                 disabled: making.has(m.key),
-                onclick: () => makeQuantized(m, scheme, makeOptions(m.key, scheme)),
+                onclick: () => {
+                  const options = makeOptions(m.key, scheme);
+                  if (options?.sizeBudget !== undefined && !(options.sizeBudget > 0 && options.sizeBudget <= 1)) {
+                    showMessage(`Mixed budget: give a percentage of ${m.title}'s weights file above 0 and at most 100 (20 is the default)`);
+                    return;
+                  }
+                  makeQuantized(m, scheme, options);
+                },
               }),
             ),
             el(

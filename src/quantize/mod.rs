@@ -280,8 +280,15 @@ fn stored_tensors(
     let t = ckpt.load_f32(name, shape, &Device::Cpu)?;
     let tensor = |dtype, shape: Vec<usize>, data| OutTensor { dtype, shape, data };
     let (rows, cols) = match shape {
-        [rows, cols] => (*rows, *cols),
-        _ => (0, 0),
+        [rows, cols] if precision == Precision::F32 || is_quantizable(name, shape) => {
+            (*rows, *cols)
+        }
+        _ if precision == Precision::F32 => (0, 0),
+        _ => {
+            return Err(Error::Internal(format!(
+                "`{name}` {shape:?} is not a quantizable weight"
+            )))
+        }
     };
     let (values, scales) = match precision {
         Precision::F32 => {
