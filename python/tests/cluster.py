@@ -27,12 +27,21 @@ RAY_ENV = {
 }
 
 
+# Worker ports: each node gets a block of 1000 in 20000-31999, below Linux's default ephemeral
+# range (32768-60999), where the free ports below come from.
+WORKER_PORTS = range(20000, 32000)
+
+
 def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free port outside ``WORKER_PORTS`` (a component port inside a node's worker block makes
+    Ray refuse to start the node)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in WORKER_PORTS:
+            return port
 
 
 def _sessions_members(sids: List[int]) -> List[int]:
@@ -137,8 +146,9 @@ class LocalCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
         port = _free_port()
-        # Worker ports: a block of 1000 per node, somewhere in 20000-59999.
-        first = 20000 + 1000 * (os.getpid() % (40 - self.nodes))
+        # Worker ports: a block of 1000 per node, somewhere in WORKER_PORTS.
+        blocks = len(WORKER_PORTS) // 1000
+        first = WORKER_PORTS.start + 1000 * (os.getpid() % (blocks - self.nodes + 1))
         self.address = f"127.0.0.1:{port}"
         common = [
             f"--num-cpus={self.cpus}",
