@@ -578,24 +578,25 @@ fn mixed_plan_follows_the_sweep_within_the_budget() {
 #[test]
 fn mixed_options_need_the_mixed_scheme() {
     let out = std::env::temp_dir().join(format!("blipq-mixed-cli-{}", std::process::id()));
+    let err = cli_quantize_refuses(&["--scheme", "q4_0", "--size-budget", "0.2"], &out);
+    assert!(err.contains("--scheme mixed"), "{err}");
+}
+
+/// `blipq quantize ARGS --model <tiny> --out OUT` fails, writes nothing at `out`, and says why
+/// (returned).
+fn cli_quantize_refuses(args: &[&str], out: &std::path::Path) -> String {
     let res = std::process::Command::new(env!("CARGO_BIN_EXE_blipq"))
-        .args([
-            "quantize",
-            "--scheme",
-            "q4_0",
-            "--size-budget",
-            "0.2",
-            "--model",
-        ])
+        .arg("quantize")
+        .args(args)
+        .arg("--model")
         .arg(tiny_dir())
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .output()
         .unwrap();
     assert!(!res.status.success());
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert!(err.contains("--scheme mixed"), "{err}");
     assert!(!out.exists());
+    String::from_utf8_lossy(&res.stderr).into_owned()
 }
 
 /// `--calibrate`: the FP32 model records every linear layer's input features on the built-in
@@ -696,21 +697,6 @@ fn calibrated_four_bit_files_hold_the_activation_weighted_scales() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("q4_0, q4_g128 and mixed"), "{err}");
-    let res = std::process::Command::new(env!("CARGO_BIN_EXE_blipq"))
-        .args([
-            "quantize",
-            "--scheme",
-            "int8-channel",
-            "--calibrate",
-            "--model",
-        ])
-        .arg(tiny_dir())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(!res.status.success());
-    let err = String::from_utf8_lossy(&res.stderr);
+    let err = cli_quantize_refuses(&["--scheme", "int8-channel", "--calibrate"], &out);
     assert!(err.contains("--calibrate") && err.contains("q4_0"), "{err}");
-    assert!(!out.exists());
 }
