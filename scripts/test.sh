@@ -17,6 +17,19 @@ section() {
     "$(df -h --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')" "$*"
 }
 
+# BLIPQ_PRUNE_BUILDS=1 (.ci/run sets it): delete each build once no later step reads it, so that
+# the run's peak disk use is about half of all its builds together (a full disk fails a link).
+# Off by default: a developer's builds stay for the next run.
+prune() {
+  [[ "${BLIPQ_PRUNE_BUILDS:-0}" == 1 ]] || return 0
+  local dir
+  for dir in "$@"; do
+    [[ -e "$dir" ]] || continue
+    echo "freeing $(du -sh "$dir" | cut -f1) of $dir (no later step reads it)"
+    rm -rf "$dir"
+  done
+}
+
 # wasm-bindgen-test-runner drives headless Chromium through chromedriver (webdriver.json adds
 # the Chrome flags needed as root / in containers).
 export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver || echo /usr/bin/chromedriver)}"
@@ -62,6 +75,7 @@ section "wasm-pack test (wasm32, relaxed-simd feature: headless Chromium main th
 # nothing; the runner must match Cargo.lock's wasm-bindgen, which .ci/run installs).
 wasm-pack test --headless --chrome --chromedriver "$CHROMEDRIVER" --mode no-install . \
   --no-default-features --features relaxed-simd
+prune target/wasm32-unknown-unknown/debug
 
 section "scripts/web.sh build --release (the page: threaded simd128 and relaxed-SIMD wasm, nightly, wasm-opt)"
 scripts/web.sh build --release
@@ -78,6 +92,8 @@ if [[ ! -d tests/e2e/node_modules/playwright-core ]]; then
   npm ci --prefix tests/e2e --no-audit --no-fund
 fi
 node tests/e2e/run.mjs
+# Fuzzing builds its own tree (fuzz/target, AddressSanitizer): nothing below reads these.
+prune target/debug target/wasm32-unknown-unknown target/release
 
 # The corpora are replayed by `cargo test` above (tests/fuzz_corpus.rs); here every cargo-fuzz
 # target also runs briefly (nightly, libFuzzer, AddressSanitizer), time-boxed.
