@@ -15,6 +15,11 @@
 //! configuration sets the rows, so a last row tile may have 1..16 rows; a partial last panel is
 //! masked at the output.
 //!
+//! A per-channel matrix (`int8-channel`) needs no scaling between blocks: its kernel tile is up
+//! to 32 rows × two panels, four 16 × 16 sums (tmm0..3) accumulated in the tile unit over every
+//! block, each pair of tile loads (activations tmm4/5, weights tmm6/7) feeding two products,
+//! then scaled once.
+//!
 //! Linux hands out the tile state only on request: [`available`] asks for it once per process
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`) and reports AMX only if granted.
 //! Every kernel call loads its tile configuration and releases the tiles when done.
@@ -51,21 +56,6 @@ macro_rules! block_product {
             concat!("tdpbsud tmm", $c, ", tmm", $a, ", tmm", $w),
             concat!("tilestored [{t} + {s}*1], tmm", $c),
             a = in(reg) $x, wb = in(reg) $wb, k = in(reg) $k, t = in(reg) $out,
-            s = in(reg) TILE_BYTES,
-            options(nostack),
-        )
-    };
-}
-
-/// One block's tile product accumulated onto the sums `$c` (a per-channel matrix: the sums run
-/// over every block): load the activations into `$a` and the weights into `$w`, `tdpbsud`.
-macro_rules! block_accumulate {
-    ($c:literal, $a:literal, $w:literal, $x:expr, $wb:expr, $k:expr) => {
-        asm!(
-            concat!("tileloadd tmm", $a, ", [{a} + {k}*1]"),
-            concat!("tileloadd tmm", $w, ", [{wb} + {s}*1]"),
-            concat!("tdpbsud tmm", $c, ", tmm", $a, ", tmm", $w),
-            a = in(reg) $x, wb = in(reg) $wb, k = in(reg) $k,
             s = in(reg) TILE_BYTES,
             options(nostack),
         )
@@ -114,24 +104,41 @@ fn request_tile_state() -> bool {
 struct TileConfig([u8; 64]);
 
 impl TileConfig {
+    /// Palette 1 with the given tiles: `(tile, rows, bytes per row)`.
+    fn of(tiles: impl IntoIterator<Item = (usize, usize, usize)>) -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for (tile, rows, colsb) in tiles {
+            c[16 + 2 * tile..18 + 2 * tile].copy_from_slice(&(colsb as u16).to_le_bytes());
+            c[48 + tile] = rows as u8;
+        }
+        Self(c)
+    }
+
     /// Accumulators tmm0/1 and activations tmm4/5 of `mr` rows, weights tmm6/7 of one block.
     /// Consecutive blocks rotate through them ([`DEPTH`] blocks in flight), so the tile unit
     /// computes the next blocks while AVX-512 scales an earlier one.
     fn new(mr: usize) -> Self {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        let mut set = |tile: usize, rows: usize, colsb: usize| {
-            c[16 + 2 * tile..18 + 2 * tile].copy_from_slice(&(colsb as u16).to_le_bytes());
-            c[48 + tile] = rows as u8;
-        };
-        for t in 0..DEPTH {
-            set(t, mr, TILE_BYTES);
-        }
-        for parity in 0..2 {
-            set(4 + parity, mr, BLOCK);
-            set(6 + parity, BLOCK / 4, TILE_BYTES);
-        }
-        Self(c)
+        let sums = (0..DEPTH).map(|t| (t, mr, TILE_BYTES));
+        let operands = (0..2)
+            .flat_map(|parity| [(4 + parity, mr, BLOCK), (6 + parity, BLOCK / 4, TILE_BYTES)]);
+        Self::of(sums.chain(operands))
+    }
+
+    /// A per-channel matrix's 2 × 2 tiles: sums tmm0/1 (row tile 0 × panels 0/1) of `mr0`
+    /// rows and tmm2/3 (row tile 1) of `mr1` rows, activations tmm4 (`mr0` rows) and tmm5
+    /// (`mr1` rows) of one block, weights tmm6/7 (one block of panels 0/1).
+    fn channel(mr0: usize, mr1: usize) -> Self {
+        Self::of([
+            (0, mr0, TILE_BYTES),
+            (1, mr0, TILE_BYTES),
+            (2, mr1, TILE_BYTES),
+            (3, mr1, TILE_BYTES),
+            (4, mr0, BLOCK),
+            (5, mr1, BLOCK),
+            (6, BLOCK / 4, TILE_BYTES),
+            (7, BLOCK / 4, TILE_BYTES),
+        ])
     }
 }
 
@@ -176,41 +183,68 @@ impl RowScales {
 pub(super) unsafe fn gemm_amx(job: &Job, out: &mut [f32]) {
     job.debug_assert_fits(out.len());
     let scales = RowScales::new(job.xq, &job.rows);
-    let mut configured = 0;
-    let mut tiles = [TileOut([[0; PANEL]; TILE_ROWS]); DEPTH];
-    for at in job.tiles(TILE_ROWS, 1) {
-        if configured != at.mr {
-            let cfg = TileConfig::new(at.mr);
-            // SAFETY: `ldtilecfg` reads the 64 bytes of `cfg`, a valid palette-1 configuration
-            // (every used tile within 16 rows × 64 bytes).
-            unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
-            configured = at.mr;
-        }
+    let base = out.as_mut_ptr();
+    let corner = |at: TileAt| Tile {
+        job,
+        scales: &scales,
+        i0: at.r - job.rows.start,
+        at,
         // SAFETY: `at.at` is a tile's corner in the job's output, within `out`
         // ([`super::TileAt`]).
-        let o = unsafe { out.as_mut_ptr().add(at.at) };
-        let t = Tile {
-            job,
-            scales: &scales,
-            i0: at.r - job.rows.start,
-            at,
-            out: o,
-        };
-        // SAFETY: this function's target features are those of `tile` and `tile_row`; the
-        // tile's rows lie within the job's (`i0 + 16 <= scales.stride`), its panel too, `o` is
-        // the tile's corner in `out` (module documentation), the loaded configuration is
-        // `TileConfig::new(at.mr)`, and `scales` has one group per row exactly for a
-        // per-channel matrix (`Job::fits`).
-        unsafe {
-            if job.w.channel {
-                tile_row(&t, &mut tiles)
+        out: unsafe { base.add(at.at) },
+    };
+    if job.w.channel {
+        let mut sums = [TileOut([[0; PANEL]; TILE_ROWS]); 4];
+        let mut configured = (0, 0);
+        for at in job.tiles(2 * TILE_ROWS, 2) {
+            let mr0 = at.mr.min(TILE_ROWS);
+            // A tile of one row tile computes its second on the same rows (never stored).
+            let mr1 = if at.mr > TILE_ROWS {
+                at.mr - TILE_ROWS
             } else {
-                tile(&t, &mut tiles)
+                mr0
+            };
+            if configured != (mr0, mr1) {
+                // SAFETY: a valid palette-1 configuration (1 <= rows <= 16, bytes <= 64).
+                unsafe { load_config(&TileConfig::channel(mr0, mr1)) };
+                configured = (mr0, mr1);
             }
-        };
+            // SAFETY: this function's target features are those of `tile_channel`; the tile's
+            // rows lie within the job's (`i0 + 32 <= scales.stride` where it has a second row
+            // tile, `i0 + 16` otherwise), its panels too, its corner is in `out` (`corner`), the
+            // loaded configuration is `TileConfig::channel(mr0, mr1)` for its rows, and a
+            // per-channel matrix's `scales` have one group per row (`Job::fits`).
+            unsafe { tile_channel(&corner(at), &mut sums) };
+        }
+    } else {
+        let mut configured = 0;
+        let mut tiles = [TileOut([[0; PANEL]; TILE_ROWS]); DEPTH];
+        for at in job.tiles(TILE_ROWS, 1) {
+            if configured != at.mr {
+                // SAFETY: a valid palette-1 configuration (every tile within 16 rows × 64
+                // bytes).
+                unsafe { load_config(&TileConfig::new(at.mr)) };
+                configured = at.mr;
+            }
+            // SAFETY: this function's target features are those of `tile`; the tile's rows
+            // lie within the job's (`i0 + 16 <= scales.stride`), its panel too, its corner is
+            // in `out` (`corner`), and the loaded configuration is `TileConfig::new(at.mr)`.
+            unsafe { tile(&corner(at), &mut tiles) };
+        }
     }
     // SAFETY: `tilerelease` only resets the tile state this thread configured above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// Loads a tile configuration (`ldtilecfg`, which also zeroes every tile).
+///
+/// # Safety
+/// AMX with the tile state granted; `cfg` is a valid palette-1 configuration.
+#[inline]
+unsafe fn load_config(cfg: &TileConfig) {
+    // SAFETY: `ldtilecfg` reads the 64 bytes of `cfg` (the caller's contract: a valid
+    // configuration).
+    unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
 }
 
 /// Panel `p`'s mask of valid output columns.
@@ -364,16 +398,19 @@ unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
     unsafe { store_rows(out, ldo, mask, mr, &facc) };
 }
 
-/// A per-channel matrix's tile: rows `r0 .. r0 + mr` × panel `p`, the products of every block
-/// accumulated in the tile unit (even and odd blocks on their own sums, added at the end) and
-/// scaled once, accumulated onto `out`.
+/// A per-channel matrix's tile of up to 32 rows (two row tiles) × up to two panels: every
+/// block's products accumulated in the tile unit (four sums, each pair of tile loads feeding
+/// two products), then each 16 × 16 sum scaled once and accumulated onto `out`. A missing
+/// second row tile or panel is computed on the first one's operands and never stored.
 ///
 /// # Safety
 /// As for [`tile`], with a per-channel `w` and per-token activations (`scales` of one group:
-/// `scales.d.len() == scales.stride`).
+/// `scales.d.len() == scales.stride`), up to 32 rows (`i0 + 32 <= scales.stride` when there
+/// are more than 16) and `at.np` panels, and the configuration `TileConfig::channel(mr0, mr1)`
+/// (`mr0 = min(mr, 16)`, `mr1` the second row tile's rows, or `mr0` without one).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn tile_row(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
+unsafe fn tile_channel(t: &Tile, sums: &mut [TileOut; 4]) {
     let Tile {
         job,
         scales,
@@ -381,67 +418,129 @@ unsafe fn tile_row(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
         at,
         out,
     } = *t;
-    let (w, xq, ldo, r0, mr, p) = (job.w, job.xq, job.ldo, at.r, at.mr, at.p);
+    let (w, xq, ldo, r0, mr, p, np) = (job.w, job.xq, job.ldo, at.r, at.mr, at.p, at.np);
     let (k, nb) = (w.k, w.nb);
-    debug_assert!((1..=TILE_ROWS).contains(&mr) && w.channel);
-    debug_assert!((r0 + mr) * k <= xq.qs.len() && (p + 1) * nb <= w.blocks.len());
-    debug_assert!(i0 + TILE_ROWS <= scales.stride && scales.d.len() == scales.stride);
-    let mask = panel_mask(w, p);
-    // Accumulate onto `out`: the caller's starting values (bias, zeros or earlier sums).
-    // SAFETY: the panel's valid columns of `out` rows `i < mr` are ours (the caller's contract).
-    let mut facc = unsafe { load_rows(out, ldo, mask, mr) };
-    // SAFETY: row `r0` is a row of `xq`, so `r0 * k < xq.qs.len()`.
-    let xa = unsafe { xq.qs.as_ptr().add(r0 * k) };
-    // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks.len()`.
-    let wp = unsafe { w.blocks.as_ptr().add(p * nb) };
-    // SAFETY: `tilezero` writes only the tile registers, configured for `mr` rows.
-    unsafe { asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem)) };
-    for b in 0..nb {
-        // SAFETY: the A load reads `mr` rows of 32 bytes at stride `k` from `xa + 32 b`: bytes
-        // `32 b .. 32 b + 32` of rows `r0 .. r0 + mr` of `xq.qs` (`b < nb`, `k = 32 nb`), in
-        // bounds; the B load reads the 512 bytes of block `b`'s `qs`, in `w.blocks`. The tiles
-        // are configured for these shapes (the function's contract).
-        unsafe {
-            let a = xa.add(b * BLOCK);
-            let wb = (*wp.add(b)).qs.as_ptr();
-            if b % 2 == 0 {
-                block_accumulate!("0", "4", "6", a, wb, k);
+    debug_assert!((1..=2 * TILE_ROWS).contains(&mr) && (1..=2).contains(&np) && w.channel);
+    debug_assert!((r0 + mr) * k <= xq.qs.len() && (p + np) * nb <= w.blocks.len());
+    debug_assert!(i0 + mr.next_multiple_of(TILE_ROWS) <= scales.stride);
+    debug_assert!(scales.d.len() == scales.stride);
+    let row_tiles = mr.div_ceil(TILE_ROWS);
+    // SAFETY: rows `r0` and, with a second row tile, `r0 + 16` are rows of `xq`, so their
+    // starts are below `xq.qs.len()`; panels `p` and, with a second, `p + 1` are panels of
+    // `w`, so their first blocks are in `w.blocks`.
+    let (xa0, xa1, wp0, wp1) = unsafe {
+        let xa0 = xq.qs.as_ptr().add(r0 * k);
+        let wp0 = w.blocks.as_ptr().add(p * nb);
+        (
+            xa0,
+            if row_tiles > 1 {
+                xa0.add(TILE_ROWS * k)
             } else {
-                block_accumulate!("1", "5", "7", a, wb, k);
-            }
-        }
-    }
-    let [even, odd] = tiles;
-    // SAFETY: each store writes `mr` rows of 64 bytes into a `TileOut` (1024 bytes) we own
-    // mutably; the tiles are configured for `mr` rows of 64 bytes.
+                xa0
+            },
+            wp0,
+            if np > 1 { wp0.add(nb) } else { wp0 },
+        )
+    };
+    // SAFETY: `tilezero` writes only the tile registers, configured for the tile's rows.
     unsafe {
         asm!(
-            "tilestored [{e} + {s}*1], tmm0",
-            "tilestored [{o} + {s}*1], tmm1",
-            e = in(reg) even.0.as_mut_ptr() as *mut u8,
-            o = in(reg) odd.0.as_mut_ptr() as *mut u8,
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        )
+    };
+    for b in 0..nb {
+        // SAFETY: each A load reads its configured rows (those of its row tile) of 32 bytes at
+        // stride `k` from the row tile's start + 32 b: bytes `32 b .. 32 b + 32` of rows of
+        // `xq.qs` (`b < nb`, `k = 32 nb`), in bounds; each B load reads the 512 bytes of block
+        // `b`'s `qs` of its panel, in `w.blocks`. The tiles are configured for these shapes
+        // (the function's contract).
+        unsafe {
+            let (a0, w0, w1) = (
+                xa0.add(b * BLOCK),
+                (*wp0.add(b)).qs.as_ptr(),
+                (*wp1.add(b)).qs.as_ptr(),
+            );
+            if row_tiles > 1 {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {k}*1]",
+                    "tileloadd tmm6, [{w0} + {s}*1]",
+                    "tileloadd tmm7, [{w1} + {s}*1]",
+                    "tileloadd tmm5, [{a1} + {k}*1]",
+                    "tdpbsud tmm0, tmm4, tmm6",
+                    "tdpbsud tmm1, tmm4, tmm7",
+                    "tdpbsud tmm2, tmm5, tmm6",
+                    "tdpbsud tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) xa1.add(b * BLOCK),
+                    w0 = in(reg) w0,
+                    w1 = in(reg) w1,
+                    k = in(reg) k,
+                    s = in(reg) TILE_BYTES,
+                    options(nostack),
+                )
+            } else {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {k}*1]",
+                    "tileloadd tmm6, [{w0} + {s}*1]",
+                    "tileloadd tmm7, [{w1} + {s}*1]",
+                    "tdpbsud tmm0, tmm4, tmm6",
+                    "tdpbsud tmm1, tmm4, tmm7",
+                    a0 = in(reg) a0,
+                    w0 = in(reg) w0,
+                    w1 = in(reg) w1,
+                    k = in(reg) k,
+                    s = in(reg) TILE_BYTES,
+                    options(nostack),
+                )
+            }
+        };
+    }
+    let [s0, s1, s2, s3] = sums;
+    // SAFETY: each store writes its tile's configured rows (at most 16) of 64 bytes into a
+    // `TileOut` (1024 bytes) we own mutably.
+    unsafe {
+        asm!(
+            "tilestored [{t0} + {s}*1], tmm0",
+            "tilestored [{t1} + {s}*1], tmm1",
+            "tilestored [{t2} + {s}*1], tmm2",
+            "tilestored [{t3} + {s}*1], tmm3",
+            t0 = in(reg) s0.0.as_mut_ptr() as *mut u8,
+            t1 = in(reg) s1.0.as_mut_ptr() as *mut u8,
+            t2 = in(reg) s2.0.as_mut_ptr() as *mut u8,
+            t3 = in(reg) s3.0.as_mut_ptr() as *mut u8,
             s = in(reg) TILE_BYTES,
             options(nostack),
         )
     };
-    for (e, o) in even.0.iter_mut().zip(&odd.0) {
-        for (e, o) in e.iter_mut().zip(o) {
-            *e = e.wrapping_add(*o);
+    for rt in 0..row_tiles {
+        let rows = (mr - rt * TILE_ROWS).min(TILE_ROWS);
+        let i = i0 + rt * TILE_ROWS;
+        for (pp, sum) in [&*s0, &*s1, &*s2, &*s3][2 * rt..2 * rt + np]
+            .iter()
+            .enumerate()
+        {
+            let mask = panel_mask(w, p + pp);
+            // SAFETY: row tile `rt`'s rows and panel `p + pp`'s valid columns of `out` are the
+            // tile's (the caller's contract, [`super::TileAt`]): `rt * 16` rows and `pp * 16`
+            // columns past its corner. Block 0 of the panel holds its column scales, 64-byte
+            // aligned; `i + 16 <= scales.stride`: 16 readable row scales and corrections.
+            unsafe {
+                let o = out.add(rt * TILE_ROWS * ldo + pp * PANEL);
+                let mut facc = load_rows(o, ldo, mask, rows);
+                let ws = _mm512_load_ps((*wp0.add(pp * nb)).scales.as_ptr());
+                scale_block(
+                    &mut facc,
+                    sum,
+                    ws,
+                    scales.d.as_ptr().add(i),
+                    scales.corr.as_ptr().add(i),
+                );
+                store_rows(o, ldo, mask, rows, &facc);
+            }
         }
     }
-    // SAFETY: block 0 of panel `p` is in `w.blocks` (`nb >= 1`); a per-channel matrix holds its
-    // column scales in every block, 64-byte aligned at the block's start. `i0 + 16 <=
-    // scales.stride = scales.d.len()`: 16 readable values of `scales.d` and `scales.corr`.
-    unsafe {
-        let ws = _mm512_load_ps((*wp).scales.as_ptr());
-        scale_block(
-            &mut facc,
-            even,
-            ws,
-            scales.d.as_ptr().add(i0),
-            scales.corr.as_ptr().add(i0),
-        );
-    }
-    // SAFETY: as for the load above.
-    unsafe { store_rows(out, ldo, mask, mr, &facc) };
 }
