@@ -15,7 +15,7 @@ use blipq::checkpoint::{Checkpoint, Matrix};
 use blipq::fsio::OutputDir;
 use blipq::quantize::{self, Scheme};
 use blipq::Captioner;
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use common::*;
 
 fn made(scheme: Scheme) -> std::path::PathBuf {
@@ -630,9 +630,20 @@ fn calibrated_four_bit_files_hold_the_activation_weighted_scales() {
         let v = imp
             .get(&name)
             .unwrap_or_else(|| panic!("no statistics for {name}"));
-        assert_eq!(v.len(), shape[1], "{name}");
-        assert!(v.iter().all(|x| x.is_finite() && *x >= 0.0), "{name}");
-        assert!(v.iter().any(|x| *x > 0.0), "{name}");
+        assert_eq!(v.mean_square.len(), shape[1], "{name}");
+        assert_eq!(v.max_abs.len(), shape[1], "{name}");
+        assert!(
+            v.mean_square.iter().all(|x| x.is_finite() && *x >= 0.0),
+            "{name}"
+        );
+        assert!(v.mean_square.iter().any(|x| *x > 0.0), "{name}");
+        // A feature's largest magnitude is at least its root mean square.
+        for (j, (ms, max)) in v.mean_square.iter().zip(&v.max_abs).enumerate() {
+            assert!(
+                *max >= ms.sqrt() * (1.0 - 1e-5),
+                "{name} feature {j}: {max} < √{ms}"
+            );
+        }
         linear += 1;
     }
     assert!(linear >= 20, "{linear} layers");
@@ -669,7 +680,8 @@ fn calibrated_four_bit_files_hold_the_activation_weighted_scales() {
             let (_, shape) = fp32.info(name).unwrap();
             let g = if shape[1] % group == 0 { group } else { 32 };
             let w = fp32.load_f32(name, &shape, &Device::Cpu).unwrap();
-            let (want_q, want_d) = calibrate::quantize_int4_weighted(&w, g, &imp[name]).unwrap();
+            let (want_q, want_d) =
+                calibrate::quantize_int4_weighted(&w, g, &imp[name].mean_square).unwrap();
             let Matrix::Q8(got) = ckpt
                 .load_matrix(name, shape[0], shape[1], &Device::Cpu)
                 .unwrap()
@@ -682,7 +694,7 @@ fn calibrated_four_bit_files_hold_the_activation_weighted_scales() {
         assert_close_to_fp32(&fp32_model, &model, (0.95, 0.99), &format!("{scheme:?}"));
         std::fs::remove_dir_all(&out).unwrap();
     }
-    // Schemes without 4-bit weights refuse the flag, in the CLI too, and write nothing.
+    // Schemes calibration does nothing for refuse the flag, in the CLI too, and write nothing.
     let out = std::env::temp_dir().join(format!("blipq-calibrated-q8-{}", std::process::id()));
     let err = job::run(
         job::Request {
@@ -696,7 +708,108 @@ fn calibrated_four_bit_files_hold_the_activation_weighted_scales() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("q4_0, q4_g128 and mixed"), "{err}");
-    let err = cli_quantize_refuses(&["--scheme", "int8-channel", "--calibrate"], &out);
-    assert!(err.contains("--calibrate") && err.contains("q4_0"), "{err}");
+    assert!(err.contains("it does nothing for q8_0"), "{err}");
+    let err = cli_quantize_refuses(&["--scheme", "f16", "--calibrate"], &out);
+    assert!(
+        err.contains("--calibrate does nothing for --scheme f16"),
+        "{err}"
+    );
+}
+
+/// `--calibrate` with `int8-channel`: SmoothQuant-style smoothing. Each vision layer's
+/// `layer_norm1` / `layer_norm2` weight and bias are divided by the factors of the FP32
+/// activations' and the weight's largest magnitudes, the `qkv` / `fc1` weight's columns
+/// multiplied by them before quantizing (exactly these values in the file); nothing else
+/// changes; the metadata and report say so, and the model stays as close to FP32 as plain
+/// per-channel.
+#[test]
+fn calibrated_int8_channel_files_are_smoothed() {
+    use blipq::quantize::{calibrate, job};
+    let files = blipq::ModelFiles::from_dir(&tiny_dir()).unwrap();
+    let images = quantize::builtin_validation_images().unwrap();
+    let imp = calibrate::activation_importance(&files, &images, &mut |_, _| {}).unwrap();
+    let fp32 = Checkpoint::open(&tiny_dir().join("model.safetensors")).unwrap();
+    let out = std::env::temp_dir().join(format!("blipq-smoothed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let done = job::run(
+        job::Request {
+            model: tiny_dir(),
+            out: out.clone(),
+            scheme: Scheme::Int8Channel,
+            calibrate: true,
+            ..Default::default()
+        },
+        &mut |_| std::ops::ControlFlow::Continue(()),
+    )
+    .unwrap();
+    let info = &done.report["quantization_info"]["calibration"];
+    assert_eq!(info["method"], quantize::SMOOTHING_METHOD);
+    assert_eq!(info["images"], images.len());
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(
+        meta.metadata().as_ref().unwrap()[quantize::CALIBRATION_KEY],
+        quantize::SMOOTHING_METHOD
+    );
+    let ckpt = Checkpoint::open(&out.join("model.safetensors")).unwrap();
+    let load = |c: &Checkpoint, name: &str| {
+        let (_, shape) = c.lookup(name).unwrap();
+        c.load_f32(name, &shape, &Device::Cpu).unwrap()
+    };
+    let vec1 = |t: Tensor| t.to_vec1::<f32>().unwrap();
+    let (mut pairs, mut moved) = (0, 0);
+    let mut smoothed_norms = std::collections::BTreeSet::new();
+    for name in fp32.names() {
+        let Some(prefix) = name.strip_prefix("vision_model.encoder.layers.") else {
+            continue;
+        };
+        let (layer, rest) = prefix.split_once('.').unwrap();
+        let norm = match rest {
+            "self_attn.qkv.weight" => "layer_norm1",
+            "mlp.fc1.weight" => "layer_norm2",
+            _ => continue,
+        };
+        let w = load(&fp32, &name);
+        let max_w = vec1(w.abs().unwrap().max(0).unwrap());
+        let s = calibrate::smoothing_factors(&imp[&name].max_abs, &max_w);
+        moved += s.iter().filter(|s| (**s - 1.0).abs() > 0.1).count();
+        for part in ["weight", "bias"] {
+            let n = format!("vision_model.encoder.layers.{layer}.{norm}.{part}");
+            let want: Vec<f32> = vec1(load(&fp32, &n))
+                .iter()
+                .zip(&s)
+                .map(|(v, s)| v * (1.0 / s))
+                .collect();
+            assert_eq!(vec1(load(&ckpt, &n)), want, "{n}");
+            smoothed_norms.insert(n);
+        }
+        let (rows, cols) = w.dims2().unwrap();
+        let (want_q, want_d) =
+            quantize::quantize_channels(&calibrate::scale_last_dim(&w, &s).unwrap()).unwrap();
+        let Matrix::Q8(got) = ckpt.load_matrix(&name, rows, cols, &Device::Cpu).unwrap() else {
+            panic!("{name} did not load as a quantized matrix");
+        };
+        let (got_q, got_d) = got.to_int8_channel().unwrap();
+        assert_eq!(got_d, want_d, "{name} scales");
+        assert!(
+            got_q.iter().zip(&want_q).all(|(g, w)| *g as u8 == *w),
+            "{name} values"
+        );
+        pairs += 1;
+    }
+    assert!(pairs >= 2, "{pairs} smoothed pairs");
+    assert!(moved > 0, "every smoothing factor is about 1");
+    // Every other f32 tensor is the FP32 file's.
+    let values = |c: &Checkpoint, name: &str| vec1(load(c, name).flatten_all().unwrap());
+    for name in ckpt.names() {
+        let (dtype, _) = ckpt.lookup(&name).unwrap();
+        let kept = !dtype.is_quantized() && !name.ends_with("_scale");
+        if kept && !smoothed_norms.contains(&name) {
+            assert_eq!(values(&ckpt, &name), values(&fp32, &name), "{name}");
+        }
+    }
+    let fp32_model = Captioner::load_dir(&tiny_dir()).unwrap();
+    let model = Captioner::load_dir(&out).unwrap();
+    assert_close_to_fp32(&fp32_model, &model, (0.99, 0.999), "smoothed int8-channel");
+    std::fs::remove_dir_all(&out).unwrap();
 }

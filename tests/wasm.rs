@@ -1016,7 +1016,7 @@ fn quantize_checkpoint_makes_the_mixed_plan() {
             r#"{"sizeBudget": 0.3}"#,
             "options of the mixed scheme",
         ),
-        ("q8_0", r#"{"calibrate": true}"#, "q4_0, q4_g128 and mixed"),
+        ("q8_0", r#"{"calibrate": true}"#, "it does nothing for q8_0"),
     ] {
         let msg = error_message(
             blipq::web::quantize_checkpoint_js(
@@ -1064,6 +1064,25 @@ fn quantize_checkpoint_makes_the_mixed_plan() {
     assert_ne!(weights, weights_of(&plain));
     WasmCaptioner::new(get(&calibrated, "files"))
         .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    // `int8-channel` smooths instead, and says so.
+    let smoothed = blipq::web::quantize_checkpoint_js(
+        files.clone(),
+        None,
+        Some("int8-channel".into()),
+        Some(js_sys::JSON::parse(r#"{"calibrate": true}"#).unwrap()),
+    )
+    .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    let weights = weights_of(&smoothed);
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&weights).unwrap();
+    assert_eq!(
+        meta.metadata().as_ref().unwrap()[blipq::quantize::CALIBRATION_KEY],
+        blipq::quantize::SMOOTHING_METHOD
+    );
+    let plain =
+        blipq::web::quantize_checkpoint_js(files.clone(), None, Some("int8-channel".into()), None)
+            .unwrap_or_else(|e| panic!("{}", error_message(e)));
+    assert_ne!(weights, weights_of(&plain));
+    WasmCaptioner::new(get(&smoothed, "files")).unwrap_or_else(|e| panic!("{}", error_message(e)));
 }
 
 /// `checkFileSize`: the engine's caps for files the page reads from the user, with the engine's

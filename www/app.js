@@ -11,7 +11,7 @@
 // data-load-ratio, data-from-cache; a model that is not INT8 has .make-scheme buttons
 // (data-key, data-scheme: q8_0, int8-channel, q4_0, q4_g128, mixed, f16, bf16) and a
 // .mixed-budget-input (data-key; percent of the file, the mixed scheme's size budget) and a
-// .calibrate-input checkbox (data-key; the 4-bit schemes' --calibrate). Checkpoints
+// .calibrate-input checkbox (data-key; --calibrate of the 4-bit schemes and int8-channel). Checkpoints
 // made in this browser are .made-item elements with data-id, data-sha256 (of the made
 // model.safetensors) and data-source-sha256, and .load-made / .delete-made buttons and download
 // links a[data-file] once "Download files" is open. The benchmark's model checkboxes are
@@ -19,7 +19,7 @@
 // names the worker's build ("relaxed-simd" or "simd128"), body[data-threads] its threads.
 import { ownBenchSet, setupOwnImages, usingOwnImages } from "./bench-images.js";
 import { showReport } from "./bench-view.js";
-import { CACHE_NAME, fileLabel, INT4_SCHEMES, MIXED_BUDGET_PERCENT, SCHEMES } from "./common.js";
+import { CACHE_NAME, CALIBRATED_SCHEMES, fileLabel, MIXED_BUDGET_PERCENT, SCHEMES } from "./common.js";
 import { $, el, fmtInt, fmtMB, fmtMs, fmtSize, showMessage } from "./dom.js";
 import { ensureIsolation } from "./isolation.js";
 import { deleteMade, listMade, madeFileBlob } from "./store.js";
@@ -278,7 +278,11 @@ function renderModels() {
             ),
             el(
               "label",
-              { class: "mixed-budget", title: "4-bit schemes: choose the scales with this model's activations on the built-in validation images (blipq quantize --calibrate)" },
+              {
+                class: "mixed-budget",
+                title:
+                  "blipq quantize --calibrate, on the built-in validation images: the 4-bit schemes choose their scales with this model's activations; int8-channel moves the activations' range into the weights (SmoothQuant)",
+              },
               el("input", {
                 type: "checkbox",
                 class: "calibrate-input",
@@ -286,7 +290,7 @@ function renderModels() {
                 checked: calibrating.get(m.key) ?? false,
                 onchange: (e) => calibrating.set(m.key, e.target.checked),
               }),
-              " calibrate 4-bit",
+              " calibrate",
             ),
           ),
     );
@@ -298,16 +302,16 @@ function renderModels() {
 
 const making = new Set(); // keys of models being quantized
 const mixedBudgets = new Map(); // key → the mixed size budget typed in (percent)
-const calibrating = new Map(); // key → whether "calibrate 4-bit" is ticked
+const calibrating = new Map(); // key → whether "calibrate" is ticked
 
 /**
  * "Make"'s options for `scheme`: mixed's size budget typed in for this model (a fraction of its
- * file), and calibration for the 4-bit schemes when ticked.
+ * file), and calibration (4-bit schemes, int8-channel) when ticked.
  */
 function makeOptions(key, scheme) {
   const options = {};
   if (scheme === "mixed") options.sizeBudget = Number(mixedBudgets.get(key) ?? MIXED_BUDGET_PERCENT) / 100;
-  if (INT4_SCHEMES.includes(scheme) && calibrating.get(key)) options.calibrate = true;
+  if (CALIBRATED_SCHEMES.includes(scheme) && calibrating.get(key)) options.calibrate = true;
   return Object.keys(options).length ? options : null;
 }
 

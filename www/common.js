@@ -21,8 +21,11 @@ export const fileLabel = (label) => label.replace(/[^A-Za-z0-9._-]+/g, "-").repl
 /** The mixed scheme's default size budget, as a percentage of the source file (the CLI's 0.2). */
 export const MIXED_BUDGET_PERCENT = 20;
 
-/** The schemes with 4-bit weights, whose scales `calibrate` chooses (`blipq quantize --calibrate`). */
-export const INT4_SCHEMES = ["q4_0", "q4_g128", "mixed"];
+/**
+ * The schemes `calibrate` applies to (`blipq quantize --calibrate`): the 4-bit ones choose their
+ * scales with the model's activations, int8-channel smooths the activations into its weights.
+ */
+export const CALIBRATED_SCHEMES = ["q4_0", "q4_g128", "mixed", "int8-channel"];
 
 /**
  * A made model's label suffix: the scheme's, for mixed with the budget (`mixed-b20`), and `-cal`

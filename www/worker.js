@@ -29,7 +29,7 @@
 //   quantize {source, label, title, from, scheme, options?}   (sent to a fresh worker; scheme:
 //        "q8_0" (default), "int8-channel", "q4_0", "q4_g128", "mixed", "f16" or "bf16", as
 //        `blipq quantize --scheme`; options: {sizeBudget?, qualityFloor?} for mixed,
-//        {calibrate: true} for the 4-bit schemes)
+//        {calibrate: true} for the 4-bit schemes and int8-channel)
 //                                           → progress and quantize-progress {stage: "start" |
 //                                              "calibrate" | "hash" | "quantize" | "reference" | "sweep" |
 //                                              "plan" | "write" | "store", done, total}

@@ -312,8 +312,9 @@ def quantize(
 
     ``scheme``: ``q8_0`` (default), ``int8-channel``, ``q4_0``, ``q4_g128``, ``mixed``, ``f16``
     or ``bf16``; ``size_budget`` and ``quality_floor`` are the mixed scheme's. ``calibrate``
-    (4-bit schemes) chooses the 4-bit scales with the FP32 model's activations on the
-    validation images, as ``blipq quantize --calibrate``. ``force``
+    (4-bit schemes, ``int8-channel``) calibrates on the validation images, as ``blipq quantize
+    --calibrate``: 4-bit scales chosen with the FP32 model's activations, or SmoothQuant-style
+    smoothing for ``int8-channel``. ``force``
     replaces a non-empty ``out`` (never a source). ``progress``: True shows progress and the
     summary lines on stderr, False nothing, or a callable ``(stage, done, total, what)``.
     Returns the report (``quantized_results.json``) as a dict."""

@@ -907,51 +907,75 @@ fn check_shape(name: &str, stored: &[usize], expected: &[usize], file: &str) -> 
 }
 
 /// What the linear layers built from a recording [`Weights`] saw while their model ran: per
-/// weight name, the sum of squares of each input feature and the number of rows summed (the
-/// statistics of `blipq quantize --calibrate`). Clones share one table.
+/// weight name, the sum of squares and the largest magnitude of each input feature and the
+/// number of rows seen (the statistics of `blipq quantize --calibrate`). Clones share one table.
 #[derive(Clone, Default, Debug)]
 pub struct ActivationStats(Arc<Mutex<BTreeMap<String, FeatureSums>>>);
 
-/// One layer's sums of squares per input feature, and the number of rows summed.
-type FeatureSums = (Vec<f64>, usize);
+/// One layer's sums of squares and largest magnitudes per input feature, and the rows seen.
+#[derive(Debug, Default)]
+struct FeatureSums {
+    squares: Vec<f64>,
+    max_abs: Vec<f32>,
+    rows: usize,
+}
+
+/// One layer's input features over the rows recorded ([`ActivationStats::summary`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureStats {
+    /// The mean square of each feature.
+    pub mean_square: Vec<f32>,
+    /// The largest magnitude of each feature.
+    pub max_abs: Vec<f32>,
+}
 
 impl ActivationStats {
-    /// Adds the rows of `xs` (`[..., features]`, f32) to the sums of `name`.
+    /// Adds the rows of `xs` (`[..., features]`, f32) to the statistics of `name`.
     pub fn record(&self, name: &str, xs: &Tensor) -> Result<()> {
         let features = xs.dims().last().copied().unwrap_or(0).max(1);
         let values: Vec<f32> = xs.flatten_all()?.to_vec1()?;
         let mut table = self.0.lock().map_err(|_| {
             Error::Internal("activation statistics: a recording thread failed".into())
         })?;
-        let (sums, rows) = table
+        let sums = table
             .entry(name.to_string())
-            .or_insert_with(|| (vec![0.0; features], 0));
-        if sums.len() != features {
+            .or_insert_with(|| FeatureSums {
+                squares: vec![0.0; features],
+                max_abs: vec![0.0; features],
+                rows: 0,
+            });
+        if sums.squares.len() != features {
             return Err(Error::Internal(format!(
                 "activation statistics of `{name}`: rows of {features} features after rows of {}",
-                sums.len()
+                sums.squares.len()
             )));
         }
         for row in values.chunks_exact(features) {
-            for (s, &x) in sums.iter_mut().zip(row) {
+            for ((s, m), &x) in sums.squares.iter_mut().zip(&mut sums.max_abs).zip(row) {
                 *s += f64::from(x) * f64::from(x);
+                *m = m.max(x.abs());
             }
-            *rows += 1;
+            sums.rows += 1;
         }
         Ok(())
     }
 
-    /// Per weight name, the mean square of each input feature over the rows recorded.
-    pub fn mean_squares(&self) -> BTreeMap<String, Vec<f32>> {
+    /// Per weight name, each input feature's mean square and largest magnitude over the rows
+    /// recorded.
+    pub fn summary(&self) -> BTreeMap<String, FeatureStats> {
         let table = match self.0.lock() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
         table
             .iter()
-            .map(|(name, (sums, rows))| {
-                let n = (*rows).max(1) as f64;
-                (name.clone(), sums.iter().map(|s| (s / n) as f32).collect())
+            .map(|(name, sums)| {
+                let n = sums.rows.max(1) as f64;
+                let stats = FeatureStats {
+                    mean_square: sums.squares.iter().map(|s| (s / n) as f32).collect(),
+                    max_abs: sums.max_abs.clone(),
+                };
+                (name.clone(), stats)
             })
             .collect()
     }

@@ -1,28 +1,41 @@
-//! Activation-aware 4-bit rounding (`blipq quantize --calibrate`).
+//! Activation-aware quantization (`blipq quantize --calibrate`), from statistics of the inputs
+//! of every linear layer while the FP32 model captions the validation images
+//! ([`crate::checkpoint::ActivationStats`]: each input feature's mean square and largest
+//! magnitude).
 //!
-//! The FP32 model captions the validation images while every linear layer records the mean
-//! square of each of its input features ([`crate::checkpoint::ActivationStats`]). Each 4-bit
-//! group's scale is then chosen to minimise the rounding error weighted by those means — the
-//! error the group adds to the layer's output when the input features are uncorrelated — over a
-//! set of candidate scales, each refined to its least-squares value, instead of mapping the
-//! group's largest weight to -8. The stored format is unchanged (the same nibbles and f16
-//! scales), so every loader and kernel reads a calibrated file as it reads any other.
+//! - **4-bit** (`q4_0`, `q4_g128`, `mixed`): each group's scale is chosen to minimise the rounding
+//!   error weighted by the features' mean squares — the error the group adds to the layer's
+//!   output when the input features are uncorrelated — over a set of candidate scales, each
+//!   refined to its least-squares value, instead of mapping the group's largest weight to -8.
+//! - **`int8-channel`**: SmoothQuant-style smoothing. Activations are quantized per token, so a
+//!   few features with large values cost every other feature of the token its precision. Where a
+//!   LayerNorm feeds a linear layer and nothing else (the vision encoder's pre-norm blocks:
+//!   `layer_norm1` → `self_attn.qkv`, `layer_norm2` → `mlp.fc1`), feature `j` is divided by
+//!   `s_j = max|x_j|^α / max|W[:, j]|^(1-α)` (α = [`SMOOTH_ALPHA`]) in the LayerNorm's weight and
+//!   bias and multiplied by `s_j` in the weight's column `j`: the same function in exact
+//!   arithmetic, with the activations' range moved into the weights, which have one scale per
+//!   row. The text decoder's LayerNorms also feed the residual stream (post-norm), so there is
+//!   nothing to fold into there.
 //!
-//! May use: `captioner` (the FP32 model that records), `checkpoint` (the recorder),
-//! `quantize` (the 4-bit layout), `error`.
+//! Either way the stored format is unchanged (the same tensors, dtypes and scales), so every
+//! loader and kernel reads a calibrated file as it reads any other; its metadata says how it
+//! was calibrated ([`super::CALIBRATION_KEY`]).
+//!
+//! May use: `captioner` (the FP32 model that records), `checkpoint` (the recorder, the source
+//! tensors), `quantize` (the 4-bit layout), `error`.
 
 use std::collections::BTreeMap;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::checkpoint::int8::BLOCK;
-use crate::checkpoint::ActivationStats;
+use crate::checkpoint::{ActivationStats, Checkpoint, FeatureStats};
 use crate::{CaptionOptions, Captioner, Error, ModelFiles, Result};
 
-/// Per weight name, the mean square of each input feature of its layer.
-pub type Importance = BTreeMap<String, Vec<f32>>;
+/// Per weight name, its layer's input features over the validation images.
+pub type Importance = BTreeMap<String, FeatureStats>;
 
-/// The mean square of every linear layer's input features while the FP32 model of `files`
+/// The statistics of every linear layer's input features while the FP32 model of `files`
 /// encodes each image and captions it greedily (the decoder's layers see every generated token);
 /// `on_image(done, total)` follows the work.
 pub fn activation_importance(
@@ -44,7 +57,99 @@ pub fn activation_importance(
         model.generate_ids(&embeds, &CaptionOptions::default(), &mut |_| {})?;
     }
     on_image(images.len(), images.len());
-    Ok(stats.mean_squares())
+    Ok(stats.summary())
+}
+
+/// SmoothQuant's migration strength: how much of the activations' range moves into the
+/// weights (0.5 splits it evenly). Of 0.3, 0.5 and 0.75, 0.75 gave the highest token agreement
+/// with FP32 on the validation images, at demo and at base size (README, *Schemes side by
+/// side*).
+pub const SMOOTH_ALPHA: f32 = 0.75;
+
+/// The largest power of two a smoothing factor moves a feature by, either way (a feature that is
+/// always zero, or a weight column of zeros, gets 1).
+const SMOOTH_MAX_EXP: i32 = 13;
+
+/// The LayerNorm (its name without `.weight`) whose output weight `name` alone reads: the
+/// vision encoder's pre-norm blocks.
+fn feeding_norm(name: &str) -> Option<String> {
+    let layer = name.strip_prefix("vision_model.encoder.layers.")?;
+    let (index, rest) = layer.split_once('.')?;
+    index.parse::<usize>().ok()?;
+    let norm = match rest {
+        "self_attn.qkv.weight" => "layer_norm1",
+        "mlp.fc1.weight" => "layer_norm2",
+        _ => return None,
+    };
+    Some(format!("vision_model.encoder.layers.{index}.{norm}"))
+}
+
+/// The smoothing factors of feature `j` from the activations' and the weight column's largest
+/// magnitudes: `max|x_j|^α / max|W[:, j]|^(1-α)` rounded to the nearest power of two (within
+/// `2^±`[`SMOOTH_MAX_EXP`]), 1 where either is zero. Powers of two scale f32 values exactly, so
+/// the smoothed LayerNorm and weight multiply to the very products of the original ones, and the
+/// factors do not move with the last bits of the statistics (native and wasm builds round some
+/// activations differently), so the page's file is the CLI's.
+pub fn smoothing_factors(max_x: &[f32], max_w: &[f32]) -> Vec<f32> {
+    max_x
+        .iter()
+        .zip(max_w)
+        .map(|(&x, &w)| {
+            if x > 0.0 && w > 0.0 && x.is_finite() && w.is_finite() {
+                let (x, w, alpha) = (f64::from(x), f64::from(w), f64::from(SMOOTH_ALPHA));
+                let e = (alpha * x.log2() - (1.0 - alpha) * w.log2()).round();
+                2f32.powi(e.clamp(-f64::from(SMOOTH_MAX_EXP), f64::from(SMOOTH_MAX_EXP)) as i32)
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// Per tensor name, the factors its last dimension is multiplied by before it is stored: for
+/// every weight a LayerNorm alone feeds ([`feeding_norm`]) and that has statistics, `s` on the
+/// weight's columns and `1 / s` on the LayerNorm's weight and bias.
+pub fn smoothing(ckpt: &Checkpoint, importance: &Importance) -> Result<BTreeMap<String, Vec<f32>>> {
+    let mut factors = BTreeMap::new();
+    for (name, stats) in importance {
+        let Some(norm) = feeding_norm(name) else {
+            continue;
+        };
+        let (gamma, beta) = (format!("{norm}.weight"), format!("{norm}.bias"));
+        let (_, shape) = ckpt.lookup(name)?;
+        let [_, cols] = shape[..] else {
+            return Err(Error::tensor(name, format!("is {shape:?}, not a matrix")));
+        };
+        if stats.max_abs.len() != cols {
+            return Err(Error::Internal(format!(
+                "calibration statistics of `{name}`: {} features for {cols} columns",
+                stats.max_abs.len()
+            )));
+        }
+        for norm_tensor in [&gamma, &beta] {
+            let (_, norm_shape) = ckpt.lookup(norm_tensor)?;
+            if norm_shape != [cols] {
+                return Err(Error::tensor(
+                    norm_tensor,
+                    format!("is {norm_shape:?}, but `{name}` has {cols} columns"),
+                ));
+            }
+        }
+        let w = ckpt.load_f32(name, &shape, &Device::Cpu)?;
+        let max_w: Vec<f32> = w.abs()?.max(0)?.to_vec1()?;
+        let s = smoothing_factors(&stats.max_abs, &max_w);
+        let inverse: Vec<f32> = s.iter().map(|s| 1.0 / s).collect();
+        factors.insert(gamma, inverse.clone());
+        factors.insert(beta, inverse);
+        factors.insert(name.clone(), s);
+    }
+    Ok(factors)
+}
+
+/// `t` with its last dimension multiplied by `factors`.
+pub fn scale_last_dim(t: &Tensor, factors: &[f32]) -> Result<Tensor> {
+    let f = Tensor::new(factors, t.device())?;
+    Ok(t.broadcast_mul(&f)?)
 }
 
 /// The candidate scales tried per group: the largest weight mapped to -8 or to +7, each
@@ -213,6 +318,35 @@ mod tests {
         // A zero group stays zero.
         assert_eq!(weighted_group(&[0.0; 32], &w, &mut levels, &mut trial), 0.0);
         assert!(levels.iter().all(|&l| l == 0));
+    }
+
+    /// Which weights are smoothed through which LayerNorm, and the factors' formula and limits.
+    #[test]
+    fn smoothing_pairs_and_factors() {
+        assert_eq!(
+            feeding_norm("vision_model.encoder.layers.3.self_attn.qkv.weight").as_deref(),
+            Some("vision_model.encoder.layers.3.layer_norm1")
+        );
+        assert_eq!(
+            feeding_norm("vision_model.encoder.layers.11.mlp.fc1.weight").as_deref(),
+            Some("vision_model.encoder.layers.11.layer_norm2")
+        );
+        for other in [
+            "vision_model.encoder.layers.3.mlp.fc2.weight",
+            "vision_model.encoder.layers.3.self_attn.projection.weight",
+            "vision_model.encoder.layers.x.mlp.fc1.weight",
+            "text_decoder.bert.encoder.layer.0.intermediate.dense.weight",
+        ] {
+            assert_eq!(feeding_norm(other), None, "{other}");
+        }
+        // max|x|^0.75 / max|w|^0.25 to the nearest power of two; 1 where either is zero or not
+        // finite; clamped.
+        let s = smoothing_factors(
+            &[16.0, 0.0, 1.0, 1.0, f32::INFINITY, 1e30, 5.0, 1.0],
+            &[1.0, 1.0, 0.0, 16.0, 1.0, 1e-30, 1.0, 1e6],
+        );
+        // 5^0.75 = 3.34 → 4; 1e6^-0.25 = 0.0316 → 1/32.
+        assert_eq!(s, [8.0, 1.0, 1.0, 0.5, 1.0, 8192.0, 4.0, 1.0 / 32.0]);
     }
 
     /// The weighted quantizer writes `quantize_int4`'s layout: every byte decodes (by the

@@ -205,7 +205,7 @@ pub fn run(
             "model_path": req.model.display().to_string(),
             "output_path": req.out.display().to_string(),
             "calibration": req.calibrate.then(|| json!({
-                "method": super::CALIBRATION_METHOD,
+                "method": req.scheme.calibration_method(),
                 "images": images.len(),
             })),
         },

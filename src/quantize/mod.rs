@@ -92,9 +92,19 @@ impl Scheme {
         }
     }
 
-    /// Whether the scheme stores 4-bit weights (the ones `--calibrate` rounds).
+    /// Whether the scheme stores 4-bit weights.
     pub fn has_int4(self) -> bool {
         matches!(self, Self::Q4_0 | Self::Q4G128 | Self::Mixed)
+    }
+
+    /// What `--calibrate` does for the scheme ([`calibrate`]; the value of
+    /// [`CALIBRATION_KEY`]), `None` where it does nothing.
+    pub fn calibration_method(self) -> Option<&'static str> {
+        match self {
+            Self::Q4_0 | Self::Q4G128 | Self::Mixed => Some(CALIBRATION_METHOD),
+            Self::Int8Channel => Some(SMOOTHING_METHOD),
+            Self::Q8_0 | Self::F16 | Self::Bf16 => None,
+        }
     }
 
     /// Whether the scheme stores int8 weights (computed by the INT8 kernels).
@@ -196,19 +206,21 @@ pub fn quantize_checkpoint(
     )
 }
 
-/// The metadata key a calibrated file ([`calibrate`]) carries, saying how its 4-bit scales were
-/// chosen.
+/// The metadata key a calibrated file ([`calibrate`]) carries, saying how it was calibrated.
 pub const CALIBRATION_KEY: &str = "blipq_calibration";
-/// [`CALIBRATION_KEY`]'s value.
+/// [`CALIBRATION_KEY`]'s value in a calibrated 4-bit (or mixed) file.
 pub const CALIBRATION_METHOD: &str = "activation-weighted 4-bit scales";
+/// [`CALIBRATION_KEY`]'s value in a calibrated `int8-channel` file.
+pub const SMOOTHING_METHOD: &str =
+    "SmoothQuant smoothing (alpha 0.75, powers of two) of the vision LayerNorm -> qkv and fc1 pairs";
 
 pub use calibrate::Importance;
 
 /// Serializes `ckpt` with each quantizable weight (`is_quantizable`) stored as `precision(name)`
 /// says, every other tensor f32; the metadata is `layout`'s ([`int8::metadata`]) with
 /// `source_sha256` and the `extra` keys. With `importance` ([`calibrate`]), 4-bit weights get
-/// activation-weighted scales (a weight without statistics: uniform weights) and the metadata
-/// says so ([`CALIBRATION_KEY`]).
+/// activation-weighted scales (a weight without statistics: uniform weights), a per-channel file
+/// is smoothed ([`calibrate::smoothing`]), and the metadata says so ([`CALIBRATION_KEY`]).
 pub fn quantize_with(
     ckpt: &Checkpoint,
     (layout, source_sha256, extra): (Layout, &str, &[(&str, &str)]),
@@ -223,6 +235,10 @@ pub fn quantize_with(
     // bias) are left out, as `blipq convert` and transformers leave them out: the loader ties
     // them again.
     let tied = ckpt.tied_duplicates()?;
+    let smoothing = match importance {
+        Some(imp) if layout == Layout::Channel => calibrate::smoothing(ckpt, imp)?,
+        _ => Default::default(),
+    };
     for (i, name) in names.iter().enumerate() {
         on_tensor(i, names.len(), name);
         // `position_ids` is an integer buffer transformers rebuilds; it holds no weights.
@@ -249,7 +265,8 @@ pub fn quantize_with(
         } else {
             summary.quantized_tensors += 1;
         }
-        out.extend(stored_tensors(ckpt, name, &shape, precision, importance)?);
+        let stored = (precision, smoothing.get(name.as_str()).map(Vec::as_slice));
+        out.extend(stored_tensors(ckpt, name, &shape, stored, importance)?);
     }
     on_tensor(names.len(), names.len(), "");
     let bytes = writer::serialize(
@@ -257,9 +274,13 @@ pub fn quantize_with(
         int8::metadata(layout, source_sha256)
             .into_iter()
             .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .chain(
-                importance.map(|_| (CALIBRATION_KEY.to_string(), CALIBRATION_METHOD.to_string())),
-            )
+            .chain(importance.map(|_| {
+                let method = match layout {
+                    Layout::Channel => SMOOTHING_METHOD,
+                    _ => CALIBRATION_METHOD,
+                };
+                (CALIBRATION_KEY.to_string(), method.to_string())
+            }))
             .collect(),
         crate::checkpoint::files::SAFETENSORS_FILE,
     )?;
@@ -268,16 +289,21 @@ pub fn quantize_with(
 }
 
 /// The tensors that store weight `name` (`shape`) as `precision`: the f32 values, or the
-/// quantized values and their scales (`<name>_scale`); with `importance`, 4-bit scales are
+/// quantized values and their scales (`<name>_scale`), after multiplying the last dimension by
+/// `factors` if given (smoothing, [`calibrate::smoothing`]); with `importance`, 4-bit scales are
 /// activation-weighted ([`calibrate`]; uniform weights for a name without statistics).
 fn stored_tensors(
     ckpt: &Checkpoint,
     name: &str,
     shape: &[usize],
-    precision: Precision,
+    (precision, factors): (Precision, Option<&[f32]>),
     importance: Option<&Importance>,
 ) -> Result<Vec<(String, OutTensor)>> {
     let t = ckpt.load_f32(name, shape, &Device::Cpu)?;
+    let t = match factors {
+        Some(f) => calibrate::scale_last_dim(&t, f)?,
+        None => t,
+    };
     let tensor = |dtype, shape: Vec<usize>, data| OutTensor { dtype, shape, data };
     let (rows, cols) = match shape {
         [rows, cols] if precision == Precision::F32 || is_quantizable(name, shape) => {
@@ -301,7 +327,7 @@ fn stored_tensors(
             let group = int8::int4_group(group, cols);
             let (q, scales) = match importance {
                 Some(imp) => match imp.get(name) {
-                    Some(w) => calibrate::quantize_int4_weighted(&t, group, w)?,
+                    Some(w) => calibrate::quantize_int4_weighted(&t, group, &w.mean_square)?,
                     None => calibrate::quantize_int4_weighted(&t, group, &vec![1f32; cols])?,
                 },
                 None => quantize_int4(&t, group)?,
@@ -354,7 +380,7 @@ pub fn quantized_subset(
             ckpt,
             name,
             &shape,
-            precision(name),
+            (precision(name), None),
             importance,
         )?);
     }
@@ -716,11 +742,12 @@ pub fn quantize_model(
     ))
 }
 
-/// Refuses calibration for a scheme without 4-bit weights.
+/// Refuses calibration for a scheme it does nothing for.
 pub fn check_calibration(scheme: Scheme, calibrate: bool) -> Result<()> {
-    if calibrate && !scheme.has_int4() {
+    if calibrate && scheme.calibration_method().is_none() {
         return Err(Error::InvalidArgument(format!(
-            "calibration chooses 4-bit scales: it applies to q4_0, q4_g128 and mixed, not {}",
+            "calibration chooses 4-bit scales (q4_0, q4_g128, mixed) or smooths activations \
+             into per-channel weights (int8-channel); it does nothing for {}",
             scheme.as_str()
         )));
     }

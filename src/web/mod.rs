@@ -358,7 +358,7 @@ struct JsQuantized {
 }
 
 /// `quantizeCheckpoint`'s options: the mixed scheme's `blipq quantize --size-budget` and
-/// `--quality-floor`, and `--calibrate` for the 4-bit schemes.
+/// `--quality-floor`, and `--calibrate` for the 4-bit schemes and int8-channel.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct JsQuantizeOptions {
@@ -375,7 +375,7 @@ struct JsQuantizeOptions {
 /// [`crate::quantize::quantize_model_mixed`] with the built-in validation images, which the CLI
 /// uses when given no folder), so its `model.safetensors` is byte for byte the CLI's.
 /// `options`: `{sizeBudget?, qualityFloor?}` (mixed only) as `--size-budget` and
-/// `--quality-floor`, `{calibrate: true}` (4-bit schemes) as `--calibrate` (on the built-in
+/// `--quality-floor`, `{calibrate: true}` (4-bit schemes, int8-channel) as `--calibrate` (on the built-in
 /// validation images); the result's `plan` is the mixed plan (as in `quantized_results.json`).
 /// `files` are the source's files keyed by name (as for `new Captioner`); the result's `files`
 /// holds the INT8 `model.safetensors` and the source's other files that a derived checkpoint

@@ -454,14 +454,15 @@ async function makeInt8Scenario({ context, base, bin, pageErrors }) {
       // The other schemes too, on the .bin (before Q8_0, so the benchmark's suggested pair stays
       // FP32 vs INT8): F16, per-channel INT8, Q4_0, mixed (its sweep on the built-in validation
       // images, within a 60% budget typed into the page: this small model's all-4-bit file is
-      // half its FP32 one) and calibrated Q4_0 ("calibrate 4-bit" ticked: --calibrate), each =
-      // the CLI's bytes and captions.
+      // half its FP32 one), calibrated Q4_0 and smoothed per-channel INT8 ("calibrate" ticked:
+      // --calibrate), each = the CLI's bytes and captions.
       const others = [
         ["f16", "f16", "F16"],
         ["int8-channel", "int8ch", "INT8 per channel"],
         ["q4_0", "q4-0", "Q4_0"],
         ["mixed", "mixed-b60", "mixed", ["--size-budget", "0.6"]],
         ["q4_0", "q4-0-cal", "calibrated Q4_0", ["--calibrate"]],
+        ["int8-channel", "int8ch-cal", "smoothed INT8 per channel", ["--calibrate"]],
       ];
       for (const [scheme, suffix, name, extra = []] of kind === "bin" ? others : []) {
         const cliMade = await cliQuantize(bin, repo.dir, scheme, extra);

@@ -41,9 +41,11 @@ pub struct Args {
     /// images reaches this (0 to 1); without it, every layer the budget allows is raised.
     #[arg(long)]
     quality_floor: Option<f64>,
-    /// 4-bit schemes (q4_0, q4_g128, mixed): choose each group's scale to minimise its rounding
-    /// error weighted by the FP32 model's activations on the validation images, instead of
-    /// mapping the group's largest weight to -8 (the file format is the same).
+    /// Calibrate on the validation images (the file format is the same). 4-bit schemes (q4_0,
+    /// q4_g128, mixed): choose each group's scale to minimise its rounding error weighted by the
+    /// FP32 model's activations, instead of mapping the group's largest weight to -8.
+    /// int8-channel: SmoothQuant-style smoothing, moving the activations' range into the weights
+    /// of the vision encoder's qkv and fc1 through the LayerNorm before each.
     #[arg(long)]
     calibrate: bool,
 }
@@ -53,8 +55,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !mixed && (args.size_budget.is_some() || args.quality_floor.is_some()) {
         bail!("--size-budget and --quality-floor are options of --scheme mixed");
     }
-    if args.calibrate && !args.scheme.has_int4() {
-        bail!("--calibrate chooses 4-bit scales: use it with --scheme q4_0, q4_g128 or mixed");
+    if args.calibrate && args.scheme.calibration_method().is_none() {
+        bail!(
+            "--calibrate does nothing for --scheme {}: use it with q4_0, q4_g128, mixed or \
+             int8-channel",
+            args.scheme.as_str()
+        );
     }
     if args.no_validate && !mixed && !args.calibrate && args.validation_images.is_some() {
         bail!("--validation-images: there is no validation with --no-validate");
