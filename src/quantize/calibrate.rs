@@ -11,10 +11,10 @@
 //!   few features with large values cost every other feature of the token its precision. Where a
 //!   LayerNorm feeds a linear layer and nothing else (the vision encoder's pre-norm blocks:
 //!   `layer_norm1` → `self_attn.qkv`, `layer_norm2` → `mlp.fc1`), feature `j` is divided by
-//!   `s_j = max|x_j|^α / max|W[:, j]|^(1-α)` (α = [`SMOOTH_ALPHA`]) in the LayerNorm's weight and
-//!   bias and multiplied by `s_j` in the weight's column `j`: the same function in exact
-//!   arithmetic, with the activations' range moved into the weights, which have one scale per
-//!   row. The text decoder's LayerNorms also feed the residual stream (post-norm), so there is
+//!   `s_j`, the power of two nearest `max|x_j|^α / max|W[:, j]|^(1-α)` (α = [`SMOOTH_ALPHA`];
+//!   [`smoothing_factors`]), in the LayerNorm's weight and bias and multiplied by `s_j` in the
+//!   weight's column `j`: the same function, with the activations' range moved into the
+//!   weights, which have one scale per row. The text decoder's LayerNorms also feed the residual stream (post-norm), so there is
 //!   nothing to fold into there.
 //!
 //! Either way the stored format is unchanged (the same tensors, dtypes and scales), so every
@@ -87,9 +87,10 @@ fn feeding_norm(name: &str) -> Option<String> {
 /// The smoothing factors of feature `j` from the activations' and the weight column's largest
 /// magnitudes: `max|x_j|^α / max|W[:, j]|^(1-α)` rounded to the nearest power of two (within
 /// `2^±`[`SMOOTH_MAX_EXP`]), 1 where either is zero. Powers of two scale f32 values exactly, so
-/// the smoothed LayerNorm and weight multiply to the very products of the original ones, and the
-/// factors do not move with the last bits of the statistics (native and wasm builds round some
-/// activations differently), so the page's file is the CLI's.
+/// the smoothed LayerNorm and weight multiply to the very products of the original ones; and a
+/// factor only moves with the last bits of the statistics (native and wasm builds round some
+/// activations differently) where it lies that close to the midpoint between two powers of two,
+/// so the page's file is the CLI's (the end-to-end test compares them).
 pub fn smoothing_factors(max_x: &[f32], max_w: &[f32]) -> Vec<f32> {
     max_x
         .iter()
