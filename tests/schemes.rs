@@ -711,7 +711,7 @@ fn calibrated_four_bit_files_hold_the_activation_weighted_scales() {
     assert!(err.contains("it does nothing for q8_0"), "{err}");
     let err = cli_quantize_refuses(&["--scheme", "f16", "--calibrate"], &out);
     assert!(
-        err.contains("--calibrate does nothing for --scheme f16"),
+        err.contains("--calibrate") && err.contains("it does nothing for f16"),
         "{err}"
     );
 }
@@ -812,4 +812,21 @@ fn calibrated_int8_channel_files_are_smoothed() {
     let model = Captioner::load_dir(&out).unwrap();
     assert_close_to_fp32(&fp32_model, &model, (0.99, 0.999), "smoothed int8-channel");
     std::fs::remove_dir_all(&out).unwrap();
+    // Statistics without a smoothable pair (here: none of the vision qkv / fc1 weights) are
+    // refused rather than written as a "smoothed" file that is the plain one.
+    let others: quantize::Importance = imp
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("vision_model."))
+        .collect();
+    assert!(!others.is_empty());
+    let err = quantize::quantize_checkpoint(
+        &fp32,
+        blipq::checkpoint::int8::Layout::Channel,
+        "",
+        Some(&others),
+        &mut |_, _, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("there is nothing to smooth"), "{err}");
 }

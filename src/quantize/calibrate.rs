@@ -136,6 +136,9 @@ pub fn smoothing(ckpt: &Checkpoint, importance: &Importance) -> Result<BTreeMap<
                 ));
             }
         }
+        // The weight is read again when it is stored (`stored_tensors`): keeping the smoothed
+        // copies instead would hold every qkv and fc1 weight in f32 at once (about 200 MB at
+        // base size, 700 MB at large), too much for the page; a second read costs milliseconds.
         let w = ckpt.load_f32(name, &shape, &Device::Cpu)?;
         let max_w: Vec<f32> = w.abs()?.max(0)?.to_vec1()?;
         let s = smoothing_factors(&stats.max_abs, &max_w);

@@ -100,10 +100,19 @@ impl Scheme {
     /// What `--calibrate` does for the scheme ([`calibrate`]; the value of
     /// [`CALIBRATION_KEY`]), `None` where it does nothing.
     pub fn calibration_method(self) -> Option<&'static str> {
+        self.layout().and_then(calibration_method)
+    }
+
+    /// The layout of the INT8 (and 4-bit) file the scheme writes; `None` for the
+    /// half-precision ones, which are plain checkpoints.
+    pub fn layout(self) -> Option<Layout> {
         match self {
-            Self::Q4_0 | Self::Q4G128 | Self::Mixed => Some(CALIBRATION_METHOD),
-            Self::Int8Channel => Some(SMOOTHING_METHOD),
-            Self::Q8_0 | Self::F16 | Self::Bf16 => None,
+            Self::Q8_0 => Some(Layout::Blocks),
+            Self::Int8Channel => Some(Layout::Channel),
+            Self::Q4_0 => Some(Layout::Int4 { group: BLOCK }),
+            Self::Q4G128 => Some(Layout::Int4 { group: 128 }),
+            Self::Mixed => Some(Layout::Mixed),
+            Self::F16 | Self::Bf16 => None,
         }
     }
 
@@ -216,6 +225,16 @@ pub const SMOOTHING_METHOD: &str =
 
 pub use calibrate::Importance;
 
+/// What calibration does to a file of `layout` ([`CALIBRATION_KEY`]'s value), `None` where it
+/// does nothing: 4-bit files get activation-weighted scales, per-channel ones are smoothed.
+fn calibration_method(layout: Layout) -> Option<&'static str> {
+    match layout {
+        Layout::Int4 { .. } | Layout::Mixed => Some(CALIBRATION_METHOD),
+        Layout::Channel => Some(SMOOTHING_METHOD),
+        Layout::Blocks => None,
+    }
+}
+
 /// Serializes `ckpt` with each quantizable weight (`is_quantizable`) stored as `precision(name)`
 /// says, every other tensor f32; the metadata is `layout`'s ([`int8::metadata`]) with
 /// `source_sha256` and the `extra` keys. With `importance` ([`calibrate`]), 4-bit weights get
@@ -235,8 +254,24 @@ pub fn quantize_with(
     // bias) are left out, as `blipq convert` and transformers leave them out: the loader ties
     // them again.
     let tied = ckpt.tied_duplicates()?;
+    let method = match importance {
+        Some(_) => Some(calibration_method(layout).ok_or_else(|| {
+            Error::Internal(format!("calibration does nothing for a {layout:?} file"))
+        })?),
+        None => None,
+    };
     let smoothing = match importance {
-        Some(imp) if layout == Layout::Channel => calibrate::smoothing(ckpt, imp)?,
+        Some(imp) if method == Some(SMOOTHING_METHOD) => {
+            let factors = calibrate::smoothing(ckpt, imp)?;
+            if factors.is_empty() {
+                return Err(Error::checkpoint(
+                    ckpt.file(),
+                    "has no vision LayerNorm -> qkv or fc1 pair with activation statistics: \
+                     there is nothing to smooth",
+                ));
+            }
+            factors
+        }
         _ => Default::default(),
     };
     for (i, name) in names.iter().enumerate() {
@@ -274,13 +309,7 @@ pub fn quantize_with(
         int8::metadata(layout, source_sha256)
             .into_iter()
             .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .chain(importance.map(|_| {
-                let method = match layout {
-                    Layout::Channel => SMOOTHING_METHOD,
-                    _ => CALIBRATION_METHOD,
-                };
-                (CALIBRATION_KEY.to_string(), method.to_string())
-            }))
+            .chain(method.map(|m| (CALIBRATION_KEY.to_string(), m.to_string())))
             .collect(),
         crate::checkpoint::files::SAFETENSORS_FILE,
     )?;
@@ -715,18 +744,21 @@ pub fn quantize_model(
     }
     let sha = source_sha256()?;
     let Some(dtype) = scheme.half() else {
-        let layout = match scheme {
-            Scheme::Int8Channel => Layout::Channel,
-            Scheme::Q4_0 => Layout::Int4 { group: 32 },
-            Scheme::Q4G128 => Layout::Int4 { group: 128 },
-            Scheme::Mixed => {
+        let layout = match scheme.layout() {
+            Some(Layout::Mixed) => {
                 return Err(Error::InvalidArgument(
                     "the mixed scheme chooses its plan with a sensitivity sweep on validation \
                      images: make it with `quantize_model_mixed`"
                         .into(),
                 ))
             }
-            _ => Layout::Blocks,
+            Some(layout) => layout,
+            None => {
+                return Err(Error::Internal(format!(
+                    "{} has no INT8 layout",
+                    scheme.as_str()
+                )))
+            }
         };
         return quantize_checkpoint(ckpt, layout, &sha, importance, on_tensor);
     };

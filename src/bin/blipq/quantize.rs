@@ -55,13 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !mixed && (args.size_budget.is_some() || args.quality_floor.is_some()) {
         bail!("--size-budget and --quality-floor are options of --scheme mixed");
     }
-    if args.calibrate && args.scheme.calibration_method().is_none() {
-        bail!(
-            "--calibrate does nothing for --scheme {}: use it with q4_0, q4_g128, mixed or \
-             int8-channel",
-            args.scheme.as_str()
-        );
-    }
+    quantize::check_calibration(args.scheme, args.calibrate).context("--calibrate")?;
     if args.no_validate && !mixed && !args.calibrate && args.validation_images.is_some() {
         bail!("--validation-images: there is no validation with --no-validate");
     }
