@@ -2,7 +2,8 @@
 //! matrices of BLIP-base's 12 text-decoder layers (self-attention q, k, v, o; cross-attention q, o;
 //! the MLP's two layers: 99 M weights, more than the caches hold, as in a real decode step), in
 //! f32, `Q8_0`, `int8-channel`, `q4_0` and `q4_g128`, timed interleaved pass by pass (medians), with
-//! the weight bytes each pass streams and the bandwidth that makes.
+//! the weight bytes each pass streams and the bandwidth that makes; then one token's
+//! cross-attention over the image's keys and values in every layer, in the two key layouts.
 //! `cargo bench --bench decode` (RAYON_NUM_THREADS pins the thread count; DECODE_KERNEL names
 //! a kernel other than this CPU's best, e.g. `Avx2`, as `Kernel`'s `Debug` spells it).
 
@@ -109,6 +110,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &names,
             times,
             &cached,
+        );
+    }
+    cross_attention()?;
+    Ok(())
+}
+
+/// The decode step's other big read: one token's cross-attention in each of the 12 layers over
+/// the image's 577 keys and values (12 heads × 64, f32: 42 MB a step), with the keys as they
+/// come from the projection (a dot product per key, `attention_few_queries`) and transposed
+/// (the decoder's layout, `attention_keys_transposed`), interleaved, medians.
+fn cross_attention() -> Result<(), Box<dyn std::error::Error>> {
+    use blipq::kernels::attention::{attention_few_queries, attention_keys_transposed};
+    let (heads, tokens, d) = (12, 577, 64);
+    let dev = Device::Cpu;
+    let mut layers = vec![];
+    for _ in 0..LAYERS {
+        let k = Tensor::randn(0f32, 1.0, (heads, tokens, d), &dev)?;
+        let kt = k.transpose(1, 2)?.contiguous()?;
+        let v = Tensor::randn(0f32, 1.0, (heads, tokens, d), &dev)?;
+        layers.push((k, kt, v));
+    }
+    let q = Tensor::randn(0f32, 0.125, (heads, 1, d), &dev)?;
+    let (mut dots, mut transposed) = (vec![], vec![]);
+    for _ in 0..40 {
+        dots.push(secs(&mut || {
+            for (k, _, v) in &layers {
+                std::hint::black_box(attention_few_queries(&q, k, v).unwrap());
+            }
+        }));
+        transposed.push(secs(&mut || {
+            for (_, kt, v) in &layers {
+                std::hint::black_box(attention_keys_transposed(&q, kt, v).unwrap());
+            }
+        }));
+    }
+    let bytes = (LAYERS * 2 * heads * tokens * d * 4) as f64;
+    println!("cross-attention of one token, {LAYERS} layers x {tokens} image tokens");
+    for (name, t) in [
+        ("dot per key", median(dots)),
+        ("keys transposed", median(transposed)),
+    ] {
+        println!(
+            "  {name:<16} {:>7.2} ms  {:>6.1} MB  {:>6.1} GB/s",
+            t * 1e3,
+            bytes / 1e6,
+            bytes / t / 1e9
         );
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! INT8 GEMM: candle's `QMatMul` (Q8_0) against blipq's packed kernels (`kernels::q8`) at BLIP-base
-//! sizes, then the per-channel (`int8-channel`) vision products per kernel with their GOP/s.
+//! sizes, then the per-channel (`int8-channel`) and 4-bit (`q4_0`) vision products per kernel
+//! with their GOP/s.
 //! `cargo bench --bench q8` (set RAYON_NUM_THREADS to pin the thread count). The machine is
 //! shared and noisy, so candle and blipq are timed interleaved, repetition by repetition, and the
 //! ratio of medians is reported.
@@ -72,37 +73,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pk.join(", ")
         );
     }
-    // Per channel (`int8-channel`): the vision products per kernel, with the integer rate.
-    println!("per channel (int8-channel), vision shapes: ms per kernel (GOP/s)");
-    for (m, k, n) in VISION_SHAPES {
-        let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
-        let (q, scales) = blipq::quantize::quantize_channels(&w)?;
-        let ours = Q8Matrix::from_int8_channel(&q, &scales, n, k)?;
-        let xs = Tensor::randn(0f32, 1.0, (m, k), &dev)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let mut y = vec![0f32; m * n];
-        let mut per_kernel = vec![vec![]; kernels.len()];
-        for _ in 0..15 {
-            for (i, &kern) in kernels.iter().enumerate() {
-                if kern != Kernel::Scalar {
-                    per_kernel[i].push(secs(&mut || {
-                        ours.matmul_with(kern, &xs, m, &mut y).unwrap()
-                    }));
+    // Per channel (`int8-channel`) and 4-bit (`q4_0`): the vision products per kernel, with
+    // the integer rate.
+    let per_channel = |w: &Tensor, n, k| -> blipq::Result<Q8Matrix> {
+        let (q, scales) = blipq::quantize::quantize_channels(w)?;
+        Q8Matrix::from_int8_channel(&q, &scales, n, k)
+    };
+    let four_bit = |w: &Tensor, n, k| -> blipq::Result<Q8Matrix> {
+        let (q, scales) = blipq::quantize::quantize_int4(w, 32)?;
+        Q8Matrix::from_int4(&q, &scales, n, k, 32)
+    };
+    type Make<'a> = &'a dyn Fn(&Tensor, usize, usize) -> blipq::Result<Q8Matrix>;
+    let schemes: [(&str, Make); 2] = [
+        ("per channel (int8-channel)", &per_channel),
+        ("4-bit (q4_0)", &four_bit),
+    ];
+    for (name, make) in schemes {
+        println!("{name}, vision shapes: ms per kernel (GOP/s)");
+        for (m, k, n) in VISION_SHAPES {
+            let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
+            let ours = make(&w, n, k)?;
+            let xs = Tensor::randn(0f32, 1.0, (m, k), &dev)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let mut y = vec![0f32; m * n];
+            let mut per_kernel = vec![vec![]; kernels.len()];
+            for _ in 0..15 {
+                for (i, &kern) in kernels.iter().enumerate() {
+                    if kern != Kernel::Scalar {
+                        per_kernel[i].push(secs(&mut || {
+                            ours.matmul_with(kern, &xs, m, &mut y).unwrap()
+                        }));
+                    }
                 }
             }
+            let ops = 2.0 * (m * k * n) as f64;
+            let pk: Vec<String> = kernels
+                .iter()
+                .zip(per_kernel)
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(kern, v)| {
+                    let t = median(v);
+                    format!("{kern:?} {:.3} ({:.0})", t * 1e3, ops / t / 1e9)
+                })
+                .collect();
+            println!("{:<18} {}", format!("({m},{k},{n})"), pk.join(", "));
         }
-        let ops = 2.0 * (m * k * n) as f64;
-        let pk: Vec<String> = kernels
-            .iter()
-            .zip(per_kernel)
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(kern, v)| {
-                let t = median(v);
-                format!("{kern:?} {:.3} ({:.0})", t * 1e3, ops / t / 1e9)
-            })
-            .collect();
-        println!("{:<18} {}", format!("({m},{k},{n})"), pk.join(", "));
     }
     Ok(())
 }

@@ -492,9 +492,20 @@ fn bad_shapes_are_errors() {
     assert!(mat.embedding(&ids).is_err());
 }
 
-/// The AMX kernel applies the block scales (and a per-channel matrix's row scales) with the same f32 operations, in the same order, as
-/// the AVX-512 VNNI one: identical outputs, so INT8 captions do not depend on whether the CPU has
-/// AMX. Shapes: whole and partial 16-row tiles and panels, one and several row chunks, k beyond
+/// 4-bit weights `[n, k]` in groups of `group`: random nibbles, random f16 scales.
+#[cfg(target_arch = "x86_64")]
+fn random_int4(rng: &mut Rng, n: usize, k: usize, group: usize) -> Q8Matrix {
+    let nibbles: Vec<u8> = (0..n * k / 2).map(|_| rng.int(0, 255) as u8).collect();
+    let scales: Vec<u8> = (0..n * k / group)
+        .flat_map(|_| f16::from_f32(0.01 + 0.02 * rng.normal().abs()).to_le_bytes())
+        .collect();
+    Q8Matrix::from_int4(&nibbles, &scales, n, k, group).unwrap()
+}
+
+/// The AMX kernel applies the block scales (and a per-channel matrix's row scales) with the same
+/// f32 operations, in the same order, as the AVX-512 VNNI one, and computes a 4-bit matrix on
+/// its panels expanded to int8: identical outputs, so INT8 and 4-bit captions do not depend on
+/// whether the CPU has AMX. Shapes: whole and partial 16-row tiles and panels, one and several row chunks, k beyond
 /// the VNNI kernel's k-chunk (768).
 #[cfg(target_arch = "x86_64")]
 #[test]
@@ -514,7 +525,11 @@ fn amx_equals_avx512_vnni_bit_for_bit() {
     ] {
         let blocks = Q8Matrix::from_qtensor(&random_weights(&mut rng, n, k)).unwrap();
         let (channel, _, _) = channel_matrix(&mut rng, n, k);
-        for mat in [blocks, channel] {
+        let mut mats = vec![blocks, channel, random_int4(&mut rng, n, k, 32)];
+        if k % 128 == 0 {
+            mats.push(random_int4(&mut rng, n, k, 128));
+        }
+        for mat in mats {
             let xs: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
             let start: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
             let mut vnni = start.clone();

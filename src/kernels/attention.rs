@@ -2,7 +2,8 @@
 //! fused `qkv` projection ([`self_attention`]: per (image, head), scores, softmax and context on
 //! the packed f32 kernel or `gemm`, never materializing more than a block of scores), and the
 //! decoder's few-query attention over cached keys and values ([`attention_few_queries`]: one new
-//! token per beam, dot products and a weighted sum per head).
+//! token per beam, dot products and a weighted sum per head; [`attention_keys_transposed`] for
+//! the image's keys, stored transposed, whose scores are computed a block of keys at a time).
 
 use candle_core::{CpuStorage, Layout, Shape, Tensor};
 use gemm::Parallelism;
@@ -228,15 +229,18 @@ fn attention_packed(
 /// Here each head is a row of dot products, a softmax and a weighted sum of value rows, with
 /// the heads split across rayon's pool. Other devices and dtypes take the matmul path.
 pub fn attention_few_queries(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    few_queries(q, k, v, FewQueryAttention { transposed: false })
+}
+
+/// [`attention_few_queries`] or [`attention_keys_transposed`], as `op` says.
+fn few_queries(q: &Tensor, k: &Tensor, v: &Tensor, op: FewQueryAttention) -> Result<Tensor> {
     if is_cpu_f32(q) && is_cpu_f32(k) && is_cpu_f32(v) {
-        return Ok(q.contiguous()?.apply_op3_no_bwd(
-            &k.contiguous()?,
-            &v.contiguous()?,
-            &FewQueryAttention,
-        )?);
+        return Ok(q
+            .contiguous()?
+            .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?);
     }
-    let scores = q.matmul(&k.t()?)?;
-    Ok(candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)?)
+    let kt = if op.transposed { k.clone() } else { k.t()? };
+    Ok(candle_nn::ops::softmax_last_dim(&q.matmul(&kt)?)?.matmul(v)?)
 }
 
 /// `Σ a·b` with [`LANES`] independent partial sums (vectorizable, unlike a serial fold).
@@ -264,11 +268,7 @@ fn attend_head_body(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], d: usize) 
             *s = dot(q, k);
         }
         softmax_row(&mut probs);
-        for (&p, v) in probs.iter().zip(v.chunks(d)) {
-            for (o, &v) in out.iter_mut().zip(v) {
-                *o = p.madd(v, *o);
-            }
-        }
+        weighted_sum(out, &probs, v);
     }
 }
 
@@ -276,7 +276,112 @@ multiversion! {
     pub(crate) fn attend_head(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], d: usize) = attend_head_body;
 }
 
-struct FewQueryAttention;
+/// Few-query attention over keys stored transposed, `kt` `[heads, d, keys]` (the decoder's
+/// cross-attention: the image's keys are transposed once per image): `q` `[heads, rows, d]`,
+/// `v` `[heads, keys, d]` → `softmax(q kt) v` `[heads, rows, d]`.
+///
+/// With the keys transposed, the scores of a block of keys are whole vectors: each query value
+/// is multiplied into a row of `kt` and accumulated in registers, with no horizontal sum per
+/// key (the dot products of [`attention_few_queries`] end in one per key, which at 577 image
+/// tokens cost more than the products). Each score is the same `madd` chain over the head
+/// dimension in order, whichever block computes it.
+pub fn attention_keys_transposed(q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Tensor> {
+    few_queries(q, kt, v, FewQueryAttention { transposed: true })
+}
+
+/// Keys whose scores one block keeps in registers while the head dimension streams past.
+const KEY_BLOCK: usize = 4 * LANES;
+
+/// Scores `out[i] = Σ_j q[j] · kt[j · keys + k0 + i]` for `N` keys from `k0`, accumulated in
+/// order of `j`.
+#[inline(always)]
+fn scores_block<const N: usize>(out: &mut [f32], q: &[f32], kt: &[f32], keys: usize, k0: usize) {
+    let mut acc = [0f32; N];
+    for (j, &qj) in q.iter().enumerate() {
+        let row: &[f32; N] = kt[j * keys + k0..][..N].try_into().expect("N keys");
+        for (a, &k) in acc.iter_mut().zip(row) {
+            *a = qj.madd(k, *a);
+        }
+    }
+    out[..N].copy_from_slice(&acc);
+}
+
+/// One head of [`attention_keys_transposed`]: `q` `[rows, d]`, `kt` `[d, keys]`, `v`
+/// `[keys, d]` → `out` `[rows, d]` (zeroed).
+#[inline(always)]
+fn attend_head_t_body(out: &mut [f32], q: &[f32], kt: &[f32], v: &[f32], d: usize) {
+    let keys = kt.len() / d;
+    let mut probs = vec![0f32; keys];
+    for (out, q) in out.chunks_mut(d).zip(q.chunks(d)) {
+        for (k0, width) in blocks(keys) {
+            let scores = &mut probs[k0..];
+            match width {
+                KEY_BLOCK => scores_block::<KEY_BLOCK>(scores, q, kt, keys, k0),
+                LANES => scores_block::<LANES>(scores, q, kt, keys, k0),
+                _ => scores_block::<1>(scores, q, kt, keys, k0),
+            }
+        }
+        softmax_row(&mut probs);
+        weighted_sum(out, &probs, v);
+    }
+}
+
+/// `out += Σ_i p[i] · v[i]` over the value rows (`out.len()` values each), a block of output
+/// columns at a time held in registers across the rows. Every output value is the same `madd`
+/// chain over the rows in order, whichever block computes it.
+#[inline(always)]
+fn weighted_sum(out: &mut [f32], probs: &[f32], v: &[f32]) {
+    let d = out.len();
+    for (c0, width) in blocks(d) {
+        let out = &mut out[c0..];
+        match width {
+            KEY_BLOCK => weighted_sum_block::<KEY_BLOCK>(out, probs, v, d, c0),
+            LANES => weighted_sum_block::<LANES>(out, probs, v, d, c0),
+            _ => weighted_sum_block::<1>(out, probs, v, d, c0),
+        }
+    }
+}
+
+/// `0 .. len` cut into `(start, width)` blocks: of [`KEY_BLOCK`] while they fit, then of
+/// [`LANES`], then single values.
+fn blocks(len: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let width = [KEY_BLOCK, LANES, 1]
+            .into_iter()
+            .find(|w| start + w <= len)?;
+        start += width;
+        Some((start - width, width))
+    })
+}
+
+/// Output columns `c0 .. c0 + N` of [`weighted_sum`] (value rows of `d` values).
+#[inline(always)]
+fn weighted_sum_block<const N: usize>(
+    out: &mut [f32],
+    probs: &[f32],
+    v: &[f32],
+    d: usize,
+    c0: usize,
+) {
+    let mut acc: [f32; N] = out[..N].try_into().expect("N columns");
+    for (i, &p) in probs.iter().enumerate() {
+        let row: &[f32; N] = v[i * d + c0..][..N].try_into().expect("N columns");
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a = p.madd(v, *a);
+        }
+    }
+    out[..N].copy_from_slice(&acc);
+}
+
+multiversion! {
+    pub(crate) fn attend_head_t(out: &mut [f32], q: &[f32], kt: &[f32], v: &[f32], d: usize) = attend_head_t_body;
+}
+
+/// The few-query attention op; `transposed`: the keys come as `[heads, d, keys]`.
+struct FewQueryAttention {
+    transposed: bool,
+}
 
 impl candle_core::CustomOp3 for FewQueryAttention {
     fn name(&self) -> &'static str {
@@ -298,8 +403,11 @@ impl candle_core::CustomOp3 for FewQueryAttention {
             contiguous_f32(self.name(), vs, vl)?,
         );
         let (heads, rows, d) = ql.shape().dims3()?;
-        let (k_heads, keys, k_d) = kl.shape().dims3()?;
-        if (k_heads, k_d) != (heads, d) || kl.shape() != vl.shape() || keys == 0 {
+        let (k_heads, keys, k_d) = match kl.shape().dims3()? {
+            (h, d, keys) if self.transposed => (h, keys, d),
+            dims => dims,
+        };
+        if (k_heads, k_d) != (heads, d) || vl.shape().dims() != [heads, keys, d] || keys == 0 {
             candle_core::bail!(
                 "{}: q {:?}, k {:?}, v {:?} do not fit",
                 self.name(),
@@ -312,7 +420,13 @@ impl candle_core::CustomOp3 for FewQueryAttention {
         out.par_chunks_mut(rows * d)
             .zip(q.par_chunks(rows * d))
             .zip(k.par_chunks(keys * d).zip(v.par_chunks(keys * d)))
-            .for_each(|((out, q), (k, v))| attend_head(out, q, k, v, d));
+            .for_each(|((out, q), (k, v))| {
+                if self.transposed {
+                    attend_head_t(out, q, k, v, d)
+                } else {
+                    attend_head(out, q, k, v, d)
+                }
+            });
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
 }
@@ -366,27 +480,61 @@ mod tests {
         Ok(())
     }
 
+    /// Both key layouts ([`attention_few_queries`], [`attention_keys_transposed`]) give the
+    /// matmul path's attention, for key counts with full blocks of 64, of 16 and single keys
+    /// left over, and head sizes likewise.
     #[test]
     fn few_query_attention_matches_matmul_softmax_matmul() -> Result<()> {
-        for (heads, rows, keys, d) in [(12, 1, 577, 64), (4, 3, 17, 40), (2, 2, 1, 16)] {
+        for (heads, rows, keys, d) in [(12, 1, 577, 64), (4, 3, 83, 40), (2, 2, 1, 16)] {
             let q = Tensor::randn(0f32, 0.5, (heads, rows, d), &Device::Cpu)?;
             let k = Tensor::randn(0f32, 0.5, (heads, keys, d), &Device::Cpu)?;
             let v = Tensor::randn(0f32, 1.0, (heads, keys, d), &Device::Cpu)?;
-            let ours = attention_few_queries(&q, &k, &v)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
+            let kt = k.transpose(1, 2)?.contiguous()?;
             let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
             let reference = probs.matmul(&v)?.flatten_all()?.to_vec1::<f32>()?;
-            for (o, r) in ours.iter().zip(&reference) {
-                assert!(
-                    (o - r).abs() < 1e-5,
-                    "{heads}x{rows}x{keys}x{d}: {o} vs {r}"
-                );
+            for ours in [
+                attention_few_queries(&q, &k, &v)?,
+                attention_keys_transposed(&q, &kt, &v)?,
+            ] {
+                for (o, r) in ours.flatten_all()?.to_vec1::<f32>()?.iter().zip(&reference) {
+                    assert!(
+                        (o - r).abs() < 1e-5,
+                        "{heads}x{rows}x{keys}x{d}: {o} vs {r}"
+                    );
+                }
             }
         }
         let q = Tensor::zeros((2, 1, 8), candle_core::DType::F32, &Device::Cpu)?;
         let k = Tensor::zeros((3, 4, 8), candle_core::DType::F32, &Device::Cpu)?;
         assert!(attention_few_queries(&q, &k, &k).is_err());
+        Ok(())
+    }
+
+    /// Keys stored transposed: the blocks cover the keys in order, and every score is the
+    /// same bits whichever block computed it (a key's score does not depend on where the key
+    /// count cuts the blocks); shapes that do not fit are errors.
+    #[test]
+    fn transposed_key_scores_do_not_depend_on_the_blocks() -> Result<()> {
+        let (keys, d) = (83, 8);
+        let q: Vec<f32> = (0..d).map(|j| 0.3 - 0.07 * j as f32).collect();
+        let kt: Vec<f32> = (0..d * keys)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        assert_eq!(
+            blocks(83).collect::<Vec<_>>(),
+            [(0, 64), (64, 16), (80, 1), (81, 1), (82, 1)]
+        );
+        let mut block = vec![0f32; KEY_BLOCK];
+        scores_block::<KEY_BLOCK>(&mut block, &q, &kt, keys, 3);
+        for (i, b) in block.iter().enumerate() {
+            let mut single = [0f32];
+            scores_block::<1>(&mut single, &q, &kt, keys, 3 + i);
+            assert_eq!(b.to_bits(), single[0].to_bits(), "key {}", 3 + i);
+        }
+        let q = Tensor::zeros((2, 1, 8), candle_core::DType::F32, &Device::Cpu)?;
+        let kt = Tensor::zeros((2, 4, 8), candle_core::DType::F32, &Device::Cpu)?;
+        let v = Tensor::zeros((2, 8, 4), candle_core::DType::F32, &Device::Cpu)?;
+        assert!(attention_keys_transposed(&q, &kt, &v).is_err());
         Ok(())
     }
 }

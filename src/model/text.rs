@@ -7,7 +7,7 @@ use candle_nn::LayerNorm;
 
 use crate::checkpoint::Weights;
 use crate::config::TextConfig;
-use crate::kernels::attention::attention_few_queries;
+use crate::kernels::attention::{attention_few_queries, attention_keys_transposed};
 use crate::kernels::ops::{activation_in_place, softmax_last_dim};
 use crate::model::linear::{layer_norm, Embedding, Linear};
 use crate::{Error, Result};
@@ -17,7 +17,8 @@ use crate::{Error, Result};
 /// image: rows `r · i .. r · (i + 1)` look at image `i`, where `r = rows / images`.
 #[derive(Debug, Clone)]
 pub struct DecoderState {
-    /// Per layer: cross-attention keys and values `[images, heads, image_tokens, head_dim]`,
+    /// Per layer: cross-attention keys `[images, heads, head_dim, image_tokens]` (transposed,
+    /// [`attention_keys_transposed`]) and values `[images, heads, image_tokens, head_dim]`,
     /// computed once per image and shared by all the rows of that image.
     cross_kv: Vec<(Tensor, Tensor)>,
     /// Per layer: self-attention keys and values `[batch, heads, past, head_dim]`.
@@ -187,10 +188,14 @@ impl TextSelfAttention {
         Ok(ctx)
     }
 
-    /// Keys and values of the image tokens of `image_embeds` `[images, tokens, hidden]`,
-    /// `[images, heads, tokens, head_dim]` each.
+    /// Keys and values of the image tokens of `image_embeds` `[images, tokens, hidden]`: keys
+    /// `[images, heads, head_dim, tokens]` (transposed), values `[images, heads, tokens,
+    /// head_dim]`.
     pub fn image_kv(&self, image_embeds: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = self.split_heads(&self.key.forward(image_embeds)?)?;
+        let k = self
+            .split_heads(&self.key.forward(image_embeds)?)?
+            .transpose(2, 3)?
+            .contiguous()?;
         let v = self.split_heads(&self.value.forward(image_embeds)?)?;
         Ok((k, v))
     }
@@ -202,7 +207,7 @@ impl TextSelfAttention {
     /// not depend on the other rows or images of the batch.
     pub fn forward_cross(&self, xs: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
         let (b, len, h) = xs.dims3()?;
-        let (images, heads, tokens, d) = kv.0.dims4()?;
+        let (images, heads, d, tokens) = kv.0.dims4()?;
         if images == 0 || b % images != 0 {
             return Err(Error::Internal(format!(
                 "cross-attention of {b} rows to {images} images: the rows must be grouped by \
@@ -216,9 +221,9 @@ impl TextSelfAttention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((images * heads, per_image, d))?;
-        let k = kv.0.reshape((images * heads, tokens, d))?;
+        let kt = kv.0.reshape((images * heads, d, tokens))?;
         let v = kv.1.reshape((images * heads, tokens, d))?;
-        let ctx = attention_few_queries(&q, &k, &v)?
+        let ctx = attention_keys_transposed(&q, &kt, &v)?
             .reshape((images, heads, per_image, d))?
             .transpose(1, 2)?
             .reshape((b, len, h))?;

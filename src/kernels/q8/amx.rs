@@ -15,6 +15,10 @@
 //! configuration sets the rows, so a last row tile may have 1..16 rows; a partial last panel is
 //! masked at the output.
 //!
+//! A 4-bit matrix (`q4_0`, `q4_g128`) runs the same tiles: each panel's blocks are expanded to
+//! int8 ([`super::Q8Matrix::expand_panel4`]: `q + 128`, the block's or group's scale) into a
+//! buffer of one panel, once for all of a job's rows, which the B loads then read.
+//!
 //! A per-channel matrix (`int8-channel`) needs no scaling between blocks: its kernel tile is up
 //! to 32 rows × two panels, four 16 × 16 sums (tmm0..3) accumulated in the tile unit over every
 //! block, each pair of tile loads (activations tmm4/5, weights tmm6/7) feeding two products,
@@ -35,7 +39,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use super::{panel_width, Job, QuantRows, TileAt, BLOCK, PANEL};
+use super::{panel_width, Job, PanelBlock, QuantRows, TileAt, BLOCK, PANEL};
 
 /// Rows of one tile (and of one row tile of the kernel).
 const TILE_ROWS: usize = 16;
@@ -219,6 +223,11 @@ pub(super) unsafe fn gemm_amx(job: &Job, out: &mut [f32]) {
     } else {
         let mut configured = 0;
         let mut tiles = [TileOut([[0; PANEL]; TILE_ROWS]); DEPTH];
+        // A 4-bit matrix's panel, expanded to int8 blocks once for all the job's rows (the
+        // tiles walk panels outside, rows inside).
+        let (int4, nb) = (job.w.is_int4(), job.w.nb);
+        let mut expanded = vec![super::ZERO_BLOCK; if int4 { nb } else { 0 }];
+        let mut expanded_panel = None;
         for at in job.tiles(TILE_ROWS, 1) {
             if configured != at.mr {
                 // SAFETY: a valid palette-1 configuration (every tile within 16 rows × 64
@@ -226,10 +235,20 @@ pub(super) unsafe fn gemm_amx(job: &Job, out: &mut [f32]) {
                 unsafe { load_config(&TileConfig::new(at.mr)) };
                 configured = at.mr;
             }
+            let blocks = if int4 {
+                if expanded_panel != Some(at.p) {
+                    job.w.expand_panel4(at.p, &mut expanded);
+                    expanded_panel = Some(at.p);
+                }
+                &expanded[..]
+            } else {
+                &job.w.blocks[at.p * nb..(at.p + 1) * nb]
+            };
             // SAFETY: this function's target features are those of `tile`; the tile's rows
-            // lie within the job's (`i0 + 16 <= scales.stride`), its panel too, its corner is
-            // in `out` (`corner`), and the loaded configuration is `TileConfig::new(at.mr)`.
-            unsafe { tile(&corner(at), &mut tiles) };
+            // lie within the job's (`i0 + 16 <= scales.stride`), its panel too, `blocks` are
+            // the panel's `nb` int8 blocks, its corner is in `out` (`corner`), and the loaded
+            // configuration is `TileConfig::new(at.mr)`.
+            unsafe { tile(&corner(at), blocks, &mut tiles) };
         }
     }
     // SAFETY: `tilerelease` only resets the tile state this thread configured above.
@@ -323,7 +342,8 @@ unsafe fn scale_block(
     }
 }
 
-/// Rows `r0 .. r0 + mr` × panel `p`, all k-blocks, accumulated onto `out`.
+/// Rows `r0 .. r0 + mr` × panel `p` (its int8 blocks `blocks`: the matrix's own, or a 4-bit
+/// panel expanded), all k-blocks, accumulated onto `out`.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI and AMX with the tile state granted; the loaded tile configuration is
@@ -333,7 +353,7 @@ unsafe fn scale_block(
 /// them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
+unsafe fn tile(t: &Tile, blocks: &[PanelBlock], tiles: &mut [TileOut; DEPTH]) {
     let Tile {
         job,
         scales,
@@ -344,7 +364,7 @@ unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
     let (w, xq, ldo, r0, mr, p) = (job.w, job.xq, job.ldo, at.r, at.mr, at.p);
     let (k, nb) = (w.k, w.nb);
     debug_assert!((1..=TILE_ROWS).contains(&mr));
-    debug_assert!((r0 + mr) * k <= xq.qs.len() && (p + 1) * nb <= w.blocks.len());
+    debug_assert!((r0 + mr) * k <= xq.qs.len() && blocks.len() == nb);
     debug_assert!(i0 + TILE_ROWS <= scales.stride && scales.d.len() == nb * scales.stride);
     let mask = panel_mask(w, p);
     // Accumulate onto `out`: the caller's starting values (bias, zeros or earlier sums).
@@ -352,8 +372,7 @@ unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
     let mut facc = unsafe { load_rows(out, ldo, mask, mr) };
     // SAFETY: row `r0` is a row of `xq`, so `r0 * k < xq.qs.len()`.
     let xa = unsafe { xq.qs.as_ptr().add(r0 * k) };
-    // SAFETY: `p` is a panel of `w`, so `p * nb < w.blocks.len()`.
-    let wp = unsafe { w.blocks.as_ptr().add(p * nb) };
+    let wp = blocks.as_ptr();
     // Block `b`'s 16 row scales and corrections start at `b * stride + i0`.
     let scale_at = |b: usize| b * scales.stride + i0;
     for b in 0..nb + DEPTH - 1 {
@@ -362,7 +381,7 @@ unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
             // SAFETY: the A load reads `mr` rows of 32 bytes at stride `k` from `xa + 32 b`:
             // bytes `32 b .. 32 b + 32` of rows `r0 .. r0 + mr` of `xq.qs` (`b < nb`,
             // `k = 32 nb`), in bounds; the B load reads 8 rows of 64 bytes, the 512 bytes of
-            // block `b`'s `qs`, in `w.blocks`; the store writes `mr` rows of 64 bytes into
+            // block `b`'s `qs`, in `blocks` (`nb` long); the store writes `mr` rows of 64 bytes into
             // `tiles[b % DEPTH]`, 1024 bytes we own mutably. The tiles are configured for these
             // shapes (the function's contract).
             unsafe {
@@ -378,7 +397,7 @@ unsafe fn tile(t: &Tile, tiles: &mut [TileOut; DEPTH]) {
         // An earlier block's sums, while the tile unit works on the later ones.
         if b + 1 >= DEPTH {
             let pb = b + 1 - DEPTH;
-            // SAFETY: block `pb < nb` of panel `p` is in `w.blocks`; its 16 `scales` are at the
+            // SAFETY: block `pb < nb` is in `blocks`; its 16 `scales` are at the
             // block's start, 64-byte aligned. `scale_at(pb) + 16 <= nb * stride`: 16 readable
             // values of `scales.d` and `scales.corr` (the function's contract).
             unsafe {

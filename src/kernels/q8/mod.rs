@@ -31,7 +31,9 @@
 //! bytes ([`Panel4Block`]): the same panels of 16 columns and k-blocks of 32, each weight as an
 //! unsigned nibble `u = q + 8`, two k-steps per byte (see [`Panel4Block`]); the kernels split the
 //! nibbles in registers and take the same `Q8_0` activations, with the correction `-8 · Σ q_x`
-//! (`corr / 16`) for the offset. Decoding reads half the bytes of `Q8_0`.
+//! (`corr / 16`) for the offset. Decoding reads half the bytes of `Q8_0`. The AMX kernel, for
+//! many rows, expands one panel at a time into int8 blocks (`q + 128`, the same scales) and
+//! runs its `Q8_0` tiles on them: the same integer sums and f32 steps, so the same results.
 //!
 //! Files: this one (layout, kernel choice, splitting a product into tiles across threads),
 //! `pack.rs` (weights into and out of the layout), `quant.rs` (activation rows to `Q8_0`),
@@ -351,6 +353,12 @@ impl Q8Matrix {
         debug_assert!(kernel.is_available());
         if self.is_int4() {
             match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as for the int8 AMX kernel below (`gemm_amx` expands each 4-bit panel
+                // to int8 blocks before its tiles read it).
+                Kernel::Amx if job.rows.len() >= AMX_MIN_ROWS => unsafe {
+                    amx::gemm_amx(&job, out)
+                },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `matmul_acc` checked `is_available`: AVX-512 F/BW/VNNI were detected at
                 // run time (AMX implies them); `job.check` verified the bounds (as below).

@@ -104,6 +104,24 @@ impl Q8Matrix {
     }
 
     /// The 4-bit block of weight row `row`, block `b`: its scale and 32 values `q` in `-8..=7`.
+    /// Panel `p`'s 4-bit blocks as int8 blocks into `out` (`nb` blocks): the same weights and
+    /// scales in the `Q8_0` layout (each nibble `u = q + 8` stored as `q + 128`), so the int8
+    /// kernels compute the 4-bit product with the same integer sums (the AMX kernel's 4-bit
+    /// path, which expands one panel at a time into a buffer that stays in L1/L2).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn expand_panel4(&self, p: usize, out: &mut [PanelBlock]) {
+        let blocks = &self.blocks4[p * self.nb..(p + 1) * self.nb];
+        for (src, dst) in blocks.iter().zip(out.iter_mut()) {
+            dst.scales = src.scales;
+            let (lo, hi) = dst.qs.split_at_mut(src.qs.len());
+            for ((l, h), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(&src.qs) {
+                // k-step s < 4 in the low nibble, s + 4 in the high one (`Panel4Block`).
+                *l = (b & 0x0f) + 120;
+                *h = (b >> 4) + 120;
+            }
+        }
+    }
+
     fn block4(&self, row: usize, b: usize) -> (f32, [i8; BLOCK]) {
         let pb = &self.blocks4[(row / PANEL) * self.nb + b];
         let c = row % PANEL;
