@@ -1,7 +1,8 @@
 //! Decode-step products per weight scheme: one token (m = 1, greedy) or three (beams) through the
 //! matrices of BLIP-base's 12 text-decoder layers (self-attention q, k, v, o; cross-attention q, o;
 //! the MLP's two layers: 99 M weights, more than the caches hold, as in a real decode step), in
-//! f32, `Q8_0`, `int8-channel`, `q4_0` and `q4_g128`, timed interleaved pass by pass (medians), with
+//! f32, `Q8_0`, `int8-channel`, `q4_0`, `q4_g128`, F16 and BF16 (held as stored where the f32
+//! kernel widens as it loads: `sgemm::Kernel::holds_half`), timed interleaved pass by pass (medians), with
 //! the weight bytes each pass streams and the bandwidth that makes; then one token's
 //! cross-attention over the image's keys and values in every layer, in the two key layouts.
 //! `cargo bench --bench decode` (RAYON_NUM_THREADS pins the thread count; DECODE_KERNEL names
@@ -15,7 +16,7 @@ use blipq::kernels::q8::{Kernel, Q8Matrix};
 use blipq::kernels::sgemm::F32Matrix;
 use blipq::quantize::{quantize_channels, quantize_int4};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// One decoder layer's per-token products `(k, n)`.
 const LAYER: [(usize, usize); 8] = [
@@ -48,7 +49,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => Kernel::best(),
     };
     println!("kernel {kernel:?}, {threads} threads");
-    let names = ["q8_0", "int8-channel", "q4_0", "q4_g128", "f32"];
+    let names = [
+        "q8_0",
+        "int8-channel",
+        "q4_0",
+        "q4_g128",
+        "f32",
+        "f16",
+        "bf16",
+    ];
     let mut sets: Vec<Vec<Matrix>> = (0..names.len()).map(|_| vec![]).collect();
     for _ in 0..LAYERS {
         for &(k, n) in &LAYER {
@@ -61,6 +70,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (q, s) = quantize_int4(&w, group)?;
                 sets[set].push(Matrix::Int(Q8Matrix::from_int4(&q, &s, n, k, group)?));
             }
+            sets[5].push(Matrix::F32(F32Matrix::new(w.to_dtype(DType::F16)?)?));
+            sets[6].push(Matrix::F32(F32Matrix::new(w.to_dtype(DType::BF16)?)?));
             sets[4].push(Matrix::F32(F32Matrix::new(w)?));
         }
     }

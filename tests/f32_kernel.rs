@@ -91,3 +91,60 @@ fn every_kernel_matches_the_reference() {
         }
     }
 }
+
+/// F16 and BF16 weights: where a kernel holds them as stored ([`Kernel::holds_half`]: AVX-512 and
+/// the reference) the matrix takes half the bytes and every product and embedding row has the
+/// same bits as the f32 matrix of the same values (widening is exact and the FMAs are the same,
+/// in the same order); elsewhere they are widened at load, with the same results.
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn half_precision_weights_equal_their_f32_values() {
+    let dev = Device::Cpu;
+    for (m, k, n) in [
+        (1, 7, 15),
+        (3, 33, 17),
+        (4, 768, 130),
+        (5, 300, 40),
+        (13, 257, 33),
+        (25, 513, 129),
+    ] {
+        let w = rand_vec(n * k, (m * 3 + k + n * 5) as u32);
+        let x = rand_vec(m * k, (m + k) as u32 + 7);
+        let start = rand_vec(m * n, 11);
+        let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
+        for dtype in [candle_core::DType::F16, candle_core::DType::BF16] {
+            let half = wt.to_dtype(dtype).unwrap();
+            let wide = half.to_dtype(candle_core::DType::F32).unwrap();
+            for kernel in Kernel::ALL
+                .into_iter()
+                .filter(|k| k.is_available() && k.is_packed())
+            {
+                let a = F32Matrix::with_kernel(half.clone(), kernel).unwrap();
+                let b = F32Matrix::with_kernel(wide.clone(), kernel).unwrap();
+                let bytes = if kernel.holds_half() {
+                    b.size_in_bytes() / 2
+                } else {
+                    b.size_in_bytes()
+                };
+                assert_eq!(a.size_in_bytes(), bytes, "{kernel:?} {dtype:?}");
+                let (mut ya, mut yb) = (start.clone(), start.clone());
+                a.matmul_acc(&x, m, &mut ya).unwrap();
+                b.matmul_acc(&x, m, &mut yb).unwrap();
+                for (i, (ga, gb)) in ya.iter().zip(&yb).enumerate() {
+                    assert_eq!(
+                        ga.to_bits(),
+                        gb.to_bits(),
+                        "{kernel:?} {dtype:?} ({m},{k},{n}) [{i}]: {ga} vs {gb}"
+                    );
+                }
+                let ids = Tensor::new(&[0u32, (n - 1) as u32, (n / 2) as u32], &dev).unwrap();
+                let (ea, eb) = (a.embedding(&ids).unwrap(), b.embedding(&ids).unwrap());
+                assert_eq!(
+                    ea.to_vec2::<f32>().unwrap(),
+                    eb.to_vec2::<f32>().unwrap(),
+                    "{kernel:?} {dtype:?} embedding"
+                );
+            }
+        }
+    }
+}

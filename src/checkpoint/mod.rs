@@ -702,6 +702,12 @@ impl Checkpoint {
 
     /// Loads a floating-point tensor as f32 and checks its shape.
     pub fn load_f32(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
+        Ok(self.load_float(name, shape, device)?.to_dtype(DType::F32)?)
+    }
+
+    /// Loads a floating-point tensor in its stored precision (F64 as f32), checking its shape and
+    /// that every value is finite.
+    fn load_float(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
         let (dtype, stored_shape) = self.lookup(name)?;
         check_shape(name, &stored_shape, shape, self.file())?;
         let dt = match dtype {
@@ -726,13 +732,17 @@ impl Checkpoint {
         };
         let raw = self.row_major_bytes(name)?;
         let t = Tensor::from_raw_buffer(&raw, dt, shape, device)?;
-        let t = t.to_dtype(DType::F32)?;
+        let t = if dt == DType::F64 {
+            t.to_dtype(DType::F32)?
+        } else {
+            t
+        };
         check_finite(name, &t, self.file())?;
         Ok(t)
     }
 
     /// Loads a 2-D weight `[rows, cols]`: INT8 (with its `<name>_scale`) as `Q8_0` blocks, anything
-    /// else as an f32 tensor.
+    /// else as an [`F32Matrix`] (F16 and BF16 kept half precision where its kernel reads them so).
     pub fn load_matrix(
         &self,
         name: &str,
@@ -742,7 +752,7 @@ impl Checkpoint {
     ) -> Result<Matrix> {
         let (dtype, _) = self.lookup(name)?;
         if !dtype.is_quantized() {
-            let w = self.load_f32(name, &[rows, cols], device)?;
+            let w = self.load_float(name, &[rows, cols], device)?;
             let packed = F32Matrix::new(w).map_err(|e| Error::tensor(name, e))?;
             return Ok(Matrix::F32(Arc::new(packed)));
         }
@@ -881,10 +891,12 @@ fn check_finite(name: &str, t: &Tensor, file: &str) -> Result<()> {
     let first_bad = |v: &[f32]| v.iter().position(|x| !x.is_finite());
     let (storage, layout) = t.storage_and_layout();
     let bad = match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(cpu), Some((a, b))) => first_bad(&cpu.as_slice::<f32>()?[a..b]),
+        (candle_core::Storage::Cpu(cpu), Some((a, b))) if t.dtype() == DType::F32 => {
+            first_bad(&cpu.as_slice::<f32>()?[a..b])
+        }
         _ => {
             drop(storage);
-            first_bad(&t.flatten_all()?.to_vec1::<f32>()?)
+            first_bad(&t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
         }
     };
     match bad {

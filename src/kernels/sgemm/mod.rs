@@ -15,6 +15,12 @@
 //!
 //! Work is split across rayon's pool by groups of [`GROUP`] panels: each group's weights are read
 //! from memory once, whatever the number of rows.
+//!
+//! F16 and BF16 weights keep their stored precision in the same panel layout (32-byte rows,
+//! [`F16Row`], [`Bf16Row`]) where the kernel widens them as it loads ([`Kernel::holds_half`]:
+//! AVX-512 and the reference): half the memory, and half the bytes a decode step streams, with
+//! the f32 matrix's results bit for bit (widening is exact; the FMAs are the same). The other
+//! kernels get them widened to f32 at load.
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
@@ -48,6 +54,95 @@ const KC: usize = 256;
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 pub(crate) struct PanelRow(pub(crate) [f32; PANEL]);
+
+/// One k-row of one panel of an F16 weight: the bits of 16 IEEE half-precision values.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub(crate) struct F16Row(pub(crate) [u16; PANEL]);
+
+/// One k-row of one panel of a BF16 weight: the bits of 16 bfloat16 values.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub(crate) struct Bf16Row(pub(crate) [u16; PANEL]);
+
+/// A panel row as the kernels store it: f32, or the weight's own half precision, which the
+/// kernels that hold it ([`Kernel::holds_half`]) widen to f32 as they load it. Widening is exact, so a half-precision matrix gives the
+/// same bits as the f32 matrix of its values, with half the bytes to hold and to stream.
+pub(crate) trait PackedRow: Copy + Send + Sync + 'static {
+    /// The stored element (`f32`, or a half-precision value's bits).
+    type Elem: Copy;
+    /// A row of zeros (the last panel's padding).
+    const ZERO: Self;
+    /// Column `c`'s value, widened to f32.
+    fn get(&self, c: usize) -> f32;
+    /// Sets column `c`.
+    fn set(&mut self, c: usize, v: Self::Elem);
+    /// Runs one work item with `kernel`.
+    ///
+    /// # Safety
+    /// The CPU must have `kernel`, `kernel` must read this row type (f32 rows: every packed
+    /// kernel; half-precision rows: [`Kernel::holds_half`]), and `b`
+    /// must satisfy [`Block`]'s contract.
+    unsafe fn run(b: &Block<'_, Self>, kernel: Kernel);
+}
+
+impl PackedRow for PanelRow {
+    type Elem = f32;
+    const ZERO: Self = PanelRow([0.0; PANEL]);
+    #[inline(always)]
+    fn get(&self, c: usize) -> f32 {
+        self.0[c]
+    }
+    fn set(&mut self, c: usize, v: f32) {
+        self.0[c] = v;
+    }
+    unsafe fn run(b: &Block<'_, Self>, kernel: Kernel) {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked that the CPU has AVX-512 F; the contract is the
+            // caller's.
+            Kernel::Avx512 => unsafe { x86::block_avx512(b) },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            // SAFETY: the contract is the caller's (simd128 is this build's baseline).
+            Kernel::Simd128 => unsafe { wasm::block_simd128(b) },
+            #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
+            // SAFETY: the contract is the caller's; only engines with relaxed SIMD load this build.
+            Kernel::RelaxedSimd => unsafe { wasm::block_relaxed(b) },
+            // SAFETY: the contract is the caller's.
+            _ => unsafe { block_scalar(b) },
+        }
+    }
+}
+
+/// The [`PackedRow`] impl of a half-precision row type (`$ty` the `half` crate's type of its
+/// values): AVX-512 where the CPU has it (it widens each row as it loads it), else the reference.
+macro_rules! half_row {
+    ($row:ident, $ty:ty) => {
+        impl PackedRow for $row {
+            type Elem = u16;
+            const ZERO: Self = $row([0; PANEL]);
+            #[inline(always)]
+            fn get(&self, c: usize) -> f32 {
+                <$ty>::from_bits(self.0[c]).to_f32()
+            }
+            fn set(&mut self, c: usize, v: u16) {
+                self.0[c] = v;
+            }
+            unsafe fn run(b: &Block<'_, Self>, kernel: Kernel) {
+                match kernel {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the caller checked that the CPU has AVX-512 F; the contract is
+                    // the caller's.
+                    Kernel::Avx512 => unsafe { x86::block_avx512(b) },
+                    // SAFETY: the contract is the caller's.
+                    _ => unsafe { block_scalar(b) },
+                }
+            }
+        }
+    };
+}
+half_row!(F16Row, half::f16);
+half_row!(Bf16Row, half::bf16);
 
 /// A kernel for the f32 product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +190,12 @@ impl Kernel {
         !matches!(self, Kernel::Gemm)
     }
 
+    /// Whether the kernel reads F16 and BF16 weights as they are stored (widening each panel row
+    /// to f32 as it loads it); the others hold them widened to f32, twice the memory.
+    pub fn holds_half(self) -> bool {
+        matches!(self, Kernel::Scalar | Kernel::Avx512)
+    }
+
     /// The kernel `Linear` layers use: AVX-512 where the CPU has it, relaxed SIMD or simd128 in
     /// wasm, else the `gemm` crate; detected once. `BLIPQ_F32_KERNEL=gemm` forces the latter (to
     /// compare them).
@@ -113,7 +214,8 @@ impl Kernel {
     }
 }
 
-/// An f32 weight matrix `[n, k]`, in the layout its kernel reads.
+/// A weight matrix `[n, k]` multiplied in f32, in the layout its kernel reads: f32, or F16/BF16
+/// as stored where the kernel widens it as it loads ([`Kernel::holds_half`]), with the same results.
 #[derive(Clone)]
 pub struct F32Matrix {
     n: usize,
@@ -128,6 +230,10 @@ enum Layout {
     Rows(Tensor),
     /// `panels × k` rows, panel-major (see the module documentation).
     Panels(Vec<PanelRow>),
+    /// The same, of F16 values.
+    F16Panels(Vec<F16Row>),
+    /// The same, of BF16 values.
+    Bf16Panels(Vec<Bf16Row>),
 }
 
 impl std::fmt::Debug for F32Matrix {
@@ -161,12 +267,14 @@ impl SharedOut {
 }
 
 impl F32Matrix {
-    /// Takes a `[n, k]` f32 tensor, packed for [`Kernel::best`].
+    /// Takes a `[n, k]` float tensor, packed for [`Kernel::best`].
     pub fn new(weight: Tensor) -> Result<Self> {
         Self::with_kernel(weight, Kernel::best())
     }
 
-    /// Takes a `[n, k]` f32 tensor in the layout `kernel` reads (an error if this CPU lacks it).
+    /// Takes a `[n, k]` float tensor in the layout `kernel` reads (an error if this CPU lacks
+    /// it): F16 and BF16 stay half precision where the kernel reads them so, anything else
+    /// becomes f32.
     pub fn with_kernel(weight: Tensor, kernel: Kernel) -> Result<Self> {
         if !kernel.is_available() {
             return Err(Error::Internal(format!(
@@ -179,20 +287,33 @@ impl F32Matrix {
                 "f32 weight [{n}, {k}]: sizes must be non-zero"
             )));
         }
-        let weight = weight.to_dtype(DType::F32)?;
-        let weights = if kernel.is_packed() {
-            let rows = weight.flatten_all()?.to_vec1::<f32>()?;
-            let mut packed = Vec::new();
-            pack_panels_into(&mut packed, n, k, |c, kk| rows[c * k + kk]);
-            Layout::Panels(packed)
-        } else {
-            Layout::Rows(weight.contiguous()?)
+        let weights = match weight.dtype() {
+            DType::F16 if kernel.holds_half() => {
+                Layout::F16Panels(half_panels(&weight, n, k, half::f16::to_bits)?)
+            }
+            DType::BF16 if kernel.holds_half() => {
+                Layout::Bf16Panels(half_panels(&weight, n, k, half::bf16::to_bits)?)
+            }
+            _ => Self::f32_layout(weight, n, k, kernel)?,
         };
         Ok(Self {
             n,
             k,
             kernel,
             weights,
+        })
+    }
+
+    /// The f32 layout `kernel` reads.
+    fn f32_layout(weight: Tensor, n: usize, k: usize, kernel: Kernel) -> Result<Layout> {
+        let weight = weight.to_dtype(DType::F32)?;
+        Ok(if kernel.is_packed() {
+            let rows = weight.flatten_all()?.to_vec1::<f32>()?;
+            let mut packed = Vec::new();
+            pack_panels_into(&mut packed, n, k, |c, kk| rows[c * k + kk]);
+            Layout::Panels(packed)
+        } else {
+            Layout::Rows(weight.contiguous()?)
         })
     }
 
@@ -216,6 +337,8 @@ impl F32Matrix {
         match &self.weights {
             Layout::Rows(t) => t.elem_count() * 4,
             Layout::Panels(p) => std::mem::size_of_val(p.as_slice()),
+            Layout::F16Panels(p) => std::mem::size_of_val(p.as_slice()),
+            Layout::Bf16Panels(p) => std::mem::size_of_val(p.as_slice()),
         }
     }
 
@@ -226,25 +349,35 @@ impl F32Matrix {
         let flat = ids.flatten_all()?.to_dtype(DType::U32)?;
         match &self.weights {
             Layout::Rows(t) => Ok(t.index_select(&flat, 0)?.reshape(dims)?),
-            Layout::Panels(panels) => {
-                let flat = flat.to_vec1::<u32>()?;
-                let mut out = vec![0f32; flat.len() * self.k];
-                for (&id, row) in flat.iter().zip(out.chunks_exact_mut(self.k)) {
-                    let id = id as usize;
-                    if id >= self.n {
-                        return Err(Error::Internal(format!(
-                            "id {id} is outside an embedding table of {} rows",
-                            self.n
-                        )));
-                    }
-                    let panel = &panels[(id / PANEL) * self.k..][..self.k];
-                    for (o, pr) in row.iter_mut().zip(panel) {
-                        *o = pr.0[id % PANEL];
-                    }
-                }
-                Ok(Tensor::from_vec(out, dims, ids.device())?)
+            Layout::Panels(p) => self.rows_of(p, &flat.to_vec1()?, dims, ids.device()),
+            Layout::F16Panels(p) => self.rows_of(p, &flat.to_vec1()?, dims, ids.device()),
+            Layout::Bf16Panels(p) => self.rows_of(p, &flat.to_vec1()?, dims, ids.device()),
+        }
+    }
+
+    /// Rows `ids` of the packed matrix, as a tensor of shape `dims`.
+    fn rows_of<R: PackedRow>(
+        &self,
+        panels: &[R],
+        ids: &[u32],
+        dims: Vec<usize>,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
+        let mut out = vec![0f32; ids.len() * self.k];
+        for (&id, row) in ids.iter().zip(out.chunks_exact_mut(self.k)) {
+            let id = id as usize;
+            if id >= self.n {
+                return Err(Error::Internal(format!(
+                    "id {id} is outside an embedding table of {} rows",
+                    self.n
+                )));
+            }
+            let panel = &panels[(id / PANEL) * self.k..][..self.k];
+            for (o, pr) in row.iter_mut().zip(panel) {
+                *o = pr.get(id % PANEL);
             }
         }
+        Ok(Tensor::from_vec(out, dims, device)?)
     }
 
     /// `xs [.., k] -> xs Wᵀ + bias [.., n]`. The output starts as copies of the bias row and the
@@ -264,17 +397,23 @@ impl F32Matrix {
         if m == 0 {
             return Ok(());
         }
-        let panels = match &self.weights {
-            Layout::Panels(p) => p.as_slice(),
+        match &self.weights {
+            Layout::Panels(p) => self.product(p, x, m, y),
+            Layout::F16Panels(p) => self.product(p, x, m, y),
+            Layout::Bf16Panels(p) => self.product(p, x, m, y),
             Layout::Rows(w) => {
                 let xs = Tensor::from_slice(x, (m, self.k), w.device())?;
                 let ys = linear_f32(&xs, w, None)?.flatten_all()?.to_vec1::<f32>()?;
                 for (y, v) in y.iter_mut().zip(ys) {
                     *y += v;
                 }
-                return Ok(());
             }
-        };
+        }
+        Ok(())
+    }
+
+    /// [`Self::matmul_acc`] on the packed panels, `m > 0` and the sizes checked.
+    fn product<R: PackedRow>(&self, panels: &[R], x: &[f32], m: usize, y: &mut [f32]) {
         let groups = self.n.div_ceil(PANEL).div_ceil(GROUP);
         let a_tiles =
             (m > SMALL_M && self.kernel == Kernel::Avx512).then(|| pack_tiles(x, m, self.k));
@@ -298,15 +437,28 @@ impl F32Matrix {
             // borrowed mutably by this function for the whole loop; each group writes only its
             // own columns `16 p0 .. min(16 p1, n)`, so no two items touch the same element; and
             // `a_tiles`, when given, is `pack_tiles` of `x`.
-            unsafe { tile.run(self.kernel) }
+            // `R` is f32, or half precision only where the kernel holds it so (`with_kernel`).
+            unsafe { R::run(&tile, self.kernel) }
         };
         if rayon::current_num_threads() > 1 && groups > 1 {
             (0..groups).into_par_iter().for_each(block);
         } else {
             (0..groups).for_each(block);
         }
-        Ok(())
     }
+}
+
+/// A half-precision `[n, k]` weight's bits (`bits` of each value) packed into panels.
+fn half_panels<T: candle_core::WithDType, R: PackedRow<Elem = u16>>(
+    weight: &Tensor,
+    n: usize,
+    k: usize,
+    bits: fn(T) -> u16,
+) -> Result<Vec<R>> {
+    let values = weight.flatten_all()?.to_vec1::<T>()?;
+    let mut packed = Vec::new();
+    pack_panels_into(&mut packed, n, k, |c, kk| bits(values[c * k + kk]));
+    Ok(packed)
 }
 
 /// `x [m, k]` in tiles of [`MR`] rows, k-major inside a tile (`a[t][kk][i] = x[MR t + i, kk]`),
@@ -332,19 +484,19 @@ fn pack_tiles_into(a: &mut Vec<f32>, x: &[f32], m: usize, k: usize) {
 /// Packs `W [n, k]`, given element by element (`w(c, kk) = W[c, kk]`), into panels, reusing
 /// `panels`' allocation: for products whose "weights" are made per call (attention's keys and
 /// values).
-pub(crate) fn pack_panels_into(
-    panels: &mut Vec<PanelRow>,
+pub(crate) fn pack_panels_into<R: PackedRow>(
+    panels: &mut Vec<R>,
     n: usize,
     k: usize,
-    w: impl Fn(usize, usize) -> f32,
+    w: impl Fn(usize, usize) -> R::Elem,
 ) {
     panels.clear();
-    panels.resize(n.div_ceil(PANEL) * k, PanelRow([0.0; PANEL]));
+    panels.resize(n.div_ceil(PANEL) * k, R::ZERO);
     // Column by column within a panel: `w` is read along k, its rows' order in memory.
     for (p, panel) in panels.chunks_exact_mut(k).enumerate() {
         for c in 0..PANEL.min(n - p * PANEL) {
             for (kk, pr) in panel.iter_mut().enumerate() {
-                pr.0[c] = w(p * PANEL + c, kk);
+                pr.set(c, w(p * PANEL + c, kk));
             }
         }
     }
@@ -405,8 +557,8 @@ pub(crate) unsafe fn product_serial(
     }
     // SAFETY: the sizes of `x`, `panels` and `ldo` were checked above, the output's are the
     // caller's contract (all columns `0 .. n` are this call's), the CPU has the kernel, and
-    // `a_tiles`, when given, is `pack_tiles` of `x`.
-    unsafe { block.run(kernel) };
+    // `a_tiles`, when given, is `pack_tiles` of `x`; the rows are f32.
+    unsafe { PanelRow::run(&block, kernel) };
     Ok(())
 }
 
@@ -416,12 +568,12 @@ pub(crate) unsafe fn product_serial(
 /// rows, `p0 < p1 <= ceil(n / PANEL)`, and `out` is valid for reads and writes of `m` rows of
 /// `n` f32 at row stride `ldo >= n`, of which columns `PANEL · p0 .. min(PANEL · p1, n)` are this item's alone;
 /// `a_tiles`, when given, is [`pack_tiles`] of `x`.
-pub(crate) struct Block<'a> {
+pub(crate) struct Block<'a, R = PanelRow> {
     pub(crate) x: &'a [f32],
     pub(crate) m: usize,
     pub(crate) k: usize,
     pub(crate) n: usize,
-    pub(crate) panels: &'a [PanelRow],
+    pub(crate) panels: &'a [R],
     pub(crate) p0: usize,
     pub(crate) p1: usize,
     pub(crate) out: *mut f32,
@@ -433,7 +585,7 @@ pub(crate) struct Block<'a> {
     pub(crate) a_tiles: Option<&'a [f32]>,
 }
 
-impl Block<'_> {
+impl<R> Block<'_, R> {
     /// Checks the contract's sizes (debug builds; once per item).
     #[inline]
     pub(crate) fn debug_assert_fits(&self) {
@@ -448,25 +600,6 @@ impl Block<'_> {
     pub(crate) fn width(&self, p: usize) -> usize {
         PANEL.min(self.n - p * PANEL)
     }
-
-    /// # Safety
-    /// The CPU must have `kernel`, and `self` must satisfy [`Block`]'s contract.
-    unsafe fn run(&self, kernel: Kernel) {
-        match kernel {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `F32Matrix::with_kernel` checked that the CPU has AVX-512 F; the
-            // contract is the caller's.
-            Kernel::Avx512 => unsafe { x86::block_avx512(self) },
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            // SAFETY: the contract is the caller's (simd128 is this build's baseline).
-            Kernel::Simd128 => unsafe { wasm::block_simd128(self) },
-            #[cfg(all(target_arch = "wasm32", feature = "relaxed-simd"))]
-            // SAFETY: the contract is the caller's; only engines with relaxed SIMD load this build.
-            Kernel::RelaxedSimd => unsafe { wasm::block_relaxed(self) },
-            // SAFETY: the contract is the caller's.
-            _ => unsafe { block_scalar(self) },
-        }
-    }
 }
 
 /// The reference: `out[r, c] += Σ_kk x[r, kk] · W[c, kk]`, summed in `kk` order from `out`'s
@@ -474,7 +607,7 @@ impl Block<'_> {
 ///
 /// # Safety
 /// `b` must satisfy [`Block`]'s contract.
-unsafe fn block_scalar(b: &Block) {
+unsafe fn block_scalar<R: PackedRow>(b: &Block<'_, R>) {
     b.debug_assert_fits();
     for r in 0..b.m {
         let x = &b.x[r * b.k..(r + 1) * b.k];
@@ -486,7 +619,7 @@ unsafe fn block_scalar(b: &Block) {
                 let o = unsafe { &mut *b.out.add(r * b.ldo + p * PANEL + c) };
                 let mut acc = *o;
                 for (xv, pr) in x.iter().zip(panel) {
-                    acc += xv * pr.0[c];
+                    acc += xv * pr.get(c);
                 }
                 *o = acc;
             }

@@ -8,17 +8,88 @@
 //! aligned (so every `_mm512_load_ps` of one is aligned); output `(r, c)` is `out + r ldo + c` for
 //! `r < m`, `c < n`, this item's for `16 p0 <= c < min(16 p1, n)`. A tile's masks enable only
 //! the panel's valid columns (`Block::width`), so the last, partial panel never touches `c >= n`.
+//!
+//! F16 and BF16 panels ([`super::F16Row`], [`super::Bf16Row`], 32-byte aligned) are widened to
+//! f32 exactly as they are loaded: row by row in the few-row tiles (decode reads half the
+//! bytes), and a panel pair's k-chunk at a time into an f32 buffer for the 12-row tiles, which
+//! then read it like f32 panels (the widening is paid once per chunk, not once per row tile).
+//! Either way each output is the same chain of FMAs on the same values as for the f32 panels.
 
 use std::arch::x86_64::*;
 
-use super::{Block, PanelRow, KC, MR, PANEL, SMALL_M};
+use super::{Bf16Row, Block, F16Row, PackedRow, PanelRow, KC, MR, PANEL, SMALL_M};
+
+/// A panel row type the kernel loads as 16 f32 lanes.
+pub(crate) trait Widen: PackedRow {
+    /// Whether the rows are f32 already (the 12-row tiles read them in place).
+    const IN_PLACE: bool = false;
+
+    /// Row `p`, widened to f32.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `p` must point to a live row (rows are aligned to their
+    /// size by their type).
+    unsafe fn load(p: *const Self) -> __m512;
+
+    /// Rows `p .. p + kc` as f32 rows: `wide`'s first `kc`, filled here, or (f32 rows) `p`
+    /// itself.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; `p .. p + kc` must be live rows and `wide.len() >= kc`.
+    #[inline(always)]
+    unsafe fn widen(p: *const Self, kc: usize, wide: &mut [PanelRow]) -> *const PanelRow {
+        for (kk, w) in wide[..kc].iter_mut().enumerate() {
+            // SAFETY: `kk < kc`: a live row (the caller's contract), and `w` is an aligned,
+            // writable f32 row; the CPU has AVX-512 F.
+            unsafe { _mm512_store_ps(w.0.as_mut_ptr(), Self::load(p.add(kk))) };
+        }
+        wide.as_ptr()
+    }
+}
+
+impl Widen for PanelRow {
+    const IN_PLACE: bool = true;
+
+    #[inline(always)]
+    unsafe fn load(p: *const Self) -> __m512 {
+        // SAFETY: a live, 64-byte aligned row of 16 f32 (the caller's contract).
+        unsafe { _mm512_load_ps((*p).0.as_ptr()) }
+    }
+
+    #[inline(always)]
+    unsafe fn widen(p: *const Self, _kc: usize, _wide: &mut [PanelRow]) -> *const PanelRow {
+        p
+    }
+}
+
+impl Widen for F16Row {
+    #[inline(always)]
+    unsafe fn load(p: *const Self) -> __m512 {
+        // SAFETY: a live, 32-byte aligned row of 16 f16 (the caller's contract); `vcvtph2ps`
+        // widens exactly.
+        unsafe { _mm512_cvtph_ps(_mm256_load_si256(p.cast())) }
+    }
+}
+
+impl Widen for Bf16Row {
+    #[inline(always)]
+    unsafe fn load(p: *const Self) -> __m512 {
+        // SAFETY: a live, 32-byte aligned row of 16 bf16 (the caller's contract); a bf16 is the
+        // top half of the f32 of the same value, so zero-extending and shifting widens exactly.
+        unsafe {
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                _mm256_load_si256(p.cast()),
+            )))
+        }
+    }
+}
 
 /// Runs one work item.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, and `b` must satisfy [`super::Block`]'s contract.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn block_avx512(b: &Block) {
+pub(super) unsafe fn block_avx512<R: Widen>(b: &Block<'_, R>) {
     b.debug_assert_fits();
     let Some(a) = b.a_tiles else {
         // Few rows (decode), or no packed tiles: row groups of up to SMALL_M straight from `x`.
@@ -30,13 +101,27 @@ pub(super) unsafe fn block_avx512(b: &Block) {
     };
     // Many rows: k-chunks outside (the chunk's activations and one panel pair's weights stay in
     // cache), panel pairs, then row tiles of the packed activations; partial sums go through
-    // `out`.
+    // `out`. Half-precision chunks are widened into `wide` first (f32 rows are read in place).
+    let half = if R::IN_PLACE { 0 } else { KC };
+    let mut wide = vec![PanelRow::ZERO; 2 * half];
+    let (wide0, wide1) = wide.split_at_mut(half);
     let mut k0 = 0;
     while k0 < b.k {
         let kc = KC.min(b.k - k0);
         let mut p = b.p0;
         while p < b.p1 {
             let np = (b.p1 - p).min(2);
+            let mut wp = [std::ptr::null::<PanelRow>(); 2];
+            for (j, (wp, wide)) in wp
+                .iter_mut()
+                .zip([&mut *wide0, &mut *wide1])
+                .take(np)
+                .enumerate()
+            {
+                // SAFETY: panel `p + j < p1`, rows `k0 .. k0 + kc` of it (within `0 .. k`);
+                // `wide` holds `KC >= kc` rows for half-precision panels.
+                *wp = unsafe { R::widen(b.panels.as_ptr().add((p + j) * b.k + k0), kc, wide) };
+            }
             for r in (0..b.m).step_by(MR) {
                 let t = Tile {
                     r0: r,
@@ -45,13 +130,14 @@ pub(super) unsafe fn block_avx512(b: &Block) {
                     kc,
                 };
                 // SAFETY: tile rows `r .. r + MR` (the valid ones below `m`), panels
-                // `p .. p + np` (within `p0 .. p1`) and `k0 .. k0 + kc` (within `0 .. k`) are
-                // this item's, and `a` is the packed tiles of `x`; the CPU has AVX-512 F.
+                // `p .. p + np` (within `p0 .. p1`, their rows `k0 .. k0 + kc` as f32 at `wp`)
+                // and `k0 .. k0 + kc` (within `0 .. k`) are this item's, and `a` is the packed
+                // tiles of `x`; the CPU has AVX-512 F.
                 unsafe {
                     if np == 2 {
-                        tile12::<2>(b, a, t)
+                        tile12::<2, R>(b, a, t, [wp[0], wp[1]])
                     } else {
-                        tile12::<1>(b, a, t)
+                        tile12::<1, R>(b, a, t, [wp[0]])
                     }
                 }
             }
@@ -61,7 +147,8 @@ pub(super) unsafe fn block_avx512(b: &Block) {
     }
 }
 
-/// [`MR`] rows of packed activations × `NP` panels: per k step, one aligned load per panel and
+/// [`MR`] rows of packed activations × `NP` panels (their rows `k0 .. k0 + kc` as f32 at `wp`):
+/// per k step, one aligned load per panel and
 /// `MR × NP` FMAs whose activation operand is a broadcast from the tile (one base pointer, so
 /// the compiler folds it into the FMA). Rows at or beyond `m` are zeros in the tile and are
 /// neither loaded from nor stored to `out`.
@@ -69,10 +156,16 @@ pub(super) unsafe fn block_avx512(b: &Block) {
 /// # Safety
 /// The CPU must support AVX-512 F; `r0` must be a multiple of `MR` below `m`, panels
 /// `p0 .. p0 + NP` within the item's `p0 .. p1`, `k0 + kc <= k`, `a` the packed tiles of `x`
-/// (`ceil(m / MR) × k × MR` values) and `b` must satisfy [`super::Block`]'s contract.
+/// (`ceil(m / MR) × k × MR` values), `wp[j]` rows `k0 .. k0 + kc` of panel `p0 + j` (in f32), and
+/// `b` must satisfy [`super::Block`]'s contract.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile12<const NP: usize>(b: &Block, a: &[f32], t: Tile) {
+unsafe fn tile12<const NP: usize, R>(
+    b: &Block<'_, R>,
+    a: &[f32],
+    t: Tile,
+    wp: [*const PanelRow; NP],
+) {
     debug_assert!(t.r0.is_multiple_of(MR) && t.r0 < b.m && t.p0 + NP <= b.p1 && t.k0 + t.kc <= b.k);
     debug_assert_eq!(a.len(), b.m.div_ceil(MR) * b.k * MR);
     let rows = MR.min(b.m - t.r0);
@@ -96,15 +189,10 @@ unsafe fn tile12<const NP: usize>(b: &Block, a: &[f32], t: Tile) {
     // SAFETY: tile `r0 / MR` of `a` starts at `(r0 / MR) k MR`; its k-row `k0 < k` at `k0 MR`
     // more, and `kc` rows of `MR` values from there end at most at the tile's end.
     let ap = unsafe { a.as_ptr().add((t.r0 / MR) * b.k * MR + t.k0 * MR) };
-    let mut wp = [std::ptr::null::<PanelRow>(); NP];
-    for (j, wp) in wp.iter_mut().enumerate() {
-        // SAFETY: panel `p0 + j < p1`, row `k0 < k` of it.
-        *wp = unsafe { b.panels.as_ptr().add((t.p0 + j) * b.k + t.k0) };
-    }
     for kk in 0..t.kc {
         let mut wv = [_mm512_setzero_ps(); NP];
         for (j, wv) in wv.iter_mut().enumerate() {
-            // SAFETY: `k0 + kk < k`: a row of panel `p0 + j`, 64-byte aligned.
+            // SAFETY: `kk < kc`: a row of panel `p0 + j`'s chunk in f32, 64-byte aligned.
             *wv = unsafe { _mm512_load_ps((*wp[j].add(kk)).0.as_ptr()) };
         }
         for (i, acc) in acc.iter_mut().enumerate() {
@@ -136,7 +224,7 @@ unsafe fn tile12<const NP: usize>(b: &Block, a: &[f32], t: Tile) {
 /// The CPU must support AVX-512 F, `1 <= rows <= SMALL_M`, `r0 + rows <= m`, and `b` must satisfy
 /// [`super::Block`]'s contract.
 #[target_feature(enable = "avx512f")]
-unsafe fn rows_direct(b: &Block, r0: usize, rows: usize) {
+unsafe fn rows_direct<R: Widen>(b: &Block<'_, R>, r0: usize, rows: usize) {
     let mut p = b.p0;
     while p < b.p1 {
         let np = (b.p1 - p).min(4);
@@ -150,22 +238,22 @@ unsafe fn rows_direct(b: &Block, r0: usize, rows: usize) {
         // `p0 .. p1`) and k-range `0 .. k` are this item's; the CPU has AVX-512 F.
         unsafe {
             match (rows, np) {
-                (4, 4) => tile::<4, 4>(b, t),
-                (3, 4) => tile::<3, 4>(b, t),
-                (2, 4) => tile::<2, 4>(b, t),
-                (1, 4) => tile::<1, 4>(b, t),
-                (4, 3) => tile::<4, 3>(b, t),
-                (3, 3) => tile::<3, 3>(b, t),
-                (2, 3) => tile::<2, 3>(b, t),
-                (1, 3) => tile::<1, 3>(b, t),
-                (4, 2) => tile::<4, 2>(b, t),
-                (3, 2) => tile::<3, 2>(b, t),
-                (2, 2) => tile::<2, 2>(b, t),
-                (1, 2) => tile::<1, 2>(b, t),
-                (4, _) => tile::<4, 1>(b, t),
-                (3, _) => tile::<3, 1>(b, t),
-                (2, _) => tile::<2, 1>(b, t),
-                _ => tile::<1, 1>(b, t),
+                (4, 4) => tile::<4, 4, R>(b, t),
+                (3, 4) => tile::<3, 4, R>(b, t),
+                (2, 4) => tile::<2, 4, R>(b, t),
+                (1, 4) => tile::<1, 4, R>(b, t),
+                (4, 3) => tile::<4, 3, R>(b, t),
+                (3, 3) => tile::<3, 3, R>(b, t),
+                (2, 3) => tile::<2, 3, R>(b, t),
+                (1, 3) => tile::<1, 3, R>(b, t),
+                (4, 2) => tile::<4, 2, R>(b, t),
+                (3, 2) => tile::<3, 2, R>(b, t),
+                (2, 2) => tile::<2, 2, R>(b, t),
+                (1, 2) => tile::<1, 2, R>(b, t),
+                (4, _) => tile::<4, 1, R>(b, t),
+                (3, _) => tile::<3, 1, R>(b, t),
+                (2, _) => tile::<2, 1, R>(b, t),
+                _ => tile::<1, 1, R>(b, t),
             }
         }
         p += np;
@@ -190,7 +278,7 @@ struct Tile {
 /// [`super::Block`]'s contract.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const ROWS: usize, const NP: usize>(b: &Block, t: Tile) {
+unsafe fn tile<const ROWS: usize, const NP: usize, R: Widen>(b: &Block<'_, R>, t: Tile) {
     debug_assert!(t.r0 + ROWS <= b.m && t.p0 + NP <= b.p1 && t.k0 + t.kc <= b.k);
     let mut masks = [0xffffu16; NP];
     for (j, m) in masks.iter_mut().enumerate() {
@@ -215,7 +303,7 @@ unsafe fn tile<const ROWS: usize, const NP: usize>(b: &Block, t: Tile) {
         // SAFETY: row `r0 + i < m` of `x`, at offset `k0 < k` in the row.
         *xr = unsafe { b.x.as_ptr().add((t.r0 + i) * b.k + t.k0) };
     }
-    let mut wp = [std::ptr::null::<PanelRow>(); NP];
+    let mut wp = [std::ptr::null::<R>(); NP];
     for (j, wp) in wp.iter_mut().enumerate() {
         // SAFETY: panel `p0 + j < p1`, row `k0 < k` of it.
         *wp = unsafe { b.panels.as_ptr().add((t.p0 + j) * b.k + t.k0) };
@@ -223,8 +311,8 @@ unsafe fn tile<const ROWS: usize, const NP: usize>(b: &Block, t: Tile) {
     for kk in 0..t.kc {
         let mut wv = [_mm512_setzero_ps(); NP];
         for (j, wv) in wv.iter_mut().enumerate() {
-            // SAFETY: `k0 + kk < k`: a row of panel `p0 + j`, 64-byte aligned.
-            *wv = unsafe { _mm512_load_ps((*wp[j].add(kk)).0.as_ptr()) };
+            // SAFETY: `k0 + kk < k`: a row of panel `p0 + j`.
+            *wv = unsafe { R::load(wp[j].add(kk)) };
         }
         for i in 0..ROWS {
             // SAFETY: `k0 + kk < k`: within row `r0 + i` of `x`.
