@@ -702,12 +702,18 @@ impl Checkpoint {
 
     /// Loads a floating-point tensor as f32 and checks its shape.
     pub fn load_f32(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
-        Ok(self.load_float(name, shape, device)?.to_dtype(DType::F32)?)
+        self.load_float(name, shape, device, false)
     }
 
-    /// Loads a floating-point tensor in its stored precision (F64 as f32), checking its shape and
-    /// that every value is finite.
-    fn load_float(&self, name: &str, shape: &[usize], device: &Device) -> Result<Tensor> {
+    /// Loads a floating-point tensor as f32, or F16 and BF16 in their stored precision if
+    /// `keep_half`, checking its shape and that every value is finite.
+    fn load_float(
+        &self,
+        name: &str,
+        shape: &[usize],
+        device: &Device,
+        keep_half: bool,
+    ) -> Result<Tensor> {
         let (dtype, stored_shape) = self.lookup(name)?;
         check_shape(name, &stored_shape, shape, self.file())?;
         let dt = match dtype {
@@ -732,10 +738,10 @@ impl Checkpoint {
         };
         let raw = self.row_major_bytes(name)?;
         let t = Tensor::from_raw_buffer(&raw, dt, shape, device)?;
-        let t = if dt == DType::F64 {
-            t.to_dtype(DType::F32)?
-        } else {
+        let t = if keep_half && matches!(dt, DType::F16 | DType::BF16) {
             t
+        } else {
+            t.to_dtype(DType::F32)?
         };
         check_finite(name, &t, self.file())?;
         Ok(t)
@@ -752,7 +758,9 @@ impl Checkpoint {
     ) -> Result<Matrix> {
         let (dtype, _) = self.lookup(name)?;
         if !dtype.is_quantized() {
-            let w = self.load_float(name, &[rows, cols], device)?;
+            // F16/BF16 stay so only for a kernel that holds them (else widened here, once).
+            let keep_half = crate::kernels::sgemm::Kernel::best().holds_half();
+            let w = self.load_float(name, &[rows, cols], device, keep_half)?;
             let packed = F32Matrix::new(w).map_err(|e| Error::tensor(name, e))?;
             return Ok(Matrix::F32(Arc::new(packed)));
         }

@@ -8,7 +8,7 @@ use candle_nn::LayerNorm;
 use crate::checkpoint::Weights;
 use crate::config::TextConfig;
 use crate::kernels::attention::{attention_few_queries, attention_keys_transposed};
-use crate::kernels::ops::{activation_in_place, softmax_last_dim};
+use crate::kernels::ops::{activation_in_place, softmax_last_dim, split_heads};
 use crate::model::linear::{layer_norm, Embedding, Linear};
 use crate::{Error, Result};
 
@@ -192,11 +192,8 @@ impl TextSelfAttention {
     /// `[images, heads, head_dim, tokens]` (transposed), values `[images, heads, tokens,
     /// head_dim]`.
     pub fn image_kv(&self, image_embeds: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = self
-            .split_heads(&self.key.forward(image_embeds)?)?
-            .transpose(2, 3)?
-            .contiguous()?;
-        let v = self.split_heads(&self.value.forward(image_embeds)?)?;
+        let k = split_heads(&self.key.forward(image_embeds)?, self.num_heads, true)?;
+        let v = split_heads(&self.value.forward(image_embeds)?, self.num_heads, false)?;
         Ok((k, v))
     }
 
