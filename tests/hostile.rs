@@ -558,6 +558,42 @@ fn non_finite_weights_and_scales_are_refused_at_load() {
         e.contains("vision_model.post_layernorm.weight") && e.contains("first at index 1"),
         "{e}"
     );
+    // A matrix stored in F16 or BF16 (kept so, unwidened, where the f32 kernel reads half
+    // precision) is checked as stored.
+    let matrix = "vision_model.encoder.layers.0.mlp.fc1.weight";
+    for (dtype, tag) in [
+        (safetensors::Dtype::F16, "inf-f16"),
+        (safetensors::Dtype::BF16, "inf-bf16"),
+    ] {
+        let dir = copy_dir(Path::new(DEMO), tag);
+        rewrite_weights(
+            &dir,
+            |name, mut raw| {
+                if name == matrix {
+                    let values = raw.data.chunks_exact(4).enumerate().map(|(i, b)| {
+                        let v = if i == 1 {
+                            f32::INFINITY
+                        } else {
+                            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+                        };
+                        match dtype {
+                            safetensors::Dtype::F16 => half::f16::from_f32(v).to_le_bytes(),
+                            _ => half::bf16::from_f32(v).to_le_bytes(),
+                        }
+                    });
+                    raw.data = values.flatten().collect();
+                    raw.dtype = dtype;
+                }
+                Some(raw)
+            },
+            vec![],
+        );
+        let e = load_err(&dir);
+        assert!(
+            e.contains(matrix) && e.contains("first at index 1"),
+            "{tag}: {e}"
+        );
+    }
     let dir = copy_dir(Path::new(DEMO_INT8), "nan-scale");
     let mut victim = String::new();
     rewrite_weights(

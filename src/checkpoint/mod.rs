@@ -898,10 +898,19 @@ fn check_f16_scales(scales: &[u8], name: &str, file: &str) -> Result<()> {
 fn check_finite(name: &str, t: &Tensor, file: &str) -> Result<()> {
     let first_bad = |v: &[f32]| v.iter().position(|x| !x.is_finite());
     let (storage, layout) = t.storage_and_layout();
-    let bad = match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(cpu), Some((a, b))) if t.dtype() == DType::F32 => {
+    // F16 and BF16 are checked as stored (no f32 copy of a kept half-precision matrix).
+    let bad = match (&*storage, layout.contiguous_offsets(), t.dtype()) {
+        (candle_core::Storage::Cpu(cpu), Some((a, b)), DType::F32) => {
             first_bad(&cpu.as_slice::<f32>()?[a..b])
         }
+        (candle_core::Storage::Cpu(cpu), Some((a, b)), DType::F16) => cpu
+            .as_slice::<half::f16>()?[a..b]
+            .iter()
+            .position(|x| !x.is_finite()),
+        (candle_core::Storage::Cpu(cpu), Some((a, b)), DType::BF16) => cpu
+            .as_slice::<half::bf16>()?[a..b]
+            .iter()
+            .position(|x| !x.is_finite()),
         _ => {
             drop(storage);
             first_bad(&t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)

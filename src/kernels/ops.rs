@@ -143,7 +143,7 @@ pub fn split_heads(xs: &Tensor, heads: usize, transpose: bool) -> Result<Tensor>
         )));
     }
     let d = h / heads;
-    if !is_cpu_f32(xs) {
+    if b * n * d == 0 || !is_cpu_f32(xs) {
         let t = xs.reshape((b, n, heads, d))?.transpose(1, 2)?;
         let t = if transpose { t.transpose(2, 3)? } else { t };
         return Ok(t.contiguous()?);
@@ -359,6 +359,8 @@ mod tests {
                 );
             }
         }
+        let empty = Tensor::zeros((2, 0, 12), candle_core::DType::F32, &dev)?;
+        assert_eq!(split_heads(&empty, 3, true)?.dims(), [2, 3, 4, 0]);
         let xs = Tensor::zeros((1, 4, 10), candle_core::DType::F32, &dev)?;
         assert!(split_heads(&xs, 3, false).is_err());
         assert!(split_heads(&xs, 0, true).is_err());

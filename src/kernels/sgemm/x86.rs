@@ -31,13 +31,15 @@ pub(crate) trait Widen: PackedRow {
     /// size by their type).
     unsafe fn load(p: *const Self) -> __m512;
 
-    /// Rows `p .. p + kc` as f32 rows: `wide`'s first `kc`, filled here, or (f32 rows) `p`
-    /// itself.
+    /// Rows `p .. p + kc` as f32 rows: `wide`'s first `kc`, filled here (`wide` must hold
+    /// them: a shorter one panics), or, for f32 rows ([`Self::IN_PLACE`], which override this
+    /// and ignore `wide`), `p` itself.
     ///
     /// # Safety
-    /// The CPU must support AVX-512 F; `p .. p + kc` must be live rows and `wide.len() >= kc`.
+    /// The CPU must support AVX-512 F; `p .. p + kc` must be live rows.
     #[inline(always)]
     unsafe fn widen(p: *const Self, kc: usize, wide: &mut [PanelRow]) -> *const PanelRow {
+        debug_assert!(!Self::IN_PLACE, "f32 rows are read in place");
         for (kk, w) in wide[..kc].iter_mut().enumerate() {
             // SAFETY: `kk < kc`: a live row (the caller's contract), and `w` is an aligned,
             // writable f32 row; the CPU has AVX-512 F.
