@@ -11,7 +11,8 @@
 //! whichever images share its batch — with blipq's own kernels; the `gemm` crate's f32 fallback
 //! (CPUs without AVX-512) sums one row and many rows in different orders.
 //!
-//! May use: `model` (the decoder's step and state) and `error`.
+//! May use: `model` (the decoder's step and state), `threads` (keeping the pool awake while it
+//! decodes) and `error`.
 
 use candle_core::{Device, Tensor, D};
 
@@ -129,6 +130,10 @@ pub fn generate_batch(
         tokens,
     };
     let mut state = model.start_decoding(image_embeds)?;
+    // The steps alternate many small parallel products with serial pieces: keep the pool's
+    // workers polling between them (after the image's key and value projections, large products
+    // that gain nothing from it).
+    let _awake = crate::threads::keep_awake();
     if opts.num_beams == 1 {
         greedy(&search, &mut state, on_step)
     } else {

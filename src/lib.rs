@@ -22,7 +22,6 @@ pub mod preprocess;
 mod python;
 pub mod quantize;
 pub mod synth;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod threads;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::kernels::isa::multiversion;
 use crate::kernels::matmul::{gemm_f32, with_cpu_f32, View};
 use crate::kernels::ops::{
-    contiguous_f32, is_cpu_f32, softmax_in_place, softmax_row, MulAdd, LANES,
+    contiguous_f32, is_cpu_f32, softmax_in_place, softmax_row, softmax_to_column, MulAdd, LANES,
 };
 use crate::kernels::sgemm::{self, SharedOut};
 use crate::{Error, Result};
@@ -148,9 +148,23 @@ fn attention_gemm(
 /// as those of `p v` (d columns over n); then for each block of [`sgemm::MR`] queries, its scores
 /// (`MR × n`, in L1), their softmax, and their context written straight into the head's columns
 /// of the output. No `n × n` matrix is ever stored, so everything stays in cache at n = 577.
-/// Buffers are reused per thread.
+/// Buffers are reused per thread. Where the kernel reads its activations as tiles
+/// ([`sgemm::Kernel::takes_tiles`]), the scaled queries and the softmax's probabilities are
+/// written in that layout directly (the same values, no separate transposing pass).
 fn attention_packed(
     kernel: sgemm::Kernel,
+    qkv: &[f32],
+    shape: (usize, usize, usize, usize),
+    scale: f32,
+) -> Result<Vec<f32>> {
+    attention_packed_as(kernel, kernel.takes_tiles(), qkv, shape, scale)
+}
+
+/// [`attention_packed`], writing the activations as tiles or not (`tiles` only for a kernel
+/// that takes them; tests compare the two).
+fn attention_packed_as(
+    kernel: sgemm::Kernel,
+    tiles: bool,
     qkv: &[f32],
     (b, n, heads, d): (usize, usize, usize, usize),
     scale: f32,
@@ -158,30 +172,50 @@ fn attention_packed(
     let (h, h3) = (heads * d, 3 * heads * d);
     let rows = sgemm::MR;
     let mut out = vec![0f32; b * n * h];
+    if out.is_empty() {
+        return Ok(out);
+    }
     let shared = SharedOut::new(out.as_mut_ptr());
     (0..b * heads).into_par_iter().try_for_each_init(
         || {
             (
-                vec![0f32; rows * n],
-                vec![0f32; rows * d],
+                (vec![0f32; rows * n], vec![0f32; rows * d]),
+                vec![0f32; if tiles { rows * n } else { 0 }],
                 (Vec::new(), Vec::new()),
                 sgemm::Scratch::default(),
             )
         },
-        |(scores, q, (keys, values), scratch), task| {
+        |((scores, q), probs, (keys, values), scratch), task| {
             let (img, head) = (task / heads, task % heads);
-            let base = img * n * h3 + head * d;
-            let at = |t: usize, which: usize, j: usize| qkv[base + t * h3 + which * h + j];
-            sgemm::pack_panels_into(keys, n, d, |key, j| at(key, 1, j));
-            sgemm::pack_panels_into(values, d, n, |j, key| at(key, 2, j));
+            // This head's q, k and v columns of the image's `n` rows (stride 3h).
+            let image = &qkv[img * n * h3..][..n * h3];
+            let (qs, ks, vs) = (
+                &image[head * d..],
+                &image[h + head * d..],
+                &image[2 * h + head * d..],
+            );
+            sgemm::pack_panels_from_rows(keys, ks, h3, n, d);
+            sgemm::pack_panels_from_columns(values, vs, h3, d, n);
             for r0 in (0..n).step_by(rows) {
                 let m = rows.min(n - r0);
-                let (q, scores) = (&mut q[..m * d], &mut scores[..m * n]);
-                for (t, row) in q.chunks_exact_mut(d).enumerate() {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = at(r0 + t, 0, j) * scale;
+                let queries = &qs[r0 * h3..][..(m - 1) * h3 + d];
+                let (q, scores) = if tiles {
+                    // k-major, a tile row at a time: `q[j · MR + t]` is query `r0 + t`'s value
+                    // `j`.
+                    for (j, dst) in q.chunks_exact_mut(rows).enumerate() {
+                        for (t, v) in dst[..m].iter_mut().enumerate() {
+                            *v = queries[t * h3 + j] * scale;
+                        }
                     }
-                }
+                    (sgemm::Lhs::Tiles(q), &mut scores[..m * n])
+                } else {
+                    for (dst, row) in q.chunks_exact_mut(d).zip(queries.chunks(h3)) {
+                        for (v, &x) in dst.iter_mut().zip(&row[..d]) {
+                            *v = x * scale;
+                        }
+                    }
+                    (sgemm::Lhs::Rows(&q[..m * d]), &mut scores[..m * n])
+                };
                 scores.fill(0.0);
                 // SAFETY: `scores` is this task's `[m, n]` buffer (row stride n), borrowed
                 // mutably.
@@ -196,9 +230,17 @@ fn attention_packed(
                         scratch,
                     )?
                 };
-                for row in scores.chunks_exact_mut(n) {
-                    softmax_in_place(row);
-                }
+                let probs = if tiles {
+                    for (t, row) in scores.chunks_exact_mut(n).enumerate() {
+                        softmax_to_column(row, probs, rows, t);
+                    }
+                    sgemm::Lhs::Tiles(probs)
+                } else {
+                    for row in scores.chunks_exact_mut(n) {
+                        softmax_in_place(row);
+                    }
+                    sgemm::Lhs::Rows(scores)
+                };
                 let out = shared;
                 // SAFETY: the destination is rows `r0 .. r0 + m` (stride `h`), columns
                 // `head·d .. head·d + d` of image `img` in `out` (`b·n·h` values): in bounds,
@@ -206,7 +248,7 @@ fn attention_packed(
                 unsafe {
                     sgemm::product_serial(
                         kernel,
-                        scores,
+                        probs,
                         (m, n, d),
                         values,
                         out.ptr().add((img * n + r0) * h + head * d),
@@ -457,7 +499,7 @@ mod tests {
     #[test]
     fn self_attention_matches_matmul_softmax_matmul() -> Result<()> {
         let dev = Device::Cpu;
-        for (b, n, heads, d) in [(1, 577, 12, 64), (2, 9, 3, 8), (3, 1, 2, 4)] {
+        for (b, n, heads, d) in [(1, 577, 12, 64), (2, 9, 3, 8), (3, 1, 2, 4), (2, 30, 2, 20)] {
             let qkv = Tensor::randn(0f32, 1.0, (b, n, 3 * heads * d), &dev)?;
             let scale = 1.0 / (d as f64).sqrt();
             let ours = self_attention(&qkv, heads, scale)?;
@@ -471,12 +513,31 @@ mod tests {
             for kernel in sgemm::Kernel::ALL {
                 if kernel.is_available() && kernel.is_packed() {
                     let packed = attention_packed(kernel, &flat, (b, n, heads, d), scale as f32)?;
+                    if kernel.takes_tiles() {
+                        // The queries and probabilities written as tiles: the bits of the same
+                        // kernel given them as rows.
+                        let rows = attention_packed_as(
+                            kernel,
+                            false,
+                            &flat,
+                            (b, n, heads, d),
+                            scale as f32,
+                        )?;
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert!(
+                            bits(&packed) == bits(&rows),
+                            "{kernel:?} {b}x{n}x{heads}x{d}"
+                        );
+                    }
                     assert_close(&Tensor::from_vec(packed, shape, &dev)?, &reference, 1e-5)?;
                 }
             }
         }
         let qkv = Tensor::zeros((1, 4, 10), candle_core::DType::F32, &dev)?;
         assert!(self_attention(&qkv, 3, 1.0).is_err());
+        // No tokens: an empty result of the right shape.
+        let qkv = Tensor::zeros((2, 0, 24), candle_core::DType::F32, &dev)?;
+        assert_eq!(self_attention(&qkv, 2, 1.0)?.dims(), [2, 0, 8]);
         Ok(())
     }
 

@@ -289,8 +289,33 @@ multiversion! {
     pub fn softmax_in_place(row: &mut [f32]) = softmax_row;
 }
 
+multiversion! {
+    /// Softmax of one row written down a column: `dst[i · stride + column] = softmax(row)[i]`
+    /// (the row itself is left holding the unnormalized exponentials). The same values, bit for
+    /// bit, as [`softmax_in_place`]: the attention writes its probabilities straight into the
+    /// k-major tile its next product reads.
+    pub(crate) fn softmax_to_column(row: &mut [f32], dst: &mut [f32], stride: usize, column: usize) = softmax_to_column_body;
+}
+
+#[inline(always)]
+fn softmax_to_column_body(row: &mut [f32], dst: &mut [f32], stride: usize, column: usize) {
+    let inv = softmax_exp(row);
+    for (d, x) in dst.chunks_exact_mut(stride).zip(row.iter()) {
+        d[column] = *x * inv;
+    }
+}
+
 #[inline(always)]
 pub(crate) fn softmax_row(row: &mut [f32]) {
+    let inv = softmax_exp(row);
+    for x in row.iter_mut() {
+        *x *= inv;
+    }
+}
+
+/// Softmax's first two passes: `row[i] = exp(row[i] - max)`; returns `1 / Σ row`.
+#[inline(always)]
+fn softmax_exp(row: &mut [f32]) -> f32 {
     let mut lane_max = [f32::NEG_INFINITY; LANES];
     let (chunks, rest) = row.as_chunks::<LANES>();
     for c in chunks {
@@ -316,10 +341,7 @@ pub(crate) fn softmax_row(row: &mut [f32]) {
         *x = exp(*x - max);
         sum += *x;
     }
-    let inv = 1.0 / (sum + lane_sum.iter().sum::<f32>());
-    for x in row.iter_mut() {
-        *x *= inv;
-    }
+    1.0 / (sum + lane_sum.iter().sum::<f32>())
 }
 
 const SOFTMAX_LAST_DIM: MapF32 = MapF32 {
@@ -438,6 +460,18 @@ mod tests {
                 assert!((o - t).abs() < 1e-6, "{rows}x{dim}: {o} vs {t}");
             }
         }
+        // Written down a column: the same bits as in place, the other columns untouched.
+        let xs = (Tensor::randn(0f32, 4.0, (4, 37), &Device::Cpu)? * 3.0)?.to_vec2::<f32>()?;
+        let mut tile = vec![-1f32; 37 * 5];
+        for (c, row) in xs.iter().enumerate() {
+            let (mut in_place, mut scratch) = (row.clone(), row.clone());
+            softmax_in_place(&mut in_place);
+            softmax_to_column(&mut scratch, &mut tile, 5, c);
+            for (i, p) in in_place.iter().enumerate() {
+                assert_eq!(tile[i * 5 + c].to_bits(), p.to_bits(), "row {c}, value {i}");
+            }
+        }
+        assert!(tile.chunks(5).all(|t| t[4] == -1.0));
         // A causal mask's -inf entries give exactly 0.
         let masked = Tensor::new(&[[0f32, 1.0, f32::NEG_INFINITY]], &Device::Cpu)?;
         let p = softmax_last_dim(&masked)?.to_vec2::<f32>()?;
@@ -466,9 +500,14 @@ mod tests {
             for row in sm.chunks_mut(577) {
                 softmax_in_place(row);
             }
+            // The same softmax written down columns of a 3-wide tile.
+            let mut column = vec![0f32; 3 * xs.len()];
+            for (i, row) in xs.clone().chunks_mut(577).enumerate() {
+                softmax_to_column(row, &mut column[i / 3 * 3 * 577..], 3, i % 3);
+            }
             let mut att = vec![0f32; 2 * 40];
             crate::kernels::attention::attend_head(&mut att, q, k, v, 40);
-            [g, gi, sm, att].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+            [g, gi, sm, column, att].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
         };
         let base = with_level(Level::Base, run);
         for level in [Level::V3, Level::V4]

@@ -190,6 +190,12 @@ impl Kernel {
         !matches!(self, Kernel::Gemm)
     }
 
+    /// Whether the kernel reads its activations from [`pack_tiles`]' layout when a product has
+    /// more than a few rows (else straight from the row-major `x`).
+    pub(crate) fn takes_tiles(self) -> bool {
+        self == Kernel::Avx512
+    }
+
     /// Whether the kernel reads F16 and BF16 weights as they are stored (widening each panel row
     /// to f32 as it loads it); the others hold them widened to f32, twice the memory.
     pub fn holds_half(self) -> bool {
@@ -415,8 +421,7 @@ impl F32Matrix {
     /// [`Self::matmul_acc`] on the packed panels, `m > 0` and the sizes checked.
     fn product<R: PackedRow>(&self, panels: &[R], x: &[f32], m: usize, y: &mut [f32]) {
         let groups = self.n.div_ceil(PANEL).div_ceil(GROUP);
-        let a_tiles =
-            (m > SMALL_M && self.kernel == Kernel::Avx512).then(|| pack_tiles(x, m, self.k));
+        let a_tiles = (m > SMALL_M && self.kernel.takes_tiles()).then(|| pack_tiles(x, m, self.k));
         let out = SharedOut(y.as_mut_ptr());
         let block = |g: usize| {
             let tile = Block {
@@ -473,39 +478,117 @@ pub(crate) fn pack_tiles(x: &[f32], m: usize, k: usize) -> Vec<f32> {
 fn pack_tiles_into(a: &mut Vec<f32>, x: &[f32], m: usize, k: usize) {
     a.clear();
     a.resize(m.div_ceil(MR) * k * MR, 0.0);
-    for (r, row) in x.chunks_exact(k).enumerate().take(m) {
-        let tile = &mut a[(r / MR) * k * MR..][..k * MR];
-        for (kk, &v) in row.iter().enumerate() {
-            tile[kk * MR + r % MR] = v;
+    if k == 0 {
+        return;
+    }
+    for (tile, rows) in a.chunks_exact_mut(k * MR).zip(x[..m * k].chunks(k * MR)) {
+        let (tile, _) = tile.as_chunks_mut::<MR>();
+        for (i, row) in rows.chunks_exact(k).enumerate() {
+            for (t, &v) in tile.iter_mut().zip(row) {
+                t[i] = v;
+            }
         }
     }
 }
 
+/// Resizes `panels` to `ceil(n / PANEL) × k` zero rows (reusing its allocation) and calls
+/// `fill(c0, width, panel)` for each panel: its first column `c0`, its `width` valid columns
+/// (the last panel's may be fewer than [`PANEL`]) and its `k` rows.
+fn fill_panels<R: PackedRow>(
+    panels: &mut Vec<R>,
+    n: usize,
+    k: usize,
+    mut fill: impl FnMut(usize, usize, &mut [R]),
+) {
+    panels.clear();
+    panels.resize(n.div_ceil(PANEL) * k, R::ZERO);
+    if k == 0 {
+        return;
+    }
+    for (p, panel) in panels.chunks_exact_mut(k).enumerate() {
+        fill(p * PANEL, PANEL.min(n - p * PANEL), panel);
+    }
+}
+
+/// Packs `W [n, k]` whose row `c` is `src[c · stride ..][..k]` into panels, reusing `panels`'
+/// allocation (attention's keys, read from the fused projection's rows).
+///
+/// `src` must hold the `n` rows (`(n - 1) · stride + k` values when `n > 0`).
+pub(crate) fn pack_panels_from_rows(
+    panels: &mut Vec<PanelRow>,
+    src: &[f32],
+    stride: usize,
+    n: usize,
+    k: usize,
+) {
+    fill_panels(panels, n, k, |c0, width, panel| {
+        let src = &src[c0 * stride..][..(width - 1) * stride + k];
+        // A panel row at a time (its values from `width` rows of `src`), so the writes are
+        // whole rows: a transposition of a 16 × k block that stays in L1.
+        for (kk, pr) in panel.iter_mut().enumerate() {
+            for (c, v) in pr.0[..width].iter_mut().enumerate() {
+                *v = src[c * stride + kk];
+            }
+        }
+    });
+}
+
+/// Packs `W [n, k]` given transposed, `W[c, kk] = src[kk · stride + c]`, into panels, reusing
+/// `panels`' allocation: each panel row is a run of consecutive values of `src` (attention's
+/// values, the "weights" of `p · v`).
+///
+/// `src` must hold the `k` runs (`(k - 1) · stride + n` values when `k > 0`).
+pub(crate) fn pack_panels_from_columns(
+    panels: &mut Vec<PanelRow>,
+    src: &[f32],
+    stride: usize,
+    n: usize,
+    k: usize,
+) {
+    fill_panels(panels, n, k, |c0, width, panel| {
+        for (kk, pr) in panel.iter_mut().enumerate() {
+            let run = &src[kk * stride + c0..];
+            if width == PANEL {
+                pr.0 = run[..PANEL].try_into().expect("a panel's width");
+            } else {
+                pr.0[..width].copy_from_slice(&run[..width]);
+            }
+        }
+    });
+}
+
 /// Packs `W [n, k]`, given element by element (`w(c, kk) = W[c, kk]`), into panels, reusing
-/// `panels`' allocation: for products whose "weights" are made per call (attention's keys and
-/// values).
+/// `panels`' allocation (the weight matrices, at load).
 pub(crate) fn pack_panels_into<R: PackedRow>(
     panels: &mut Vec<R>,
     n: usize,
     k: usize,
     w: impl Fn(usize, usize) -> R::Elem,
 ) {
-    panels.clear();
-    panels.resize(n.div_ceil(PANEL) * k, R::ZERO);
     // Column by column within a panel: `w` is read along k, its rows' order in memory.
-    for (p, panel) in panels.chunks_exact_mut(k).enumerate() {
-        for c in 0..PANEL.min(n - p * PANEL) {
+    fill_panels(panels, n, k, |c0, width, panel| {
+        for c in 0..width {
             for (kk, pr) in panel.iter_mut().enumerate() {
-                pr.set(c, w(p * PANEL + c, kk));
+                pr.set(c, w(c0 + c, kk));
             }
         }
-    }
+    });
 }
 
 /// Reusable buffers of [`product_serial`].
 #[derive(Default)]
 pub(crate) struct Scratch {
     tiles: Vec<f32>,
+}
+
+/// The activations of a [`product_serial`].
+#[derive(Clone, Copy)]
+pub(crate) enum Lhs<'a> {
+    /// `x [m, k]`, row-major.
+    Rows(&'a [f32]),
+    /// `x` already in [`pack_tiles`]' layout (`ceil(m / MR) × k × MR` values; the values of rows
+    /// at or beyond `m` do not matter): only for kernels that [`Kernel::takes_tiles`].
+    Tiles(&'a [f32]),
 }
 
 /// `out [m, n] (row stride ldo) += x [m, k] · Wᵀ` on the calling thread, `W` given as
@@ -517,27 +600,43 @@ pub(crate) struct Scratch {
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn product_serial(
     kernel: Kernel,
-    x: &[f32],
+    x: Lhs<'_>,
     (m, k, n): (usize, usize, usize),
     panels: &[PanelRow],
     out: *mut f32,
     ldo: usize,
     scratch: &mut Scratch,
 ) -> Result<()> {
-    if x.len() != m * k || panels.len() != n.div_ceil(PANEL) * k || ldo < n || !kernel.is_packed() {
+    let inputs_fit = match x {
+        Lhs::Rows(x) => x.len() == m * k,
+        Lhs::Tiles(a) => kernel.takes_tiles() && a.len() == m.div_ceil(MR) * k * MR,
+    };
+    if !inputs_fit || panels.len() != n.div_ceil(PANEL) * k || ldo < n || !kernel.is_packed() {
         return Err(Error::Internal(format!(
-            "a packed f32 product [{m}, {k}] · [{n}, {k}]ᵀ got {} inputs, {} panel rows, stride              {ldo} ({kernel:?})",
-            x.len(),
+            "a packed f32 product [{m}, {k}] · [{n}, {k}]ᵀ got {} inputs{}, {} panel rows, \
+             stride {ldo} ({kernel:?})",
+            match x {
+                Lhs::Rows(x) | Lhs::Tiles(x) => x.len(),
+            },
+            if matches!(x, Lhs::Tiles(_)) {
+                " as tiles"
+            } else {
+                ""
+            },
             panels.len()
         )));
     }
     if m == 0 || n == 0 || k == 0 {
         return Ok(());
     }
-    let packed = m > SMALL_M && kernel == Kernel::Avx512;
-    if packed {
-        pack_tiles_into(&mut scratch.tiles, x, m, k);
-    }
+    let (x, a_tiles) = match x {
+        Lhs::Rows(x) if m > SMALL_M && kernel.takes_tiles() => {
+            pack_tiles_into(&mut scratch.tiles, x, m, k);
+            (x, Some(scratch.tiles.as_slice()))
+        }
+        Lhs::Rows(x) => (x, None),
+        Lhs::Tiles(a) => (&[][..], Some(a)),
+    };
     let block = Block {
         x,
         m,
@@ -548,23 +647,25 @@ pub(crate) unsafe fn product_serial(
         p1: n.div_ceil(PANEL),
         out,
         ldo,
-        a_tiles: packed.then_some(scratch.tiles.as_slice()),
+        a_tiles,
     };
     if !kernel.is_available() {
         return Err(Error::Internal(format!(
             "f32 kernel {kernel:?} is not supported here"
         )));
     }
-    // SAFETY: the sizes of `x`, `panels` and `ldo` were checked above, the output's are the
-    // caller's contract (all columns `0 .. n` are this call's), the CPU has the kernel, and
-    // `a_tiles`, when given, is `pack_tiles` of `x`; the rows are f32.
+    // SAFETY: the sizes of `x` (or of its tiles), `panels` and `ldo` were checked above, the
+    // output's are the caller's contract (all columns `0 .. n` are this call's), the CPU has the
+    // kernel, and `a_tiles`, when given, is `pack_tiles` of `x` or the caller's tiles (then `x`
+    // is empty and, the kernel taking tiles, unread); the rows are f32.
     unsafe { PanelRow::run(&block, kernel) };
     Ok(())
 }
 
 /// One work item: columns of panels `p0 .. p1` of `y [m, n] += x [m, k] · Wᵀ`.
 ///
-/// Contract (`run`'s safety): `x` holds `m × k` values, `panels` holds `ceil(n / PANEL) × k`
+/// Contract (`run`'s safety): `x` holds `m × k` values (or none when `a_tiles` is given, which
+/// only kernels that [`Kernel::takes_tiles`] get), `panels` holds `ceil(n / PANEL) × k`
 /// rows, `p0 < p1 <= ceil(n / PANEL)`, and `out` is valid for reads and writes of `m` rows of
 /// `n` f32 at row stride `ldo >= n`, of which columns `PANEL · p0 .. min(PANEL · p1, n)` are this item's alone;
 /// `a_tiles`, when given, is [`pack_tiles`] of `x`.
@@ -580,7 +681,8 @@ pub(crate) struct Block<'a, R = PanelRow> {
     /// The output's row stride (`>= n`).
     pub(crate) ldo: usize,
     /// For more than [`SMALL_M`] rows (the AVX-512 kernel): `x` packed in tiles of [`MR`] rows,
-    /// `a[t][kk][i] = x[MR t + i, kk]`, rows beyond `m` zero ([`pack_tiles`]).
+    /// `a[t][kk][i] = x[MR t + i, kk]` ([`pack_tiles`]; the kernel neither stores nor needs the
+    /// results of rows beyond `m`).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) a_tiles: Option<&'a [f32]>,
 }
@@ -589,7 +691,10 @@ impl<R> Block<'_, R> {
     /// Checks the contract's sizes (debug builds; once per item).
     #[inline]
     pub(crate) fn debug_assert_fits(&self) {
-        debug_assert_eq!(self.x.len(), self.m * self.k);
+        debug_assert!(self.a_tiles.is_some() || self.x.len() == self.m * self.k);
+        debug_assert!(self
+            .a_tiles
+            .is_none_or(|a| a.len() == self.m.div_ceil(MR) * self.k * MR));
         debug_assert_eq!(self.panels.len(), self.n.div_ceil(PANEL) * self.k);
         debug_assert!(self.p0 < self.p1 && self.p1 <= self.n.div_ceil(PANEL));
         debug_assert!(self.ldo >= self.n);
@@ -659,6 +764,88 @@ mod tests {
         let packed = F32Matrix::with_kernel(wt, Kernel::Scalar)?;
         assert!(packed.embedding(&Tensor::new(&[37u32], &dev)?).is_err());
         assert!(F32Matrix::new(Tensor::zeros((0, 3), DType::F32, &dev)?).is_err());
+        Ok(())
+    }
+
+    /// The two packers of rows read straight from memory give [`pack_panels_into`]'s panels, on
+    /// sizes with a partial last panel, rows of a longer stride, and nothing to pack.
+    #[test]
+    fn strided_packers_equal_the_element_packer() {
+        for (n, k, stride) in [(37, 5, 9), (16, 64, 64), (3, 1, 7), (0, 4, 4), (5, 0, 3)] {
+            let src: Vec<f32> = (0..n.max(k) * stride + stride)
+                .map(|i| (i % 97) as f32 * 0.5 - 20.0)
+                .collect();
+            let bits = |p: &[PanelRow]| -> Vec<u32> {
+                p.iter().flat_map(|r| r.0.map(f32::to_bits)).collect()
+            };
+            let (mut want, mut got) = (Vec::new(), vec![PanelRow([1.0; PANEL]); 3]);
+            pack_panels_into(&mut want, n, k, |c, kk| src[c * stride + kk]);
+            pack_panels_from_rows(&mut got, &src, stride, n, k);
+            assert_eq!(bits(&got), bits(&want), "rows {n}x{k}, stride {stride}");
+            pack_panels_into(&mut want, n, k, |c, kk| src[kk * stride + c]);
+            pack_panels_from_columns(&mut got, &src, stride, n, k);
+            assert_eq!(bits(&got), bits(&want), "columns {n}x{k}, stride {stride}");
+        }
+    }
+
+    /// Activations given as tiles give the bits of the same activations given as rows, whatever
+    /// the tile holds beyond the last row; tiles of the wrong size, or for a kernel that reads
+    /// rows, are errors.
+    #[test]
+    fn product_serial_takes_rows_or_tiles() -> Result<()> {
+        let (k, n) = (37, 21);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7 % 31) as f32 - 15.0) / 8.0)
+            .collect();
+        let mut panels = Vec::new();
+        pack_panels_from_rows(&mut panels, &w, k, n, k);
+        for m in [1, 5, 12, 13, 30] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 5 % 23) as f32 - 11.0) / 4.0)
+                .collect();
+            let mut tiles = pack_tiles(&x, m, k);
+            // Rows beyond `m` in the last tile: not zeros, and not read into any output.
+            let last = (m.div_ceil(MR) - 1) * k * MR;
+            for kk in 0..k {
+                for i in m % MR..MR {
+                    if m % MR != 0 {
+                        tiles[last + kk * MR + i] = 1e30;
+                    }
+                }
+            }
+            for kernel in Kernel::ALL {
+                if !kernel.is_available() || !kernel.is_packed() {
+                    continue;
+                }
+                let mut scratch = Scratch::default();
+                let mut product = |x: Lhs<'_>| {
+                    let mut out = vec![0.5f32; m * n];
+                    // SAFETY: `out` is `[m, n]`, row stride n, borrowed mutably.
+                    unsafe {
+                        product_serial(
+                            kernel,
+                            x,
+                            (m, k, n),
+                            &panels,
+                            out.as_mut_ptr(),
+                            n,
+                            &mut scratch,
+                        )
+                    }
+                    .map(|()| out)
+                };
+                let rows = product(Lhs::Rows(&x))?;
+                let tiled = product(Lhs::Tiles(&tiles));
+                if kernel.takes_tiles() {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&tiled?), bits(&rows), "{kernel:?}, m = {m}");
+                } else {
+                    assert!(tiled.unwrap_err().to_string().contains("as tiles"));
+                }
+                let short = product(Lhs::Tiles(&tiles[1..]));
+                assert!(short.is_err());
+            }
+        }
         Ok(())
     }
 }

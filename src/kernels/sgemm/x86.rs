@@ -152,8 +152,8 @@ pub(super) unsafe fn block_avx512<R: Widen>(b: &Block<'_, R>) {
 /// [`MR`] rows of packed activations × `NP` panels (their rows `k0 .. k0 + kc` as f32 at `wp`):
 /// per k step, one aligned load per panel and
 /// `MR × NP` FMAs whose activation operand is a broadcast from the tile (one base pointer, so
-/// the compiler folds it into the FMA). Rows at or beyond `m` are zeros in the tile and are
-/// neither loaded from nor stored to `out`.
+/// the compiler folds it into the FMA). Rows at or beyond `m` (whatever the tile holds there)
+/// are neither loaded from nor stored to `out`.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F; `r0` must be a multiple of `MR` below `m`, panels
