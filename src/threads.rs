@@ -12,8 +12,8 @@
 //! and steals their pieces back while it waits, and with one thread no other thread exists.
 //! Call it once, early, from the thread that will run the model (the CLI's `main` does).
 //!
-//! [`keep_awake`] keeps the pool's other workers polling for work instead of sleeping while a
-//! caption decodes (see [`Awake`]).
+//! [`keep_awake`] keeps the pool's other workers polling for work instead of sleeping while the
+//! pool's owner decodes a caption (see [`Awake`]).
 //!
 //! May use: nothing of the crate.
 
@@ -30,8 +30,22 @@ pub fn use_this_thread() -> Result<usize> {
         .use_current_thread()
         .build_global()
         .map_err(|e| Error::ThreadPool(e.to_string()))?;
+    claim_pool();
     Ok(rayon::current_num_threads())
 }
+
+/// The thread that made itself worker 0 of the global pool ([`use_this_thread`], or the page's
+/// pool start-up through [`claim_pool`]): the only thread [`keep_awake`] acts for.
+static POOL_OWNER: std::sync::OnceLock<std::thread::ThreadId> = std::sync::OnceLock::new();
+
+/// Records the calling thread as the one that runs the model on the global pool it made itself
+/// worker 0 of (the page's pool start-up calls this; [`use_this_thread`] does it itself).
+pub fn claim_pool() {
+    let _ = POOL_OWNER.set(std::thread::current().id());
+}
+
+/// Whether an [`Awake`] guard lives (at most one at a time, see [`keep_awake`]).
+static AWAKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// While alive, keeps the pool's other workers looking for work instead of going to sleep.
 ///
@@ -43,13 +57,20 @@ pub fn use_this_thread() -> Result<usize> {
 /// per token and the caller spent a tenth of its time waking it (measured with `perf sched`:
 /// INT8 base, 2 threads). OpenMP runtimes spin for milliseconds for the same reason.
 ///
-/// [`keep_awake`] gives every other worker of the caller's pool a task that polls for rayon work
+/// [`keep_awake`] gives every other worker of the pool a task that polls for rayon work
 /// (`rayon::yield_now`, which runs what it finds) until the guard is dropped, so the work of
-/// each parallel operation is picked up at once. It does nothing unless the caller is itself a
-/// worker of a pool of 2 or more threads no larger than the machine's core count (spinning
-/// beside a caller outside the pool, or on an oversubscribed machine, would take cores from the
-/// threads doing the work).
-#[must_use = "the workers stay awake only while the guard lives"]
+/// each parallel operation is picked up at once.
+///
+/// A worker can pick its polling task up while it waits inside other work (a join whose other
+/// half was stolen), and then returns to that work only once the guard is dropped. So the guard
+/// is only for the one thread that runs the model on a pool of its own making, one guard at a
+/// time: two guards alive in one pool, each parked under the other's polling, would never be
+/// dropped; and a second caller's work parked under the polling would wait for the whole
+/// decode. [`keep_awake`] therefore does nothing unless the caller is the pool's owner
+/// ([`use_this_thread`], [`claim_pool`]: the CLI's main thread, the page's worker), no other
+/// guard lives, the pool has 2 or more threads, and no more than the machine's cores (spinning
+/// beside the threads doing the work would take cores from them). The Python module, whose
+/// pool serves whichever Python thread calls it, runs without it.
 pub struct Awake {
     state: std::sync::Arc<AwakeState>,
 }
@@ -64,25 +85,34 @@ struct AwakeState {
 
 impl Drop for Awake {
     fn drop(&mut self) {
-        self.state
-            .stop
-            .store(true, std::sync::atomic::Ordering::Release);
+        use std::sync::atomic::Ordering;
+        self.state.stop.store(true, Ordering::Release);
+        AWAKE.store(false, Ordering::Release);
     }
 }
 
-/// Pause instructions between two polls of [`keep_awake`]'s workers.
+/// Pause instructions between two polls of [`keep_awake`]'s workers (a no-op in wasm32, where
+/// the polling is a tight loop).
 const POLL_BACKOFF: usize = 16;
 
-/// Keeps the caller's pool awake until the returned guard is dropped (see [`Awake`]); `None`
-/// where that would not help.
+/// Keeps the caller's pool awake until the returned guard is dropped (see [`Awake`] for when
+/// it does, and why only then); `None` where it does not.
+#[must_use = "the workers stay awake only while the guard lives"]
 pub fn keep_awake() -> Option<Awake> {
+    if POOL_OWNER.get() != Some(&std::thread::current().id()) {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
+    awake_in_pool(cores)
+}
+
+/// [`keep_awake`] for whatever pool the caller is a worker of, on a machine of `cores` cores
+/// (wasm32, where the count is unknown: the page sizes its pool from the browser's count).
+fn awake_in_pool(cores: usize) -> Option<Awake> {
     use std::sync::atomic::Ordering;
     let me = rayon::current_thread_index()?;
     let threads = rayon::current_num_threads();
-    // Unknown core count (wasm32: the page sizes its pool from the browser's count): trust the
-    // pool's size.
-    let cores = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
-    if threads < 2 || threads > cores {
+    if threads < 2 || threads > cores || AWAKE.swap(true, Ordering::AcqRel) {
         return None;
     }
     let state = std::sync::Arc::new(AwakeState::default());
@@ -109,11 +139,15 @@ pub fn keep_awake() -> Option<Awake> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
+    use std::sync::{mpsc, Barrier, Mutex};
     use std::time::{Duration, Instant};
 
     use rayon::prelude::*;
 
     use super::*;
+
+    /// The tests below share the process-wide guard flag: one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
 
     /// Waits up to 10 s for `done`.
     fn eventually(done: impl Fn() -> bool) -> bool {
@@ -127,34 +161,43 @@ mod tests {
         true
     }
 
+    /// A sum with parallel pieces, and its value.
+    fn work() -> u64 {
+        (0..100_000u64).into_par_iter().map(|i| i * i % 7).sum()
+    }
+    const WORK: u64 = 199_999;
+
     /// In a pool of two, the other worker polls while the guard lives (the caller does not: it
     /// goes on with its own work), parallel work under the guard completes with the same result,
-    /// and the polling stops once the guard is dropped; outside a pool, or with one thread,
+    /// a second guard is refused while the first lives, and the polling stops once the guard is
+    /// dropped; outside a pool, with one thread, or on a thread that does not own its pool,
     /// there is nothing to keep awake.
     #[test]
     fn keep_awake_polls_on_the_other_workers_until_dropped() {
-        assert!(keep_awake().is_none(), "the test thread is in no pool");
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!((0..100_000u64).map(|i| i * i % 7).sum::<u64>(), WORK);
+        assert!(awake_in_pool(2).is_none(), "the test thread is in no pool");
         let one = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .expect("a pool");
-        assert!(one.install(keep_awake).is_none());
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if cores < 2 {
-            return;
-        }
+        assert!(one.install(|| awake_in_pool(2)).is_none());
         let two = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .expect("a pool");
+        assert!(
+            two.install(|| awake_in_pool(1)).is_none(),
+            "more threads than cores"
+        );
+        assert!(two.install(keep_awake).is_none(), "not the pool's owner");
         two.install(|| {
-            let want: u64 = (0..100_000u64).map(|i| i * i % 7).sum();
-            let guard = keep_awake().expect("a worker of a pool of two");
+            let guard = awake_in_pool(2).expect("a worker of a pool of two");
+            assert!(awake_in_pool(2).is_none(), "one guard at a time");
             let state = guard.state.clone();
             assert!(eventually(|| state.polling.load(Ordering::Acquire) == 1));
             for _ in 0..50 {
-                let got: u64 = (0..100_000u64).into_par_iter().map(|i| i * i % 7).sum();
-                assert_eq!(got, want);
+                assert_eq!(work(), WORK);
             }
             assert_eq!(
                 state.polling.load(Ordering::Acquire),
@@ -164,5 +207,35 @@ mod tests {
             drop(guard);
             assert!(eventually(|| state.polling.load(Ordering::Acquire) == 0));
         });
+    }
+
+    /// Two decodes at once in a pool of three, each asking for a guard (as two Python threads
+    /// on one pool would): only one gets it, and both finish (with two guards, each decode could
+    /// be parked under the other's polling for ever).
+    #[test]
+    fn concurrent_callers_in_one_pool_both_finish() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            let three = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .expect("a pool");
+            let barrier = Barrier::new(2);
+            let decode = || {
+                barrier.wait();
+                let guard = awake_in_pool(3);
+                for _ in 0..2000 {
+                    assert_eq!(work(), WORK);
+                }
+                guard.is_some()
+            };
+            let (a, b) = three.install(|| rayon::join(decode, decode));
+            let _ = done.send(usize::from(a) + usize::from(b));
+        });
+        let guards = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("both decodes finish");
+        assert_eq!(guards, 1);
     }
 }

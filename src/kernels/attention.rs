@@ -22,7 +22,8 @@ use crate::{Error, Result};
 /// `[b, n, h]`, the heads side by side, ready for the output projection.
 ///
 /// One rayon task per (image, head): a product for the `[n, n]` scores (kept in a per-thread
-/// buffer that fits L2 at n = 577), an in-place softmax per row, and a product writing the head's
+/// buffer that fits L2 at n = 577), a softmax per row (in place, or written into the next
+/// product's tile layout, [`attention_packed`]), and a product writing the head's
 /// `head_dim` columns of the output. The products run on the packed f32 kernel where the CPU has
 /// one ([`crate::kernels::sgemm`]), else on `gemm` with strides. Other devices, dtypes or layouts
 /// use candle's ops.

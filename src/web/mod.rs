@@ -31,7 +31,7 @@
 //! (its raw bytes and candle's buffer), not two copies of the whole file.
 //!
 //! May use: the library's public API (`Captioner`, `checkpoint::files`, `eval`, `kernels` for the
-//! build's kernel names); it converts JS values to and from library types and holds no logic of its
+//! build's kernel names, `threads` to mark the pool's owner); it converts JS values to and from library types and holds no logic of its
 //! own.
 
 use std::borrow::Cow;

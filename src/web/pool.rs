@@ -96,7 +96,10 @@ impl PoolStart {
                 Ok(())
             })
             .build_global()
-            .map_err(|e| JsError::new(&format!("starting the thread pool: {e}")))
+            .map_err(|e| JsError::new(&format!("starting the thread pool: {e}")))?;
+        // This worker runs the model: the decode may keep the pool's workers polling.
+        crate::threads::claim_pool();
+        Ok(())
     }
 }
 

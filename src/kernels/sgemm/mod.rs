@@ -591,8 +591,9 @@ pub(crate) enum Lhs<'a> {
     Tiles(&'a [f32]),
 }
 
-/// `out [m, n] (row stride ldo) += x [m, k] · Wᵀ` on the calling thread, `W` given as
-/// [`pack_panels_into`] panels: attention's products, one (image, head) per rayon task.
+/// `out [m, n] (row stride ldo) += x [m, k] · Wᵀ` on the calling thread, `W` given as panels
+/// ([`pack_panels_into`]'s layout, e.g. from [`pack_panels_from_rows`]): attention's products,
+/// one (image, head) per rayon task.
 ///
 /// # Safety
 /// `out` must be valid for reads and writes of `m` rows of `n` f32 at row stride `ldo >= n`,

@@ -1,10 +1,11 @@
 //! x86_64 AVX-512 F kernel for the packed f32 product: tiles of 12 packed activation rows × 2
 //! panels (24 zmm accumulators) over k-chunks of [`KC`] for many rows, `m` rows × 4 panels over
-//! the whole `k` for up to 4 rows (decode). Compiled with `#[target_feature]`, chosen at run time by
-//! [`super::Kernel::is_available`].
+//! the whole `k` for up to 4 rows (decode) given as rows. Compiled with `#[target_feature]`, chosen
+//! at run time by [`super::Kernel::is_available`]. Given tiles (`Block::a_tiles`, packed here or
+//! by the caller), it always runs the tiles, whatever `m`, and never reads `x` (then empty).
 //!
 //! Bounds used by the `SAFETY:` comments, all from [`super::Block`]'s contract: row `r < m` of
-//! `x` is `x[r k .. r k + k]`; panel `p < p1` is `panels[p k .. p k + k]`, each `PanelRow` 64-byte
+//! `x` (when there are no tiles) is `x[r k .. r k + k]`; panel `p < p1` is `panels[p k .. p k + k]`, each `PanelRow` 64-byte
 //! aligned (so every `_mm512_load_ps` of one is aligned); output `(r, c)` is `out + r ldo + c` for
 //! `r < m`, `c < n`, this item's for `16 p0 <= c < min(16 p1, n)`. A tile's masks enable only
 //! the panel's valid columns (`Block::width`), so the last, partial panel never touches `c >= n`.
@@ -133,8 +134,8 @@ pub(super) unsafe fn block_avx512<R: Widen>(b: &Block<'_, R>) {
                 };
                 // SAFETY: tile rows `r .. r + MR` (the valid ones below `m`), panels
                 // `p .. p + np` (within `p0 .. p1`, their rows `k0 .. k0 + kc` as f32 at `wp`)
-                // and `k0 .. k0 + kc` (within `0 .. k`) are this item's, and `a` is the packed
-                // tiles of `x`; the CPU has AVX-512 F.
+                // and `k0 .. k0 + kc` (within `0 .. k`) are this item's, and `a` is the item's
+                // tiles (`ceil(m / MR) × k × MR` values, the contract); the CPU has AVX-512 F.
                 unsafe {
                     if np == 2 {
                         tile12::<2, R>(b, a, t, [wp[0], wp[1]])
@@ -157,7 +158,7 @@ pub(super) unsafe fn block_avx512<R: Widen>(b: &Block<'_, R>) {
 ///
 /// # Safety
 /// The CPU must support AVX-512 F; `r0` must be a multiple of `MR` below `m`, panels
-/// `p0 .. p0 + NP` within the item's `p0 .. p1`, `k0 + kc <= k`, `a` the packed tiles of `x`
+/// `p0 .. p0 + NP` within the item's `p0 .. p1`, `k0 + kc <= k`, `a` the item's tiles
 /// (`ceil(m / MR) × k × MR` values), `wp[j]` rows `k0 .. k0 + kc` of panel `p0 + j` (in f32), and
 /// `b` must satisfy [`super::Block`]'s contract.
 #[target_feature(enable = "avx512f")]
