@@ -58,11 +58,22 @@ fn quantize_block(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> (f32, i32) {
     let id = if d != 0f32 { 1. / d } else { 0. };
     let mut sum = 0i32;
     for (q, &v) in q.iter_mut().zip(x) {
-        let r = f32::round(v * id);
+        let r = round_half_away(v * id);
         *q = (r + MAGIC).to_bits() as u8 as i8;
         sum += *q as i32;
     }
     (f16::from_f32(d).to_f32(), sum)
+}
+
+/// `f32::round` (halves away from zero), bit for bit, as `trunc(v ± (0.5 − 2^-25))` (how LLVM
+/// itself lowers `round` on x86): wasm32 has no instruction for `round`, which becomes a call
+/// per value there, but has a vector `trunc`. Adding the largest float below one half rounds
+/// up exactly the values whose fraction is at least one half, at every magnitude; infinities
+/// come back unchanged and NaN stays NaN (tested against `f32::round` across the whole range).
+#[inline(always)]
+fn round_half_away(v: f32) -> f32 {
+    const BELOW_HALF: f32 = 0.5 - f32::EPSILON / 4.0;
+    (v + BELOW_HALF.copysign(v)).trunc()
 }
 
 /// One activation row (`k` values, whole blocks) into its int8 values, block scales and offset
@@ -110,7 +121,7 @@ fn quantize_token_body(x: &[f32], q: &mut [i8], d: &mut [f32], c: &mut [i32]) {
     let mut sum = 0i32;
     for (q, &v) in q.iter_mut().zip(x) {
         // `|v · id| <= 127` (up to rounding of `id`, which `round` absorbs): see `quantize_block`.
-        let r = f32::round(v * id).clamp(-127.0, 127.0);
+        let r = round_half_away(v * id).clamp(-127.0, 127.0);
         *q = (r + MAGIC).to_bits() as u8 as i8;
         sum += *q as i32;
     }
@@ -172,6 +183,51 @@ mod tests {
     use crate::kernels::isa::{detected, with_level, Level};
     use crate::kernels::q8::Q8_0_BYTES;
     use crate::Result;
+
+    /// The `round` replacement equals `f32::round` bit for bit: every 61st float of the whole
+    /// range (NaN, infinities and subnormals included), every half-integer tie and its neighbours
+    /// up to 2^24, and the values next to one half.
+    #[test]
+    fn round_half_away_is_round() {
+        let check = |v: f32| {
+            for v in [v, -v] {
+                if v.is_nan() {
+                    // A NaN's sign and payload are not specified through arithmetic.
+                    assert!(round_half_away(v).is_nan(), "{:#x}", v.to_bits());
+                    continue;
+                }
+                assert_eq!(
+                    round_half_away(v).to_bits(),
+                    v.round().to_bits(),
+                    "{v:e} ({:#x})",
+                    v.to_bits()
+                );
+            }
+        };
+        let step = if cfg!(miri) { 1_000_003 } else { 61 };
+        (0..=u32::MAX)
+            .step_by(step)
+            .map(f32::from_bits)
+            .for_each(check);
+        let ties = if cfg!(miri) { 64 } else { 1 << 24 };
+        for i in 0..ties {
+            let tie = i as f32 + 0.5;
+            [tie, tie.next_up(), tie.next_down()]
+                .into_iter()
+                .for_each(check);
+        }
+        [
+            0.5f32.next_down(),
+            0.5,
+            0.5f32.next_up(),
+            1.5f32.next_down(),
+        ]
+        .into_iter()
+        .for_each(check);
+        [0.0, f32::MIN_POSITIVE, f32::MAX, f32::INFINITY, f32::NAN]
+            .into_iter()
+            .for_each(check);
+    }
 
     /// The vectorizable quantizer gives candle's `Q8_0` quantization bit for bit at every
     /// instruction-set level, including values that land exactly on .5 after scaling and all-zero

@@ -53,8 +53,9 @@ impl Tile for Simd128 {
 
 /// The walk both wasm kernels share: panels outside, tiles of up to 4 rows inside.
 pub(super) fn drive<T: Tile>(job: &Job, out: &mut [f32]) {
-    // Safe indexing throughout (the one raw load reads a fixed-size array at a constant-bounded
-    // offset), so this only states the contract, as the x86 kernels do.
+    // Safe indexing throughout (each raw load reads within a slice bounds-checked just before,
+    // or a fixed-size array at a constant-bounded offset), so this only states the contract, as
+    // the x86 kernels do.
     job.debug_assert_fits(out.len());
     for t in job.tiles(MR, 1) {
         let o = &mut out[t.at..];
@@ -80,6 +81,31 @@ pub(super) fn load_acc<const R: usize>(out: &[f32], ldo: usize, width: usize) ->
         }
     }
     facc
+}
+
+/// A tile's starting accumulators: `Q8_0` (`!ROW`) sums in f32, scaled block by block, from
+/// `out`'s values; per channel (`ROW`) exact i32 sums over the whole row (`isum`, from each
+/// row's offset correction where `corr`), scaled once by [`store_rows`].
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+pub(super) fn start_acc<const R: usize, const ROW: bool>(
+    job: &Job,
+    r0: usize,
+    p: usize,
+    out: &[f32],
+    corr: bool,
+) -> ([[v128; 4]; R], [[v128; 4]; R]) {
+    let mut isum = [[i32x4_splat(0); 4]; R];
+    if !ROW {
+        let width = panel_width(job.w, p);
+        return (load_acc::<R>(out, job.ldo, width), isum);
+    }
+    if corr {
+        for (i, isum) in isum.iter_mut().enumerate() {
+            *isum = [i32x4_splat(job.xq.corr[r0 + i]); 4];
+        }
+    }
+    ([[f32x4_splat(0.0); 4]; R], isum)
 }
 
 /// Writes a tile's accumulators back to `out` (its first `width` columns).
@@ -166,14 +192,7 @@ fn tile<const R: usize, const ROW: bool>(job: &Job, r0: usize, p: usize, out: &m
     let (k, nb) = (w.k, w.nb);
     let flip = u8x16_splat(0x80);
     let width = panel_width(w, p);
-    // `Q8_0`: f32 sums, scaled block by block. Per channel (`ROW`): exact i32 sums over the
-    // whole row (`isum`), scaled once by `store_rows`.
-    let mut facc = if ROW {
-        [[f32x4_splat(0.0); 4]; R]
-    } else {
-        load_acc::<R>(out, ldo, width)
-    };
-    let mut isum = [[i32x4_splat(0); 4]; R];
+    let (mut facc, mut isum) = start_acc::<R, ROW>(job, r0, p, out, false);
     for b in 0..nb {
         let pb = &w.blocks[p * nb + b];
         // The 8 k-steps of each row's block, as i16 `[x0 x1 x2 x3 x0 x1 x2 x3]` (built once per

@@ -23,17 +23,20 @@
 //! [`super::Kernel::RelaxedSimdU8`] is available only where it computed every probe exactly as
 //! unsigned bytes; elsewhere [`super::Kernel::RelaxedSimd`], the 7-bit planes, is the best.
 //!
-//! Tiles are 4 rows × one panel (16 columns), one column quad at a time, walked and stored by the
-//! simd128 kernel's code (`super::wasm::drive`).
+//! Tiles are up to 4 rows × one panel (16 columns), walked and stored by the simd128 kernel's
+//! code (`super::wasm::drive`). Within a tile, each k-step's activations are broadcast once per
+//! row and used against several column quads, the quads' sums being independent chains held in
+//! registers; the k-steps stay a loop (an opaque trip count), because unrolled, LLVM hoists every
+//! step's broadcasts ahead of the dots and the engine spills them to the stack (README, "In the
+//! browser", has the measurements).
 
 use core::arch::wasm32::*;
 use std::sync::OnceLock;
 
-use super::wasm::{add_block, drive, load_acc, quad_scales, store_acc, store_rows, x_splat, Tile};
-use super::{panel_width, Job, BLOCK, PANEL};
-
-// The last 16-byte weight load of a block (`s = BLOCK / 4 - 1`, `q = 3`) ends within `qs`.
-const _: () = assert!(64 * (BLOCK / 4 - 1) + 16 * 3 + 16 <= BLOCK * PANEL);
+use super::wasm::{
+    add_block, drive, load_acc, quad_scales, start_acc, store_acc, store_rows, x_splat, Tile,
+};
+use super::{panel_width, Job, BLOCK};
 
 /// The 7-bit planes, or with `single_dot` the single-dot kernel (only where [`unsigned_dot`]
 /// holds: the caller checks).
@@ -128,37 +131,56 @@ fn relaxed_dot(a: [i8; 16], b: [u8; 16], c: [i32; 4]) -> [i32; 4] {
     ])
 }
 
-// The loops index several per-row / per-quad arrays at once: clearer with indices.
-#[allow(clippy::needless_range_loop)]
-#[target_feature(enable = "simd128,relaxed-simd")]
+/// An int8 tile: [`rows`] over its rows. With the single dot, four rows at a time against two
+/// column quads (8 accumulators) and a decode step's one or two rows against all four (so a row
+/// of one still has 4 independent chains); with the 7-bit planes, which need two accumulators
+/// per quad, half as many quads.
+#[inline(always)]
 fn tile<const R: usize, const U8: bool, const ROW: bool>(
     job: &Job,
     r0: usize,
     p: usize,
     out: &mut [f32],
 ) {
+    match (R, U8) {
+        (1, true) => rows::<1, 4, U8, ROW>(job, r0, p, out),
+        (2, true) => rows::<2, 4, U8, ROW>(job, r0, p, out),
+        (3, true) => rows::<3, 2, U8, ROW>(job, r0, p, out),
+        (_, true) => rows::<4, 2, U8, ROW>(job, r0, p, out),
+        (1, false) => rows::<1, 2, U8, ROW>(job, r0, p, out),
+        (2, false) => rows::<2, 2, U8, ROW>(job, r0, p, out),
+        (3, false) => rows::<3, 1, U8, ROW>(job, r0, p, out),
+        (_, false) => rows::<4, 1, U8, ROW>(job, r0, p, out),
+    }
+}
+
+/// `R` rows × one panel, `QUADS` column quads at a time (at most 8 accumulators, which with the
+/// weights, one broadcast and the 7-bit planes' mask stay within the 15 vector registers V8
+/// allocates on x86-64, of the 16 it maps v128 onto). Each
+/// k-step's activations are broadcast once per row and used against `QUADS` quads' weights, so
+/// the accumulators are independent chains (one dot's latency hides behind the others). `U8`:
+/// the stored weight bytes are the dot's second operand; otherwise their low 7 bits and top bit,
+/// two dots. Every block sum is the exact integer, scaled and added in the scalar reference's
+/// order.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "simd128,relaxed-simd")]
+fn rows<const R: usize, const QUADS: usize, const U8: bool, const ROW: bool>(
+    job: &Job,
+    r0: usize,
+    p: usize,
+    out: &mut [f32],
+) {
+    // The quads of a pass are `q0 .. q0 + QUADS` within the panel's 4 (the loads rely on it).
+    const { assert!(QUADS > 0 && 4 % QUADS == 0) };
     let (w, xq, ldo) = (job.w, job.xq, job.ldo);
     let (k, nb) = (w.k, w.nb);
     let low7 = u8x16_splat(0x7f);
     let width = panel_width(w, p);
-    // `Q8_0`: f32 sums, scaled block by block. Per channel (`ROW`): exact i32 sums over the
-    // whole row (`isum`, starting at the row's offset correction), scaled once by `store_rows`.
-    let mut facc = if ROW {
-        [[f32x4_splat(0.0); 4]; R]
-    } else {
-        load_acc::<R>(out, ldo, width)
-    };
-    let mut isum = [[i32x4_splat(0); 4]; R];
-    if ROW {
-        for (i, isum) in isum.iter_mut().enumerate() {
-            *isum = [i32x4_splat(xq.corr[r0 + i]); 4];
-        }
-    }
+    let (mut facc, mut isum) = start_acc::<R, ROW>(job, r0, p, out, true);
     for b in 0..nb {
         let pb = &w.blocks[p * nb + b];
         let mut dx = [f32x4_splat(0.0); R];
         let mut corr = [i32x4_splat(0); R];
-        // Each row's block of activations, read 4 at a time by `x_splat`.
         let mut xs: [&[i8]; R] = [&[]; R];
         for i in 0..R {
             let row = r0 + i;
@@ -168,36 +190,45 @@ fn tile<const R: usize, const U8: bool, const ROW: bool>(
                 corr[i] = i32x4_splat(xq.corr[row * nb + b]);
             }
         }
-        for q in 0..4 {
-            let mut lo = corr;
-            let mut hi = [i32x4_splat(0); R];
-            for s in 0..BLOCK / 4 {
-                let at = 64 * s + 16 * q;
-                // SAFETY: `at + 16 <= 512 = qs.len()` (s < 8, q < 4; asserted at compile time
-                // above), `qs` is initialized bytes, and `v128_load` has no alignment requirement.
-                let wv = unsafe { v128_load(pb.qs.as_ptr().add(at) as *const v128) };
-                if U8 {
-                    // The engine reads `wv` as unsigned bytes, exactly (`unsigned_dot`).
-                    for i in 0..R {
-                        lo[i] = i32x4_relaxed_dot_i8x16_i7x16_add(x_splat(xs[i], s), wv, lo[i]);
-                    }
-                    continue;
-                }
-                let wl = v128_and(wv, low7);
-                let wh = u8x16_shr(wv, 7);
+        for q0 in (0..4).step_by(QUADS) {
+            // Per channel the whole-row sums carry on; `Q8_0` blocks start at their correction.
+            let mut lo: [[v128; QUADS]; R] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| if ROW { isum[i][q0 + j] } else { corr[i] })
+            });
+            let mut hi = [[i32x4_splat(0); QUADS]; R];
+            // An opaque trip count keeps this a loop: unrolled, LLVM hoists every step's
+            // broadcasts ahead of the dots, and the engine spills them to the stack.
+            for s in 0..std::hint::black_box(BLOCK / 4) {
+                // The step's 4 column quads × 4 k of weights.
+                let step = &pb.qs[64 * s..64 * s + 64];
+                // SAFETY: `16 (q0 + j) + 16 <= 64 = step.len()` (`q0 + j < 4`), `step` is
+                // initialized bytes, and `v128_load` has no alignment requirement.
+                let wv: [v128; QUADS] = std::array::from_fn(|j| unsafe {
+                    v128_load(step.as_ptr().add(16 * (q0 + j)) as *const v128)
+                });
                 for i in 0..R {
                     let xv = x_splat(xs[i], s);
-                    lo[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv, wl, lo[i]);
-                    hi[i] = i32x4_relaxed_dot_i8x16_i7x16_add(xv, wh, hi[i]);
+                    for j in 0..QUADS {
+                        if U8 {
+                            // The engine reads `wv` as unsigned bytes, exactly (`unsigned_dot`).
+                            lo[i][j] = i32x4_relaxed_dot_i8x16_i7x16_add(xv, wv[j], lo[i][j]);
+                        } else {
+                            let (wl, wh) = (v128_and(wv[j], low7), u8x16_shr(wv[j], 7));
+                            lo[i][j] = i32x4_relaxed_dot_i8x16_i7x16_add(xv, wl, lo[i][j]);
+                            hi[i][j] = i32x4_relaxed_dot_i8x16_i7x16_add(xv, wh, hi[i][j]);
+                        }
+                    }
                 }
             }
-            let ws = quad_scales(&pb.scales, q);
-            for i in 0..R {
-                let sum = i32x4_add(lo[i], i32x4_shl(hi[i], 7));
-                if ROW {
-                    isum[i][q] = i32x4_add(isum[i][q], sum);
-                } else {
-                    facc[i][q] = add_block(facc[i][q], sum, ws, dx[i]);
+            for j in 0..QUADS {
+                let ws = quad_scales(&pb.scales, q0 + j);
+                for i in 0..R {
+                    let sum = i32x4_add(lo[i][j], i32x4_shl(hi[i][j], 7));
+                    if ROW {
+                        isum[i][q0 + j] = sum;
+                    } else {
+                        facc[i][q0 + j] = add_block(facc[i][q0 + j], sum, ws, dx[i]);
+                    }
                 }
             }
         }
@@ -209,12 +240,27 @@ fn tile<const R: usize, const U8: bool, const ROW: bool>(
     }
 }
 
-/// A 4-bit tile: per column quad, the low nibbles (k-step `s`) and high nibbles (`s + 4`) of a
-/// 16-byte vector against the row's activations, accumulated from the offset correction
-/// `corr / 16`.
+/// A 4-bit tile: [`rows4`] over its rows: a decode step's single row against all four column
+/// quads, more rows against two (each quad's weights are two nibble planes, so at most 15
+/// vectors are live: accumulators, planes, a row's two broadcasts and the nibble mask).
+#[inline(always)]
+fn tile4<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+    match R {
+        1 => rows4::<1, 4>(job, r0, p, out),
+        2 => rows4::<2, 2>(job, r0, p, out),
+        3 => rows4::<3, 2>(job, r0, p, out),
+        _ => rows4::<4, 2>(job, r0, p, out),
+    }
+}
+
+/// `R` 4-bit rows × one panel, `QUADS` column quads at a time: per k-step, each quad's 16-byte
+/// vector (4 columns × 4 k, two k-steps) splits into its low nibbles (k-step `s`) and high
+/// nibbles (`s + 4`), each against the row's activations of that step, accumulated from the
+/// offset correction `corr / 16`; the steps stay a loop, as in [`rows`].
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "simd128,relaxed-simd")]
-fn tile4<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+fn rows4<const R: usize, const QUADS: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
+    const { assert!(QUADS > 0 && 4 % QUADS == 0) };
     let (w, xq, ldo) = (job.w, job.xq, job.ldo);
     let (k, nb) = (w.k, w.nb);
     let nibble = u8x16_splat(0x0f);
@@ -231,23 +277,35 @@ fn tile4<const R: usize>(job: &Job, r0: usize, p: usize, out: &mut [f32]) {
             dx[i] = f32x4_splat(xq.d[row * nb + b]);
             corr[i] = i32x4_splat(xq.corr[row * nb + b] >> 4);
         }
-        for q in 0..4 {
-            let mut acc = corr;
-            for s in 0..BLOCK / 8 {
-                let at = 64 * s + 16 * q;
-                let bytes = &pb.qs[at..at + 16];
-                // SAFETY: `bytes` is 16 initialized bytes (bounds-checked above), and
-                // `v128_load` has no alignment requirement.
-                let wv = unsafe { v128_load(bytes.as_ptr() as *const v128) };
-                let (wl, wh) = (v128_and(wv, nibble), u8x16_shr(wv, 4));
+        for q0 in (0..4).step_by(QUADS) {
+            let mut acc = [[i32x4_splat(0); QUADS]; R];
+            for i in 0..R {
+                acc[i] = [corr[i]; QUADS];
+            }
+            // An opaque trip count keeps this a loop (see `rows`).
+            for s in 0..std::hint::black_box(BLOCK / 8) {
+                let step = &pb.qs[64 * s..64 * s + 64];
+                let mut wl = [i32x4_splat(0); QUADS];
+                let mut wh = [i32x4_splat(0); QUADS];
+                for j in 0..QUADS {
+                    // SAFETY: `16 (q0 + j) + 16 <= 64 = step.len()` (`q0 + j < 4`), `step` is
+                    // initialized bytes, and `v128_load` has no alignment requirement.
+                    let wv = unsafe { v128_load(step.as_ptr().add(16 * (q0 + j)) as *const v128) };
+                    (wl[j], wh[j]) = (v128_and(wv, nibble), u8x16_shr(wv, 4));
+                }
                 for i in 0..R {
-                    acc[i] = i32x4_relaxed_dot_i8x16_i7x16_add(x_splat(xs[i], s), wl, acc[i]);
-                    acc[i] = i32x4_relaxed_dot_i8x16_i7x16_add(x_splat(xs[i], s + 4), wh, acc[i]);
+                    let (x0, x1) = (x_splat(xs[i], s), x_splat(xs[i], s + 4));
+                    for j in 0..QUADS {
+                        acc[i][j] = i32x4_relaxed_dot_i8x16_i7x16_add(x0, wl[j], acc[i][j]);
+                        acc[i][j] = i32x4_relaxed_dot_i8x16_i7x16_add(x1, wh[j], acc[i][j]);
+                    }
                 }
             }
-            let ws = quad_scales(&pb.scales, q);
-            for i in 0..R {
-                facc[i][q] = add_block(facc[i][q], acc[i], ws, dx[i]);
+            for j in 0..QUADS {
+                let ws = quad_scales(&pb.scales, q0 + j);
+                for i in 0..R {
+                    facc[i][q0 + j] = add_block(facc[i][q0 + j], acc[i][j], ws, dx[i]);
+                }
             }
         }
     }
