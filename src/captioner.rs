@@ -447,8 +447,9 @@ impl Captioner {
         })
     }
 
-    /// Captions several images at once, with the same options: the vision encoder runs once over
-    /// all of them and the decoder over all their sequences together (each image's
+    /// Captions several images at once, with the same options: the vision encoder takes them one
+    /// at a time ([`BlipForConditionalGeneration::encode_image`]) and the decoder takes all their
+    /// sequences together (each image's
     /// cross-attention keys and values computed once; an image leaves the batch when it
     /// finishes). The token ids are those [`Captioner::caption`] gives each image alone.
     ///

@@ -25,8 +25,20 @@ impl BlipForConditionalGeneration {
 
     /// Image embeddings (the vision encoder's last hidden state) `[images, tokens, hidden]` for
     /// `pixel_values` `[images, 3, H, W]`.
+    ///
+    /// Several images are encoded one at a time: one image's patch tokens already fill the
+    /// kernels' tiles, while a batch's activations (every image's tokens through each layer in
+    /// turn) fall out of the caches and made the encoder slower per image. Each image's
+    /// embeddings are then exactly those it gets alone.
     pub fn encode_image(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        self.vision_model.forward(pixel_values)
+        let images = pixel_values.dim(0)?;
+        if images <= 1 {
+            return self.vision_model.forward(pixel_values);
+        }
+        let embeds = (0..images)
+            .map(|i| self.vision_model.forward(&pixel_values.narrow(0, i, 1)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&embeds, 0)?)
     }
 
     /// Decoder state for one or more images (`image_embeds` `[images, tokens, hidden]`), with
